@@ -268,6 +268,10 @@ class Candidate(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["prompt", "generator", "sample_index"], name="candidate_index_unique"),
             models.UniqueConstraint(fields=["prompt", "generator", "text_sha256"], name="candidate_text_unique"),
+            # Attention-check texts have no generator, and NULLs never clash in a unique index.
+            models.UniqueConstraint(
+                fields=["prompt", "sample_index"], condition=Q(generator__isnull=True), name="candidate_check_index_unique"
+            ),
             models.CheckConstraint(condition=Q(multiplicity__gte=1), name="candidate_multiplicity_positive"),
         ]
 
@@ -358,6 +362,10 @@ class ComparisonItem(models.Model):
             models.UniqueConstraint(
                 fields=["prompt", "policy", "k", "opponent_label", "m", "replicate", "is_attention_check"],
                 name="item_unique",
+            ),
+            # Attention checks have no policy (NULL), so item_unique can't make their rebuild idempotent.
+            models.UniqueConstraint(
+                fields=["prompt", "replicate"], condition=Q(is_attention_check=True), name="attention_item_unique"
             ),
             models.CheckConstraint(condition=Q(k__gte=1) & Q(m__gte=1), name="item_k_m_positive"),
             models.CheckConstraint(
@@ -514,7 +522,7 @@ class JobQuerySet(models.QuerySet):
         """
         now = timezone.now()
         claimable = Q(status=Job.Status.QUEUED) | Q(
-            status=Job.Status.RUNNING, attempts__lt=settings.UALIGN_JOB_MAX_ATTEMPTS, heartbeat_at__lt=now - Job.STALE
+            status=Job.Status.RUNNING, attempts__lt=settings.UALIGN_JOB_MAX_ATTEMPTS, heartbeat_at__lt=now - Job.stale_after()
         )
         claimed = self.filter(claimable, pk=job_id).update(
             status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
@@ -528,7 +536,7 @@ class JobQuerySet(models.QuerySet):
 class Job(models.Model):
     """A unit of background work; the row, not Celery, holds its state."""
 
-    STALE = timedelta(seconds=60)
+    STALE = timedelta(seconds=60)  # the default; settings.UALIGN_JOB_STALE_SECONDS overrides it
 
     class Kind(models.TextChoices):
         PING = "ping", "Worker check"
@@ -547,6 +555,10 @@ class Job(models.Model):
         FAILED = "failed", "Failed"
 
     study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="steps",
+        help_text="The 'prepare' job whose chain this step belongs to.",
+    )
     kind = models.CharField(max_length=32, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     params = models.JSONField(default=dict, blank=True)
@@ -570,6 +582,15 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @staticmethod
+    def stale_after() -> timedelta:
+        """How long a running job may go without a heartbeat before its worker counts as dead."""
+        return timedelta(seconds=getattr(settings, "UALIGN_JOB_STALE_SECONDS", Job.STALE.total_seconds()))
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         fraction = min(max(fraction, 0.0), 1.0)

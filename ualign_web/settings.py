@@ -196,6 +196,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 
 # A job is retried at most this many times after its worker died mid-run.
 UALIGN_JOB_MAX_ATTEMPTS = env_int("UALIGN_JOB_MAX_ATTEMPTS", 3)
+# A running job whose heartbeat is older than this counts as orphaned (its worker died) and may be
+# reclaimed by a redelivered task. Workers beat every third of it while a task runs.
+UALIGN_JOB_STALE_SECONDS = env_int("UALIGN_JOB_STALE_SECONDS", 60)
 # Model weights converted for fast loading (see workers/generation.py).
 UALIGN_MODEL_CACHE = env_str("UALIGN_MODEL_CACHE", str(VAR_DIR / "models"))
 
