@@ -418,6 +418,7 @@ class Participant(models.Model):
         COMPLETED = "completed", "Completed"
         ENDED = "ended", "Ended (failed attention checks)"
         DECLINED = "declined", "Declined consent"
+        SCREENED_OUT = "screened_out", "Ended (failed the comprehension check twice)"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     external_id = models.CharField(max_length=200, blank=True, help_text="Prolific PID or invite label.")
