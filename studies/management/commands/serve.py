@@ -42,6 +42,8 @@ class Command(BaseCommand):
         )
 
     def _wait(self, processes: list[subprocess.Popen]) -> None:
+        # Stop the children on SIGTERM too (a supervisor or `timeout`), not only on Ctrl-C.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
