@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -82,6 +83,8 @@ class StudyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools"]
     inlines = [PolicyInline, PreferenceSourceInline]
+    # Django 6's default, opted into now: a bare host in the redirect URL means https.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["title", "slug", "status", "prompt_tools"]}),
         ("Annotators see", {"fields": ["consent_text", "instructions"]}),
