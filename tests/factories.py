@@ -74,3 +74,20 @@ def make_item(*, study: Study, prompt: Prompt, policy: Policy, texts: list[str],
 
 def make_participant(*, study: Study, **overrides) -> Participant:
     return Participant.objects.create(study=study, **overrides)
+
+
+def make_attention_item(*, study: Study, prompt: Prompt, texts: list[str], broken: int, replicate: int = 0,
+                        **overrides) -> ComparisonItem:
+    """An attention check showing `texts` in slots 0..; `texts[broken]` is the deliberately broken one."""
+    item = ComparisonItem.objects.create(
+        study=study, prompt=prompt, policy=None, k=1, m=len(texts) - 1, opponent_label="attention",
+        is_attention_check=True, replicate=replicate, **overrides,
+    )
+    for slot, text in enumerate(texts):
+        candidate, _ = Candidate.objects.get_or_create(
+            prompt=prompt, generator=None, text_sha256=Candidate.hash_text(text),
+            defaults={"text": text, "is_attention_check": slot == broken,
+                      "sample_index": 10_000 + Candidate.objects.filter(prompt=prompt, generator=None).count()},
+        )
+        ItemCandidate.objects.create(item=item, candidate=candidate, slot=slot, count_policy=0, count_opponent=1)
+    return item
