@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -17,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from studies import researcher_views, services
 from studies.importing import import_prompts
 from studies.models import (
     Assignment,
@@ -33,6 +35,7 @@ from studies.models import (
     Prompt,
     Study,
 )
+from studies.sources import CSV_HELP, params_problems
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -65,8 +68,27 @@ class PolicyInline(admin.TabularInline):
     fields = ["name", "kind", "params", "generator"]
 
 
+class PreferenceSourceForm(forms.ModelForm):
+    """Checks params (and the CSV, for that kind) per kind, with readable errors."""
+
+    class Meta:
+        model = PreferenceSource
+        fields = ["kind", "weight", "params", "data"]
+        help_texts = {"params": "See the kinds below.", "data": "For the CSV kind: " + CSV_HELP}
+
+    def clean(self):
+        cleaned = super().clean()
+        kind, params = cleaned.get("kind"), cleaned.get("params")
+        if kind and params is not None:
+            problems = params_problems(kind, params, cleaned.get("data") or "")
+            if problems:
+                self.add_error("data" if kind == PreferenceSource.Kind.CSV else "params", problems)
+        return cleaned
+
+
 class PreferenceSourceInline(admin.StackedInline):
     model = PreferenceSource
+    form = PreferenceSourceForm
     extra = 0
     fields = ["kind", "weight", "params", "data"]
 
@@ -83,6 +105,7 @@ class StudyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools"]
     inlines = [PolicyInline, PreferenceSourceInline]
+    actions = ["prepare_selected"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -148,9 +171,31 @@ class StudyAdmin(admin.ModelAdmin):
                 "<int:study_id>/import-prompts/",
                 self.admin_site.admin_view(self.import_prompts_view),
                 name="studies_study_import_prompts",
-            )
+            ),
+            path(
+                "<int:study_id>/prepare/",
+                self.admin_site.admin_view(researcher_views.prepare_study),
+                name="studies_study_prepare",
+            ),
+            path(
+                "<int:study_id>/jobs/",
+                self.admin_site.admin_view(researcher_views.study_jobs),
+                name="studies_study_jobs",
+            ),
         ]
         return extra + super().get_urls()
+
+    @admin.action(description="Prepare selected studies (generate, populate, fit, build items)", permissions=["change"])
+    def prepare_selected(self, request: HttpRequest, queryset) -> None:
+        for study in queryset:
+            try:
+                services.prepare_study(study=study)
+            except services.PreparationError as exc:
+                self.message_user(request, f"“{study}” was not prepared: {exc}", messages.ERROR)
+            except ValidationError as exc:
+                self.message_user(request, f"“{study}” was not prepared: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                self.message_user(request, f"Preparing “{study}”.", messages.SUCCESS)
 
     def import_prompts_view(self, request: HttpRequest, study_id: int) -> HttpResponse:
         study = get_object_or_404(Study, pk=study_id)
@@ -191,6 +236,7 @@ class GeneratorModelAdmin(admin.ModelAdmin):
 
 @admin.register(PreferenceSource)
 class PreferenceSourceAdmin(admin.ModelAdmin):
+    form = PreferenceSourceForm
     list_display = ["study", "kind", "weight"]
     list_filter = ["kind"]
 
