@@ -279,10 +279,25 @@ class ComparisonItemAdmin(ReadOnlyAdmin):
     inlines = [ItemCandidateInline]
 
 
+class FailedAttentionFilter(admin.SimpleListFilter):
+    title = "attention checks"
+    parameter_name = "failed_attention"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("yes", "Failed at least one"), ("no", "Failed none")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        if self.value() == "yes":
+            return queryset.filter(attention_failures__gt=0)
+        if self.value() == "no":
+            return queryset.filter(attention_failures=0)
+        return queryset
+
+
 @admin.register(Participant)
 class ParticipantAdmin(ReadOnlyAdmin):
     list_display = ["pseudonym", "study", "status", "consent_at", "attention_failures", "is_simulated", "created_at"]
-    list_filter = ["study", "status", "is_simulated"]
+    list_filter = ["study", "status", FailedAttentionFilter, "is_simulated"]
     search_fields = ["pseudonym", "external_id"]
     exclude = ["access_token"]
 

@@ -119,6 +119,7 @@ def create_or_resume_participant(
         existing = Participant.objects.filter(study=study, external_id=prolific_pid).first()
         if existing is not None:
             return existing
+    release_expired_assignments(study=study)  # abandoned tasks free places for newcomers
     ensure_open_for_newcomers(study)
     fields = {"study": study, "external_id": prolific_pid}
     if prolific_pid:
@@ -448,7 +449,9 @@ def _after_judgment(*, participant: Participant, study: Study, attention_passed:
             participant.status = Participant.Status.ENDED
             participant.save(update_fields=["status"])
             return
-    if completed_count(participant) >= study.items_per_participant:
+    if completed_count(participant) >= study.items_per_participant or not _available_items(participant).exists():
+        # Their share is done, or the study has nothing left they haven't seen: either way
+        # they did the work and get the code now, not on a later page load.
         complete_participant(participant=participant, now=now)
 
 

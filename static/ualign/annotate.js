@@ -1,0 +1,84 @@
+// The annotator's task page: keys 1–9 pick, focus follows the swapped-in task, and a pick
+// that lands during a swap (a double click or a doubled key press) never hits the next task.
+// Everything here is progressive enhancement: without it the buttons post the form as usual.
+(function () {
+  "use strict";
+  var SETTLE_MS = 350;
+
+  function comparison() { return document.getElementById("comparison"); }
+
+  function settle(section) {
+    section.setAttribute("data-settling", "");
+    window.setTimeout(function () { section.removeAttribute("data-settling"); }, SETTLE_MS);
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (!/^[1-9]$/.test(event.key)) return;
+    var target = event.target;
+    if (target && target.closest && target.closest("textarea, input, select, [contenteditable]")) return;
+    var section = comparison();
+    if (!section || section.hasAttribute("data-settling")) return;
+    var button = section.querySelector('button.pick[value="' + event.key + '"]');
+    if (!button || button.disabled) return;
+    event.preventDefault();
+    button.click();  // a click, so htmx sends the button's name and value
+  });
+
+  // Swallow clicks on a task that has only just appeared.
+  document.addEventListener("click", function (event) {
+    var section = comparison();
+    if (section && section.hasAttribute("data-settling") && section.contains(event.target) &&
+        event.target.closest("button")) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  }, true);
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var section = comparison();
+    if (!section || event.detail.target !== section) return;
+    settle(section);
+    var heading = document.getElementById("task-heading");
+    if (heading) {
+      heading.focus({ preventScroll: true });
+      section.scrollIntoView({ block: "start", behavior: "instant" });
+    }
+  });
+
+  function showConnectionError(message) {
+    var slot = document.querySelector("#comparison [data-connection-error]");
+    if (!slot) return;
+    slot.textContent = message;
+    slot.hidden = false;
+  }
+  document.addEventListener("htmx:sendError", function () {
+    showConnectionError("Your choice could not be sent (connection problem). Please choose again: it will only be saved once.");
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    if (event.detail.xhr && event.detail.xhr.status === 404) {
+      showConnectionError("This task is no longer available. Please reload the page.");
+    } else {
+      showConnectionError("Something went wrong while saving. Please reload the page; choices already saved are kept.");
+    }
+  });
+
+  // The completion page: go back to the recruiting site after a countdown the person can stop.
+  document.addEventListener("DOMContentLoaded", function () {
+    var link = document.querySelector("[data-auto-redirect]");
+    var note = document.getElementById("redirect-note");
+    if (!link || !note) return;
+    var left = parseInt(link.getAttribute("data-auto-redirect"), 10) || 5;
+    var counter = note.querySelector("[data-countdown]");
+    note.hidden = false;
+    var timer = window.setInterval(function () {
+      left -= 1;
+      if (counter) counter.textContent = String(left);
+      if (left <= 0) { window.clearInterval(timer); window.location.assign(link.href); }
+    }, 1000);
+    note.querySelector("[data-cancel-redirect]").addEventListener("click", function () {
+      window.clearInterval(timer);
+      note.textContent = "Automatic redirect stopped. Use the button above when you are ready.";
+    });
+  });
+})();
