@@ -16,9 +16,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from studies import researcher_views, services
+from studies.export import TABLES
 from studies.importing import import_prompts
 from studies.models import (
     Assignment,
@@ -103,13 +104,13 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
-    readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools"]
+    readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools", "results_links"]
     inlines = [PolicyInline, PreferenceSourceInline]
-    actions = ["prepare_selected"]
+    actions = ["prepare_selected", "download_judgments"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "prompt_tools"]}),
+        (None, {"fields": ["title", "slug", "status", "prompt_tools", "results_links"]}),
         ("Annotators see", {"fields": ["consent_text", "instructions"]}),
         (
             "Design",
@@ -164,6 +165,26 @@ class StudyAdmin(admin.ModelAdmin):
             prompts,
             reverse("admin:studies_study_import_prompts", args=[study.pk]),
         )
+
+    @admin.display(description="results")
+    def results_links(self, study: Study) -> str:
+        if not study.pk:
+            return "-"
+        downloads = format_html_join(
+            " · ", '<a href="{}" download>{}</a>', ((reverse("studies:export", args=[study.slug, t]), t) for t in TABLES)
+        )
+        return format_html(
+            '<a href="{}">win rates, f(k) plot and quality</a> · CSV: {}',
+            reverse("studies:results", args=[study.slug]),
+            downloads,
+        )
+
+    @admin.action(description="Download the judgments of the selected study (CSV)")
+    def download_judgments(self, request: HttpRequest, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one study to download its judgments.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("studies:export", args=[queryset.get().slug, "judgments"]))
 
     def get_urls(self):
         extra = [

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from studies import views
+from studies import results_views, views
 
 app_name = "studies"
 
@@ -14,4 +14,8 @@ urlpatterns: list = [
     path("s/<slug:slug>/task/", views.task, name="task"),
     path("s/<slug:slug>/judgments/", views.submit_judgment, name="submit_judgment"),
     path("s/<slug:slug>/done/", views.done, name="done"),
+    # Results and CSV exports for staff (studies/results_views.py).
+    path("research/<slug:slug>/results/", results_views.results, name="results"),
+    path("research/<slug:slug>/results/plot.svg", results_views.results_plot, name="results_plot"),
+    path("research/<slug:slug>/export/<slug:table>.csv", results_views.export_table, name="export"),
 ]

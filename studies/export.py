@@ -1,0 +1,256 @@
+"""CSV export of a study: HEADER + row generators per table, streamed in constant memory.
+
+Tables: judgments, items, candidates, prompts, summary. No HTTP here: the views wrap
+`iter_csv` in a StreamingHttpResponse, and `manage.py export_study` writes it to a file.
+
+Constant memory: every table is read with `.values_list(...).iterator(chunk_size=...)` (a
+server-side cursor on PostgreSQL) and written as it is read. A judgment row names the
+candidates it showed, which live in ItemCandidate; instead of loading them all, judgments are
+read in item order and merged with ItemCandidate rows read in the same order, so only the
+current item's few rows are held.
+
+Formula injection: spreadsheet programs run a cell that starts with =, +, -, @ (or a tab or
+carriage return before one) as a formula, and model output or annotator text may do that on
+purpose. Every *text* cell (prompts, responses, rationales, names, labels) that starts with one
+of = + - @ tab CR, or with a single quote, gets one single quote prepended (OWASP "CSV
+Injection"). Numbers are written as numbers. To recover the exact text, strip one leading quote
+from a text cell that starts with it: `unescape_cell` does that.
+
+Judgment columns
+----------------
+shown: the texts in the order this annotator saw them, as "candidate_id:position" pairs joined
+by ";" (position 1-based, as in chosen_position). chosen_count_policy / chosen_count_opponent
+are c_A / c_B of the chosen text (theory.md §1); credit is the stored credit (empty when a
+"can't decide" was excluded); participant is the pseudonym, never the access token.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+
+from studies.models import Candidate, ComparisonItem, ItemCandidate, Prompt, Study
+from studies.results import SUMMARY_HEADER, compute_results, judgments_for, summary_rows
+
+CHUNK_SIZE = 5000
+ROWS_PER_WRITE = 1000
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+JUDGMENT_HEADER = (
+    "study", "judgment_id", "prompt_id", "prompt_external_id", "item_id", "is_attention_check", "policy", "k",
+    "opponent", "m", "replicate", "shown", "chosen_candidate_id", "chosen_position", "chosen_count_policy",
+    "chosen_count_opponent", "credit", "cant_decide", "attention_passed", "participant", "is_simulated",
+    "latency_ms", "rendered_at", "created_at", "rationale",
+)  # fmt: skip
+ITEM_HEADER = (
+    "study", "item_id", "prompt_id", "prompt_external_id", "policy", "k", "opponent", "opponent_policy", "m",
+    "replicate", "is_attention_check", "predicted_win_rate", "shown", "created_at",
+)  # fmt: skip
+CANDIDATE_HEADER = (
+    "study", "candidate_id", "prompt_id", "prompt_external_id", "generator", "sample_index", "multiplicity",
+    "token_count", "is_attention_check", "text_sha256", "text",
+)  # fmt: skip
+PROMPT_HEADER = ("study", "prompt_id", "external_id", "text", "metadata", "created_at")
+
+
+def safe_text(value: str | None) -> str:
+    """A text cell, with the formula-injection guard described in the module docstring."""
+    if value is None:
+        return ""
+    return "'" + value if value.startswith(_DANGEROUS) else value
+
+
+def unescape_cell(value: str) -> str:
+    """Invert `safe_text` for a text cell read back from the CSV."""
+    return value[1:] if value.startswith("'") else value
+
+
+def _time(value) -> str:
+    return value.isoformat() if value is not None else ""
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else ("true" if value else "false")
+
+
+def _number(value) -> object:
+    return "" if value is None else value
+
+
+def _shown_by_item(study: Study) -> Iterator[tuple[int, dict[int, tuple[int, int, int, int]]]]:
+    """(item id, {ItemCandidate id: (candidate id, slot, c_A, c_B)}) in item-id order."""
+    rows = (
+        ItemCandidate.objects.filter(item__study=study)
+        .order_by("item_id", "slot")
+        .values_list("item_id", "id", "candidate_id", "slot", "count_policy", "count_opponent")
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    current, group = None, {}
+    for item_id, pk, candidate_id, slot, c_a, c_b in rows:
+        if item_id != current:
+            if current is not None:
+                yield current, group
+            current, group = item_id, {}
+        group[pk] = (candidate_id, slot, c_a, c_b)
+    if current is not None:
+        yield current, group
+
+
+class _ShownLookup:
+    """Walks `_shown_by_item` forward as the judgments (read in item order) ask for items."""
+
+    def __init__(self, study: Study) -> None:
+        self._groups = _shown_by_item(study)
+        self._item, self._shown = -1, {}
+
+    def get(self, item_id: int) -> dict[int, tuple[int, int, int, int]]:
+        while self._item < item_id:
+            self._item, self._shown = next(self._groups, (float("inf"), {}))
+        return self._shown if self._item == item_id else {}
+
+
+def iter_judgment_rows(study: Study, *, source: str = "all") -> Iterator[tuple]:
+    shown_lookup = _ShownLookup(study)
+    rows = (
+        judgments_for(study, source)
+        .order_by("assignment__item_id", "id")
+        .values_list(
+            "id", "assignment__item__prompt_id", "assignment__item__prompt__external_id", "assignment__item_id",
+            "assignment__item__is_attention_check", "assignment__item__policy__name", "assignment__item__k",
+            "assignment__item__opponent_label", "assignment__item__m", "assignment__item__replicate",
+            "assignment__display_order", "chosen__candidate_id", "chosen_slot", "chosen__count_policy",
+            "chosen__count_opponent", "credit", "cant_decide", "attention_passed",
+            "assignment__participant__pseudonym", "assignment__participant__is_simulated", "latency_ms",
+            "rendered_at", "created_at", "rationale",
+        )  # fmt: skip
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    slug = safe_text(study.slug)
+    for (pk, prompt_id, external_id, item_id, is_check, policy, k, opponent, m, replicate, order, chosen,
+         position, c_a, c_b, credit, cant, passed, pseudonym, simulated, latency, rendered, created,
+         rationale) in rows:  # fmt: skip
+        shown = shown_lookup.get(item_id)
+        order = order or sorted(shown, key=lambda ic: shown[ic][1])
+        shown_field = ";".join(f"{shown[ic][0]}:{pos}" for pos, ic in enumerate(order, 1) if ic in shown)
+        yield (
+            slug, pk, prompt_id, safe_text(external_id), item_id, _flag(is_check), safe_text(policy), k,
+            safe_text(opponent), m, replicate, shown_field, _number(chosen), _number(position), _number(c_a),
+            _number(c_b), _number(credit), _flag(cant), _flag(passed), safe_text(pseudonym), _flag(simulated),
+            _number(latency), _time(rendered), _time(created), safe_text(rationale),
+        )  # fmt: skip
+
+
+def iter_item_rows(study: Study) -> Iterator[tuple]:
+    shown_lookup = _ShownLookup(study)
+    rows = (
+        ComparisonItem.objects.filter(study=study)
+        .order_by("id")
+        .values_list(
+            "id", "prompt_id", "prompt__external_id", "policy__name", "k", "opponent_label",
+            "opponent_policy__name", "m", "replicate", "is_attention_check", "predicted_win_rate", "created_at",
+        )  # fmt: skip
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    slug = safe_text(study.slug)
+    for pk, prompt_id, external_id, policy, k, opponent, opponent_policy, m, replicate, is_check, predicted, created in rows:
+        shown = sorted(shown_lookup.get(pk).values(), key=lambda v: v[1])
+        shown_field = ";".join(f"{cand}:{slot}:{c_a}:{c_b}" for cand, slot, c_a, c_b in shown)
+        yield (
+            slug, pk, prompt_id, safe_text(external_id), safe_text(policy), k, safe_text(opponent),
+            safe_text(opponent_policy), m, replicate, _flag(is_check), _number(predicted), shown_field,
+            _time(created),
+        )  # fmt: skip
+
+
+def iter_candidate_rows(study: Study) -> Iterator[tuple]:
+    rows = (
+        Candidate.objects.filter(prompt__study=study)
+        .order_by("id")
+        .values_list(
+            "id", "prompt_id", "prompt__external_id", "generator__name", "sample_index", "multiplicity",
+            "token_count", "is_attention_check", "text_sha256", "text",
+        )  # fmt: skip
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    slug = safe_text(study.slug)
+    for pk, prompt_id, external_id, generator, index, multiplicity, tokens, is_check, sha, text in rows:
+        yield (slug, pk, prompt_id, safe_text(external_id), safe_text(generator), index, multiplicity, tokens,
+               _flag(is_check), sha, safe_text(text))  # fmt: skip
+
+
+def iter_prompt_rows(study: Study) -> Iterator[tuple]:
+    rows = (
+        Prompt.objects.filter(study=study)
+        .order_by("id")
+        .values_list("id", "external_id", "text", "metadata", "created_at")
+        .iterator(chunk_size=CHUNK_SIZE)
+    )
+    slug = safe_text(study.slug)
+    for pk, external_id, text, metadata, created in rows:
+        yield slug, pk, safe_text(external_id), safe_text(text), safe_text(json.dumps(metadata)), _time(created)
+
+
+def iter_summary_rows(study: Study, *, source: str = "real") -> Iterator[tuple]:
+    slug = safe_text(study.slug)
+    for row in summary_rows(compute_results(study, source=source)):
+        yield (slug, *(safe_text(v) if isinstance(v, str) else _number(v) for v in row))
+
+
+def summary_header() -> tuple[str, ...]:
+    return ("study", *SUMMARY_HEADER)
+
+
+TABLES = {
+    "judgments": "One row per judgment, with what was shown and chosen.",
+    "items": "One row per comparison item, with its shown texts and provenance counts.",
+    "candidates": "One row per distinct response text, with the text.",
+    "prompts": "One row per prompt, with the text and metadata.",
+    "summary": "The results table: win rate per policy × k × opponent, and f̂(k).",
+}
+
+
+def header_and_rows(
+    study: Study, table: str, *, source: str | None = None
+) -> tuple[tuple[str, ...], Iterable[tuple]]:
+    """The header and row generator of one table.
+
+    source ('real', 'simulated', 'all') filters judgments by annotator kind; by default the
+    judgments table holds all of them (with an is_simulated column) and the summary, like the
+    results page, real annotators only.
+    """
+    if table == "judgments":
+        return JUDGMENT_HEADER, iter_judgment_rows(study, source=source or "all")
+    if table == "items":
+        return ITEM_HEADER, iter_item_rows(study)
+    if table == "candidates":
+        return CANDIDATE_HEADER, iter_candidate_rows(study)
+    if table == "prompts":
+        return PROMPT_HEADER, iter_prompt_rows(study)
+    if table == "summary":
+        return summary_header(), iter_summary_rows(study, source=source or "real")
+    raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
+
+
+def iter_csv(study: Study, table: str, *, source: str | None = None) -> Iterator[str]:
+    """The table as CSV text, yielded in chunks of ROWS_PER_WRITE rows (header first)."""
+    header, rows = header_and_rows(study, table, source=source)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    batch: list[tuple] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= ROWS_PER_WRITE:
+            writer.writerows(batch)
+            batch.clear()
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    writer.writerows(batch)
+    yield buffer.getvalue()
+
+
+def filename(study: Study, table: str) -> str:
+    return f"{study.slug}-{table}.csv"
