@@ -1,0 +1,255 @@
+"""CTRL (InfAlign) and best-of-N policies on a finite pool (theory.md section 5).
+
+Given one scalar reward per response and the reference ``mu`` (the pool's sampling
+distribution):
+
+1. calibrate: ``C(i) = mu(r < r_i) + 1/2 mu(r = r_i)``, the reward's quantile under ``mu``;
+2. transform: ``Phi(u) = exp(t u)`` (best-of-N, ``"bon"``), ``-exp(-t u)`` (worst-of-N,
+   ``"won"``) or ``u`` (``"identity"``), applied without rescaling;
+3. KL-regularised maximisation, closed form on a finite pool:
+   ``pi(i) propto mu(i) exp(Phi(C(i)) / beta)``.
+
+References
+----------
+Balashankar et al., *InfAlign: Inference-aware language model alignment*, arXiv 2412.19792;
+theory.md section 5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import scipy.optimize
+import scipy.special
+
+from . import _validation as v
+from .population import _integral_power
+
+FloatArray = npt.NDArray[np.float64]
+
+__all__ = [
+    "best_of_n_policy",
+    "beta_for_kl",
+    "calibrate",
+    "ctrl_policy",
+    "kl_divergence",
+]
+
+TRANSFORMS = ("bon", "won", "identity")
+
+
+def _levels_1d(rewards: FloatArray, mu: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``mu``-mass strictly below and tied with each reward, both shape (N,)."""
+    order = np.argsort(rewards, kind="stable")
+    rs = rewards[order]
+    cs = np.concatenate([[0.0], np.cumsum(mu[order])])
+    lo = np.searchsorted(rs, rewards, side="left")
+    hi = np.searchsorted(rs, rewards, side="right")
+    below = cs[lo]
+    tied = np.maximum(cs[hi] - below, 0.0)
+    return below, tied
+
+
+def _calibrate(rewards: FloatArray, mu: FloatArray) -> FloatArray:
+    below, tied = _levels_1d(rewards, mu)
+    return np.clip(below + 0.5 * tied, 0.0, 1.0)
+
+
+def calibrate(rewards: npt.ArrayLike, reference: npt.ArrayLike) -> FloatArray:
+    """Calibrated reward ``C(i) = mu(r < r_i) + 1/2 mu(r = r_i)`` (theory.md section 5).
+
+    Parameters
+    ----------
+    rewards : array_like, shape (N,)
+        Finite rewards ``r``.
+    reference : array_like, shape (N,)
+        The reference ``mu`` on the simplex.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        Quantiles in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> calibrate([0.0, 1.0, 1.0, 2.0], [0.25, 0.25, 0.25, 0.25])
+    array([0.125, 0.5  , 0.5  , 0.875])
+    """
+    r, mu = v._iv_rewards_reference(rewards, reference)
+    return _calibrate(r, mu)
+
+
+def _check_transform(transform: object, t: object) -> float:
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    if transform == "identity":
+        return 0.0 if t is None else v._check_float(t, "t", minimum=0.0, strict=True)
+    if t is None:
+        raise ValueError(f"t must be given (> 0) for transform={transform!r}")
+    return v._check_float(t, "t", minimum=0.0, strict=True)
+
+
+def _transform(c: FloatArray, transform: str, t: float) -> FloatArray:
+    if transform == "bon":
+        return np.exp(t * c)
+    if transform == "won":
+        return -np.exp(-t * c)
+    return c
+
+
+def _tilt(mu: FloatArray, phi: FloatArray, lam: float) -> FloatArray:
+    """``pi propto mu exp(lam * phi)`` computed in log space (``mu = 0`` stays 0)."""
+    with np.errstate(divide="ignore"):
+        logits = np.log(mu) + lam * phi
+    return np.exp(logits - scipy.special.logsumexp(logits))
+
+
+def _kl(p: FloatArray, q: FloatArray) -> float:
+    on = p > 0
+    if np.any(q[on] <= 0):
+        return float("inf")
+    return float(max(0.0, np.sum(p[on] * (np.log(p[on]) - np.log(q[on])))))
+
+
+def kl_divergence(policy: npt.ArrayLike, reference: npt.ArrayLike) -> float:
+    """``KL(pi || mu) = sum_i pi(i) log(pi(i) / mu(i))`` (``0 log 0 = 0``; inf if not abs. continuous)."""
+    p = v._check_simplex(policy, "policy")
+    q = v._check_simplex(reference, "reference", p.size)
+    return _kl(p, q)
+
+
+def ctrl_policy(
+    rewards: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    *,
+    t: float | None = None,
+    beta: float,
+    transform: str = "bon",
+) -> FloatArray:
+    """CTRL policy ``pi(i) propto mu(i) exp(Phi(C(i)) / beta)`` (theory.md section 5).
+
+    Parameters
+    ----------
+    rewards : array_like, shape (N,)
+        Finite rewards, one per response.
+    reference : array_like, shape (N,)
+        The reference ``mu`` on the simplex; zero-mass responses get zero mass.
+    t : float
+        Transform temperature, ``> 0``; required for ``"bon"`` (good values about 5-15)
+        and ``"won"``, optional (unused) for ``"identity"``.
+    beta : float
+        KL strength, ``> 0``. Only ``Phi / beta`` matters; ``Phi`` is not rescaled.
+    transform : {"bon", "won", "identity"}
+        ``Phi(u) = exp(t u)``, ``-exp(-t u)`` or ``u``.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        The policy, computed in log space (no overflow for small ``beta``).
+    """
+    r, mu = v._iv_rewards_reference(rewards, reference)
+    t_ = _check_transform(transform, t)
+    beta = v._check_float(beta, "beta", minimum=0.0, strict=True)
+    phi = _transform(_calibrate(r, mu), str(transform), t_)
+    return _tilt(mu, phi, 1.0 / beta)
+
+
+def best_of_n_policy(
+    rewards: npt.ArrayLike, reference: npt.ArrayLike, n: int
+) -> FloatArray:
+    """Exact distribution of the top-reward response among ``n`` i.i.d. draws from ``mu``.
+
+    Ties at the top are split uniformly per position (as in theory.md section 1): with
+    ``a`` the ``mu``-mass strictly below ``r_i`` and ``e`` the mass tied with it,
+
+    .. math:: P(i) = \\mu(i) ((a + e)^n - a^n) / e = n \\mu(i) \\int_0^1 (a + s e)^{n-1} ds,
+
+    which is ``n u^{n-1}`` in quantile space for a continuous reward.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (N,)
+    reference : array_like, shape (N,)
+        ``mu`` on the simplex.
+    n : int
+        Number of draws, ``n >= 1`` (``n = 1`` returns ``mu``).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    r, mu = v._iv_rewards_reference(rewards, reference)
+    n = v._check_int(n, "n", 1)
+    if n == 1:
+        return mu.copy()
+    below, tied = _levels_1d(r, mu)
+    p = n * mu * _integral_power(below, tied, n - 1)
+    return p / p.sum()
+
+
+def beta_for_kl(
+    rewards: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    target_kl: float,
+    *,
+    t: float | None = None,
+    transform: str = "bon",
+    rtol: float = 1e-10,
+) -> float:
+    """The ``beta`` at which :func:`ctrl_policy` has ``KL(pi || mu) = target_kl``.
+
+    ``KL`` increases with ``lambda = 1/beta`` (its derivative is
+    ``lambda Var_pi(Phi) >= 0``), from 0 at ``lambda = 0`` to
+    ``KL_max = -log mu(argmax Phi)`` as ``lambda -> inf``. The root in ``lambda`` is
+    bracketed by doubling and found by :func:`scipy.optimize.brentq`.
+
+    Parameters
+    ----------
+    rewards, reference : array_like, shape (N,)
+    target_kl : float
+        Target KL in nats, ``0 < target_kl < KL_max``.
+    t, transform
+        As in :func:`ctrl_policy`.
+    rtol : float, default 1e-10
+        Relative tolerance on ``lambda``.
+
+    Returns
+    -------
+    float
+        ``beta > 0``.
+
+    Raises
+    ------
+    ValueError
+        If ``target_kl`` is not ``> 0`` or is unreachable (``>= KL_max``; for example all
+        rewards equal on the support of ``mu``). The message names ``target_kl``.
+    """
+    r, mu = v._iv_rewards_reference(rewards, reference)
+    t_ = _check_transform(transform, t)
+    target = v._check_float(target_kl, "target_kl", minimum=0.0, strict=True)
+    rtol = v._check_float(rtol, "rtol", minimum=0.0, strict=True)
+    phi = _transform(_calibrate(r, mu), str(transform), t_)
+    on = mu > 0
+    top = phi[on].max()
+    top_mass = mu[on & (phi >= top)].sum()
+    kl_max = float(-np.log(top_mass))
+    if target >= kl_max:
+        raise ValueError(
+            f"target_kl={target:.6g} is unreachable: the largest KL(pi || mu) of this CTRL family is {kl_max:.6g} nats"
+        )
+    phi = phi - top  # shift for numerical range; pi is unchanged
+
+    def excess(lam: float) -> float:
+        return _kl(_tilt(mu, phi, lam), mu) - target
+
+    hi = 1.0 / max(float(np.ptp(phi[on])), 1e-300)
+    for _ in range(2100):
+        if excess(hi) > 0:
+            break
+        hi *= 2.0
+    else:  # pragma: no cover - only for targets within rounding of KL_max
+        raise ValueError(
+            f"target_kl={target:.6g} is numerically unreachable (KL_max={kl_max:.6g})"
+        )
+    lam = scipy.optimize.brentq(excess, 0.0, hi, rtol=rtol, xtol=1e-300, maxiter=500)
+    return 1.0 / lam
