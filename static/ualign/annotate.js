@@ -36,8 +36,9 @@
   }, true);
 
   document.addEventListener("htmx:afterSettle", function (event) {
+    // With an outerHTML swap the event fires on the new #comparison (the old one is gone).
     var section = comparison();
-    if (!section || event.detail.target !== section) return;
+    if (!section || !(event.target === section || section.contains(event.target))) return;
     settle(section);
     var heading = document.getElementById("task-heading");
     if (heading) {

@@ -1,0 +1,151 @@
+"""The annotator's flow in real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Run `make browser` once to install Chromium. With UALIGN_SCREENSHOTS=1 the screenshot test
+also writes docs/screenshots/annotate-{wide,narrow}.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from studies.models import Judgment, Participant, Study
+from tests.factories import make_item, make_policy, make_prompt, make_study
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+XSS = '<script>alert("xss")</script>'
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Chromium is missing: run `make browser` (apt-get install chromium).")
+    # Playwright's sync API runs an event loop in this thread; Django's ORM refuses that by default.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def build_study(**overrides) -> Study:
+    fields = {
+        "status": Study.Status.LIVE,
+        "title": "Which answer is better?",
+        "consent_text": "## Consent\n\nYou will compare short answers. Taking part is **voluntary**.",
+        "instructions": "Read the prompt, then pick the response you would rather receive.",
+        "items_per_participant": 3,
+        "annotations_per_item": 1,
+        "attention_check_rate": 0,
+        "completion_code": "C0MPLETE",
+    }
+    fields.update(overrides)
+    study = make_study(**fields)
+    policy = make_policy(study=study)
+    make_item(study=study, prompt=make_prompt(study=study, text="Greet the user."), policy=policy,
+              texts=[XSS + " Hello!", "Hi **there**, how can I help?"], counts=[(1, 0), (0, 1)], k=1)
+    for i in range(2):
+        make_item(study=study, prompt=make_prompt(study=study, text=f"Name a colour ({i})."), policy=policy,
+                  texts=[f"Blue {i}", f"Green {i}", f"Red {i}"], counts=[(1, 0), (1, 0), (0, 1)], k=2)
+    return study
+
+
+def test_an_annotator_completes_a_study_with_the_keyboard(live_server, browser):
+    study = build_study()
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    assert page.get_by_role("heading", name="Consent").is_visible()
+    page.get_by_role("button", name="I agree, continue").click()
+    page.get_by_role("button", name="Start the tasks").click()
+
+    page.wait_for_selector("#comparison")
+    page.evaluate("window.__sameDocument = true")  # survives htmx swaps, not page loads
+    seen_xss = False
+    for n in range(3):
+        comparison = page.locator("#comparison")
+        assignment = comparison.get_attribute("data-assignment")
+        assert page.locator("#task-heading").inner_text().lower() == f"task {n + 1} of 3"
+        if page.get_by_text(XSS, exact=False).count():
+            seen_xss = True  # the tags show as text
+        page.wait_for_selector("#comparison:not([data-settling])")
+        page.keyboard.press("2")
+        if n < 2:
+            page.wait_for_selector(f'#comparison:not([data-assignment="{assignment}"])')
+            assert page.evaluate("window.__sameDocument === true"), "the next task should be swapped in, not reloaded"
+            assert page.locator("#progress .progress__label").inner_text() == f"{n + 1} of 3 done"
+            page.wait_for_function("document.activeElement && document.activeElement.id === 'task-heading'")
+
+    page.wait_for_url(f"**/s/{study.slug}/done/")
+    assert page.locator("#completion-code").inner_text() == "C0MPLETE"
+    assert seen_xss
+    assert dialogs == []
+    participant = Participant.objects.get(study=study)
+    assert participant.status == Participant.Status.COMPLETED
+    judgments = Judgment.objects.filter(assignment__participant=participant)
+    assert judgments.count() == 3
+    assert set(judgments.values_list("chosen_slot", flat=True)) == {2}
+    assert all(j.latency_ms is not None for j in judgments)
+
+
+def test_a_double_click_saves_one_pick(live_server, browser):
+    study = build_study(items_per_participant=2)
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    page.get_by_role("button", name="I agree, continue").click()
+    page.get_by_role("button", name="Start the tasks").click()
+    page.wait_for_selector("#comparison:not([data-settling])")
+    first = page.locator("#comparison").get_attribute("data-assignment")
+    page.get_by_role("button", name="Choose response 1").dblclick()
+    page.wait_for_selector(f'#comparison:not([data-assignment="{first}"])')
+    page.wait_for_timeout(500)  # let a stray second request land, if there were one
+    participant = Participant.objects.get(study=study)
+    assert Judgment.objects.filter(assignment__participant=participant).count() == 1
+    assert participant.assignments.count() == 2  # the second task is open, still unanswered
+
+
+@pytest.mark.skipif(os.environ.get("UALIGN_SCREENSHOTS") != "1", reason="set UALIGN_SCREENSHOTS=1 to refresh docs/")
+def test_task_page_screenshots(live_server, browser):
+    study = make_study(status=Study.Status.LIVE, title="Helpful explanations", items_per_participant=10,
+                       allow_cant_decide=True, attention_check_rate=0)
+    make_item(
+        study=study, prompt=make_prompt(study=study, text="Explain to a ten-year-old why the sky is blue."),
+        policy=make_policy(study=study), k=2,
+        texts=[
+            "Sunlight looks white, but it is a mix of **all the colours**. When it passes through the air, "
+            "the tiny gas molecules bounce blue light around much more than red light, so blue comes at "
+            "your eyes from every direction in the sky.",
+            "The sky is blue because of *Rayleigh scattering*:\n\n1. Light from the Sun hits air molecules.\n"
+            "2. Short (blue) wavelengths scatter the most.\n3. We see that scattered blue light everywhere.",
+            "Because the ocean reflects onto it. (That's a common myth — the real reason is that air "
+            "scatters blue light more than other colours.)",
+        ],
+        counts=[(2, 0), (0, 1), (0, 1)],
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, viewport in (("wide", {"width": 1280, "height": 800}), ("narrow", {"width": 390, "height": 844})):
+        context = browser.new_context(viewport=viewport, device_scale_factor=1)
+        page = context.new_page()
+        page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+        page.get_by_role("button", name="I agree, continue").click()
+        page.get_by_role("button", name="Start the tasks").click()
+        page.wait_for_selector("#comparison")
+        page.screenshot(path=str(SCREENSHOTS / f"annotate-{name}.png"), full_page=True)
+        context.close()
