@@ -29,18 +29,20 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 XSS = '<script>alert("xss")</script>'
 
 
-@pytest.fixture
-def browser(monkeypatch):
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module; each test opens its own page or context (own cookies)."""
     if not shutil.which(CHROMIUM):
         pytest.fail("Chromium is missing: run `make browser` (apt-get install chromium).")
     # Playwright's sync API runs an event loop in this thread; Django's ORM refuses that by default.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
 
 
 def build_study(**overrides) -> Study:
@@ -117,8 +119,24 @@ def test_a_double_click_saves_one_pick(live_server, browser):
     page.wait_for_selector(f'#comparison:not([data-assignment="{first}"])')
     page.wait_for_timeout(500)  # let a stray second request land, if there were one
     participant = Participant.objects.get(study=study)
-    assert Judgment.objects.filter(assignment__participant=participant).count() == 1
+    assert list(Judgment.objects.filter(assignment__participant=participant).values_list("chosen_slot", flat=True)) == [1]
     assert participant.assignments.count() == 2  # the second task is open, still unanswered
+
+
+def test_without_javascript_plain_form_posts_complete_the_study(live_server, browser):
+    study = build_study(items_per_participant=3)
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    page.get_by_role("button", name="I agree, continue").click()
+    page.get_by_role("button", name="Start the tasks").click()
+    for n in range(3):
+        assert page.locator("#task-heading").inner_text().lower() == f"task {n + 1} of 3"
+        page.get_by_role("button", name="Choose response 1").click()
+    page.wait_for_url(f"**/s/{study.slug}/done/")
+    assert page.locator("#completion-code").inner_text() == "C0MPLETE"
+    assert Judgment.objects.filter(assignment__participant__study=study, chosen_slot=1).count() == 3
+    context.close()
 
 
 @pytest.mark.skipif(os.environ.get("UALIGN_SCREENSHOTS") != "1", reason="set UALIGN_SCREENSHOTS=1 to refresh docs/")
