@@ -148,6 +148,11 @@ def generate_prompt_pool(prompt: Prompt, target: GenerationTarget, *, n: int) ->
     return {**record, "skipped": written == 0}
 
 
+def storable_text(text: str) -> str:
+    """Model output as the database can hold it: PostgreSQL text can't contain NUL characters."""
+    return text.replace("\x00", "\ufffd")
+
+
 def save_prompt_pool(prompt: Prompt, generator: GeneratorModel, merged: list, metadata: dict,
                      per_text: dict | None = None) -> int:
     """Write one prompt's merged pool in one transaction; returns rows written (0 if present).
@@ -156,23 +161,34 @@ def save_prompt_pool(prompt: Prompt, generator: GeneratorModel, merged: list, me
     `workers.generation.merge_identical`). The prompt row is locked so two deliveries of the
     same task can't both write; a pool already present is left exactly as it is.
     """
+    per_text = per_text or {}
+    groups: dict[str, list] = {}
+    for cand in merged:
+        groups.setdefault(storable_text(cand.text), []).append(cand)
     with transaction.atomic():
         Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
         if Candidate.objects.filter(prompt=prompt, generator=generator).exists():
             return 0
         rows = []
-        for cand in merged:
-            indices = sorted(int(i) for i in cand.indices)
+        for text, group in groups.items():
+            group.sort(key=lambda c: min(c.indices))
+            indices = sorted(int(i) for c in group for i in c.indices)
+            extra: dict = {}
+            for cand in group:
+                for key, values in per_text.get(cand.text, {}).items():
+                    extra.setdefault(key, []).extend(values)
+            if text != group[0].text:
+                extra["sanitised"] = "NUL characters replaced by U+FFFD"
             rows.append(
                 Candidate(
                     prompt=prompt,
                     generator=generator,
                     sample_index=indices[0],
-                    text=cand.text,
-                    text_sha256=Candidate.hash_text(cand.text),
-                    multiplicity=int(cand.multiplicity),
-                    token_count=int(cand.token_count),
-                    metadata={**metadata, **(per_text or {}).get(cand.text, {}), "sample_indices": indices},
+                    text=text,
+                    text_sha256=Candidate.hash_text(text),
+                    multiplicity=sum(int(c.multiplicity) for c in group),
+                    token_count=int(group[0].token_count),
+                    metadata={**metadata, **extra, "sample_indices": indices},
                 )
             )
         Candidate.objects.bulk_create(rows)

@@ -17,7 +17,14 @@ from studies.models import (
     PreferenceSource,
 )
 from studies.sources import params_problems
-from tests.factories import make_candidate, make_generator, make_participant, make_policy, make_prompt, make_study
+from tests.factories import (
+    make_candidate,
+    make_generator,
+    make_participant,
+    make_policy,
+    make_prompt,
+    make_study,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -144,12 +151,16 @@ def test_attention_checks_hold_one_broken_text_among_good_ones_at_the_study_rate
     checks = ComparisonItem.objects.filter(study=study, is_attention_check=True)
     assert checks.count() == round(0.25 / 0.75 * regular)
     for item in checks.prefetch_related("shown__candidate"):
-        assert item.policy is None and item.opponent_label == "attention"
+        assert item.policy is None
+        assert item.opponent_label == "attention"
         broken = [s for s in item.shown.all() if s.candidate.is_attention_check]
         good = [s for s in item.shown.all() if not s.candidate.is_attention_check]
-        assert len(broken) == 1 and broken[0].credit == 0
-        assert broken[0].candidate.generator is None and broken[0].candidate.sample_index < 0
-        assert good and all(s.credit == 1 for s in good)
+        assert len(broken) == 1
+        assert broken[0].credit == 0
+        assert broken[0].candidate.generator is None
+        assert broken[0].candidate.sample_index < 0
+        assert good
+        assert all(s.credit == 1 for s in good)
 
 
 def test_items_already_assigned_are_kept_when_a_rebuild_would_draw_differently():
@@ -217,3 +228,23 @@ def test_valid_source_params_have_no_problems():
     assert params_problems("persona_judge", {"personas": ["a teacher", "a child"], "weights": [2, 1]}) == []
     assert params_problems("reward_model", {"models": ["/models/rm"]}) == []
     assert params_problems("csv", {}, "type,candidate,utility\na,0,1") == []
+
+
+def test_nul_characters_in_model_output_are_stored_replaced_and_merged():
+    from types import SimpleNamespace
+
+    study, prompts = _study(n_prompts=1, kinds=("sample",))
+    generator = make_generator()
+    merged = [
+        SimpleNamespace(text="tea\x00time", multiplicity=2, indices=(0, 3), token_count=4),
+        SimpleNamespace(text="tea\ufffdtime", multiplicity=1, indices=(1,), token_count=4),
+        SimpleNamespace(text="coffee", multiplicity=1, indices=(2,), token_count=2),
+    ]
+    assert pipeline.save_prompt_pool(prompts[0], generator, merged, {"model": "x"}) == 2
+    first = Candidate.objects.get(prompt=prompts[0], generator=generator, sample_index=0)
+    assert first.text == "tea\ufffdtime"
+    assert first.multiplicity == 3
+    assert first.metadata["sample_indices"] == [0, 1, 3]
+    assert "sanitised" in first.metadata
+    # A second delivery writes nothing.
+    assert pipeline.save_prompt_pool(prompts[0], generator, merged, {"model": "x"}) == 0

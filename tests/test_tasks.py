@@ -1,0 +1,233 @@
+"""The pipeline's step tasks, called directly with ids (house style E), on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from celery.exceptions import Retry
+from django.utils import timezone
+
+from studies import services
+from studies.models import (
+    Candidate,
+    ComparisonItem,
+    Job,
+    PolicyFit,
+    PreferenceSource,
+    Study,
+)
+from tests.factories import make_generator, make_policy, make_prompt, make_study
+from workers.tasks import (
+    build_items,
+    build_populations,
+    fit_policies,
+    generate_candidates,
+)
+
+pytestmark = pytest.mark.django_db
+
+POOL = 4
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    from tests.tinymodels import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "llama", initializer_range=0.5)
+
+
+def csv_for(prompts, pool=POOL) -> str:
+    """Utilities for every possible candidate position of each prompt (extra rows are ignored)."""
+    lines = ["type,candidate,utility,prompt"]
+    for prompt in prompts:
+        for t, name in enumerate(["terse", "verbose", "odd"]):
+            lines += [f"{name},{j},{(j * (t + 2)) % (pool + 1)},{prompt.external_id}" for j in range(pool)]
+    return "\n".join(lines)
+
+
+def pipeline_study(model_dir, *, n_prompts=2, pool=POOL, max_new_tokens=6, **overrides) -> Study:
+    generator = make_generator(model_ref=str(model_dir), decoding={"max_new_tokens": max_new_tokens}, batch_size=4)
+    fields = {"generator": generator, "pool_size": pool, "k_values": [1, 2], "attention_check_rate": 0.2, **overrides}
+    study = make_study(**fields)
+    prompts = [make_prompt(study=study, external_id=f"q{i}", text=f"Question {i}: what is tea?") for i in range(n_prompts)]
+    make_policy(study=study, name="sample", kind="sample")
+    make_policy(study=study, name="u-align", kind="multiplayer")
+    PreferenceSource.objects.create(study=study, kind="csv", data=csv_for(prompts, pool))
+    return study
+
+
+def _pool(study) -> list[tuple]:
+    return list(
+        Candidate.objects.filter(prompt__study=study)
+        .order_by("prompt_id", "sample_index")
+        .values_list("prompt_id", "sample_index", "text", "multiplicity")
+    )
+
+
+def _step(parent: Job, kind: str) -> Job:
+    return parent.steps.get(kind=kind)
+
+
+def test_prepare_creates_the_chain_and_enqueues_generation_after_commit(django_capture_on_commit_callbacks, tiny_model):
+    study = pipeline_study(tiny_model)
+    with mock.patch.object(generate_candidates, "delay") as delay:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            parent = services.prepare_study(study=study)
+        assert not delay.called  # nothing leaves before the commit
+        for callback in callbacks:
+            callback()
+    steps = list(parent.steps.order_by("id"))
+    assert [s.kind for s in steps] == ["generate", "populate", "fit", "build_items"]
+    delay.assert_called_once_with(steps[0].pk)
+    json.dumps(delay.call_args.args)  # ids only, JSON-safe
+    study.refresh_from_db()
+    assert study.status == Study.Status.PREPARING
+    assert parent.params["generators"][0]["model"]["ref"] == str(tiny_model)
+    assert parent.params["generators"][0]["decoding"]["max_new_tokens"] == 6
+
+
+def test_generation_is_routed_to_the_gpu_queue_and_the_rest_to_default(settings):
+    from ualign_web.celery import app
+
+    router = app.amqp.router
+    assert router.route({}, generate_candidates.name)["queue"].name == "gpu"
+    for task in (build_populations, fit_policies, build_items):
+        assert router.route({}, task.name)["queue"].name == "default"
+
+
+def test_prepare_refuses_an_incomplete_study_with_readable_problems():
+    study = make_study()
+    with pytest.raises(services.PreparationError) as caught:
+        services.prepare_study(study=study)
+    text = " ".join(caught.value.problems)
+    assert "generator" in text
+    assert "prompt" in text
+    assert "policy" in text
+    assert "preference source" in text
+    study.refresh_from_db()
+    assert study.status == Study.Status.DRAFT
+    assert not Job.objects.filter(study=study).exists()
+
+
+def test_generation_task_is_idempotent_when_delivered_twice(tiny_model):
+    study = pipeline_study(tiny_model)
+    step = _step(services.prepare_study(study=study), Job.Kind.GENERATE)
+
+    generate_candidates(step.pk)
+    first = _pool(study)
+    generate_candidates(step.pk)
+
+    step.refresh_from_db()
+    assert step.status == Job.Status.DONE
+    assert step.attempts == 1
+    assert _pool(study) == first
+    assert sum(m for *_, m in first) == 2 * POOL
+    candidate = Candidate.objects.filter(prompt__study=study).first()
+    assert candidate.metadata["model"]["ref"] == str(tiny_model)
+    assert candidate.metadata["versions"]["torch"]
+    assert candidate.metadata["sample_indices"][0] == candidate.sample_index
+    assert step.result["tokens"] > 0
+    assert step.result["pools_generated"] == 2
+
+
+def test_a_rerun_after_a_crash_regenerates_only_the_missing_prompt_identically(tiny_model):
+    study = pipeline_study(tiny_model)
+    step = _step(services.prepare_study(study=study), Job.Kind.GENERATE)
+    generate_candidates(step.pk)
+    before = _pool(study)
+    last_prompt = study.prompts.order_by("id").last()
+    kept_ids = set(Candidate.objects.exclude(prompt=last_prompt).values_list("pk", flat=True))
+    # The worker died while writing the last prompt: its transaction never committed.
+    Candidate.objects.filter(prompt=last_prompt).delete()
+    Job.objects.filter(pk=step.pk).update(status=Job.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    generate_candidates(step.pk)
+
+    step.refresh_from_db()
+    assert step.status == Job.Status.DONE
+    assert step.attempts == 2
+    assert step.result["pools_generated"] == 1
+    assert step.result["pools_skipped"] == 1
+    assert _pool(study) == before
+    assert kept_ids <= set(Candidate.objects.values_list("pk", flat=True))
+
+
+def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
+    study = pipeline_study(tiny_model)
+    parent = services.prepare_study(study=study)
+    for kind, task in [("generate", generate_candidates), ("populate", build_populations), ("fit", fit_policies),
+                       ("build_items", build_items)]:
+        task(_step(parent, kind).pk)
+    parent.refresh_from_db()
+    study.refresh_from_db()
+    assert parent.status == Job.Status.DONE
+    assert parent.progress == 1
+    assert study.status == Study.Status.READY
+    assert PolicyFit.objects.filter(prompt__study=study).count() == 2 * 2 * 2
+    # 2 prompts × 2 policies × 2 k × (1 other policy + adversary).
+    assert ComparisonItem.objects.filter(study=study, is_attention_check=False).count() == 16
+    assert ComparisonItem.objects.filter(study=study, is_attention_check=True).count() == 4
+
+
+def test_a_failing_step_fails_the_chain_with_a_readable_error_and_returns_the_study_to_draft(tiny_model):
+    study = pipeline_study(tiny_model)
+    source = study.preference_sources.get()
+    source.data = "type,candidate,utility\nterse,0,1\n"
+    source.save()
+    parent = services.prepare_study(study=study)
+    generate_candidates(_step(parent, "generate").pk)
+
+    with pytest.raises(Exception, match="candidate"):
+        build_populations(_step(parent, "populate").pk)
+
+    populate = _step(parent, "populate")
+    parent.refresh_from_db()
+    study.refresh_from_db()
+    assert populate.status == Job.Status.FAILED
+    assert "candidate" in populate.error
+    assert parent.status == Job.Status.FAILED
+    assert "Build populations failed" in parent.error
+    assert {s.status for s in parent.steps.filter(kind__in=["fit", "build_items"])} == {Job.Status.FAILED}
+    assert study.status == Study.Status.DRAFT
+    # Nothing generated is lost: pressing Prepare again reuses the pool.
+    pool = _pool(study)
+    source.data = csv_for(list(study.prompts.all()))
+    source.save()
+    again = services.prepare_study(study=study)
+    generate_candidates(_step(again, "generate").pk)
+    assert _step(again, "generate").result["pools_skipped"] == 2
+    assert _pool(study) == pool
+
+
+def test_a_duplicate_delivery_of_a_live_job_checks_back_later():
+    job = Job.objects.create(kind=Job.Kind.POPULATE, status=Job.Status.RUNNING, attempts=1, heartbeat_at=timezone.now())
+    with pytest.raises(Retry):
+        build_populations(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING
+    assert job.attempts == 1
+
+
+def test_a_job_whose_worker_died_too_often_is_failed_instead_of_retried_forever(settings):
+    stale = timezone.now() - timedelta(hours=1)
+    job = Job.objects.create(
+        kind=Job.Kind.FIT, status=Job.Status.RUNNING, attempts=settings.UALIGN_JOB_MAX_ATTEMPTS, heartbeat_at=stale
+    )
+    fit_policies(job.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "Gave up" in job.error
+
+
+def test_pressing_prepare_while_preparing_enqueues_the_current_step_again(django_capture_on_commit_callbacks, tiny_model):
+    study = pipeline_study(tiny_model)
+    parent = services.prepare_study(study=study)
+    generate_candidates(_step(parent, "generate").pk)
+    with mock.patch.object(build_populations, "delay") as delay, django_capture_on_commit_callbacks(execute=True):
+        again = services.prepare_study(study=Study.objects.get(pk=study.pk))
+    assert again == parent
+    delay.assert_called_once_with(_step(parent, "populate").pk)
+    assert Job.objects.filter(study=study, kind=Job.Kind.PREPARE).count() == 1
