@@ -258,6 +258,7 @@ class GeneratorModelAdmin(admin.ModelAdmin):
 @admin.register(PreferenceSource)
 class PreferenceSourceAdmin(admin.ModelAdmin):
     form = PreferenceSourceForm
+    fields = ["study", "kind", "weight", "params", "data"]
     list_display = ["study", "kind", "weight"]
     list_filter = ["kind"]
 
