@@ -231,3 +231,57 @@ def test_pressing_prepare_while_preparing_enqueues_the_current_step_again(django
     assert again == parent
     delay.assert_called_once_with(_step(parent, "populate").pk)
     assert Job.objects.filter(study=study, kind=Job.Kind.PREPARE).count() == 1
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tiny_model):
+    from tests.tinymodels import tiny_bert_dir, tiny_model_dir, tiny_reward_model_dir
+
+    root = tmp_path_factory.mktemp("tiny-sources")
+    return {
+        "judge": tiny_model,
+        "doctor": tiny_model_dir(root / "doctor", seed=1, initializer_range=0.5),
+        "embedder": tiny_bert_dir(root / "bert"),
+        "reward": tiny_reward_model_dir(root / "rm"),
+    }
+
+
+def test_model_backed_sources_give_one_type_per_persona_or_reward_model(tiny_models):
+    study = pipeline_study(tiny_models["judge"], n_prompts=1)
+    study.preference_sources.all().delete()
+    personas = ["Likes short answers.", "Likes long answers."]
+    PreferenceSource.objects.create(study=study, kind="persona_judge", weight=2,
+                                    params={"model": str(tiny_models["judge"]), "personas": personas})
+    PreferenceSource.objects.create(study=study, kind="embedding", params={"model": str(tiny_models["embedder"]), "personas": personas})
+    PreferenceSource.objects.create(study=study, kind="reward_model", params={"models": [str(tiny_models["reward"])]})
+    parent = services.prepare_study(study=study)
+    generate_candidates(_step(parent, "generate").pk)
+    build_populations(_step(parent, "populate").pk)
+
+    matrix = study.prompts.get().population
+    assert len(matrix.weights) == 2 + 2 + 1
+    assert matrix.weights[:2] == pytest.approx([0.25, 0.25])  # the judges' source weighs 2 of 4
+    assert matrix.type_labels[0].startswith("persona_judge")
+    assert _step(parent, "populate").status == Job.Status.DONE
+
+
+def test_a_doctor_policy_gets_its_own_guided_candidates(tiny_models):
+    study = pipeline_study(tiny_models["judge"], n_prompts=1)
+    doctor = make_generator(model_ref=str(tiny_models["doctor"]), seed=5)
+    make_policy(study=study, name="doctor", kind="doctor", generator=doctor, params={"beta": 0.7})
+    source = study.preference_sources.get()
+    source.data = csv_for(list(study.prompts.all()), pool=2 * POOL)
+    source.save()
+    parent = services.prepare_study(study=study)
+    for kind, task in [("generate", generate_candidates), ("populate", build_populations), ("fit", fit_policies)]:
+        task(_step(parent, kind).pk)
+
+    guided = Candidate.objects.filter(generator=doctor)
+    assert sum(guided.values_list("multiplicity", flat=True)) == POOL
+    meta = guided.first().metadata
+    assert meta["model"]["ref"] == str(tiny_models["judge"])  # the patient samples…
+    assert meta["guides"][0]["ref"] == str(tiny_models["doctor"])  # …guided by the doctor
+    assert meta["guides"][0]["beta"] == 0.7
+    fit = PolicyFit.objects.get(policy__name="doctor", k=1)
+    by_id = dict(zip(fit.candidate_ids, fit.probabilities, strict=True))
+    assert sum(by_id[c.pk] for c in guided) == pytest.approx(1)
