@@ -358,6 +358,28 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert kept.tolist() == [[True, True, True, False]]
 
 
+def reference_nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
+    ordered = np.sort(probs)[::-1]
+    boundary = ordered[np.searchsorted(np.cumsum(ordered), top_p)]
+    return probs >= boundary
+
+
+def test_top_p_nucleus_larger_than_the_partial_sort_matches_a_full_sort():
+    generator = torch.Generator().manual_seed(0)
+    peaked = torch.randn(1000, generator=generator) * 4
+    flat = -torch.arange(1000, dtype=torch.float32) * 1e-3  # nucleus of ~500 tokens
+    scores = torch.stack([peaked, flat])
+    kept = torch.isfinite(generation._filter_scores(scores, top_k=0, top_p=0.5)).numpy()
+    assert kept[1].sum() > generation._NUCLEUS_CANDIDATES
+    for row in range(2):
+        probs = torch.softmax(scores[row], dim=-1).double().numpy()
+        assert (kept[row] == reference_nucleus(probs, 0.5)).all()
+        alone = torch.isfinite(
+            generation._filter_scores(scores[row : row + 1], top_k=0, top_p=0.5)
+        ).numpy()[0]
+        assert (alone == kept[row]).all()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "name"),
     [
