@@ -313,6 +313,40 @@ def load_population(prompt: Prompt) -> PromptPopulation:
 # Fitting
 
 
+POLICY_PARAMS = {
+    Policy.Kind.SAMPLE: {},
+    Policy.Kind.BEST_OF_N: {"n": "an integer ≥ 1 (default: the item's k)"},
+    Policy.Kind.NLHF: {"beta": "a number ≥ 0 (default 0: the exact maximal lottery)"},
+    Policy.Kind.MULTIPLAYER: {"beta": "a number ≥ 0 (default 0: the exact equilibrium)"},
+    Policy.Kind.CTRL: {"target_kl": f"a number > 0 (default {CTRL_TARGET_KL})", "t": "a number > 0 (default: tuned for N = k)"},
+    Policy.Kind.CHECKPOINT: {},
+    Policy.Kind.DOCTOR: {"beta": f"a number > 0 (default {DOCTOR_BETA})"},
+}
+
+
+def policy_params_problems(policy: Policy) -> list[str]:
+    """Readable problems with a policy's params for its kind; [] when valid."""
+    allowed = POLICY_PARAMS.get(policy.kind)
+    if allowed is None:
+        return [f"Policy “{policy.name}”: unknown kind {policy.kind!r}."]
+    params = policy.params or {}
+    problems = []
+    for key, value in params.items():
+        if key not in allowed:
+            known = ", ".join(f"{k} ({v})" for k, v in allowed.items()) or "none"
+            problems.append(f"Policy “{policy.name}”: unknown param {key!r}; {policy.kind} takes {known}.")
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        strict = key in ("target_kl", "t") or (key == "beta" and policy.kind == Policy.Kind.DOCTOR)
+        if key == "n":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = number and (value > 0 if strict else value >= 0)
+        if not ok:
+            problems.append(f"Policy “{policy.name}”: {key} must be {allowed[key]}.")
+    return problems
+
+
 @dataclass
 class Fit:
     probabilities: np.ndarray  # (N,) over the population's columns

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from studies import services
 from studies.models import Job, Study
+
+WORKER_HINT_AFTER = timedelta(seconds=30)
 
 
 def _study_for(request: HttpRequest, study_id: int, perm: str) -> Study:
@@ -41,9 +46,13 @@ def prepare_study(request: HttpRequest, study_id: int) -> HttpResponse:
 def job_status_context(study: Study) -> dict:
     chain = Job.objects.filter(study=study, kind=Job.Kind.PREPARE).order_by("-created_at", "-id").first()
     steps = list(chain.steps.order_by("id")) if chain else []
-    others = Job.objects.filter(study=study, parent__isnull=True).exclude(pk=getattr(chain, "pk", None))[:10]
     active = any(not job.is_finished for job in [chain, *steps] if job is not None)
-    return {"study": study, "chain": chain, "steps": steps, "other_jobs": others, "polling": active}
+    # Queued for a while with nothing running: most likely no worker is consuming the queues.
+    waiting = False
+    if active and not any(s.status == Job.Status.RUNNING for s in steps):
+        moments = [chain.created_at, *(t for s in steps for t in (s.heartbeat_at, s.finished_at) if t)]
+        waiting = timezone.now() - max(moments) > WORKER_HINT_AFTER
+    return {"study": study, "chain": chain, "steps": steps, "polling": active, "waiting_for_worker": waiting}
 
 
 @staff_member_required

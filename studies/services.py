@@ -27,6 +27,7 @@ class PreparationError(Exception):
 
 def preparation_problems(study: Study) -> list[str]:
     """What must be fixed before Prepare can run (empty when the study is ready to prepare)."""
+    from studies.pipeline import policy_params_problems
     from studies.sources import source_problems
 
     problems = []
@@ -41,6 +42,7 @@ def preparation_problems(study: Study) -> list[str]:
         problems.append("Add at least one policy.")
     own = {}
     for policy in policies:
+        problems += policy_params_problems(policy)
         if policy.kind in (Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR):
             if policy.generator_id is None:
                 problems.append(f"Policy “{policy.name}” ({policy.get_kind_display()}) needs its own generator.")

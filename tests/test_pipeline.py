@@ -248,3 +248,20 @@ def test_nul_characters_in_model_output_are_stored_replaced_and_merged():
     assert "sanitised" in first.metadata
     # A second delivery writes nothing.
     assert pipeline.save_prompt_pool(prompts[0], generator, merged, {"model": "x"}) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "fragment"),
+    [
+        ("best_of_n", {"n": 0}, "n must be"),
+        ("nlhf", {"beta": -1}, "beta must be"),
+        ("ctrl", {"target_kl": 0}, "target_kl must be"),
+        ("multiplayer", {"k": 2}, "unknown param 'k'"),
+        ("sample", {"beta": 1}, "takes none"),
+    ],
+)
+def test_policy_params_are_checked_per_kind(kind, params, fragment):
+    study = make_study()
+    policy = make_policy(study=study, kind=kind, params=params)
+    assert any(fragment in p for p in pipeline.policy_params_problems(policy))
+    assert pipeline.policy_params_problems(make_policy(study=study, kind=kind)) == []

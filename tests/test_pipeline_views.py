@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from studies.models import Job, PreferenceSource, Study
 from tests.factories import make_generator, make_policy, make_prompt, make_study
@@ -121,3 +123,13 @@ def test_the_source_form_saves_valid_params(researcher_client):
     )
     assert response.status_code == 302
     assert study.preference_sources.filter(kind="embedding", weight=2).exists()
+
+
+def test_a_chain_queued_for_long_with_nothing_running_hints_that_no_worker_is_running(researcher_client):
+    study = _ready_to_prepare()
+    parent = Job.objects.create(study=study, kind=Job.Kind.PREPARE, status=Job.Status.RUNNING)
+    Job.objects.create(study=study, parent=parent, kind=Job.Kind.GENERATE)
+    url = reverse("admin:studies_study_jobs", args=[study.pk])
+    assert "waiting-for-worker" not in researcher_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    Job.objects.filter(pk=parent.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert "waiting-for-worker" in researcher_client.get(url, headers={"HX-Request": "true"}).content.decode()

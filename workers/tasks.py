@@ -140,8 +140,8 @@ def _generate(job: Job) -> dict:
     total, done, generated, skipped, tokens, seconds = len(targets) * len(prompts), 0, 0, 0, 0, 0.0
     record: dict = {}
     for target in targets:
-        for prompt in prompts:
-            report(job, done, total, f"Generating {target.generator.name}: prompt {prompts.index(prompt) + 1} of {len(prompts)}")
+        for i, prompt in enumerate(prompts):
+            report(job, done, total, f"Generating with {target.generator.name}: prompt {i + 1} of {len(prompts)}")
             pool = pipeline.generate_prompt_pool(prompt, target, n=study.pool_size)
             done += 1
             if pool["skipped"]:
@@ -235,3 +235,30 @@ STEP_TASKS = {
     Job.Kind.FIT: fit_policies,
     Job.Kind.BUILD_ITEMS: build_items,
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated annotators (not part of the Prepare chain)
+
+
+@shared_task(bind=True, acks_late=True)
+def simulate_annotators(self, job_id: int) -> None:
+    """Run a SIMULATE job: synthetic participants through the app at settings.SITE_URL over HTTP."""
+    run_step(self, job_id, _simulate)
+
+
+def _simulate(job: Job) -> dict:
+    from django.conf import settings
+
+    from studies import simulate
+
+    params = job.params or {}
+    report_ = simulate.simulate_annotators(
+        job.study,
+        annotators=int(params.get("annotators", 1)),
+        base_url=params.get("base_url") or settings.SITE_URL,
+        luce_temperature=params.get("luce_temperature"),
+        seed=int(params.get("seed", 0)),
+        on_progress=lambda done, total, message: report(job, done, total, message),
+    )
+    return report_.as_dict()
