@@ -61,6 +61,7 @@ from . import _validation as v
 from .population import (
     Population,
     _exploitability,
+    _ipow,
     _jacobian_block,
     _masses,
     _pick,
@@ -344,10 +345,15 @@ def _restricted_hedge(
 
 
 def _initial_candidates(pop: Population, k: int, size: int) -> IntArray:
-    """The ``size`` responses most picked against the uniform policy (deduplicated)."""
+    """The ``size`` responses most picked against the uniform policy (deduplicated).
+
+    Ranks by ``sum_t w_t ((A+E)^{k+1} - A^{k+1}) / E``, which is ``(k+1) g_uniform(i)``
+    (the closed form of theory.md section 2; its rounding is irrelevant for a ranking).
+    """
     n = pop.n_responses
-    g0 = _pick(pop, np.full(n, 1.0 / n), k)
-    order = np.argsort(-g0, kind="stable")
+    a, e = _masses(pop, np.full(n, 1.0 / n))
+    score = pop.weights @ ((_ipow(a + e, k + 1) - _ipow(a, k + 1)) / e)
+    order = np.argsort(-score, kind="stable")
     cand = _unique_columns(pop.utilities, order[: min(n, 2 * size)])
     return cand[:size]
 
@@ -661,12 +667,15 @@ def solve_multiplayer(
     pi = np.clip(pi, 0.0, None)
     pi /= pi.sum()
     pi.setflags(write=False)
-    ex = _exploitability(pop, pi, k)
+    # the certificate goes through the same validation a caller's recomputation does, so
+    # exploitability(pop, sol.policy, k) reproduces it exactly
+    checked = v._check_simplex(pi, "policy", pop.n_responses)
+    ex = _exploitability(pop, checked, k)
     if beta == 0.0:
         residual = ex
     else:
         with np.errstate(divide="ignore"):
-            residual = _fixed_point_residual(pop, pi, k, beta, np.log(mu))
+            residual = _fixed_point_residual(pop, checked, k, beta, np.log(mu))
     return Solution(
         policy=pi,
         exploitability=ex,

@@ -49,17 +49,19 @@ class _Levels:
     For response ``i`` of type ``t`` the level of ``i`` occupies sorted positions
     ``[lo, hi)``; ``lo_flat`` / ``hi_flat`` index the flattened ``(T, N + 1)`` array of
     prefix sums of the sorted policy, so that ``A = cs[lo]`` is the mass strictly below
-    ``i`` and ``B = cs[hi]`` the mass below or tied with ``i``.
+    ``i`` and ``B = cs[hi]`` the mass below or tied with ``i``. Without ties
+    ``hi = lo + 1`` and every response is its level's representative, so ``hi_flat`` and
+    ``first`` are not stored.
     """
 
-    order: IntArray  # (T, N) argsort of each row, ascending
-    lo_flat: (
-        IntArray  # (T, N) flat index of the level start in the (T, N+1) prefix sums
-    )
-    hi_flat: IntArray  # (T, N) flat index of the level end
-    first: npt.NDArray[
-        np.bool_
-    ]  # (T, N) True for one representative response per level
+    #: (T, N) argsort of each row, ascending (the order within a level is irrelevant)
+    order: IntArray
+    #: (T, N) flat index of the level start in the (T, N + 1) prefix sums
+    lo_flat: IntArray
+    #: (T, N) flat index of the level end; None without ties
+    hi_flat: IntArray | None
+    #: (T, N) one representative response per level; None without ties
+    first: npt.NDArray[np.bool_] | None
     has_ties: bool
 
 
@@ -126,23 +128,26 @@ class Population:
 
 def _build_levels(u: FloatArray) -> _Levels:
     t, n = u.shape
-    order = np.argsort(u, axis=1, kind="stable")
+    order = np.argsort(u, axis=1)
     us = np.take_along_axis(u, order, axis=1)
     is_start = np.ones((t, n), dtype=bool)
     is_start[:, 1:] = us[:, 1:] != us[:, :-1]
+    row = (np.arange(t) * (n + 1))[:, None]
     pos = np.broadcast_to(np.arange(n), (t, n))
+    lo = np.empty((t, n), dtype=np.intp)
+    if is_start.all():
+        np.put_along_axis(lo, order, pos + row, axis=1)
+        return _Levels(order, lo, None, None, False)
     start = np.maximum.accumulate(np.where(is_start, pos, 0), axis=1)
     is_end = np.ones((t, n), dtype=bool)
     is_end[:, :-1] = is_start[:, 1:]
     end = np.minimum.accumulate(np.where(is_end, pos + 1, n)[:, ::-1], axis=1)[:, ::-1]
-    row = (np.arange(t) * (n + 1))[:, None]
-    lo = np.empty((t, n), dtype=np.intp)
     hi = np.empty((t, n), dtype=np.intp)
     first = np.empty((t, n), dtype=bool)
     np.put_along_axis(lo, order, start + row, axis=1)
     np.put_along_axis(hi, order, end + row, axis=1)
     np.put_along_axis(first, order, is_start, axis=1)
-    return _Levels(order, lo, hi, first, bool(not is_start.all()))
+    return _Levels(order, lo, hi, first, True)
 
 
 # --------------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ def _masses(
     np.cumsum(pi[lv.order], axis=1, out=cs[:, 1:])
     flat = cs.ravel()
     a = flat[lv.lo_flat]
-    if lv.has_ties:
+    if lv.hi_flat is not None:
         e = flat[lv.hi_flat] - a
         if not signed:
             np.maximum(e, 0.0, out=e)
@@ -341,7 +346,7 @@ def _win_rate_m(
     lv = pop._levels
     a, e = _masses(pop, pi)
     b, f = _masses(pop, sigma)
-    mask = lv.first & (e > 0.0)
+    mask = e > 0.0 if lv.first is None else lv.first & (e > 0.0)
     if not mask.any():
         return 0.0
     am, em, bm, fm = a[mask], e[mask], b[mask], f[mask]
