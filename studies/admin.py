@@ -106,7 +106,7 @@ class StudyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools", "results_links"]
     inlines = [PolicyInline, PreferenceSourceInline]
-    actions = ["prepare_selected", "download_judgments"]
+    actions = ["prepare_selected", "run_simulated_annotators", "download_judgments"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -217,6 +217,23 @@ class StudyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"“{study}” was not prepared: {' '.join(exc.messages)}", messages.ERROR)
             else:
                 self.message_user(request, f"Preparing “{study}”.", messages.SUCCESS)
+
+    @admin.action(description="Run simulated annotators (fills the remaining quota; marked simulated)",
+                  permissions=["change"])
+    def run_simulated_annotators(self, request: HttpRequest, queryset) -> None:
+        from studies.simulate import SimulationError, start_simulation
+
+        for study in queryset:
+            try:
+                job = start_simulation(study=study)
+            except SimulationError as exc:
+                self.message_user(request, f"No simulation for “{study}”: {exc}", messages.ERROR)
+            else:
+                results = reverse("studies:results", args=[study.slug]) + "?source=simulated"
+                self.message_user(request, format_html(
+                    "Queued {} simulated annotators for “{}” (job #{}). Watch the <a href=\"{}\">results</a> fill in.",
+                    job.params["annotators"], study, job.pk, results,
+                ), messages.SUCCESS)
 
     def import_prompts_view(self, request: HttpRequest, study_id: int) -> HttpResponse:
         study = get_object_or_404(Study, pk=study_id)

@@ -1,0 +1,435 @@
+"""Simulated annotators: synthetic participants who go through the real participant flow over HTTP.
+
+Each simulated annotator is a browser without JavaScript: a cookie jar, GET and POST requests to
+the running app (join with a synthetic Prolific id, consent, instructions, every task, the
+completion page), the CSRF token read from each form as a browser submits it. Nothing is
+written behind the app's back except one flag: right after joining, the simulator marks its
+own participant `is_simulated=True` in the database, so that results and exports can keep
+simulated judgments apart from real ones. That path is out of reach of a real annotator (the
+web app never sets the flag), and the synthetic id carries a random run token, so the
+simulator can only ever flag the participant it has just created.
+
+The annotator's "mind" is a population (theory.md §1) read from the database: for the shown
+texts of its current assignment (display_order → ItemCandidate → Candidate) it takes their
+columns in the prompt's PopulationMatrix, or in a population given as a file instead (the same
+long CSV format as the CSV preference source: `prompt,type,candidate,utility[,weight]`, where
+candidate is the position among the prompt's candidates; see `studies.sources.CSV_HELP`). A
+population other than the one the policies were fitted on checks how robust a design is when
+the model is wrong. It then picks with `studies.simulation.choose`: a type drawn by weight,
+maximal utility with uniform ties, or Luce (softmax) choice at a temperature on the utilities'
+own scale. Attention-check texts, which are in no population, get a utility one below every
+type's worst, so a noiseless annotator always passes the checks.
+
+The participant flow only admits annotators to a live study, and simulated annotators take
+item quota like real ones: pilot a design on a copy of the study, or before sharing its link.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import logging
+import math
+import secrets
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import Q
+
+from studies.models import Assignment, ComparisonItem, Job, Participant, Study
+from studies.simulation import ChoiceModel, choose
+
+logger = logging.getLogger(__name__)
+
+SIMULATED_PREFIX = "sim-"
+# More requests than any participant needs (3 per task plus the steps): a loop guard.
+MAX_STEPS_PER_TASK = 4
+DEFAULT_MAX_ANNOTATORS = 500
+
+
+class SimulationError(Exception):
+    """The simulation can't run as asked (bad population file, study not live, app unreachable)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The mind: utilities of the shown texts
+
+
+@dataclass(frozen=True)
+class PromptMind:
+    """A prompt's population: utilities (T, N) over `candidate_ids`, with type weights (T,)."""
+
+    candidate_ids: list[int]
+    utilities: np.ndarray
+    weights: np.ndarray
+
+    def choice_model(self, candidate_ids: list[int]) -> ChoiceModel:
+        """Utilities of the shown texts, in the order given; texts outside the population
+        (attention-check texts) rank one below every type's worst."""
+        column = {cid: j for j, cid in enumerate(self.candidate_ids)}
+        floor = self.utilities.min(axis=1) - 1.0
+        cols = [self.utilities[:, column[c]] if c in column else floor for c in candidate_ids]
+        if not any(c in column for c in candidate_ids):
+            raise SimulationError(f"none of the shown candidates {candidate_ids} is in the population")
+        return ChoiceModel(np.stack(cols, axis=1), self.weights)
+
+
+class Minds:
+    """Where simulated annotators get their utilities: the study's own PopulationMatrix rows,
+    or a population file parsed per prompt on first use."""
+
+    def __init__(self, study: Study, population_csv: str | None = None) -> None:
+        self.study = study
+        self.population_csv = population_csv
+        self._cache: dict[int, PromptMind] = {}
+
+    def for_prompt(self, prompt) -> PromptMind:
+        if prompt.pk not in self._cache:
+            self._cache[prompt.pk] = self._load(prompt)
+        return self._cache[prompt.pk]
+
+    def validate(self) -> None:
+        """Load every prompt's population now, so a bad file fails before anyone joins."""
+        for prompt in self.study.prompts.all():
+            self.for_prompt(prompt)
+
+    def _load(self, prompt) -> PromptMind:
+        from studies import pipeline
+
+        if self.population_csv is None:
+            try:
+                pp = pipeline.load_population(prompt)
+            except pipeline.PipelineError as exc:
+                raise SimulationError(str(exc)) from exc
+            return PromptMind(pp.candidate_ids, pp.pop.utilities, pp.pop.weights)
+        return _mind_from_csv(prompt, self.population_csv)
+
+
+def _mind_from_csv(prompt, data: str) -> PromptMind:
+    from studies import pipeline
+    from studies.sources import prompt_key
+    from workers.populations import UtilitiesCSVError, utilities_from_csv
+
+    candidates = pipeline.population_candidates(prompt)
+    if not candidates:
+        raise SimulationError(f"prompt {prompt_key(prompt)} has no candidates yet")
+    header = data.removeprefix("\ufeff").splitlines()[0] if data.strip() else ""
+    has_prompt = "prompt" in {c.strip().lower() for c in header.split(",")}
+    try:
+        parsed = utilities_from_csv(data, n_candidates=len(candidates), prompt=prompt_key(prompt) if has_prompt else None)
+    except UtilitiesCSVError as exc:
+        raise SimulationError(f"population file, prompt {prompt_key(prompt)}: {exc}") from exc
+    except ValueError as exc:
+        raise SimulationError(f"population file: {exc}") from exc
+    return PromptMind([c.pk for c in candidates], np.asarray(parsed.utilities), np.asarray(parsed.weights))
+
+
+# --------------------------------------------------------------------------------------------
+# The browser
+
+
+class _PageParser(HTMLParser):
+    """What a no-JS browser needs from a page: form fields and submit buttons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: dict[str, str] = {}
+        self.choices: list[int] = []
+        self.completion_code = ""
+        self._in_code = False
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "input" and a.get("name"):
+            self.inputs.setdefault(a["name"], a.get("value", ""))
+        elif tag == "button" and a.get("name") == "choice" and a.get("value", "").isdigit():
+            self.choices.append(int(a["value"]))
+        self._in_code = a.get("id") == "completion-code"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_code and data.strip():
+            self.completion_code = data.strip()
+            self._in_code = False
+
+
+@dataclass
+class Page:
+    url: str
+    status: int
+    html: str
+
+    @property
+    def path(self) -> str:
+        return urllib.parse.urlsplit(self.url).path
+
+    def parse(self) -> _PageParser:
+        parser = _PageParser()
+        parser.feed(self.html)
+        return parser
+
+
+class Browser:
+    """A cookie jar and urllib: follows redirects (a POST's 302 becomes a GET, as browsers do)."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.requests = 0
+
+    def _open(self, request: urllib.request.Request) -> Page:
+        self.requests += 1
+        request.add_header("User-Agent", "ualign-simulated-annotator/1")
+        try:
+            with self.opener.open(request, timeout=self.timeout) as response:
+                return Page(response.geturl(), response.status, response.read().decode("utf-8", "replace"))
+        except urllib.error.HTTPError as exc:
+            return Page(exc.geturl(), exc.code, exc.read().decode("utf-8", "replace"))
+        except urllib.error.URLError as exc:
+            raise SimulationError(f"can't reach the app at {self.base_url}: {exc.reason}") from exc
+
+    def get(self, path: str) -> Page:
+        return self._open(urllib.request.Request(self.base_url + path))
+
+    def post(self, url: str, fields: dict[str, str], page: Page) -> Page:
+        """Submit a form of `page` (to `url`, a path or absolute URL) with its CSRF token."""
+        token = page.parse().inputs.get("csrfmiddlewaretoken", "")
+        data = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
+        target = url if url.startswith("http") else self.base_url + url
+        request = urllib.request.Request(target, data=data, method="POST")
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        request.add_header("Referer", page.url)
+        return self._open(request)
+
+
+# --------------------------------------------------------------------------------------------
+# One annotator
+
+
+@dataclass
+class AnnotatorOutcome:
+    external_id: str
+    participant_id: int | None = None
+    status: str = ""  # the Participant status at the end, or "refused" when the app turned them away
+    judgments: int = 0
+    completion_code: str = ""
+    requests: int = 0
+    note: str = ""
+
+
+def run_annotator(
+    base_url: str,
+    study: Study,
+    external_id: str,
+    minds: Minds,
+    rng: np.random.Generator,
+    *,
+    luce_temperature: float | None = None,
+    on_judgment: Callable[[], None] | None = None,
+) -> AnnotatorOutcome:
+    """Take one synthetic participant through the whole flow; returns where they ended."""
+    browser = Browser(base_url)
+    outcome = AnnotatorOutcome(external_id)
+    slug = study.slug
+    query = urllib.parse.urlencode({"PROLIFIC_PID": external_id, "STUDY_ID": "simulated", "SESSION_ID": external_id})
+    page = browser.get(f"/s/{slug}/?{query}")
+    participant = Participant.objects.filter(study=study, external_id=external_id).first()
+    if participant is None:
+        outcome.status, outcome.note = "refused", _title(page.html)
+        outcome.requests = browser.requests
+        return outcome
+    Participant.objects.filter(pk=participant.pk).update(is_simulated=True)
+    outcome.participant_id = participant.pk
+    base_path = f"/s/{slug}/"
+    budget = MAX_STEPS_PER_TASK * (study.items_per_participant + 3)
+    for _ in range(budget):
+        step = page.path.removeprefix(base_path).strip("/")
+        if page.status >= 400:
+            outcome.note = f"HTTP {page.status} at {page.path}"
+            break
+        if step == "consent":
+            page = browser.post(page.url, {"decision": "accept"}, page)
+        elif step == "instructions":
+            fields = {"answer": study.comprehension_answer} if study.comprehension_question else {}
+            page = browser.post(page.url, fields, page)
+        elif step == "task":
+            parsed = page.parse()
+            assignment_id = parsed.inputs.get("assignment", "")
+            if not assignment_id.isdigit():
+                outcome.note = _title(page.html)  # "study full" / "not open"
+                break
+            position = _pick(participant, int(assignment_id), parsed.choices, minds, rng, luce_temperature)
+            page = browser.post(f"/s/{slug}/judgments/", {"assignment": assignment_id, "choice": str(position), "rationale": ""}, page)
+            outcome.judgments += 1
+            if on_judgment:
+                on_judgment()
+        elif step == "done":
+            outcome.completion_code = page.parse().completion_code
+            break
+        else:
+            outcome.note = f"unexpected page {page.path}"
+            break
+    else:
+        outcome.note = "stopped: more requests than the study needs"
+    participant.refresh_from_db(fields=["status"])
+    outcome.status = participant.status
+    outcome.requests = browser.requests
+    return outcome
+
+
+def _pick(participant: Participant, assignment_id: int, positions: list[int], minds: Minds,
+          rng: np.random.Generator, luce_temperature: float | None) -> int:
+    """The position (from 1) this annotator chooses on the task page it was shown."""
+    from studies.annotation import shown_in_order
+
+    assignment = Assignment.objects.select_related("item__prompt").filter(pk=assignment_id, participant=participant).first()
+    if assignment is None:
+        raise SimulationError(f"the task page shows assignment {assignment_id}, which is not this participant's")
+    shown = shown_in_order(assignment)
+    if sorted(positions) != list(range(1, len(shown) + 1)):
+        raise SimulationError(f"the page offers positions {positions} but assignment {assignment_id} shows {len(shown)} texts")
+    model = minds.for_prompt(assignment.item.prompt).choice_model([s.candidate_id for s in shown])
+    return choose(model, rng, luce_temperature=luce_temperature) + 1
+
+
+def _title(html: str) -> str:
+    start, end = html.find("<h1>"), html.find("</h1>")
+    return html[start + 4 : end].strip() if 0 <= start < end else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Many annotators
+
+
+@dataclass
+class SimulationReport:
+    study_id: int
+    run: str
+    annotators: list[AnnotatorOutcome] = field(default_factory=list)
+
+    @property
+    def judgments(self) -> int:
+        return sum(a.judgments for a in self.annotators)
+
+    def count(self, status: str) -> int:
+        return sum(a.status == status for a in self.annotators)
+
+    def as_dict(self) -> dict:
+        statuses: dict[str, int] = {}
+        for a in self.annotators:
+            statuses[a.status] = statuses.get(a.status, 0) + 1
+        return {
+            "run": self.run,
+            "annotators": len(self.annotators),
+            "judgments": self.judgments,
+            "statuses": statuses,
+            "requests": sum(a.requests for a in self.annotators),
+            "notes": sorted({a.note for a in self.annotators if a.note})[:5],
+        }
+
+
+def simulate_annotators(
+    study: Study,
+    *,
+    annotators: int,
+    base_url: str,
+    population_csv: str | None = None,
+    luce_temperature: float | None = None,
+    seed: int = 0,
+    concurrency: int = 1,
+    stop_when_full: bool = True,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> SimulationReport:
+    """Run `annotators` synthetic participants through the app at `base_url`.
+
+    Annotator n draws from `np.random.default_rng([seed, n])`; `concurrency` of them work at
+    once (each in its own thread, as separate people would). With `stop_when_full`, no new
+    annotator starts once the app has turned one away (the study is full or closed).
+    """
+    if annotators < 1:
+        raise SimulationError("annotators must be at least 1")
+    if concurrency < 1:
+        raise SimulationError("concurrency must be at least 1")
+    if luce_temperature is not None and not luce_temperature > 0:
+        raise SimulationError("the Luce temperature must be positive")
+    study.refresh_from_db()
+    if study.status != Study.Status.LIVE:
+        raise SimulationError(f"the study is {study.status}: annotators (real or simulated) can only join a live study")
+    minds = Minds(study, population_csv)
+    minds.validate()
+    run = secrets.token_hex(4)
+    report = SimulationReport(study.pk, run)
+    lock = threading.Lock()
+    state = {"judgments": 0, "finished": 0, "refused": False}
+
+    def judged() -> None:
+        with lock:
+            state["judgments"] += 1
+
+    def one(n: int) -> AnnotatorOutcome | None:
+        if stop_when_full and state["refused"]:
+            return None
+        try:
+            outcome = run_annotator(
+                base_url, study, f"{SIMULATED_PREFIX}{run}-{n + 1}", minds, np.random.default_rng([seed, n]),
+                luce_temperature=luce_temperature, on_judgment=judged,
+            )
+        finally:
+            if threading.current_thread() is not threading.main_thread() and concurrency > 1:
+                connection.close()  # each worker thread has its own database connection
+        logger.info("simulated annotator %s: %s, %d judgments %s", outcome.external_id, outcome.status,
+                    outcome.judgments, outcome.note)
+        with lock:
+            state["finished"] += 1
+            state["refused"] |= outcome.status == "refused"
+        if on_progress:
+            on_progress(state["finished"], annotators,
+                        f"{state['finished']} of {annotators} simulated annotators done, {state['judgments']} judgments")
+        return outcome
+
+    if concurrency == 1:
+        outcomes = [one(n) for n in range(annotators)]
+    else:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sim") as pool:
+            outcomes = list(pool.map(one, range(annotators)))
+    report.annotators = [o for o in outcomes if o is not None]
+    return report
+
+
+def annotators_to_fill(study: Study) -> int:
+    """How many annotators (at `items_per_participant` each) the study's open quota needs."""
+    live = Q(assignments__status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
+    from django.db.models import Count
+
+    items = ComparisonItem.objects.filter(study=study).annotate(taken=Count("assignments", filter=live))
+    open_slots = sum(max(study.annotations_per_item - taken, 0) for taken in items.values_list("taken", flat=True))
+    return max(1, min(DEFAULT_MAX_ANNOTATORS, math.ceil(open_slots / study.items_per_participant)))
+
+
+@transaction.atomic
+def start_simulation(*, study: Study, annotators: int | None = None, luce_temperature: float | None = None,
+                     seed: int | None = None) -> Job:
+    """Queue a SIMULATE job for the worker, which runs the annotators against settings.SITE_URL."""
+    from workers.tasks import simulate_annotators as task
+
+    if study.status != Study.Status.LIVE:
+        raise SimulationError(f"“{study}” is {study.get_status_display().lower()}: make it live first "
+                              "(annotators, real or simulated, can only join a live study).")
+    if luce_temperature is not None and not luce_temperature > 0:
+        raise SimulationError("the Luce temperature must be positive")
+    params = {
+        "annotators": annotators or annotators_to_fill(study),
+        "luce_temperature": luce_temperature,
+        "seed": study.seed if seed is None else seed,
+    }
+    job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params=params)
+    task.delay_on_commit(job.pk)
+    return job
