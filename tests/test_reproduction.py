@@ -1,0 +1,86 @@
+"""The reproduction check at small sizes: theory.md §7 populations, simulated annotators over HTTP, f̂(k).
+
+Sizes were chosen with bench/reproduction_power.py, which replays the same designs without HTTP
+over 60 seeds: the majority design passes (every interval covers the theory) for 59 of 60 seeds
+and tells NLHF from the multiplayer policy at k = 4 for 58 of 60; the Condorcet design passes for
+60 of 60 (it checks coverage, not power). Seeds are fixed, so a pass here is deterministic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from studies import reproduction
+from studies.models import PolicyFit, Study
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_nlhf_stalls_at_alpha_while_the_multiplayer_policy_reaches_k_over_k_plus_1(live_server):
+    population = reproduction.majority(0.6)
+    checks = {
+        kind: reproduction.run_check(
+            population,
+            reproduction.Design(prompts=10, k_values=(4,), replicates=4, annotations_per_item=3, seed=7,
+                                policies=(kind,)),
+            base_url=live_server.url, slug=f"majority-{kind}", concurrency=4,
+        )
+        for kind in ("nlhf", "multiplayer")
+    }
+    nlhf, multiplayer = checks["nlhf"].row("nlhf", 4), checks["multiplayer"].row("multiplayer", 4)
+
+    assert checks["nlhf"].judgments == checks["multiplayer"].judgments == 120  # 10 prompts x 4 replicates x 3
+    assert nlhf.theory == pytest.approx(0.6)
+    assert multiplayer.theory == pytest.approx(0.8)
+    assert nlhf.low <= 0.6 <= nlhf.high  # NLHF's k copies of the majority text win only α
+    assert multiplayer.low <= 0.8 <= multiplayer.high  # the equilibrium reaches k/(k+1)
+    # ...and the study has the power to tell them apart.
+    assert nlhf.high < 0.8
+    assert multiplayer.low > 0.6
+    assert all(check.passed for check in checks.values())
+
+
+def test_on_the_condorcet_cycle_both_policies_are_uniform_and_reach_k_over_k_plus_1(live_server):
+    check = reproduction.run_check(
+        reproduction.condorcet(),
+        reproduction.Design(prompts=6, k_values=(1, 2), replicates=1, annotations_per_item=2, seed=3),
+        base_url=live_server.url, slug="condorcet", concurrency=4,
+    )
+
+    fits = PolicyFit.objects.filter(policy__study=check.study)
+    assert fits.count() == 6 * 2 * 2
+    for fit in fits:
+        np.testing.assert_allclose(fit.probabilities, [1 / 3] * 3, atol=1e-6)
+    assert {(r.policy, r.k): r.theory for r in check.rows} == {
+        ("nlhf", 1): 0.5, ("nlhf", 2): pytest.approx(2 / 3), ("multiplayer", 1): 0.5, ("multiplayer", 2): pytest.approx(2 / 3),
+    }
+    assert check.judgments == 96
+    assert check.passed, reproduction.table([check])
+
+
+def test_nlhf_theory_is_capped_by_the_copy_opponent_when_alpha_exceeds_k_over_k_plus_1():
+    population = reproduction.majority(0.7)
+    assert population.theory("nlhf", 1) == 0.5
+    assert population.theory("nlhf", 2) == pytest.approx(2 / 3)  # copies of a against a: 2/3 < α
+    assert population.theory("nlhf", 4) == pytest.approx(0.7)
+    assert population.theory("multiplayer", 4) == pytest.approx(0.8)
+
+
+def test_the_command_prints_the_table_and_removes_its_studies(capsys):
+    call_command("reproduce_theory", "--population", "condorcet", "--prompts", "2", "--k", "1",
+                 "--replicates", "1", "--annotations", "1", "--concurrency", "1")
+
+    out = capsys.readouterr().out
+    assert "| condorcet | nlhf | 1 |" in out
+    assert "| condorcet | multiplayer | 1 |" in out
+    assert "Every interval covers the theory." in out
+    assert not Study.objects.exists()
+
+
+def test_the_command_rejects_an_unknown_population():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="unknown population"):
+        call_command("reproduce_theory", "--population", "plurality")
