@@ -11,15 +11,25 @@ Every candidate ``(prompt, index)`` owns a random stream, seeded by :func:`sampl
 from that stream, so the randomness a candidate sees does not depend on which other candidates
 share its batch, on ``batch_size``, or on which subset of indices is run (e.g. after a crash).
 
-The model's arithmetic can still depend on the batch shape: BLAS picks different kernels for
-different matrix shapes (on the MKL CPU build here a matrix-vector product for one row and a
-matrix-matrix product for several sum in different orders), so logits of one candidate agree
-across batch sizes only to float rounding (about 1e-7 relative in float32). A sampled token can
-differ only if its uniform draw falls within that distance of a boundary of the cumulative
-distribution; ``tests/test_generation.py`` checks that texts agree across batch sizes and index
-subsets and that the logits agree within tolerance. Re-running with the same ``batch_size`` and
-indices on the same hardware and library versions is bitwise identical. See
-``docs/benchmarks.md`` for a measurement on the real model.
+The model's arithmetic can still depend on the batch shape, so bitwise equality across batch
+sizes is not guaranteed. BLAS picks different kernels for different matrix shapes: on the MKL
+CPU build here, one row (a matrix-vector product), two or three rows, and four or more rows
+each sum in a different order; cuBLAS also chooses kernels by shape. Left padding adds masked
+keys, which contribute exact zeros but change how attention kernels block the sum. So one
+candidate's log-probabilities agree across batch shapes only to float rounding: measured in
+float32 on CPU, |Δ log p| ≈ 1e-7 on the tiny test models and up to 5e-5 on SmolLM2-135M (total
+variation ≈ 1e-5 per step). A sampled token can differ only when its uniform draw falls within
+that distance of a boundary of the cumulative distribution, i.e. with probability ≲ 1e-5 per
+token, and the rest of that text then diverges. Guarantees, in short:
+
+- same ``batch_size`` and indices (in the same order), same hardware and library versions:
+  bitwise identical;
+- another ``batch_size`` or a subset of indices: identical random draws and logits equal to
+  float rounding; texts equal unless a draw lands in that sliver (in ``docs/benchmarks.md``,
+  16 of 16 SmolLM2 texts of 64 tokens were equal between batch sizes 1, 8 and 16).
+
+``tests/test_generation.py`` checks the texts across batch sizes, index subsets and padding, and
+the logits within a tolerance.
 
 The prompt is identical for every candidate of a pool, so its prefill is computed once with
 batch size 1 and the key/value cache is copied to each row: the first token's distribution is
@@ -373,6 +383,10 @@ def load_model(
         )
     if gguf_file is not None and kind != "causal-lm":
         raise ValueError("gguf_file: only causal LMs can be loaded from GGUF")
+    if demo_kind is not None and (revision is not None or gguf_file is not None):
+        raise ValueError(
+            f"revision: the demo ref {ref!r} is pinned by its pip package; pass neither revision nor gguf_file"
+        )
     dtype = dtype or "float32"
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(
@@ -864,8 +878,10 @@ def next_token_logprobs(
 
 def _validate_sampling(
     handle: ModelHandle,
+    prompt: str,
     *,
     n: int,
+    seed: int,
     indices: Sequence[int] | None,
     max_new_tokens: int,
     temperature: float,
@@ -879,6 +895,10 @@ def _validate_sampling(
 
     if not isinstance(handle, ModelHandle) or handle.kind != "causal-lm":
         raise ValueError("handle: expected a causal-lm ModelHandle from load_model")
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt: expected a string, got {type(prompt).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
     for name, value, low in (
         ("n", n, 1),
         ("max_new_tokens", max_new_tokens, 1),
@@ -999,7 +1019,9 @@ def sample_pool(
     """
     chosen = _validate_sampling(
         handle,
+        prompt,
         n=n,
+        seed=seed,
         indices=indices,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
