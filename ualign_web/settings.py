@@ -189,8 +189,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Generation needs the accelerator; everything else runs on the default queue.
-CELERY_TASK_ROUTES = {"workers.tasks.generate_*": {"queue": "gpu"}}
+# Steps that run language models (sampling the pool; persona judges, embedders and reward
+# models scoring it) need the accelerator; fitting, items and the rest run on the default queue.
+CELERY_TASK_ROUTES = {
+    "workers.tasks.generate_*": {"queue": "gpu"},
+    "workers.tasks.build_populations": {"queue": "gpu"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = False
 

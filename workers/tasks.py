@@ -6,7 +6,7 @@ inside the functions they need, never at import time: the web process imports th
 
 The "Prepare" chain (`studies.services.prepare_study`) is four step jobs under one parent:
 
-    generate_candidates  (queue gpu)  →  build_populations  →  fit_policies  →  build_items
+    generate_candidates (gpu)  →  build_populations (gpu)  →  fit_policies  →  build_items
 
 Each step, when done, enqueues the next on commit (`studies.services.finish_step`); the last
 moves the study to ready. A failure marks the step and the chain failed and returns the study
