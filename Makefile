@@ -22,8 +22,9 @@ install: $(VENV)/.installed
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
+# The README's main command: serve ualign with its worker and prepare the demo study.
 run: install
-	$(PY) manage.py serve
+	$(PY) manage.py serve --demo
 
 worker: install
 	$(VENV)/bin/celery -A ualign_web worker -Q gpu,default --concurrency 1 --loglevel INFO

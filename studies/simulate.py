@@ -255,6 +255,16 @@ def run_annotator(
         if page.status >= 400:
             outcome.note = f"HTTP {page.status} at {page.path}"
             break
+        if step in ("consent", "instructions", "task") and "csrfmiddlewaretoken" not in page.parse().inputs:
+            # A page without its form (cut short, or an error page served as 200): reload it once,
+            # as a person would, rather than submit a form that isn't there.
+            retry = browser.get(page.path)
+            if "csrfmiddlewaretoken" not in retry.parse().inputs and step != "task":
+                outcome.note = f"no form on {page.path} (HTTP {page.status}, {len(page.html)} bytes: {_title(page.html)!r})"
+                break
+            logger.warning("reloaded %s for %s: the first response had no form (%d bytes)", page.path, external_id,
+                           len(page.html))
+            page = retry
         if step == "consent":
             page = browser.post(page.url, {"decision": "accept"}, page)
         elif step == "instructions":

@@ -1,8 +1,13 @@
 """The main job: migrate, make sure there is an admin, and run the web server and a Celery
-worker together. Ctrl-C stops both."""
+worker together. Ctrl-C stops both.
+
+With --demo (what `make run` uses) it also sets up the demo study (studies/demo.py), prepares
+it on the worker, makes it live once it is ready, and prints the annotator link, the admin and
+results URLs and the admin credentials."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -21,8 +26,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
         parser.add_argument("--no-worker", action="store_true", help="run the web server only")
+        parser.add_argument("--demo", action="store_true",
+                            help="set up the demo study, prepare it on the worker and make it live when ready")
 
-    def handle(self, *args, addr: str, no_worker: bool, **options) -> None:
+    def handle(self, *args, addr: str, no_worker: bool, demo: bool = False, **options) -> None:
+        if not os.environ.get("SITE_URL"):
+            # Links printed here and the simulated annotators' requests (from the worker) go to this server.
+            os.environ["SITE_URL"] = settings.SITE_URL = f"http://{addr}"
+        self.demo_study = None
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write(f"Database: {settings.DATABASES['default']['NAME']}  broker: {settings.CELERY_BROKER_URL}")
         username, password = ensure_admin()
@@ -32,8 +43,58 @@ class Command(BaseCommand):
         processes.append(subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", addr]))
         self.stdout.write(self.style.SUCCESS(f"\nAdmin:    http://{addr}/admin/"))
         self.stdout.write(f"Login:    {username} / {password or '(set with manage.py changepassword)'}")
+        if demo:
+            self._start_demo(username, password)
         self.stdout.write("Press Ctrl-C to stop the web server and the worker.\n")
         self._wait(processes)
+
+    def _start_demo(self, username: str, password: str | None) -> None:
+        from studies import demo
+
+        self.demo_study = demo.ensure_demo_study()
+        self.demo_credentials = (username, password)
+        self.demo_announced = self.demo_study.status == "live"
+        message = demo.resume(self.demo_study)
+        if message:
+            self.stdout.write(message)
+        links = demo.links(self.demo_study)
+        self.stdout.write(f"Progress: {links.jobs}")
+        if self.demo_announced:
+            self._announce_demo()
+
+    def _announce_demo(self) -> None:
+        from studies import demo
+
+        links = demo.links(self.demo_study)
+        username, password = self.demo_credentials
+        self.stdout.write(self.style.SUCCESS("\nThe demo study is live."))
+        self.stdout.write(f"Annotate: {links.annotator}")
+        self.stdout.write(f"Results:  {links.results}   (log in to the admin first)")
+        self.stdout.write(f"Admin:    {links.admin}   login {username} / {password or '(set with manage.py changepassword)'}")
+        self.stdout.write(
+            f"Simulated annotators: select the study in the admin and run “Run simulated annotators”, or\n"
+            f"          python manage.py simulate_annotators {self.demo_study.slug} -n 10\n"
+        )
+
+    def _tick_demo(self) -> None:
+        from studies import demo
+
+        if self.demo_study is None or self.demo_announced:
+            return
+        try:
+            message = demo.advance(self.demo_study)
+        except Exception as exc:  # a locked SQLite file or a racing admin click: try again next tick
+            self.stderr.write(f"Demo: {exc}")
+            return
+        if message:
+            self.stdout.write(message)
+        error = demo.failure(self.demo_study)
+        if error and self.demo_study.status == "draft":
+            self.stderr.write(f"The demo's preparation failed: {error}\nRestart to retry.")
+            self.demo_announced = True
+        elif self.demo_study.status == "live":
+            self.demo_announced = True
+            self._announce_demo()
 
     def _start_worker(self) -> subprocess.Popen:
         return subprocess.Popen(
@@ -45,8 +106,12 @@ class Command(BaseCommand):
         # Stop the children on SIGTERM too (a supervisor or `timeout`), not only on Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
+            ticks = 0
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
+                ticks += 1
+                if ticks % 4 == 0:
+                    self._tick_demo()
             self.stderr.write("A process stopped; stopping the others.")
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")

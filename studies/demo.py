@@ -1,0 +1,156 @@
+"""The demo study that the README's main command (`make run` = `manage.py serve --demo`) sets up.
+
+Idempotent: `ensure_demo_study` creates the study once (slug "demo") and afterwards returns it
+as it is, so restarting the command resumes where it was: a draft is prepared, a study still
+preparing has its current step re-enqueued (harmless, see services.prepare_study), a ready
+demo is made live. Only the demo goes live by itself; a real study goes live when a researcher
+says so.
+
+The demo is small enough to prepare in a few minutes on 2 CPU cores: 5 prompts, a pool of 8
+samples of at most 56 tokens from the shipped SmolLM2-135M-Instruct, 5 personas judged by the
+same model, the five pool policies (sample, best-of-N, NLHF, CTRL, multiplayer) and k ∈ {1, 2, 4}.
+`UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+
+from studies import services
+from studies.models import GeneratorModel, Job, Policy, PreferenceSource, Prompt, Study
+
+DEMO_SLUG = "demo"
+DEMO_MODEL = "smollm2-135m-instruct"
+
+PROMPTS = [
+    ("tea", "Explain how to brew a good cup of green tea."),
+    ("rainbow", "Why do rainbows appear after rain? Answer for a curious ten-year-old."),
+    ("email", "Write a short, polite email declining a meeting invitation."),
+    ("budget", "Give three tips for sticking to a monthly budget."),
+    ("sleep", "What can I do to fall asleep faster?"),
+]
+
+PERSONAS = [
+    "A busy nurse who wants short, practical answers she can act on right away.",
+    "A retired physics teacher who values accurate explanations and correct facts.",
+    "A ten-year-old who likes simple words, friendly tone and fun examples.",
+    "A software engineer who prefers structured answers with numbered steps.",
+    "A poet who enjoys vivid, warm and imaginative language.",
+]
+
+CONSENT = """This is a **demo study** running on your own machine. Nothing you do here is sent anywhere.
+
+You will compare short responses written by a small language model (SmolLM2-135M) and pick the one
+you prefer. Your choices are stored in the local database only."""
+
+INSTRUCTIONS = """Each task shows a prompt and a few responses. Choose the one **you** would rather
+receive. There are no right answers: we measure how well different ways of picking responses serve
+people with different tastes."""
+
+
+@dataclass(frozen=True)
+class DemoLinks:
+    annotator: str
+    admin: str
+    results: str
+    jobs: str
+
+
+def demo_model() -> str:
+    return os.environ.get("UALIGN_DEMO_MODEL", DEMO_MODEL)
+
+
+@transaction.atomic
+def ensure_demo_study() -> Study:
+    """The demo study, created with its prompts, generator, personas and policies if missing."""
+    existing = Study.objects.filter(slug=DEMO_SLUG).first()
+    if existing is not None:
+        return existing
+    model = demo_model()
+    generator, _ = GeneratorModel.objects.get_or_create(
+        name=f"demo: {model}"[:100],
+        defaults={
+            "model_ref": model,
+            "decoding": {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 56},
+            "batch_size": 8,
+            "seed": 1,
+        },
+    )
+    study = Study.objects.create(
+        slug=DEMO_SLUG,
+        title="Demo: which responses do people prefer?",
+        consent_text=CONSENT,
+        instructions=INSTRUCTIONS,
+        generator=generator,
+        pool_size=8,
+        k_values=[1, 2, 4],
+        opponent_outputs=1,
+        annotations_per_item=2,
+        items_per_participant=12,
+        replicates=1,
+        attention_check_rate=0.1,
+        seed=7,
+    )
+    for key, text in PROMPTS:
+        Prompt.objects.create(study=study, external_id=key, text=text)
+    params = {"personas": PERSONAS, "labels": ["nurse", "physics teacher", "child", "engineer", "poet"]}
+    if model != DEMO_MODEL:
+        params["model"] = model
+    PreferenceSource.objects.create(study=study, kind=PreferenceSource.Kind.PERSONA_JUDGE, params=params)
+    for name, kind in [
+        ("sample", Policy.Kind.SAMPLE),
+        ("best-of-n", Policy.Kind.BEST_OF_N),
+        ("nlhf", Policy.Kind.NLHF),
+        ("ctrl", Policy.Kind.CTRL),
+        ("multiplayer", Policy.Kind.MULTIPLAYER),
+    ]:
+        Policy.objects.create(study=study, name=name, kind=kind)
+    return study
+
+
+def advance(study: Study, *, retry_failed: bool = False) -> str:
+    """Move the demo one step along; returns what happened, or "" when nothing changed.
+
+    draft → start Prepare (after a failed chain only when `retry_failed`, so a watcher doesn't
+    loop on an error); ready → live.
+    """
+    study.refresh_from_db()
+    if study.status == Study.Status.DRAFT:
+        if not retry_failed and failure(study):
+            return ""
+        services.prepare_study(study=study)
+        return "Preparing the demo study: generating candidates, judging them with the personas, fitting policies…"
+    if study.status == Study.Status.READY:
+        study.move_to(Study.Status.LIVE)
+        return "The demo study is ready and live."
+    return ""
+
+
+def resume(study: Study) -> str:
+    """On start-up: revive a chain that was preparing when the last run stopped, or retry a failed one."""
+    study.refresh_from_db()
+    if study.status == Study.Status.PREPARING:
+        services.prepare_study(study=study)
+        return "Resuming the demo study's preparation."
+    return advance(study, retry_failed=True)
+
+
+def links(study: Study) -> DemoLinks:
+    base = settings.SITE_URL.rstrip("/")
+    return DemoLinks(
+        annotator=f"{base}{reverse('studies:join', args=[study.slug])}?invite={study.invite_token}",
+        admin=f"{base}{reverse('admin:index')}",
+        results=f"{base}{reverse('studies:results', args=[study.slug])}",
+        jobs=f"{base}{reverse('admin:studies_study_jobs', args=[study.pk])}",
+    )
+
+
+def failure(study: Study) -> str:
+    """The error of the demo's last failed preparation, if its chain failed."""
+    job = Job.objects.filter(study=study, kind=Job.Kind.PREPARE).order_by("-created_at", "-id").first()
+    return job.error if job is not None and job.status == Job.Status.FAILED else ""
