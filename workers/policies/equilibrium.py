@@ -228,7 +228,7 @@ def _active_set_model(
     g: FloatArray,
     pi: FloatArray,
     support: IntArray,
-    max_changes: int = 12,
+    max_changes: int = 60,
 ) -> tuple[FloatArray, float] | None:
     """Minimise the linear model by an active-set method on the support (no LP).
 
@@ -259,7 +259,8 @@ def _active_set_model(
         if not np.all(np.isfinite(sol)):
             return None
         if np.any(y_s < 0.0):
-            support = support[y_s > 0.0]
+            # drop the most negative response only (dropping all at once can cycle)
+            support = np.delete(support, int(np.argmin(y_s)))
             continue
         y = np.zeros_like(pi)
         y[support] = y_s
@@ -393,8 +394,10 @@ def _solve_unregularised(
         viol_out = float(excess.max())
         violators = np.flatnonzero(excess > 0.5 * tol)
         violators = violators[np.argsort(-excess[violators], kind="stable")]
-        saturated = np.count_nonzero(pi_c) >= cand.size - 1
-        n_add = max(16, cand.size) if saturated else max(8, np.count_nonzero(pi_c) // 4)
+        # grow C geometrically while many responses violate strongly (large supports),
+        # a few at a time near the end (small supports)
+        strong = int(np.count_nonzero(excess > 0.25 * viol_out))
+        n_add = min(max(8, strong), max(16, cand.size))
         # duplicates of candidates (identical utility columns) share their g: never add them
         new = _unique_columns(
             pop.utilities, np.concatenate([cand, violators[: 2 * n_add]])
