@@ -222,7 +222,9 @@ def test_sum_of_policy_times_pick_probability_is_one_over_k_plus_one(data, k):
     g = pick_probability(pop, pi, k)
     assert pi @ g == pytest.approx(1 / (k + 1), abs=1e-13)
     assert np.all(g >= 0)
-    assert np.all(g <= 1 + 1e-15)
+    assert np.all(
+        g <= 1 + 1e-13
+    )  # prefix sums may reach 1 + a few ulp; (1 + d)^k ~ 1 + k d
 
 
 def _exact_pick(u, w, pi, k, i):
