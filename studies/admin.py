@@ -312,8 +312,9 @@ class ItemCandidateInline(ReadOnlyInline):
 
 @admin.register(ComparisonItem)
 class ComparisonItemAdmin(ReadOnlyAdmin):
-    list_display = ["id", "prompt", "policy", "k", "opponent_label", "m", "is_attention_check", "predicted_win_rate"]
-    list_filter = ["study", "policy", "k", "opponent_label", "is_attention_check"]
+    list_display = ["id", "prompt", "policy", "k", "opponent_label", "m", "is_attention_check", "needs_judgment",
+                    "predicted_win_rate"]
+    list_filter = ["study", "policy", "k", "opponent_label", "is_attention_check", "needs_judgment"]
     list_select_related = ["prompt", "policy"]
     inlines = [ItemCandidateInline]
 

@@ -8,10 +8,16 @@ Credit rule (docs/theory.md §1): a judgment credits the policy c_A / (c_A + c_B
 the chosen text that came from the policy's k draws; a "can't decide" is either excluded or
 credited k / (k + m). The arrays given here already hold the credit.
 
+Items decided by construction (all k + m draws one text, so the credit is k / (k + m) whatever
+anyone picks) are never judged; `studies/results.py` passes each as one row flagged `decided`
+with a weight, and the win-rate functions give such rows their prompt but no annotator.
+
 Public API
 ----------
-win_rate_interval(credit, prompt_ids, annotator_ids, *, confidence, n_resamples, rng) -> WinRateInterval
-robust_win_rate_interval(credit, prompt_ids, annotator_ids, opponent_ids, *, ...) -> RobustWinRate
+win_rate_interval(credit, prompt_ids, annotator_ids, *, weights, decided, confidence, n_resamples, rng)
+    -> WinRateInterval
+robust_win_rate_interval(credit, prompt_ids, annotator_ids, opponent_ids, *, weights, decided, ...)
+    -> RobustWinRate
 position_bias(chosen_position, n_shown) -> PositionBias
 annotator_agreement(item_ids, choices, n_shown) -> Agreement
 time_on_task(latency_ms) -> TimeOnTask
@@ -67,12 +73,14 @@ IntArray = npt.NDArray[np.intp]
 class WinRateInterval:
     """A win rate with its interval.
 
-    estimate: mean credit over the judgments (the point estimate always uses all the data).
+    estimate: (weighted) mean credit over the rows (the point estimate always uses all the data).
     low, high: the `confidence` interval, clipped to [0, 1].
     se: the standard error used (sqrt of the floored two-way variance); NaN when undefined.
     df: degrees of freedom of the t reference (min(G_prompt, G_annotator) - 1).
-    n: judgments; n_prompts, n_annotators: clusters in each dimension.
+    n: judgments (rows not `decided`); n_prompts, n_annotators: clusters in each dimension
+    (annotators of judgments only).
     variance: the components {"prompt", "annotator", "prompt_x_annotator", "two_way", "floor"}.
+    n_decided: rows decided by construction; decided_share: their share of the total weight.
     """
 
     estimate: float
@@ -86,6 +94,8 @@ class WinRateInterval:
     confidence: float
     method: str
     variance: dict[str, float] = field(default_factory=dict)
+    n_decided: int = 0
+    decided_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -235,11 +245,38 @@ def _check_n_resamples(n_resamples: Any) -> int:
     return int(n_resamples)
 
 
-def _iv_win_rate(credit, prompt_ids, annotator_ids, confidence, n_resamples):
+def _check_weights(x: Any, n: int) -> FloatArray:
+    if x is None:
+        return np.ones(n)
+    arr = _check_1d(x, "weights")
+    if arr.shape[0] != n:
+        raise ValueError(f"weights must have the same length as credit ({n}), got {arr.shape[0]}")
+    try:
+        arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"weights must be numeric: {exc}") from exc
+    if not np.all(np.isfinite(arr)) or (arr <= 0).any():
+        raise ValueError("weights must be finite and positive")
+    return arr
+
+
+def _check_decided(x: Any, n: int) -> npt.NDArray[np.bool_]:
+    if x is None:
+        return np.zeros(n, dtype=bool)
+    arr = _check_1d(x, "decided")
+    if arr.shape[0] != n:
+        raise ValueError(f"decided must have the same length as credit ({n}), got {arr.shape[0]}")
+    if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
+        raise ValueError("decided must hold booleans")
+    return arr.astype(bool)
+
+
+def _iv_win_rate(credit, prompt_ids, annotator_ids, confidence, n_resamples, weights=None, decided=None):
     y = _check_credit(credit)
     p = _check_ids(prompt_ids, "prompt_ids", y.size)
     a = _check_ids(annotator_ids, "annotator_ids", y.size)
-    return y, p, a, _check_confidence(confidence), _check_n_resamples(n_resamples)
+    w, d = _check_weights(weights, y.size), _check_decided(decided, y.size)
+    return y, p, a, w, d, _check_confidence(confidence), _check_n_resamples(n_resamples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,26 +302,55 @@ def _intersection_codes(p: IntArray, a: IntArray) -> tuple[IntArray, int]:
     return codes, int(codes.max()) + 1
 
 
+def _annotator_part(
+    p: IntArray, a: IntArray, human: npt.NDArray[np.bool_], scores: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """The annotator and prompt∩annotator CGM terms over the judged rows (decided rows have no
+    annotator: each is its own cluster in both dimensions, and those terms cancel, so they add
+    variance through their prompt only)."""
+    if not human.any():
+        zero = np.zeros((scores.shape[1],) * 2)
+        return zero, zero
+    a_h = _recode(a[human])
+    pa, g_pa = _intersection_codes(p[human], a_h)
+    return (
+        _one_way(a_h, scores[human], int(a_h.max()) + 1),
+        _one_way(pa, scores[human], g_pa),
+    )
+
+
 def _cell(
-    y: FloatArray, p: IntArray, a: IntArray, confidence: float
+    y: FloatArray,
+    p: IntArray,
+    a: IntArray,
+    confidence: float,
+    w: FloatArray | None = None,
+    decided: npt.NDArray[np.bool_] | None = None,
 ) -> WinRateInterval:
-    n = y.size
-    estimate = float(y.mean())
-    g_p, g_a = int(p.max()) + 1, int(a.max()) + 1
-    if g_p < 2 or g_a < 2:
+    w = np.ones(y.size) if w is None else w
+    human = np.ones(y.size, dtype=bool) if decided is None else ~decided
+    n, n_decided = int(human.sum()), int(y.size - human.sum())
+    total = float(w.sum())
+    estimate = float(w @ y / total)
+    share = float(w[~human].sum() / total)
+    p = _recode(p)
+    g_p = int(p.max()) + 1
+    g_a = int(np.unique(a[human]).size)
+    if g_p < 2 or (n > 0 and g_a < 2):
         return WinRateInterval(
-            estimate, 0.0, 1.0, math.nan, 0, n, g_p, g_a, confidence, METHOD_TOO_FEW
-        )
-    scores = ((y - estimate) / n)[:, None]
-    pa, g_pa = _intersection_codes(p, a)
+            estimate, 0.0, 1.0, math.nan, 0, n, g_p, g_a, confidence, METHOD_TOO_FEW,
+            n_decided=n_decided, decided_share=share,
+        )  # fmt: skip
+    scores = (w * (y - estimate) / total)[:, None]
     v_p = float(_one_way(p, scores, g_p)[0, 0])
-    v_a = float(_one_way(a, scores, g_a)[0, 0])
-    v_pa = float(_one_way(pa, scores, g_pa)[0, 0])
-    shrunk = (y.sum() + 2.0) / (n + 4.0)
-    floor = float(shrunk * (1.0 - shrunk) / (n + 4.0))
+    v_a_m, v_pa_m = _annotator_part(p, a, human, scores)
+    v_a, v_pa = float(v_a_m[0, 0]), float(v_pa_m[0, 0])
+    shrunk = (float(w @ y) + 2.0) / (total + 4.0)
+    floor = float(shrunk * (1.0 - shrunk) / (total + 4.0))
     two_way = v_p + v_a - v_pa
     variance = max(two_way, v_p, v_a, floor)
-    df = min(g_p, g_a) - 1
+    # Only judgments have annotators; a cell of decided items alone varies by prompt only.
+    df = (min(g_p, g_a) if n > 0 else g_p) - 1
     se = math.sqrt(variance)
     half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * se
     return WinRateInterval(
@@ -305,6 +371,8 @@ def _cell(
             "two_way": two_way,
             "floor": floor,
         },
+        n_decided=n_decided,
+        decided_share=share,
     )
 
 
@@ -313,6 +381,8 @@ def win_rate_interval(
     prompt_ids: npt.ArrayLike,
     annotator_ids: npt.ArrayLike,
     *,
+    weights: npt.ArrayLike | None = None,
+    decided: npt.ArrayLike | None = None,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     rng: np.random.Generator | int | None = None,
@@ -325,6 +395,15 @@ def win_rate_interval(
         The policy's credit per judgment (theory.md §1), excluded judgments already dropped.
     prompt_ids, annotator_ids : (n,) labels of any hashable dtype
         The prompt and the annotator of each judgment: the two crossed cluster dimensions.
+    weights : (n,) positive floats, optional
+        Row weights (default 1): the estimate is Σ w·credit / Σ w and the scores below are
+        e_i = w_i (y_i - ȳ) / Σ w, with Σ w in place of n in the floor.
+    decided : (n,) bools, optional
+        Rows whose credit is fixed by construction (an item that shows one text): no person
+        judged them, so they belong to their prompt's cluster but to no annotator (their
+        annotator_ids are ignored). They count in the estimate and in the prompt variance; the
+        annotator terms, n_annotators and the degrees of freedom use the judgments only (a
+        cell of decided rows alone has df = G_prompt - 1).
     confidence : float in (0, 1)
         Two-sided coverage of the interval.
     n_resamples, rng :
@@ -381,11 +460,11 @@ def win_rate_interval(
     >>> round(r.estimate, 2), r.low <= r.estimate <= r.high
     (0.75, True)
     """
-    y, p, a, confidence, _ = _iv_win_rate(
-        credit, prompt_ids, annotator_ids, confidence, n_resamples
+    y, p, a, w, d, confidence, _ = _iv_win_rate(
+        credit, prompt_ids, annotator_ids, confidence, n_resamples, weights, decided
     )
     np.random.default_rng(rng)  # validates rng (SPEC 7) without drawing
-    return _cell(y, p, a, confidence)
+    return _cell(y, p, a, confidence, w, d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,24 +473,27 @@ def win_rate_interval(
 
 
 def _joint_correlation(
-    y: FloatArray, p: IntArray, a: IntArray, o: IntArray, cells: list[WinRateInterval]
+    y: FloatArray,
+    p: IntArray,
+    a: IntArray,
+    o: IntArray,
+    cells: list[WinRateInterval],
+    w: FloatArray,
+    decided: npt.NDArray[np.bool_],
 ) -> FloatArray:
     """Correlation of the J opponent means from the two-way cluster-robust covariance (J, J).
 
-    Score of judgment i for opponent j: (y_i - ȳ_j)/n_j if i belongs to opponent j, else 0.
-    The opponents share prompts and annotators, so their estimates are correlated.
+    Score of row i for opponent j: w_i (y_i - ȳ_j) / W_j if i belongs to opponent j, else 0
+    (W_j: the opponent's total weight). The opponents share prompts and annotators, so their
+    estimates are correlated. Decided rows enter the prompt term only, as in `_cell`.
     """
     n_opp = len(cells)
     means = np.array([c.estimate for c in cells])
-    counts = np.bincount(o, minlength=n_opp).astype(np.float64)
+    totals = np.bincount(o, weights=w, minlength=n_opp)
     scores = np.zeros((y.size, n_opp))
-    scores[np.arange(y.size), o] = (y - means[o]) / counts[o]
-    pa, g_pa = _intersection_codes(p, a)
-    cov = (
-        _one_way(p, scores, int(p.max()) + 1)
-        + _one_way(a, scores, int(a.max()) + 1)
-        - _one_way(pa, scores, g_pa)
-    )
+    scores[np.arange(y.size), o] = w * (y - means[o]) / totals[o]
+    v_a, v_pa = _annotator_part(p, a, ~decided, scores)
+    cov = _one_way(p, scores, int(p.max()) + 1) + v_a - v_pa
     values, vectors = np.linalg.eigh(
         (cov + cov.T) / 2
     )  # nearest PSD matrix (CGM 2011 §2.3)
@@ -430,6 +512,8 @@ def robust_win_rate_interval(
     annotator_ids: npt.ArrayLike,
     opponent_ids: npt.ArrayLike,
     *,
+    weights: npt.ArrayLike | None = None,
+    decided: npt.ArrayLike | None = None,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     rng: np.random.Generator | int | None = None,
@@ -442,6 +526,8 @@ def robust_win_rate_interval(
         All judgments of one (policy, k), over every opponent.
     opponent_ids : (n,) labels
         The opponent (label and m) of each judgment.
+    weights, decided : (n,), optional
+        As in `win_rate_interval`, per row.
     confidence : float in (0, 1)
     n_resamples : int
         Draws used to find the simultaneous critical value.
@@ -464,8 +550,8 @@ def robust_win_rate_interval(
     is the t quantile, and the result equals `win_rate_interval`. It is conservative (one-sided
     use of a two-sided band), which we prefer for a headline claim such as "f(k) ≥ k/(k+1)".
     """
-    y, p, a, confidence, n_resamples = _iv_win_rate(
-        credit, prompt_ids, annotator_ids, confidence, n_resamples
+    y, p, a, w, d, confidence, n_resamples = _iv_win_rate(
+        credit, prompt_ids, annotator_ids, confidence, n_resamples, weights, decided
     )
     labels_arr = _check_1d(opponent_ids, "opponent_ids")
     if labels_arr.shape[0] != y.size:
@@ -478,13 +564,13 @@ def robust_win_rate_interval(
     cells = []
     for j in range(labels.size):
         mask = o == j
-        cells.append(_cell(y[mask], _recode(p[mask]), _recode(a[mask]), confidence))
+        cells.append(_cell(y[mask], p[mask], a[mask], confidence, w[mask], d[mask]))
     if any(c.method == METHOD_TOO_FEW for c in cells):
         crit = math.inf
     elif len(cells) == 1:
         crit = float(stats.t.ppf(0.5 + confidence / 2.0, cells[0].df))
     else:
-        corr = _joint_correlation(y, p, a, o, cells)
+        corr = _joint_correlation(y, p, a, o, cells, w, d)
         df = min(c.df for c in cells)
         z = generator.multivariate_normal(
             np.zeros(len(cells)), corr, size=n_resamples, method="eigh"

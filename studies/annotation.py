@@ -12,7 +12,9 @@ function is keyword-only and atomic. The rules they keep:
 - slot order is balanced: each new annotator of an item gets the least-used cyclic rotation of
   the item's canonical slot order (a Latin square over its annotators);
 - every pick is saved exactly once: `record_judgment` locks the assignment and returns the
-  existing judgment when there is one (a double click, a resubmitted form, a replayed request).
+  existing judgment when there is one (a double click, a resubmitted form, a replayed request);
+- items decided by construction (`ComparisonItem.needs_judgment` False: one text shown, credit
+  k/(k+m) whatever the pick) are never assigned, and count in no quota, "full" or progress.
 """
 
 from __future__ import annotations
@@ -199,9 +201,9 @@ def release_expired_assignments(*, study: Study, now: datetime | None = None) ->
 
 
 def _open_items(study: Study):
-    """Items with quota left, annotated with `taken` (their live assignments)."""
+    """Items that need judging with quota left, annotated with `taken` (their live assignments)."""
     return (
-        ComparisonItem.objects.filter(study=study)
+        ComparisonItem.objects.filter(study=study, needs_judgment=True)
         .annotate(taken=Count("assignments", filter=Q(assignments__status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])))
         .filter(taken__lt=study.annotations_per_item)
     )

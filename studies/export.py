@@ -22,6 +22,14 @@ shown: the texts in the order this annotator saw them, as "candidate_id:position
 by ";" (position 1-based, as in chosen_position). chosen_count_policy / chosen_count_opponent
 are c_A / c_B of the chosen text (theory.md §1); credit is the stored credit (empty when a
 "can't decide" was excluded); participant is the pseudonym, never the access token.
+
+Item columns
+------------
+shown: "candidate_id:slot:c_A:c_B" per distinct text. needs_judgment is "false" for an item
+decided by construction (one text from all k + m draws): nobody judges it, so it has no row in
+the judgments table, and decided_credit holds its fixed credit k/(k+m) (empty otherwise). The
+results count each such item at that credit (see `studies.results`), so the win rates can be
+recomputed from these two tables.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ JUDGMENT_HEADER = (
 )  # fmt: skip
 ITEM_HEADER = (
     "study", "item_id", "prompt_id", "prompt_external_id", "policy", "k", "opponent", "opponent_policy", "m",
-    "replicate", "is_attention_check", "predicted_win_rate", "shown", "created_at",
+    "replicate", "is_attention_check", "predicted_win_rate", "shown", "created_at", "needs_judgment", "decided_credit",
 )  # fmt: skip
 CANDIDATE_HEADER = (
     "study", "candidate_id", "prompt_id", "prompt_external_id", "generator", "sample_index", "multiplicity",
@@ -194,17 +202,19 @@ def iter_item_rows(study: Study) -> Iterator[tuple]:
         .values_list(
             "id", "prompt_id", "prompt__external_id", "policy__name", "k", "opponent_label",
             "opponent_policy__name", "m", "replicate", "is_attention_check", "predicted_win_rate", "created_at",
+            "needs_judgment",
         )  # fmt: skip
         .iterator(chunk_size=CHUNK_SIZE)
     )
     slug = safe_text(study.slug)
-    for pk, prompt_id, external_id, policy, k, opponent, opponent_policy, m, replicate, is_check, predicted, created in rows:
+    for (pk, prompt_id, external_id, policy, k, opponent, opponent_policy, m, replicate, is_check, predicted, created,
+         needs_judgment) in rows:  # fmt: skip
         shown = sorted(shown_lookup.get(pk).values(), key=lambda v: v[1])
         shown_field = ";".join(f"{cand}:{slot}:{c_a}:{c_b}" for cand, slot, c_a, c_b in shown)
         yield (
             slug, pk, prompt_id, safe_text(external_id), safe_text(policy), k, safe_text(opponent),
             safe_text(opponent_policy), m, replicate, _flag(is_check), _number(predicted), shown_field,
-            _time(created),
+            _time(created), _flag(needs_judgment), "" if needs_judgment else k / (k + m),
         )  # fmt: skip
 
 

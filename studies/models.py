@@ -335,6 +335,10 @@ class ComparisonItem(models.Model):
 
     `opponent_label` names the opponent: another policy's name, or "adversary" (the single
     response predicted to beat the policy most often). Attention checks have no policy.
+
+    `needs_judgment` is False when all k + m draws are one text: the item shows a single
+    response, so its credit is fixed at k/(k+m) whatever anyone picks (theory.md §1). Nobody
+    is asked to judge it; the results count it at that credit (studies/results.py).
     """
 
     ADVERSARY = "adversary"
@@ -350,6 +354,11 @@ class ComparisonItem(models.Model):
     m = models.PositiveSmallIntegerField(default=1)
     replicate = models.PositiveSmallIntegerField(default=0)
     is_attention_check = models.BooleanField(default=False)
+    needs_judgment = models.BooleanField(
+        default=True,
+        help_text="False when every draw of both sides is the same text: its credit k/(k+m) is decided by "
+        "construction, so no annotator is asked to judge it.",
+    )
     predicted_win_rate = models.FloatField(
         null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
     )
@@ -371,12 +380,20 @@ class ComparisonItem(models.Model):
             models.CheckConstraint(
                 condition=Q(is_attention_check=True) | Q(policy__isnull=False), name="item_policy_required"
             ),
+            models.CheckConstraint(
+                condition=Q(needs_judgment=True) | Q(is_attention_check=False), name="item_attention_needs_judgment"
+            ),
         ]
 
     def __str__(self) -> str:
         if self.is_attention_check:
             return f"attention check on {self.prompt}"
         return f"{self.policy} k={self.k} vs {self.opponent_label} (m={self.m}) on {self.prompt}"
+
+    @property
+    def decided_credit(self) -> float | None:
+        """k/(k+m) for an item decided by construction (one text, all draws); None if it needs judging."""
+        return None if self.needs_judgment else self.k / (self.k + self.m)
 
 
 class ItemCandidate(models.Model):

@@ -6,7 +6,9 @@ worker that dies loses at most the prompt in flight and a re-run continues where
     generate_prompt_pool    prompt → merged Candidates of one generator   (workers.generation)
     build_population        prompt's candidates → PopulationMatrix U (T × N)   (workers.populations)
     fit_prompt_policies     population → one PolicyFit per (policy, k)      (workers.policies)
-    build_prompt_items      fits → ComparisonItems with provenance counts   (theory.md §1)
+    build_prompt_items      fits → ComparisonItems with provenance counts   (theory.md §1);
+                            an item whose draws are all one text is decided by construction
+                            (needs_judgment False, credit k/(k+m)) and never shown to anyone
     build_attention_checks  pool → items with one deliberately broken text
 
 The maths lives in `workers.policies` (pure NumPy); models live in `workers.generation` and
@@ -529,6 +531,21 @@ class ItemDraft:
     fields: dict
     shown: list[tuple[int, int, int, int]]  # (candidate id, slot, c_A, c_B)
 
+    @property
+    def needs_judgment(self) -> bool:
+        return self.fields.get("needs_judgment", True)
+
+
+def needs_judgment(shown: list) -> bool:
+    """Whether a shown set needs a person: with one distinct text every pick is that text, and
+    its credit c_A/(c_A+c_B) = k/(k+m) is decided by construction (theory.md §1)."""
+    return len(shown) > 1
+
+
+def judged_count(drafts: list[ItemDraft]) -> int:
+    """How many of `drafts` an annotator will be asked to judge (the base of the attention-check rate)."""
+    return sum(1 for draft in drafts if draft.needs_judgment)
+
 
 def _item_rng(study: Study, *parts: int) -> np.random.Generator:
     return np.random.default_rng([study.seed, *parts])
@@ -582,6 +599,7 @@ def draft_prompt_items(prompt: Prompt, policies: list[Policy], pp: PromptPopulat
                         "study": study,
                         "opponent_policy": other,
                         "predicted_win_rate": expected_credit(u, w, shown, c_a, c_b),
+                        "needs_judgment": needs_judgment(shown),
                         "draw": {
                             "policy": [pp.candidates[int(i)].pk for i in draws_a],
                             "opponent": [pp.candidates[int(i)].pk for i in draws_b],
@@ -604,7 +622,11 @@ def garble(text: str, rng: np.random.Generator) -> str:
 
 
 def attention_check_count(study: Study, n_regular: int) -> int:
-    """How many attention items make them `attention_check_rate` of all items."""
+    """How many attention items make them `attention_check_rate` of the items annotators see.
+
+    n_regular: the regular items that need judgment (`judged_count`); items decided by
+    construction are never shown, so they don't call for checks.
+    """
     rate = study.attention_check_rate
     if rate <= 0 or n_regular == 0:
         return 0
@@ -647,7 +669,7 @@ def draft_attention_items(prompt: Prompt, count: int, pp: PromptPopulation | Non
         key = {"prompt": prompt, "policy": None, "k": len(good), "opponent_label": ATTENTION_LABEL, "m": 1,
                "replicate": replicate, "is_attention_check": True}
         drafts.append(ItemDraft(key, {"study": study, "opponent_policy": None, "predicted_win_rate": None,
-                                      "draw": {"good": ids[:-1], "broken": broken.pk}}, rows))
+                                      "needs_judgment": True, "draw": {"good": ids[:-1], "broken": broken.pk}}, rows))
     return drafts
 
 
@@ -669,7 +691,8 @@ def save_prompt_items(prompt: Prompt, drafts: list[ItemDraft]) -> ItemCounts:
 
     A rebuild with the same inputs changes nothing (items are keyed by `item_unique` /
     `attention_item_unique`). An item that differs is replaced only if nobody was assigned it;
-    items already shown to annotators are never altered or deleted.
+    items already shown to annotators are never altered or deleted. An item whose shown set is
+    one text is saved with needs_judgment False (`needs_judgment`), so it is never assigned.
     """
     counts = ItemCounts()
     with transaction.atomic():
@@ -688,9 +711,8 @@ def save_prompt_items(prompt: Prompt, drafts: list[ItemDraft]) -> ItemCounts:
             if item is not None:
                 same = sorted((s.candidate_id, s.slot, s.count_policy, s.count_opponent) for s in item.shown.all()) == sorted(draft.shown)
                 if same or item.pk in assigned:
-                    if same and not _close(item.predicted_win_rate, draft.fields["predicted_win_rate"]) and item.pk not in assigned:
-                        item.predicted_win_rate = draft.fields["predicted_win_rate"]
-                        item.save(update_fields=["predicted_win_rate"])
+                    if same and item.pk not in assigned:
+                        _refresh_derived(item, draft)
                     counts.unchanged += same
                     counts.kept_assigned += not same
                     continue
@@ -708,6 +730,20 @@ def save_prompt_items(prompt: Prompt, drafts: list[ItemDraft]) -> ItemCounts:
                 item.delete()
                 counts.removed += 1
     return counts
+
+
+def _refresh_derived(item: ComparisonItem, draft: ItemDraft) -> None:
+    """Update the fields derived from an unchanged shown set (the prediction, whether it needs
+    judging) when they differ, e.g. after a new population or on items built before the field."""
+    changed = []
+    if not _close(item.predicted_win_rate, draft.fields["predicted_win_rate"]):
+        item.predicted_win_rate = draft.fields["predicted_win_rate"]
+        changed.append("predicted_win_rate")
+    if item.needs_judgment != draft.needs_judgment:
+        item.needs_judgment = draft.needs_judgment
+        changed.append("needs_judgment")
+    if changed:
+        item.save(update_fields=changed)
 
 
 def _close(a: float | None, b: float | None) -> bool:

@@ -149,7 +149,7 @@ def build_study(population: GivenPopulation, design: Design, *, slug: str) -> St
         pipeline.fit_prompt_policies(prompt, policies, list(design.k_values))
     # As the pipeline's build-items step does: regular items, then attention checks spread over prompts.
     drafts = {p.pk: pipeline.draft_prompt_items(p, policies) for p in prompts}
-    n_checks = pipeline.attention_check_count(study, sum(len(d) for d in drafts.values()))
+    n_checks = pipeline.attention_check_count(study, sum(pipeline.judged_count(d) for d in drafts.values()))
     for i, prompt in enumerate(prompts):
         checks = n_checks // len(prompts) + (i < n_checks % len(prompts))
         pipeline.save_prompt_items(prompt, drafts[prompt.pk] + pipeline.draft_attention_items(prompt, checks))
@@ -211,7 +211,8 @@ def run_check(population: GivenPopulation, design: Design, *, base_url: str, slu
     study = build_study(population, design, slug=slug)
     # Enough annotators for every item's quota; the last few may find nothing left they haven't
     # seen, and the run stops at the first one the app turns away as full.
-    needed = math.ceil(study.items.count() * design.annotations_per_item / design.items_per_participant)
+    needed = math.ceil(study.items.filter(needs_judgment=True).count() * design.annotations_per_item
+                       / design.items_per_participant)
     report = simulate_annotators(study, annotators=needed + design.annotations_per_item, base_url=base_url,
                                  luce_temperature=luce_temperature, seed=design.seed, concurrency=concurrency)
     results = compute_results(study, source="simulated", confidence=confidence, n_resamples=n_resamples,

@@ -8,19 +8,34 @@ stored credit is exported beside the counts, so both can be checked.)
 
 Win rates use the judgments on non-attention items only. Judgments are grouped per
 (policy, k, opponent, m); f̂(k) is the min over the opponents of one (policy, k, m).
+
+Items decided by construction (`ComparisonItem.needs_judgment` False: all k + m draws gave one
+text, so the only possible pick credits k/(k+m)) are never shown to anyone, but they are part
+of what the study measures: leaving them out would bias the win rate towards the items that
+happen to show several texts. Each enters its cell as one row of credit k/(k+m), flagged
+`decided` for `studies.analysis`: in its prompt's cluster, in no annotator's. Its weight makes
+every item of the cell count alike whatever the progress: with I items to judge, n analysed
+judgments on them and D decided items, each decided row weighs n / I, so the decided items
+hold exactly D / (I + D) of the cell's weight, their share of its items (a stratified mean:
+the judged stratum estimated from its judgments, the decided one known). When the study is
+complete (annotations_per_item judgments per item) that weight is annotations_per_item: the
+same weight as an annotated item. A cell with no item to judge (all decided) weighs each row
+annotations_per_item. Cells whose items to judge have no judgment yet are left out, as before,
+and so are decided items while the chosen annotators have no judgment at all. The predicted
+win rates are averaged with the same weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 from django.db.models import Count
 
 from studies import analysis
-from studies.models import ItemCandidate, Judgment, PolicyFit, Study
+from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
 
 SOURCES = {
     "real": "Real annotators",
@@ -58,7 +73,10 @@ class CellRow:
     opponent: str
     m: int
     interval: analysis.WinRateInterval
-    predicted: float | None  # mean ComparisonItem.predicted_win_rate over the judged items (per judgment)
+    predicted: float | None  # mean ComparisonItem.predicted_win_rate, weighted as the credit
+    judged_items: int = 0  # items with at least one analysed judgment
+    items_to_judge: int = 0  # items of the cell that need judgment (judged or not yet)
+    decided_items: int = 0  # items decided by construction, counted at credit k/(k+m)
 
     @property
     def predicted_inside(self) -> bool | None:
@@ -77,6 +95,7 @@ class RobustRow:
     result: analysis.RobustWinRate
     predicted: float | None  # mean PolicyFit.predicted_robust_win_rate over the judged prompts
     optimum: float  # k / (k + m): the rate of the (k+1)-player equilibrium when m = 1
+    missing_opponents: tuple[str, ...] = ()  # opponents with items but no data yet: not in the min
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,7 @@ class StudyResults:
     n_analysed: int
     n_excluded: int  # "can't decide" judgments excluded from win rates
     n_annotators: int
+    n_decided: int = 0  # items decided by construction in the win rates (never judged)
     cells: list[CellRow] = field(default_factory=list)
     robust: list[RobustRow] = field(default_factory=list)
     position: analysis.PositionBias | None = None
@@ -104,7 +124,7 @@ class StudyResults:
     @property
     def fingerprint(self) -> str:
         """Changes when the data do: cache-busts the plot."""
-        return f"{self.n_judgments}-{self.n_analysed}"
+        return f"{self.n_judgments}-{self.n_analysed}-{self.n_decided}"
 
 
 def judgments_for(study: Study, source: str = "real"):
@@ -117,9 +137,35 @@ def judgments_for(study: Study, source: str = "real"):
     return qs
 
 
-def _mean_or_none(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
+def _mean_or_none(values: list[float | None], weights: list[float] | None = None) -> float | None:
+    weights = [1.0] * len(values) if weights is None else weights
+    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None]
+    if not pairs:
+        return None
+    return float(np.average([v for v, _ in pairs], weights=[w for _, w in pairs]))
+
+
+def _item_cells(study: Study) -> tuple[Counter, dict[tuple, list[tuple]]]:
+    """Per (policy, k, opponent, m): how many items need judgment, and the decided items as
+    (item id, prompt id, policy id, predicted win rate)."""
+    regular = ComparisonItem.objects.filter(study=study, is_attention_check=False)
+    to_judge = Counter(
+        {
+            (policy, k, opponent, m): n
+            for policy, k, opponent, m, n in regular.filter(needs_judgment=True)
+            .values_list("policy__name", "k", "opponent_label", "m")
+            .annotate(n=Count("id"))
+            .order_by()
+        }
+    )
+    decided: dict[tuple, list[tuple]] = defaultdict(list)
+    for item, policy_id, policy, k, opponent, m, prompt, item_pred in (
+        regular.filter(needs_judgment=False)
+        .order_by("id")
+        .values_list("id", "policy_id", "policy__name", "k", "opponent_label", "m", "prompt_id", "predicted_win_rate")
+    ):
+        decided[(policy, k, opponent, m)].append((item, prompt, policy_id, item_pred))
+    return to_judge, decided
 
 
 def compute_results(
@@ -142,6 +188,7 @@ def compute_results(
     rng = np.random.default_rng(study.seed if seed is None else seed)
 
     groups: dict[tuple, list[int]] = defaultdict(list)
+    judged_items: dict[tuple, set[int]] = defaultdict(set)
     credit, prompts, annotators, predicted = [], [], [], []
     attention_passed, positions, position_k = [], [], []
     agree_items, agree_choices, agree_k = [], [], []
@@ -165,16 +212,44 @@ def compute_results(
             agree_choices.append(candidate)
             agree_k.append(shown_counts.get(item, 1))
         groups[(policy, k, opponent, m)].append(len(credit))
+        judged_items[(policy, k, opponent, m)].add(item)
         credit.append(value)
         prompts.append(prompt)
         annotators.append(person)
         predicted.append((item_pred, policy_id))
 
+    # Items decided by construction, weighted as the module docstring says.
+    n_analysed = len(credit)
+    to_judge, decided_items = _item_cells(study)
+    weights, decided = [1.0] * n_analysed, [False] * n_analysed
+    if n_analysed:
+        for key in sorted(set(groups) | {key for key in decided_items if not to_judge[key]}):
+            n_judged = len(groups.get(key, ()))
+            weight = n_judged / to_judge[key] if to_judge[key] and n_judged else float(study.annotations_per_item)
+            _policy, k, _opponent, m = key
+            for item, prompt, policy_id, item_pred in decided_items.get(key, ()):
+                groups[key].append(len(credit))
+                credit.append(k / (k + m))
+                prompts.append(prompt)
+                annotators.append(-item)  # ignored by the analysis: a decided row has no annotator
+                predicted.append((item_pred, policy_id))
+                weights.append(weight)
+                decided.append(True)
+
     credit_arr, prompt_arr, person_arr = np.array(credit), np.array(prompts), np.array(annotators)
+    weight_arr, decided_arr = np.array(weights), np.array(decided, dtype=bool)
     cells = []
     for (policy, k, opponent, m), idx in sorted(groups.items()):
-        interval = analysis.win_rate_interval(credit_arr[idx], prompt_arr[idx], person_arr[idx], confidence=confidence)
-        cells.append(CellRow(policy, k, opponent, m, interval, _mean_or_none([predicted[i][0] for i in idx])))
+        interval = analysis.win_rate_interval(
+            credit_arr[idx], prompt_arr[idx], person_arr[idx], weights=weight_arr[idx], decided=decided_arr[idx],
+            confidence=confidence,
+        )
+        key = (policy, k, opponent, m)
+        cells.append(CellRow(
+            policy, k, opponent, m, interval, _mean_or_none([predicted[i][0] for i in idx], [weights[i] for i in idx]),
+            judged_items=len(judged_items[key]), items_to_judge=to_judge[key],
+            decided_items=interval.n_decided,
+        ))  # fmt: skip
 
     fits = {
         (policy_id, prompt, k): value
@@ -185,25 +260,31 @@ def compute_results(
     by_policy_k: dict[tuple, list[tuple]] = defaultdict(list)
     for (policy, k, opponent, m), idx in groups.items():
         by_policy_k[(policy, k, m)].append((opponent, idx))
+    opponents_with_items: dict[tuple, set[str]] = defaultdict(set)
+    for policy, k, opponent, m in set(to_judge) | set(decided_items):
+        opponents_with_items[(policy, k, m)].add(opponent)
     robust = []
     for (policy, k, m), members in sorted(by_policy_k.items()):
         idx = [i for _, members_idx in members for i in members_idx]
         labels = [opponent for opponent, members_idx in members for _ in members_idx]
         result = analysis.robust_win_rate_interval(
-            credit_arr[idx], prompt_arr[idx], person_arr[idx], labels,
-            confidence=confidence, n_resamples=n_resamples, rng=rng,
+            credit_arr[idx], prompt_arr[idx], person_arr[idx], labels, weights=weight_arr[idx],
+            decided=decided_arr[idx], confidence=confidence, n_resamples=n_resamples, rng=rng,
         )
-        predicted_robust = _mean_or_none([fits.get((predicted[i][1], prompts[i], k)) for i in idx])
-        robust.append(RobustRow(policy, k, m, result, predicted_robust, k / (k + m)))
+        predicted_robust = _mean_or_none([fits.get((predicted[i][1], prompts[i], k)) for i in idx],
+                                         [weights[i] for i in idx])
+        missing = tuple(sorted(opponents_with_items[(policy, k, m)] - {opponent for opponent, _ in members}))
+        robust.append(RobustRow(policy, k, m, result, predicted_robust, k / (k + m), missing))
 
     return StudyResults(
         study_id=study.pk,
         source=source,
         confidence=confidence,
         n_judgments=len(rows),
-        n_analysed=len(credit),
+        n_analysed=n_analysed,
         n_excluded=n_excluded,
         n_annotators=len({row[9] for row in rows}),
+        n_decided=sum(decided),
         cells=cells,
         robust=robust,
         position=analysis.position_bias(positions, position_k),
@@ -215,22 +296,29 @@ def compute_results(
 
 SUMMARY_HEADER = (
     "row", "policy", "k", "opponent", "m", "n", "n_prompts", "n_annotators", "estimate", "ci_low", "ci_high",
-    "confidence", "predicted", "reference_k_over_k_plus_m", "method",
+    "confidence", "predicted", "reference_k_over_k_plus_m", "method", "n_decided_items", "decided_weight_share",
 )  # fmt: skip
 
 
 def summary_rows(results: StudyResults):
-    """The summary table as CSV-ready tuples: one row per cell, then one per f̂(k)."""
+    """The summary table as CSV-ready tuples: one row per cell, then one per f̂(k).
+
+    n counts judgments; n_decided_items the items decided by construction in the same estimate,
+    and decided_weight_share their share of its weight (for f̂(k), the worst opponent's).
+    """
     for row in results.cells:
         r = row.interval
         yield ("win_rate", row.policy, row.k, row.opponent, row.m, r.n, r.n_prompts, r.n_annotators,
-               r.estimate, r.low, r.high, r.confidence, row.predicted, row.k / (row.k + row.m), r.method)  # fmt: skip
+               r.estimate, r.low, r.high, r.confidence, row.predicted, row.k / (row.k + row.m), r.method,
+               r.n_decided, r.decided_share)  # fmt: skip
     for row in results.robust:
         r = row.result
         n = sum(c.n for c in r.per_opponent)
+        worst = r.per_opponent[r.opponents.index(r.worst_opponent)]
         yield ("robust_min_over_opponents", row.policy, row.k, f"worst: {r.worst_opponent}", row.m, n,
                max(c.n_prompts for c in r.per_opponent), max(c.n_annotators for c in r.per_opponent),
-               r.estimate, r.low, r.high, r.confidence, row.predicted, row.optimum, r.method)  # fmt: skip
+               r.estimate, r.low, r.high, r.confidence, row.predicted, row.optimum, r.method,
+               sum(c.n_decided for c in r.per_opponent), worst.decided_share)  # fmt: skip
 
 
 def results_plot_svg(results: StudyResults) -> str:

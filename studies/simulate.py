@@ -415,11 +415,16 @@ def simulate_annotators(
 
 
 def annotators_to_fill(study: Study) -> int:
-    """How many annotators (at `items_per_participant` each) the study's open quota needs."""
+    """How many annotators (at `items_per_participant` each) the study's open quota needs.
+
+    Items decided by construction (needs_judgment False) are never assigned, so they need nobody.
+    """
     live = Q(assignments__status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
     from django.db.models import Count
 
-    items = ComparisonItem.objects.filter(study=study).annotate(taken=Count("assignments", filter=live))
+    items = ComparisonItem.objects.filter(study=study, needs_judgment=True).annotate(
+        taken=Count("assignments", filter=live)
+    )
     open_slots = sum(max(study.annotations_per_item - taken, 0) for taken in items.values_list("taken", flat=True))
     return max(1, min(DEFAULT_MAX_ANNOTATORS, math.ceil(open_slots / study.items_per_participant)))
 

@@ -212,3 +212,80 @@ def test_robust_interval_covers_the_minimum_when_two_opponents_tie():
                                      np.concatenate([a1, a2]), labels, n_resamples=2000, rng=seed)
         covered += r.low <= truth <= r.high
     assert covered / 400 >= 0.93
+
+
+# --- Items decided by construction (one text shown: credit k/(k+m), no annotator) -------------------
+
+
+def with_decided(rng, *, n_decided=12, credit_value=2 / 3, n_prompts=30):
+    """A crossed study plus `n_decided` decided rows on random prompts (annotator ids: junk)."""
+    credit, prompts, annotators = crossed_study(rng, n_prompts=n_prompts, n_annotators=6, per_annotator=10)
+    d_prompts = rng.choice(n_prompts, n_decided)
+    return (np.concatenate([credit, np.full(n_decided, credit_value)]), np.concatenate([prompts, d_prompts]),
+            np.concatenate([annotators, -1 - np.arange(n_decided)]),
+            np.concatenate([np.zeros(credit.size, bool), np.ones(n_decided, bool)]))
+
+
+def test_a_decided_row_of_weight_r_is_the_same_as_r_decided_copies(rng):
+    credit, prompts, annotators, decided = with_decided(rng)
+    weights = np.where(decided, 3.0, 1.0)
+    weighted = win_rate_interval(credit, prompts, annotators, weights=weights, decided=decided)
+    copies = np.concatenate([np.arange(credit.size)] + [np.flatnonzero(decided)] * 2)
+    repeated = win_rate_interval(credit[copies], prompts[copies], annotators[copies], decided=decided[copies])
+    assert (weighted.estimate, weighted.low, weighted.high, weighted.se) == pytest.approx(
+        (repeated.estimate, repeated.low, repeated.high, repeated.se))
+    expected = (credit[~decided].sum() + 3 * credit[decided].sum()) / (np.sum(~decided) + 3 * decided.sum())
+    assert weighted.estimate == pytest.approx(expected)
+    assert weighted.decided_share == pytest.approx(3 * decided.sum() / weights.sum())
+    assert (weighted.n, weighted.n_decided) == (np.sum(~decided), decided.sum())
+
+
+def test_decided_rows_add_no_annotators_to_the_clusters_or_the_degrees_of_freedom(rng):
+    credit, prompts, annotators, decided = with_decided(rng)
+    result = win_rate_interval(credit, prompts, annotators, decided=decided)
+    judged_only = win_rate_interval(credit[~decided], prompts[~decided], annotators[~decided])
+    assert result.n_annotators == judged_only.n_annotators == 6
+    assert result.df == min(result.n_prompts, 6) - 1 == 5
+    # Their annotator ids are ignored: giving them all one id, or the ids of real people, changes nothing.
+    for junk in (np.zeros(decided.sum()), annotators[:decided.sum()]):
+        other = annotators.copy()
+        other[decided] = junk
+        assert win_rate_interval(credit, prompts, other, decided=decided) == result
+    # Counted as pseudo-annotators (one per row) they would inflate the degrees of freedom.
+    assert win_rate_interval(credit, prompts, annotators).df > result.df
+
+
+def test_a_cell_of_decided_items_alone_is_their_credit_with_prompt_degrees_of_freedom():
+    result = win_rate_interval([2 / 3] * 6, [1, 1, 2, 3, 4, 5], [0] * 6, decided=[True] * 6, weights=[3] * 6)
+    assert result.estimate == pytest.approx(2 / 3)
+    assert (result.n, result.n_decided, result.n_annotators, result.df) == (0, 6, 0, 4)
+    assert result.low < 2 / 3 < result.high  # the Agresti–Coull floor: six prompts are not the population
+    assert result.decided_share == 1.0
+
+
+def test_robust_win_rate_passes_weights_and_decided_rows_to_each_opponent(rng):
+    credit, prompts, annotators, decided = with_decided(rng)
+    weights = np.where(decided, 2.5, 1.0)
+    cell = win_rate_interval(credit, prompts, annotators, weights=weights, decided=decided)
+    robust = robust_win_rate_interval(credit, prompts, annotators, ["adv"] * credit.size, weights=weights,
+                                      decided=decided, rng=1)
+    assert (robust.estimate, robust.low, robust.high) == pytest.approx((cell.estimate, cell.low, cell.high))
+    two = robust_win_rate_interval(credit, prompts, annotators, np.where(decided, "copy", "adv"), weights=weights,
+                                   decided=decided, rng=1)
+    assert two.worst_opponent == ("adv" if credit[~decided].mean() < 2 / 3 else "copy")
+    assert two.per_opponent[two.opponents.index("copy")].estimate == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"weights": [1, 0]}, "weights"),
+        ({"weights": [1, np.inf]}, "weights"),
+        ({"weights": [1]}, "weights"),
+        ({"decided": [True]}, "decided"),
+        ({"decided": [2, 0]}, "decided"),
+    ],
+)
+def test_bad_weights_or_decided_flags_raise_value_error_naming_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=f"^{argument}"):
+        win_rate_interval([1, 0], [1, 2], [1, 2], **kwargs)

@@ -60,7 +60,7 @@ def _prepare(study, prompts):
         pipeline.build_population(prompt, sources)
         pipeline.fit_prompt_policies(prompt, policies, study.k_values)
     drafts = {p.pk: pipeline.draft_prompt_items(p, policies) for p in prompts}
-    n_checks = pipeline.attention_check_count(study, sum(len(d) for d in drafts.values()))
+    n_checks = pipeline.attention_check_count(study, sum(pipeline.judged_count(d) for d in drafts.values()))
     counts = pipeline.ItemCounts()
     for i, prompt in enumerate(prompts):
         checks = n_checks // len(prompts) + (i < n_checks % len(prompts))
@@ -147,7 +147,8 @@ def test_rebuilding_gives_identical_items_and_adds_nothing():
 def test_attention_checks_hold_one_broken_text_among_good_ones_at_the_study_rate():
     study, prompts = _study(attention_check_rate=0.25)
     _prepare(study, prompts)
-    regular = ComparisonItem.objects.filter(study=study, is_attention_check=False).count()
+    # The rate is of the items people see: items decided by construction are never shown.
+    regular = ComparisonItem.objects.filter(study=study, is_attention_check=False, needs_judgment=True).count()
     checks = ComparisonItem.objects.filter(study=study, is_attention_check=True)
     assert checks.count() == round(0.25 / 0.75 * regular)
     for item in checks.prefetch_related("shown__candidate"):

@@ -215,7 +215,7 @@ def _build_items(job: Job) -> dict:
     prompts = list(study.prompts.order_by("id"))
     populations = {p.pk: pipeline.load_population(p) for p in prompts}
     drafts = {p.pk: pipeline.draft_prompt_items(p, policies, populations[p.pk]) for p in prompts}
-    n_checks = pipeline.attention_check_count(study, sum(len(d) for d in drafts.values()))
+    n_checks = pipeline.attention_check_count(study, sum(pipeline.judged_count(d) for d in drafts.values()))
     counts = pipeline.ItemCounts()
     for i, prompt in enumerate(prompts):
         report(job, i, len(prompts), f"Building items for prompt {i + 1} of {len(prompts)}")
@@ -224,6 +224,7 @@ def _build_items(job: Job) -> dict:
         counts.add(pipeline.save_prompt_items(prompt, drafts[prompt.pk] + attention))
     return {
         "items": study.items.filter(is_attention_check=False).count(),
+        "decided_items": study.items.filter(is_attention_check=False, needs_judgment=False).count(),
         "attention_checks": study.items.filter(is_attention_check=True).count(),
         **counts.__dict__,
     }
