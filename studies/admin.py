@@ -36,7 +36,7 @@ from studies.models import (
     Prompt,
     Study,
 )
-from studies.sources import CSV_HELP, params_problems
+from studies.sources import CSV_HELP, csv_problems, params_problems
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -70,7 +70,14 @@ class PolicyInline(admin.TabularInline):
 
 
 class PreferenceSourceForm(forms.ModelForm):
-    """Checks params (and the CSV, for that kind) per kind, with readable errors."""
+    """Checks params per kind and, for the CSV kind, every row of the utilities against the
+    study's candidates (`studies.sources.csv_problems`), with readable errors and line numbers."""
+
+    data_file = forms.FileField(
+        required=False,
+        label="Or upload the CSV",
+        help_text="A UTF-8 .csv file; it replaces the data above.",
+    )
 
     class Meta:
         model = PreferenceSource
@@ -81,17 +88,45 @@ class PreferenceSourceForm(forms.ModelForm):
         cleaned = super().clean()
         kind, params = cleaned.get("kind"), cleaned.get("params")
         if kind and params is not None:
-            problems = params_problems(kind, params, cleaned.get("data") or "")
+            problems = params_problems(kind, params)
             if problems:
-                self.add_error("data" if kind == PreferenceSource.Kind.CSV else "params", problems)
+                self.add_error("params", problems)
+        upload = cleaned.get("data_file")
+        if upload:
+            text = self._read_upload(upload)
+            if text is None:
+                return cleaned
+            cleaned["data"] = text
+        if kind == PreferenceSource.Kind.CSV:
+            problems = csv_problems(self._study(cleaned), cleaned.get("data") or "")
+            if problems:
+                self.add_error("data_file" if upload else "data", problems)
         return cleaned
+
+    def _read_upload(self, upload) -> str | None:
+        from django.conf import settings
+
+        if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
+            self.add_error("data_file", f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
+            return None
+        try:
+            return upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            self.add_error("data_file", "The file is not UTF-8 text.")
+            return None
+
+    def _study(self, cleaned) -> Study | None:
+        if cleaned.get("study") is not None:  # the standalone source admin
+            return cleaned["study"]
+        study_id = self.instance.study_id  # set by the study's inline formset
+        return Study.objects.filter(pk=study_id).first() if study_id else None
 
 
 class PreferenceSourceInline(admin.StackedInline):
     model = PreferenceSource
     form = PreferenceSourceForm
     extra = 0
-    fields = ["kind", "weight", "params", "data"]
+    fields = ["kind", "weight", "params", "data", "data_file"]
 
 
 class PromptImportForm(forms.Form):
@@ -275,7 +310,7 @@ class GeneratorModelAdmin(admin.ModelAdmin):
 @admin.register(PreferenceSource)
 class PreferenceSourceAdmin(admin.ModelAdmin):
     form = PreferenceSourceForm
-    fields = ["study", "kind", "weight", "params", "data"]
+    fields = ["study", "kind", "weight", "params", "data", "data_file"]
     list_display = ["study", "kind", "weight"]
     list_filter = ["kind"]
 
@@ -288,10 +323,17 @@ class PolicyAdmin(admin.ModelAdmin):
 
 @admin.register(Candidate)
 class CandidateAdmin(ReadOnlyAdmin):
-    list_display = ["prompt", "sample_index", "short_text", "multiplicity", "token_count", "is_attention_check"]
+    # The id is what a utilities CSV names a candidate by (candidate_id, as in the candidates export).
+    list_display = ["candidate_id", "prompt", "sample_index", "short_text", "multiplicity", "token_count",
+                    "is_attention_check"]
+    list_display_links = ["candidate_id"]
     list_filter = ["prompt__study", "is_attention_check"]
     search_fields = ["text"]
     list_select_related = ["prompt"]
+
+    @admin.display(description="candidate_id", ordering="id")
+    def candidate_id(self, candidate: Candidate) -> int:
+        return candidate.pk
 
     @admin.display(description="text")
     def short_text(self, candidate: Candidate) -> str:

@@ -12,8 +12,8 @@ simulator can only ever flag the participant it has just created.
 The annotator's "mind" is a population (theory.md §1) read from the database: for the shown
 texts of its current assignment (display_order → ItemCandidate → Candidate) it takes their
 columns in the prompt's PopulationMatrix, or in a population given as a file instead (the same
-long CSV format as the CSV preference source: `prompt,type,candidate,utility[,weight]`, where
-candidate is the position among the prompt's candidates; see `studies.sources.CSV_HELP`). A
+long CSV format as the CSV preference source, `type,candidate_id,utility[,weight]`, candidates
+named by their id as in the candidates export; see `studies.sources.CSV_HELP`). A
 population other than the one the policies were fitted on checks how robust a design is when
 the model is wrong. It then picks with `studies.simulation.choose`: a type drawn by weight,
 maximal utility with uniform ties, or Luce (softmax) choice at a temperature on the utilities'
@@ -89,6 +89,7 @@ class Minds:
         self.study = study
         self.population_csv = population_csv
         self._cache: dict[int, PromptMind] = {}
+        self._file = None  # the population file resolved against the study, once
 
     def for_prompt(self, prompt) -> PromptMind:
         if prompt.pk not in self._cache:
@@ -109,26 +110,31 @@ class Minds:
             except pipeline.PipelineError as exc:
                 raise SimulationError(str(exc)) from exc
             return PromptMind(pp.candidate_ids, pp.pop.utilities, pp.pop.weights)
-        return _mind_from_csv(prompt, self.population_csv)
+        if self._file is None:
+            self._file = _population_file(self.study, self.population_csv)
+        return _mind_from_file(prompt, self._file)
 
 
-def _mind_from_csv(prompt, data: str) -> PromptMind:
-    from studies import pipeline
-    from studies.sources import prompt_key
-    from workers.populations import UtilitiesCSVError, utilities_from_csv
+def _population_file(study: Study, data: str):
+    """The population file resolved against the study's candidates (`studies.sources.csv_utilities`)."""
+    from studies.sources import csv_utilities
+    from workers.populations import UtilitiesCSVError
 
-    candidates = pipeline.population_candidates(prompt)
-    if not candidates:
-        raise SimulationError(f"prompt {prompt_key(prompt)} has no candidates yet")
-    header = data.removeprefix("\ufeff").splitlines()[0] if data.strip() else ""
-    has_prompt = "prompt" in {c.strip().lower() for c in header.split(",")}
+    if not data.strip():
+        raise SimulationError("population file: it is empty")
     try:
-        parsed = utilities_from_csv(data, n_candidates=len(candidates), prompt=prompt_key(prompt) if has_prompt else None)
+        return csv_utilities(study, data)
     except UtilitiesCSVError as exc:
-        raise SimulationError(f"population file, prompt {prompt_key(prompt)}: {exc}") from exc
-    except ValueError as exc:
         raise SimulationError(f"population file: {exc}") from exc
-    return PromptMind([c.pk for c in candidates], np.asarray(parsed.utilities), np.asarray(parsed.weights))
+
+
+def _mind_from_file(prompt, resolved) -> PromptMind:
+    from studies.sources import prompt_key
+
+    if prompt.pk not in resolved.columns:
+        raise SimulationError(f"prompt {prompt_key(prompt)} has no candidates yet")
+    parsed = resolved.for_prompt(prompt.pk)
+    return PromptMind(list(resolved.columns[prompt.pk]), np.asarray(parsed.utilities), np.asarray(parsed.weights))
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,25 +14,40 @@ embedding      {"personas": [...], optional "model" (default the shipped "all-mi
                "labels", "weights", "batch_size"}: cosine similarity of response and persona.
 reward_model   {"models": ["<HF id or local folder>", …]} (or "model": one), optional "labels",
                "weights", "batch_size": one type per sequence-classification reward model.
-csv            the utilities go in the source's data field (format: CSV_HELP); params unused.
+csv            the utilities go in the source's data field (format: CSV_HELP), naming candidates
+               by id; checked against the study's candidates (`csv_problems`); params unused.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
+from dataclasses import dataclass
 
-from studies.models import Candidate, PreferenceSource, Prompt
+from django.urls import reverse
+
+from studies.models import Candidate, PreferenceSource, Prompt, Study
 
 DEFAULT_JUDGE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 
 CSV_HELP = (
-    "Columns type,candidate,utility (optional weight and prompt): one row per user type and candidate. "
-    "candidate is the candidate's position (from 0) among the prompt's candidates in the order the "
-    "admin lists them (by generator, then sample index); prompt is the prompt's external id (or its "
-    "numeric id) when one file covers several prompts; weight is the type's weight."
+    "Columns type,candidate_id,utility (optional weight): one row per user type and candidate, "
+    "higher utility preferred. candidate_id is the candidate's id, as in the candidates CSV (the study's "
+    "CSV links, or manage.py export_study <slug> --table candidates) and the admin's candidate list; "
+    "each prompt follows from its candidates. Every type that scores a prompt scores all its candidates "
+    "(attention checks excluded: they are in no population), and every prompt with candidates is scored. "
+    "weight is the type's weight (equal without the column). The candidates export's other columns may "
+    "stay: study, prompt_id, prompt_external_id, text_sha256 (and prompt: external or numeric id) are "
+    "checked against each candidate, the rest ignored. "
+    "Before the candidates exist, leave this empty: Prepare generates them and stops, asking for this file."
 )
+
+# Columns a utilities CSV may carry to check that each candidate id is the candidate meant
+# (the candidates export's names); every cell given must fit the candidate.
+CHECK_COLUMNS = ("study", "prompt", "prompt_id", "prompt_external_id", "text_sha256")
+# The candidates export's other columns, accepted and not read, so that export plus type and
+# utility columns uploads as it is.
+IGNORED_COLUMNS = ("generator", "sample_index", "multiplicity", "token_count", "is_attention_check", "text")
 
 _ALLOWED = {
     PreferenceSource.Kind.PERSONA_JUDGE: {"model", "personas", "labels", "weights", "batch_size",
@@ -47,8 +62,8 @@ def _is_text_list(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)
 
 
-def params_problems(kind: str, params: object, data: str = "") -> list[str]:
-    """Readable problems with a source's params (and the CSV header, for that kind); [] if valid."""
+def params_problems(kind: str, params: object) -> list[str]:
+    """Readable problems with a source's params for its kind; [] if valid (CSV data: `csv_problems`)."""
     if kind not in _ALLOWED:
         return [f"Unknown kind {kind!r}."]
     if not isinstance(params, dict):
@@ -87,29 +102,180 @@ def params_problems(kind: str, params: object, data: str = "") -> list[str]:
         template = params.get(name)
         if template is not None and (not isinstance(template, str) or any("{" + f + "}" not in template for f in fields)):
             problems.append(f'"{name}" must be text containing {" and ".join("{" + f + "}" for f in fields)}.')
-    if kind == PreferenceSource.Kind.CSV:
-        problems += _csv_header_problems(data)
     return problems
 
 
-def _csv_header_problems(data: str) -> list[str]:
-    if not data.strip():
-        return ["Paste or upload the utilities CSV into the data field. " + CSV_HELP]
-    header = next(csv.reader(io.StringIO(data.removeprefix("\ufeff"))), [])
-    columns = {c.strip().lower() for c in header}
-    missing = [c for c in ("type", "candidate", "utility") if c not in columns]
-    if missing:
-        return [f"The CSV header lacks {', '.join(missing)}. " + CSV_HELP]
-    return []
+# --------------------------------------------------------------------------------------------
+# Uploaded utilities (the CSV kind)
 
-
-def source_problems(source: PreferenceSource) -> list[str]:
-    return params_problems(source.kind, source.params, source.data)
+MAX_CSV_ERRORS = 20
 
 
 def prompt_key(prompt: Prompt) -> str:
-    """How a utilities CSV names a prompt: its external id, or its numeric id."""
+    """How messages and a CSV's prompt column name a prompt: its external id, or its numeric id."""
     return prompt.external_id or str(prompt.pk)
+
+
+def _prompt_label(prompt_id: int, external_id: str) -> str:
+    return f"prompt {external_id!r}" if external_id else f"prompt {prompt_id}"
+
+
+def no_utilities_message(study: Study) -> str:
+    """What to do when a CSV source is still empty but the study's candidates exist."""
+    url = reverse("studies:export", args=[study.slug, "candidates"])
+    return (
+        "No utilities uploaded yet, and the candidates exist now: download them "
+        f"({url}, or manage.py export_study {study.slug} --table candidates), give each user type a "
+        "utility per candidate_id (leave out the attention checks), then paste or upload the CSV "
+        "(type,candidate_id,utility[,weight]) into this source and press Prepare again."
+    )
+
+
+@dataclass(frozen=True)
+class StudyUtilities:
+    """A utilities CSV resolved against a study's candidates.
+
+    columns: prompt id → its candidate ids in column order (the prompt's population candidates);
+    utilities: prompt id → `workers.populations.SourceUtilities` over those columns.
+    """
+
+    columns: dict[int, list[int]]
+    utilities: dict[int, object]
+
+    def for_prompt(self, prompt_id: int, candidate_ids: list[int] | None = None):
+        """The prompt's SourceUtilities, with columns in the order of `candidate_ids` if given."""
+        from workers.populations import SourceUtilities
+
+        columns = self.columns.get(prompt_id)
+        if columns is None:
+            raise ValueError(f"prompt {prompt_id} had no candidates when the utilities CSV was checked")
+        parsed = self.utilities[prompt_id]
+        if candidate_ids is None:
+            return parsed
+        if set(candidate_ids) != set(columns) or len(candidate_ids) != len(columns):
+            raise ValueError(f"the candidates of prompt {prompt_id} changed since the utilities CSV was checked")
+        where = {pk: j for j, pk in enumerate(columns)}
+        order = [where[pk] for pk in candidate_ids]
+        return SourceUtilities(parsed.utilities[:, order], parsed.weights, list(parsed.type_labels))
+
+
+def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) -> StudyUtilities:
+    """Resolve a utilities CSV (CSV_HELP) against the study's current candidates.
+
+    Every prompt that has candidates must be scored; prompts without candidates yet can't be
+    named (their ids don't exist). Raises `workers.populations.UtilitiesCSVError` with every
+    problem (line numbers included), capped at `max_errors`.
+    """
+    from studies.export import safe_text
+    from workers.populations import (
+        CandidateColumn,
+        read_utilities_csv,
+        utilities_by_group,
+    )
+
+    table = read_utilities_csv(data, check_columns=CHECK_COLUMNS, ignore_columns=IGNORED_COLUMNS, max_errors=max_errors)
+    candidates: dict[int, CandidateColumn] = {}
+    columns: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    if study is not None and study.pk is not None:
+        rows = (
+            Candidate.objects.filter(prompt__study=study, is_attention_check=False)
+            .order_by("prompt_id", "generator_id", "sample_index")  # population_candidates' order per prompt
+            .values_list("pk", "prompt_id", "prompt__external_id", "text_sha256")
+        )
+        study_names = {study.slug, safe_text(study.slug)}
+        checks: dict[int, dict[str, set[str]]] = {}
+        for pk, prompt_id, external_id, sha in rows:
+            if prompt_id not in checks:
+                names[prompt_id] = _prompt_label(prompt_id, external_id)
+                checks[prompt_id] = {
+                    "study": study_names,
+                    "prompt": {v for v in (external_id, str(prompt_id)) if v},
+                    "prompt_id": {str(prompt_id)},
+                    "prompt_external_id": {external_id, safe_text(external_id)},
+                }
+            ids = columns.setdefault(prompt_id, [])
+            candidates[pk] = CandidateColumn(prompt_id, len(ids), {**checks[prompt_id], "text_sha256": {sha}})
+            ids.append(pk)
+    unknown: list[int] = []
+    for row in table.rows:  # only the first few unknown ids can be reported: look up no more
+        if row.candidate_id not in candidates and row.candidate_id not in unknown:
+            unknown.append(row.candidate_id)
+            if len(unknown) >= max_errors:
+                break
+    refused = {}
+    for pk, study_id in Candidate.objects.filter(pk__in=unknown).values_list("pk", "prompt__study_id"):
+        same = study is not None and study_id == study.pk
+        refused[pk] = "is an attention check, in no population: leave it out" if same else "belongs to another study"
+    parsed = utilities_by_group(
+        table,
+        candidates=candidates,
+        sizes={prompt_id: len(ids) for prompt_id, ids in columns.items()},
+        refused=refused,
+        group_names=names,
+        max_errors=max_errors,
+    )
+    return StudyUtilities(columns, parsed)
+
+
+def csv_problems(study: Study | None, data: str) -> list[str]:
+    """Readable problems of a CSV source's data against the study's current candidates; [] if valid.
+
+    Empty data is fine until every prompt has candidates (Prepare generates them, then stops
+    at the populations and asks for the file).
+    """
+    from workers.populations import UtilitiesCSVError
+
+    if not data.strip():
+        if study is None or study.pk is None or not study.prompts.exists():
+            return []
+        waiting = study.prompts.exclude(candidates__is_attention_check=False).exists()
+        return [] if waiting else [no_utilities_message(study)]
+    try:
+        csv_utilities(study, data)
+    except UtilitiesCSVError as exc:
+        return _error_lines(exc)
+    return []
+
+
+def _error_lines(exc) -> list[str]:
+    lines = [str(e) for e in exc.errors]
+    if len(lines) >= MAX_CSV_ERRORS:
+        lines.append(f"(stopped after {MAX_CSV_ERRORS} problems)")
+    return lines
+
+
+def _resolved(source: PreferenceSource):
+    """`csv_utilities` of a CSV source, or the UtilitiesCSVError it raised, cached on the instance.
+
+    The populations step passes the same source instances for every prompt, so the file is
+    parsed once per run rather than once per prompt; the key makes an edited `data` re-parse.
+    """
+    from workers.populations import UtilitiesCSVError
+
+    key = (source.study_id, hashlib.sha256(source.data.encode()).hexdigest())
+    cached = source.__dict__.get("_csv_utilities")
+    if cached is None or cached[0] != key:
+        try:
+            result = csv_utilities(source.study, source.data)
+        except UtilitiesCSVError as exc:
+            result = exc
+        cached = (key, result)
+        source.__dict__["_csv_utilities"] = cached
+    return cached[1]
+
+
+def source_problems(source: PreferenceSource) -> list[str]:
+    """Problems of a saved source: its params and, for the CSV kind, its data against the study."""
+    problems = params_problems(source.kind, source.params)
+    if source.kind == PreferenceSource.Kind.CSV:
+        if not source.data.strip():
+            problems += csv_problems(source.study, "")
+        else:
+            resolved = _resolved(source)
+            if isinstance(resolved, Exception):
+                problems += _error_lines(resolved)
+    return problems
 
 
 def source_utilities(source: PreferenceSource, prompt: Prompt, candidates: list[Candidate]):
@@ -123,10 +289,12 @@ def source_utilities(source: PreferenceSource, prompt: Prompt, candidates: list[
     texts = [c.text for c in candidates]
     common = {k: params[k] for k in ("labels", "weights", "batch_size") if k in params}
     if source.kind == PreferenceSource.Kind.CSV:
-        has_prompt_column = "prompt" in {c.strip().lower() for c in next(csv.reader(io.StringIO(source.data)), [])}
-        return populations.utilities_from_csv(
-            source.data, n_candidates=len(candidates), prompt=prompt_key(prompt) if has_prompt_column else None
-        )
+        if not source.data.strip():
+            raise ValueError(no_utilities_message(source.study))
+        resolved = _resolved(source)
+        if isinstance(resolved, Exception):
+            raise resolved
+        return resolved.for_prompt(prompt.pk, [c.pk for c in candidates])
     if source.kind == PreferenceSource.Kind.PERSONA_JUDGE:
         handle = generation.load_model(params.get("model", DEFAULT_JUDGE_MODEL))
         templates = {k: params[k] for k in ("system_template", "question_template") if k in params}

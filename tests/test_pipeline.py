@@ -14,6 +14,7 @@ from studies.models import (
     ItemCandidate,
     Policy,
     PolicyFit,
+    PopulationMatrix,
     PreferenceSource,
 )
 from studies.sources import params_problems
@@ -33,10 +34,12 @@ UTILITIES = {"a": [3, 2, 1, 0], "b": [1, 3, 2, 0], "c": [2, 1, 3, 0]}
 
 
 def _csv(prompts, utilities=UTILITIES) -> str:
-    lines = ["type,candidate,utility,prompt"]
+    """Utilities by candidate id; column j of a row is the prompt's j-th candidate in population order."""
+    lines = ["type,candidate_id,utility,prompt"]
     for prompt in prompts:
+        ids = [c.pk for c in pipeline.population_candidates(prompt)]
         for name, row in utilities.items():
-            lines += [f"{name},{j},{u},{prompt.external_id}" for j, u in enumerate(row)]
+            lines += [f"{name},{ids[j]},{u},{prompt.external_id}" for j, u in enumerate(row)]
     return "\n".join(lines)
 
 
@@ -202,33 +205,35 @@ def test_a_checkpoint_policy_is_its_own_candidates_empirical_distribution():
 def test_a_csv_without_rows_for_some_candidates_fails_with_a_readable_error():
     study, prompts = _study(n_prompts=1)
     source = study.preference_sources.get()
-    source.data = "type,candidate,utility\na,0,1\na,1,2\n"
+    first, second, *rest = pipeline.population_candidates(prompts[0])
+    source.data = f"type,candidate_id,utility\na,{first.pk},1\na,{second.pk},2\n"
     source.save()
-    with pytest.raises(pipeline.PipelineError, match="candidate"):
+    missing = ", ".join(str(c.pk) for c in rest)
+    with pytest.raises(pipeline.PipelineError, match=f"line 2: type 'a' has no utility for candidate\\(s\\) {missing}"):
         pipeline.build_population(prompts[0], [source])
+    assert not PopulationMatrix.objects.filter(prompt=prompts[0]).exists()
 
 
 @pytest.mark.parametrize(
-    ("kind", "params", "data", "fragment"),
+    ("kind", "params", "fragment"),
     [
-        ("persona_judge", {}, "", "personas"),
-        ("persona_judge", {"personas": ["x"], "question_template": "no fields"}, "", "{response}"),
-        ("embedding", {"personas": ["x", "y"], "weights": [1]}, "", "weights"),
-        ("reward_model", {}, "", "models"),
-        ("csv", {}, "", "CSV"),
-        ("csv", {}, "a,b\n1,2", "lacks type, candidate, utility"),
-        ("persona_judge", {"personas": ["x"], "typo": 1}, "", "Unknown params typo"),
+        ("persona_judge", {}, "personas"),
+        ("persona_judge", {"personas": ["x"], "question_template": "no fields"}, "{response}"),
+        ("embedding", {"personas": ["x", "y"], "weights": [1]}, "weights"),
+        ("reward_model", {}, "models"),
+        ("csv", {"delimiter": ";"}, "Unknown params delimiter"),
+        ("persona_judge", {"personas": ["x"], "typo": 1}, "Unknown params typo"),
     ],
 )
-def test_source_params_are_checked_per_kind(kind, params, data, fragment):
-    problems = params_problems(kind, params, data)
+def test_source_params_are_checked_per_kind(kind, params, fragment):
+    problems = params_problems(kind, params)
     assert any(fragment in p for p in problems), problems
 
 
 def test_valid_source_params_have_no_problems():
     assert params_problems("persona_judge", {"personas": ["a teacher", "a child"], "weights": [2, 1]}) == []
     assert params_problems("reward_model", {"models": ["/models/rm"]}) == []
-    assert params_problems("csv", {}, "type,candidate,utility\na,0,1") == []
+    assert params_problems("csv", {}) == []
 
 
 def test_nul_characters_in_model_output_are_stored_replaced_and_merged():

@@ -57,6 +57,13 @@ def unanimous_study(slug: str = "sim", *, prompts: int = 2, items_per_prompt: in
     return study
 
 
+def population_file(study: Study, utility: dict[str, float]) -> str:
+    """One type, "contrarian", scoring each prompt's texts by `utility[text]`, candidates named by id."""
+    rows = [f"contrarian,{c.pk},{utility[c.text]}"
+            for c in Candidate.objects.filter(prompt__study=study, is_attention_check=False).order_by("id")]
+    return "\n".join(["type,candidate_id,utility", *rows]) + "\n"
+
+
 def chosen_texts(study: Study) -> list[str]:
     return list(
         Judgment.objects.filter(assignment__item__study=study, assignment__item__is_attention_check=False)
@@ -83,8 +90,7 @@ def test_simulated_annotators_complete_the_study_over_http_and_are_marked_simula
 
 def test_a_population_file_replaces_the_studys_own_population(live_server):
     study = unanimous_study()
-    prompts = [p.external_id for p in study.prompts.all()]
-    csv = "prompt,type,candidate,utility\n" + "".join(f"{p},contrarian,0,5\n{p},contrarian,1,1\n" for p in prompts)
+    csv = population_file(study, {OTHER: 5, PREFERRED: 1})
 
     simulate.simulate_annotators(study, annotators=2, base_url=live_server.url, population_csv=csv)
 
@@ -93,9 +99,10 @@ def test_a_population_file_replaces_the_studys_own_population(live_server):
 
 def test_a_bad_population_file_is_refused_before_anyone_joins(live_server):
     study = unanimous_study()
-    csv = "prompt,type,candidate,utility\n" + "".join(f"{p.external_id},t,0,1\n" for p in study.prompts.all())
+    preferred = Candidate.objects.filter(prompt__study=study, text=PREFERRED).order_by("id")
+    csv = "type,candidate_id,utility\n" + "".join(f"t,{c.pk},1\n" for c in preferred)  # no row for OTHER
 
-    with pytest.raises(simulate.SimulationError, match="population file"):
+    with pytest.raises(simulate.SimulationError, match=r"population file: line 2: type 't' has no utility for candidate"):
         simulate.simulate_annotators(study, annotators=1, base_url=live_server.url, population_csv=csv)
     assert not Participant.objects.filter(study=study).exists()
 
@@ -173,8 +180,7 @@ def test_the_simulate_task_runs_the_job_against_the_site_url(live_server, settin
 def test_the_command_runs_annotators_and_points_at_the_results(live_server, tmp_path, capsys):
     study = unanimous_study()
     population = tmp_path / "population.csv"
-    population.write_text("prompt,type,candidate,utility\n" + "".join(
-        f"{p.external_id},contrarian,0,1\n{p.external_id},contrarian,1,0\n" for p in study.prompts.all()))
+    population.write_text(population_file(study, {OTHER: 1, PREFERRED: 0}))
 
     call_command("simulate_annotators", study.slug, "-n", "2", "--population", str(population),
                  "--base-url", live_server.url)

@@ -6,11 +6,12 @@ import json
 from datetime import timedelta
 from unittest import mock
 
+import numpy as np
 import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from studies import services
+from studies import pipeline, services
 from studies.models import (
     Candidate,
     ComparisonItem,
@@ -39,23 +40,47 @@ def tiny_model(tmp_path_factory):
     return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "llama", initializer_range=0.5)
 
 
-def csv_for(prompts, pool=POOL) -> str:
-    """Utilities for every possible candidate position of each prompt (extra rows are ignored)."""
-    lines = ["type,candidate,utility,prompt"]
-    for prompt in prompts:
+def csv_utility(t: int, j: int) -> int:
+    """Type t's utility for the prompt's j-th candidate (population order)."""
+    return (j * (t + 2)) % (POOL + 1)
+
+
+def csv_for(study: Study) -> str:
+    """Utilities of three types for every generated candidate of the study, named by id (CSV_HELP)."""
+    lines = ["type,candidate_id,utility,prompt_id"]
+    for prompt in study.prompts.order_by("id"):
         for t, name in enumerate(["terse", "verbose", "odd"]):
-            lines += [f"{name},{j},{(j * (t + 2)) % (pool + 1)},{prompt.external_id}" for j in range(pool)]
+            lines += [f"{name},{c.pk},{csv_utility(t, j)},{prompt.pk}"
+                      for j, c in enumerate(pipeline.population_candidates(prompt))]
     return "\n".join(lines)
 
 
+def upload_csv(study: Study) -> None:
+    source = study.preference_sources.get(kind="csv")
+    source.data = csv_for(study)
+    source.save()
+
+
 def pipeline_study(model_dir, *, n_prompts=2, pool=POOL, max_new_tokens=6, **overrides) -> Study:
+    """A study ready to prepare, its population from two personas judged by the tiny model itself
+    (a CSV source can only be written once the candidates exist: see the CSV tests below)."""
     generator = make_generator(model_ref=str(model_dir), decoding={"max_new_tokens": max_new_tokens}, batch_size=4)
     fields = {"generator": generator, "pool_size": pool, "k_values": [1, 2], "attention_check_rate": 0.2, **overrides}
     study = make_study(**fields)
-    prompts = [make_prompt(study=study, external_id=f"q{i}", text=f"Question {i}: what is tea?") for i in range(n_prompts)]
+    for i in range(n_prompts):
+        make_prompt(study=study, external_id=f"q{i}", text=f"Question {i}: what is tea?")
     make_policy(study=study, name="sample", kind="sample")
     make_policy(study=study, name="u-align", kind="multiplayer")
-    PreferenceSource.objects.create(study=study, kind="csv", data=csv_for(prompts, pool))
+    PreferenceSource.objects.create(study=study, kind="persona_judge",
+                                    params={"model": str(model_dir), "personas": ["Likes it terse.", "Likes detail."]})
+    return study
+
+
+def csv_study(model_dir, **kwargs) -> Study:
+    """`pipeline_study` whose only source is an uploaded CSV, still empty (the candidates don't exist yet)."""
+    study = pipeline_study(model_dir, **kwargs)
+    study.preference_sources.all().delete()
+    PreferenceSource.objects.create(study=study, kind="csv", data="")
     return study
 
 
@@ -157,10 +182,11 @@ def test_a_rerun_after_a_crash_regenerates_only_the_missing_prompt_identically(t
 
 
 def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
-    study = pipeline_study(tiny_model)
+    study = csv_study(tiny_model)
     parent = services.prepare_study(study=study)
-    for kind, task in [("generate", generate_candidates), ("populate", build_populations), ("fit", fit_policies),
-                       ("build_items", build_items)]:
+    generate_candidates(_step(parent, "generate").pk)
+    upload_csv(study)  # the populations step reads the source when it runs
+    for kind, task in [("populate", build_populations), ("fit", fit_policies), ("build_items", build_items)]:
         task(_step(parent, kind).pk)
     parent.refresh_from_db()
     study.refresh_from_db()
@@ -170,37 +196,70 @@ def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
     assert PolicyFit.objects.filter(prompt__study=study).count() == 2 * 2 * 2
     # 2 prompts × 2 policies × 2 k × (1 other policy + adversary).
     assert ComparisonItem.objects.filter(study=study, is_attention_check=False).count() == 16
-    assert ComparisonItem.objects.filter(study=study, is_attention_check=True).count() == 4
+    # Attention checks are 20% of the items people see (items decided by construction are never shown).
+    judged = ComparisonItem.objects.filter(study=study, is_attention_check=False, needs_judgment=True).count()
+    assert judged > 0
+    assert ComparisonItem.objects.filter(study=study, is_attention_check=True).count() == round(0.2 / 0.8 * judged)
 
 
 def test_a_failing_step_fails_the_chain_with_a_readable_error_and_returns_the_study_to_draft(tiny_model):
-    study = pipeline_study(tiny_model)
-    source = study.preference_sources.get()
-    source.data = "type,candidate,utility\nterse,0,1\n"
-    source.save()
+    # An empty CSV source: Prepare generates the candidates, then the populations step stops and
+    # says how to get the candidates and upload their utilities.
+    study = csv_study(tiny_model)
     parent = services.prepare_study(study=study)
     generate_candidates(_step(parent, "generate").pk)
 
-    with pytest.raises(Exception, match="candidate"):
+    with pytest.raises(Exception, match="No utilities uploaded yet"):
         build_populations(_step(parent, "populate").pk)
 
     populate = _step(parent, "populate")
     parent.refresh_from_db()
     study.refresh_from_db()
     assert populate.status == Job.Status.FAILED
-    assert "candidate" in populate.error
+    assert f"manage.py export_study {study.slug} --table candidates" in populate.error
     assert parent.status == Job.Status.FAILED
     assert "Build populations failed" in parent.error
     assert {s.status for s in parent.steps.filter(kind__in=["fit", "build_items"])} == {Job.Status.FAILED}
     assert study.status == Study.Status.DRAFT
     # Nothing generated is lost: pressing Prepare again reuses the pool.
     pool = _pool(study)
-    source.data = csv_for(list(study.prompts.all()))
-    source.save()
+    upload_csv(study)
     again = services.prepare_study(study=study)
     generate_candidates(_step(again, "generate").pk)
     assert _step(again, "generate").result["pools_skipped"] == 2
     assert _pool(study) == pool
+
+
+def test_a_csv_source_is_uploaded_after_generation_and_the_second_prepare_finishes_the_study(tiny_model):
+    study = csv_study(tiny_model)
+    first = services.prepare_study(study=study)
+    generate_candidates(_step(first, "generate").pk)
+    with pytest.raises(Exception, match="No utilities"):
+        build_populations(_step(first, "populate").pk)
+    source = study.preference_sources.get()
+    good = csv_for(study)
+
+    # A file with a bad row is refused at Prepare, with its line, before any step runs.
+    some = Candidate.objects.filter(prompt__study=study).first()
+    source.data = good.replace(f"terse,{some.pk},", "terse,999999,", 1)
+    source.save()
+    with pytest.raises(services.PreparationError, match="no candidate has id 999999"):
+        services.prepare_study(study=study)
+
+    source.data = good
+    source.save()
+    parent = services.prepare_study(study=study)
+    for kind, task in [("generate", generate_candidates), ("populate", build_populations), ("fit", fit_policies),
+                       ("build_items", build_items)]:
+        task(_step(parent, kind).pk)
+    study.refresh_from_db()
+    assert study.status == Study.Status.READY
+    for prompt in study.prompts.all():
+        matrix = prompt.population
+        assert matrix.type_labels == [f"csv-{source.pk}: {t}" for t in ("terse", "verbose", "odd")]
+        column = {c.pk: j for j, c in enumerate(pipeline.population_candidates(prompt))}
+        expected = [[csv_utility(t, column[pk]) for pk in matrix.candidate_ids] for t in range(3)]
+        np.testing.assert_array_equal(pipeline.utilities_from_bytes(matrix.utilities), expected)
 
 
 def test_a_duplicate_delivery_of_a_live_job_checks_back_later():
@@ -270,9 +329,6 @@ def test_a_doctor_policy_gets_its_own_guided_candidates(tiny_models):
     study = pipeline_study(tiny_models["judge"], n_prompts=1)
     doctor = make_generator(model_ref=str(tiny_models["doctor"]), seed=5)
     make_policy(study=study, name="doctor", kind="doctor", generator=doctor, params={"beta": 0.7})
-    source = study.preference_sources.get()
-    source.data = csv_for(list(study.prompts.all()), pool=2 * POOL)
-    source.save()
     parent = services.prepare_study(study=study)
     for kind, task in [("generate", generate_candidates), ("populate", build_populations), ("fit", fit_policies)]:
         task(_step(parent, kind).pk)

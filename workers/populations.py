@@ -19,7 +19,7 @@ import csv
 import dataclasses
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -35,15 +35,20 @@ from workers.generation import (
 __all__ = [
     "DEFAULT_JUDGE_QUESTION",
     "DEFAULT_JUDGE_SYSTEM",
+    "CandidateColumn",
     "CsvRowError",
     "SourceUtilities",
     "UtilitiesCSVError",
+    "UtilitiesTable",
+    "UtilityRow",
     "combine_sources",
     "embed_texts",
     "embedding_utilities",
     "judge_answer_tokens",
     "persona_judge_utilities",
+    "read_utilities_csv",
     "reward_model_utilities",
+    "utilities_by_group",
     "utilities_from_csv",
 ]
 
@@ -512,38 +517,105 @@ class UtilitiesCSVError(ValueError):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-_CSV_REQUIRED = ("type", "candidate", "utility")
-_CSV_OPTIONAL = ("weight", "prompt")
+_CSV_REQUIRED = ("type", "candidate_id", "utility")
+_CSV_OPTIONAL = ("weight",)
 
 
-def utilities_from_csv(
+@dataclasses.dataclass(frozen=True)
+class CandidateColumn:
+    """Where the utilities of one candidate id go: column ``column`` of group ``group`` (a prompt).
+
+    ``names`` gives, for each checking column a CSV may carry (for example ``"prompt_id"``), the
+    cell values that fit this candidate; a row whose cell is none of them is an error.
+    """
+
+    group: Hashable
+    column: int
+    names: Mapping[str, Collection[str]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class UtilityRow:
+    """One well-formed row of a utilities CSV, before its candidate id is resolved."""
+
+    line: int
+    type: str
+    candidate_id: int
+    utility: float
+    weight: float | None
+    checks: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class UtilitiesTable:
+    """A utilities CSV read row by row (:func:`read_utilities_csv`).
+
+    ``rows`` are the well-formed rows, ``errors`` the problems of the others (resolving the
+    ids with :func:`utilities_by_group` adds its own and raises them all together), and
+    ``rejected`` the (type, candidate id) pairs of rows with errors, which are not reported
+    missing again.
+    """
+
+    rows: tuple[UtilityRow, ...]
+    errors: tuple[CsvRowError, ...]
+    header_line: int
+    has_weight: bool
+    rejected: frozenset[tuple[str, int]]
+
+    @property
+    def candidate_ids(self) -> set[int]:
+        return {row.candidate_id for row in self.rows}
+
+
+def _collect(errors: list[CsvRowError], max_errors: int):
+    def fail(line: int, message: str) -> None:
+        errors.append(CsvRowError(line, message))
+        if len(errors) >= max_errors:
+            raise UtilitiesCSVError(sorted(errors, key=lambda e: e.line))
+
+    return fail
+
+
+def _max_errors(max_errors: int) -> None:
+    if (
+        isinstance(max_errors, bool)
+        or not isinstance(max_errors, int)
+        or max_errors < 1
+    ):
+        raise ValueError(f"max_errors: expected an integer >= 1, got {max_errors!r}")
+
+
+def read_utilities_csv(
     text: str,
     *,
-    n_candidates: int,
-    prompt: str | None = None,
+    check_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
     max_errors: int = 20,
-) -> SourceUtilities:
-    """Parse utilities uploaded as a long-format CSV.
+) -> UtilitiesTable:
+    """Read a long-format utilities CSV whose rows name candidates by their id.
 
     Format: a header row, then one row per (type, candidate)::
 
-        type,candidate,utility,weight
-        novice,0,1.5,2
-        novice,1,-0.25,2
-        expert,0,0.0,1
-        expert,1,3,1
+        type,candidate_id,utility,weight
+        novice,101,1.5,2
+        novice,102,-0.25,2
+        expert,101,0.0,1
+        expert,102,3,1
 
     - ``type``: the user type's label (any non-empty text).
-    - ``candidate``: the response's 0-based index in the pool, in ``[0, n_candidates)``.
+    - ``candidate_id``: the candidate's database id (an integer); which prompt and which column
+      it stands for is resolved later (:func:`utilities_by_group`).
     - ``utility``: a finite number; higher is preferred. Only its order within a type matters.
     - ``weight`` (optional column): the type's weight, repeated on its rows (blank cells allowed
-      if at least one row of the type gives it); normalised to sum 1. Without the column, types
-      are weighted equally.
-    - ``prompt`` (optional column): which prompt a row belongs to, so one file can cover a whole
-      study; then ``prompt`` must be passed and only rows whose cell equals it are used.
+      if at least one row of the type gives it).
+    - ``check_columns`` (optional columns, named by the caller, for example ``prompt_id``): cells
+      checked against the candidate when the ids are resolved.
+    - ``ignore_columns`` (optional columns, named by the caller): allowed and not read.
 
-    Every type must give exactly one utility for every candidate. Column names are matched
-    case-insensitively; other columns are rejected (they are usually typos).
+    Column names are matched case-insensitively; other columns are rejected (they are usually
+    typos). Problems of the header raise at once; problems of rows are collected in
+    ``errors`` (with their line numbers) and raised with those of :func:`utilities_by_group`,
+    or at once when there are ``max_errors`` of them.
 
     Raises
     ------
@@ -554,20 +626,16 @@ def utilities_from_csv(
     """
     if not isinstance(text, str):
         raise ValueError("text: expected the CSV as a string (decode the upload first)")
-    if (
-        isinstance(n_candidates, bool)
-        or not isinstance(n_candidates, int)
-        or n_candidates < 1
-    ):
-        raise ValueError(
-            f"n_candidates: expected an integer >= 1, got {n_candidates!r}"
-        )
+    checks = tuple(c.strip().lower() for c in check_columns)
+    ignored = tuple(c.strip().lower() for c in ignore_columns)
+    for name, names in (("check_columns", checks), ("ignore_columns", ignored)):
+        if any(not c or c in _CSV_REQUIRED + _CSV_OPTIONAL for c in names):
+            raise ValueError(
+                f"{name}: expected names other than {', '.join(_CSV_REQUIRED + _CSV_OPTIONAL)}"
+            )
+    _max_errors(max_errors)
     errors: list[CsvRowError] = []
-
-    def fail(line: int, message: str) -> None:
-        errors.append(CsvRowError(line, message))
-        if len(errors) >= max_errors:
-            raise UtilitiesCSVError(errors)
+    fail = _collect(errors, max_errors)
 
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     header = next(reader, None)
@@ -577,17 +645,25 @@ def utilities_from_csv(
         raise UtilitiesCSVError(
             [
                 CsvRowError(
-                    1, "the file is empty; expected a header type,candidate,utility"
+                    1, "the file is empty; expected a header type,candidate_id,utility"
                 )
             ]
         )
     header_line = reader.line_num
     columns = [cell.strip().lower() for cell in header]
-    unknown = [c for c in columns if c not in _CSV_REQUIRED + _CSV_OPTIONAL]
+    allowed = _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored
+    unknown = [c for c in columns if c not in allowed]
     missing = [c for c in _CSV_REQUIRED if c not in columns]
     repeated = sorted({c for c in columns if columns.count(c) > 1})
     if unknown or missing or repeated:
         parts = []
+        if "candidate" in columns and "candidate_id" in missing:
+            parts.append(
+                "the candidate column is now candidate_id: the candidate's id (as in the candidates "
+                "export and the admin), no longer its position"
+            )
+            unknown.remove("candidate")
+            missing.remove("candidate_id")
         if missing:
             parts.append(f"missing column(s) {', '.join(missing)}")
         if unknown:
@@ -597,24 +673,16 @@ def utilities_from_csv(
         raise UtilitiesCSVError(
             [
                 CsvRowError(
-                    header_line,
-                    "; ".join(parts)
-                    + f" (allowed: {', '.join(_CSV_REQUIRED + _CSV_OPTIONAL)})",
+                    header_line, "; ".join(parts) + f" (allowed: {', '.join(allowed)})"
                 )
             ]
         )
     col = {name: columns.index(name) for name in columns}
-    if "prompt" in col and prompt is None:
-        raise ValueError(
-            "prompt: the CSV has a prompt column; pass the prompt whose rows to use"
-        )
+    present_checks = tuple(c for c in checks if c in col)
 
-    cells: dict[tuple[str, int], tuple[float, int]] = {}
-    rejected: set[tuple[str, int]] = (
-        set()
-    )  # pairs whose row had an error: not reported missing again
-    type_weights: dict[str, tuple[float, int] | None] = {}
-    first_line: dict[str, int] = {}
+    rows: list[UtilityRow] = []
+    rejected: set[tuple[str, int]] = set()
+    seen: dict[tuple[str, int], int] = {}
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -622,48 +690,35 @@ def utilities_from_csv(
         if len(row) != len(columns):
             fail(line, f"expected {len(columns)} cells, got {len(row)}")
             continue
-        if "prompt" in col and row[col["prompt"]].strip() != prompt.strip():
-            continue
         label = row[col["type"]].strip()
         if not label:
             fail(line, "type is empty")
             continue
-        first_line.setdefault(label, line)
-        type_weights.setdefault(label, None)
-        raw_candidate = row[col["candidate"]].strip()
+        raw_id = row[col["candidate_id"]].strip()
         try:
-            candidate = int(raw_candidate)
+            candidate_id = int(raw_id)
         except ValueError:
-            fail(line, f"candidate {raw_candidate!r} is not an integer")
+            fail(line, f"candidate_id {raw_id!r} is not an integer")
             continue
-        if not 0 <= candidate < n_candidates:
-            fail(line, f"candidate {candidate} is outside 0..{n_candidates - 1}")
-            continue
-        if (label, candidate) in cells:
+        key = (label, candidate_id)
+        if key in seen:
             fail(
                 line,
-                f"type {label!r} candidate {candidate} repeats line {cells[label, candidate][1]}",
+                f"type {label!r} candidate {candidate_id} repeats line {seen[key]}",
             )
             continue
+        seen[key] = line
+        weight = None
         if "weight" in col and row[col["weight"]].strip():
             raw_weight = row[col["weight"]].strip()
             try:
                 weight = float(raw_weight)
             except ValueError:
                 weight = math.nan
-            known = type_weights[label]
             if not math.isfinite(weight) or weight < 0:
                 fail(line, f"weight {raw_weight!r} is not a finite number >= 0")
-                rejected.add((label, candidate))
+                rejected.add(key)
                 continue
-            if known is not None and known[0] != weight:
-                fail(
-                    line,
-                    f"weight {weight:g} of type {label!r} differs from {known[0]:g} on line {known[1]}",
-                )
-                rejected.add((label, candidate))
-                continue
-            type_weights[label] = (weight, line)
         raw_utility = row[col["utility"]].strip()
         try:
             utility = float(raw_utility)
@@ -671,51 +726,226 @@ def utilities_from_csv(
             utility = math.nan
         if not math.isfinite(utility):
             fail(line, f"utility {raw_utility!r} is not a finite number")
-            rejected.add((label, candidate))
+            rejected.add(key)
             continue
-        cells[label, candidate] = (utility, line)
+        cells = tuple((name, row[col[name]].strip()) for name in present_checks)
+        rows.append(UtilityRow(line, label, candidate_id, utility, weight, cells))
+    if not rows and not errors:
+        fail(header_line, "no utility rows")
+    return UtilitiesTable(
+        tuple(rows), tuple(errors), header_line, "weight" in col, frozenset(rejected)
+    )
 
-    if not errors and not first_line:
-        where = f" for prompt {prompt!r}" if "prompt" in col else ""
-        fail(header_line, f"no utility rows{where}")
-    labels = list(first_line)
-    for label in labels:
-        absent = [
-            i
-            for i in range(n_candidates)
-            if (label, i) not in cells and (label, i) not in rejected
+
+def _clip(value: str, limit: int = 24) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _shown(values: Sequence[object], limit: int = 10) -> str:
+    return ", ".join(map(str, values[:limit])) + (
+        ", ..." if len(values) > limit else ""
+    )
+
+
+def utilities_by_group(
+    table: UtilitiesTable,
+    *,
+    candidates: Mapping[int, CandidateColumn],
+    sizes: Mapping[Hashable, int],
+    refused: Mapping[int, str] | None = None,
+    group_names: Mapping[Hashable, str] | None = None,
+    max_errors: int = 20,
+) -> dict[Hashable, SourceUtilities]:
+    """Resolve the candidate ids of ``table`` into one :class:`SourceUtilities` per group.
+
+    Parameters
+    ----------
+    table
+        From :func:`read_utilities_csv`; its row errors are raised together with these.
+    candidates
+        Candidate id → :class:`CandidateColumn` (its group and column there) for every
+        candidate the file may name.
+    sizes
+        Group → number of columns N. Every group must be covered: each type that appears in a
+        group gives exactly one utility to each of its N columns, and a group without rows is
+        an error.
+    refused
+        Candidate id → why it can't be used (for example ``"belongs to another study"``), for ids
+        that exist but are not in ``candidates``; other unknown ids are reported as such.
+    group_names
+        Group → how messages name it (default ``repr(group)``).
+
+    Returns
+    -------
+    dict
+        Group → ``SourceUtilities`` with utilities (T_g, N_g) in column order, weights (T_g,)
+        (normalised; equal without a weight column) and type labels in order of first appearance.
+        Types are per group: a label's weight must agree within a group, not across groups.
+
+    Raises
+    ------
+    UtilitiesCSVError
+        Every problem found (row errors first read, then unknown ids, mismatched checking cells,
+        missing utilities, weights), sorted by line, capped at ``max_errors``.
+    ValueError
+        For invalid arguments.
+    """
+    _max_errors(max_errors)
+    refused = refused or {}
+    group_names = group_names or {}
+    for group, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"sizes: group {group!r} needs an integer number of columns >= 1, got {n!r}"
+            )
+    by_column: dict[Hashable, dict[int, int]] = {group: {} for group in sizes}
+    for candidate_id, ref in candidates.items():
+        if ref.group not in sizes or not 0 <= ref.column < sizes[ref.group]:
+            raise ValueError(
+                f"candidates: id {candidate_id} points outside sizes ({ref.group!r}, column {ref.column})"
+            )
+        if ref.column in by_column[ref.group]:
+            raise ValueError(
+                f"candidates: ids {by_column[ref.group][ref.column]} and {candidate_id} share a column"
+            )
+        by_column[ref.group][ref.column] = candidate_id
+
+    def name(group: Hashable) -> str:
+        return group_names.get(group, repr(group))
+
+    errors = list(table.errors)
+    fail = _collect(errors, max_errors)
+    rejected = set(table.rejected)
+    cells: dict[Hashable, dict[tuple[str, int], float]] = {group: {} for group in sizes}
+    first_line: dict[Hashable, dict[str, int]] = {group: {} for group in sizes}
+    weights: dict[Hashable, dict[str, tuple[float, int]]] = {
+        group: {} for group in sizes
+    }
+    for row in table.rows:
+        ref = candidates.get(row.candidate_id)
+        if ref is None:
+            reason = refused.get(row.candidate_id)
+            fail(
+                row.line,
+                f"candidate {row.candidate_id} {reason}"
+                if reason
+                else f"no candidate has id {row.candidate_id}",
+            )
+            continue
+        group = ref.group
+        first_line[group].setdefault(row.type, row.line)
+        key = (row.type, row.candidate_id)
+        wrong = [
+            (c, v) for c, v in row.checks if c in ref.names and v not in ref.names[c]
         ]
-        if absent:
-            shown = ", ".join(map(str, absent[:10])) + (
-                ", ..." if len(absent) > 10 else ""
-            )
+        if wrong:
+            shown = ", ".join(f"{c} {_clip(v)!r}" for c, v in wrong)
             fail(
-                first_line[label],
-                f"type {label!r} has no utility for candidate(s) {shown}",
+                row.line,
+                f"{shown} does not match candidate {row.candidate_id} (of {name(group)})",
             )
-    if "weight" in col and labels:
-        unweighted = [label for label in labels if type_weights[label] is None]
-        if unweighted and len(unweighted) < len(labels):
+            rejected.add(key)
+            continue
+        if row.weight is not None:
+            known = weights[group].get(row.type)
+            if known is not None and known[0] != row.weight:
+                fail(
+                    row.line,
+                    f"weight {row.weight:g} of type {row.type!r} differs from {known[0]:g} on line {known[1]}",
+                )
+                rejected.add(key)
+                continue
+            weights[group].setdefault(row.type, (row.weight, row.line))
+        cells[group][row.type, ref.column] = row.utility
+
+    for group, n in sizes.items():
+        labels = first_line[group]
+        if not labels:
             fail(
-                first_line[unweighted[0]],
-                f"type {unweighted[0]!r} has no weight while other types have one",
+                table.header_line,
+                f"no utility rows for {name(group)} (candidates {_shown(sorted(by_column[group].values()))})",
             )
-        elif not unweighted and sum(type_weights[label][0] for label in labels) <= 0:  # type: ignore[index]
-            fail(header_line, "all weights are zero")
+            continue
+        for label, line in labels.items():
+            absent = [
+                by_column[group].get(i, f"column {i}")
+                for i in range(n)
+                if (label, i) not in cells[group]
+                and (label, by_column[group].get(i)) not in rejected
+            ]
+            if absent:
+                fail(
+                    line,
+                    f"type {label!r} has no utility for candidate(s) {_shown(absent)} of {name(group)}",
+                )
+        if table.has_weight:
+            unweighted = [label for label in labels if label not in weights[group]]
+            if unweighted and len(unweighted) < len(labels):
+                fail(
+                    labels[unweighted[0]],
+                    f"type {unweighted[0]!r} has no weight while other types of {name(group)} have one",
+                )
+            elif (
+                not unweighted
+                and sum(weights[group][label][0] for label in labels) <= 0
+            ):
+                fail(table.header_line, f"all weights of {name(group)} are zero")
     if errors:
         raise UtilitiesCSVError(sorted(errors, key=lambda e: e.line))
 
-    utilities = np.array(
-        [[cells[label, i][0] for i in range(n_candidates)] for label in labels],
-        dtype=np.float64,
+    result: dict[Hashable, SourceUtilities] = {}
+    for group, n in sizes.items():
+        labels = list(first_line[group])
+        u = np.array(
+            [[cells[group][label, i] for i in range(n)] for label in labels],
+            dtype=np.float64,
+        )
+        if table.has_weight and all(label in weights[group] for label in labels):
+            w = _weights(
+                "weight", [weights[group][label][0] for label in labels], len(labels)
+            )
+        else:
+            w = np.full(len(labels), 1.0 / len(labels))
+        result[group] = SourceUtilities(u, w, labels)
+    return result
+
+
+def utilities_from_csv(
+    text: str,
+    *,
+    candidates: Mapping[int, CandidateColumn],
+    sizes: Mapping[Hashable, int],
+    refused: Mapping[int, str] | None = None,
+    check_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
+    group_names: Mapping[Hashable, str] | None = None,
+    max_errors: int = 20,
+) -> dict[Hashable, SourceUtilities]:
+    """:func:`read_utilities_csv` then :func:`utilities_by_group`: one ``SourceUtilities`` per group.
+
+    Use the two steps when the ids to ``refuse`` depend on which ids the file names.
+
+    Examples
+    --------
+    >>> where = {101: CandidateColumn("p1", 0), 102: CandidateColumn("p1", 1)}
+    >>> text = "type,candidate_id,utility\\nme,102,1\\nme,101,0\\n"
+    >>> utilities_from_csv(text, candidates=where, sizes={"p1": 2})["p1"].utilities
+    array([[0., 1.]])
+    """
+    table = read_utilities_csv(
+        text,
+        check_columns=check_columns,
+        ignore_columns=ignore_columns,
+        max_errors=max_errors,
     )
-    if "weight" in col and all(type_weights[label] is not None for label in labels):
-        w = _weights(
-            "weight", [type_weights[label][0] for label in labels], len(labels)
-        )  # type: ignore[index]
-    else:
-        w = np.full(len(labels), 1.0 / len(labels))
-    return SourceUtilities(utilities, w, labels)
+    return utilities_by_group(
+        table,
+        candidates=candidates,
+        sizes=sizes,
+        refused=refused,
+        group_names=group_names,
+        max_errors=max_errors,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("-n", "--annotators", type=int, default=None,
                             help="how many (default: enough to fill the study's remaining quota)")
         parser.add_argument("--population", type=Path, default=None,
-                            help="a utilities CSV (prompt,type,candidate,utility[,weight]) to choose by instead "
-                                 "of the study's fitted population")
+                            help="a utilities CSV (type,candidate_id,utility[,weight]; candidate ids as in the "
+                                 "candidates export) to choose by instead of the study's fitted population")
         parser.add_argument("--luce-temperature", type=float, default=None,
                             help="choose with probability ∝ exp(utility / T) instead of always the best")
         parser.add_argument("--seed", type=int, default=None, help="default: the study's seed")
