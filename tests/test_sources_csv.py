@@ -228,3 +228,10 @@ def test_the_candidate_list_shows_the_id_a_csv_names_candidates_by(researcher_cl
     for candidate in prompt.candidates.all():
         change = reverse("admin:studies_candidate_change", args=[candidate.pk])
         assert f'<a href="{change}">{candidate.pk}</a>' in page
+
+
+def test_the_study_page_can_upload_a_source_file_inline(researcher_client):
+    study, _ = _study()
+    page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
+    assert 'enctype="multipart/form-data"' in page
+    assert "preference_sources-__prefix__-data_file" in page
