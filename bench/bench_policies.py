@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_policies.py            # full grid (about 10-15 min)
     .venv/bin/python bench/bench_policies.py --quick    # small grid (about 1 min)
+    .venv/bin/python bench/bench_policies.py --adversarial  # support = N cases (about 5 min)
 
 Populations (both seeded):
 
@@ -10,6 +11,11 @@ Populations (both seeded):
 * ``lowrank``: ``U = F G + 0.3 E`` with ``F`` (T, 8), ``G`` (8, N), ``E`` all standard
   normal -- personas and responses embedded in a shared 8-dim taste space plus
   idiosyncratic noise, which mimics real preference data (a few dominant dimensions).
+* ``cyclic`` (adversarial, ``T = N``): Latin-square preferences ``U[t, i] = (i - t) mod N``
+  with rows and columns relabelled at random, ``0.01`` Gaussian noise and Dirichlet(5)
+  type weights (so that the uniform start of Hedge is not already the answer): every
+  response is the favourite of one type, and the equilibrium's support is most of ``N``
+  -- the worst case for a solver that exploits small supports.
 
 For every case the solver ``solve_multiplayer(pop, k, tol=1e-6)`` is timed from the raw
 utility matrix (``Population`` construction and its per-type sort included), best of
@@ -19,7 +25,7 @@ utility matrix (``Population`` construction and its per-type sort included), bes
   ``method="highs"``), including building its N x N majority matrix from the utilities
   (``O(T N^2)``), time-limited to ``LP_LIMIT_S``.
 * ``k > 1``: plain Hedge self-play ``pi <- pi * exp(eta g_pi)`` (theory.md section 3), time
-  boxed to ``max(HEDGE_MIN_S, 10 x solver time)`` split evenly over
+  boxed to ``max(HEDGE_MIN_S, 10 x solver time)`` (at most ``HEDGE_MAX_S``) split evenly over
   ``eta in HEDGE_ETAS``; the best exploitability it reached (best iterate over steps and
   step sizes, last iterate and time-averaged policy) is reported -- generous to Hedge.
 
@@ -60,6 +66,7 @@ TOL = 1e-6
 REPEATS = 3
 LP_LIMIT_S = 300.0
 HEDGE_MIN_S = 3.0
+HEDGE_MAX_S = 60.0
 HEDGE_ETAS = (10.0, 100.0, 1000.0)
 
 FULL_GRID = [
@@ -70,6 +77,12 @@ FULL_GRID = [
     ],
     *[("lowrank", t, n, k) for t, n in [(512, 1024), (1024, 2048)] for k in (1, 8, 16)],
 ]
+ADVERSARIAL_GRID = [
+    ("cyclic", 256, 256, 1),
+    ("cyclic", 256, 256, 8),
+    ("cyclic", 512, 512, 1),
+    ("cyclic", 512, 512, 8),
+]
 QUICK_GRID = [
     ("gauss", 128, 256, 1),
     ("gauss", 128, 256, 8),
@@ -78,12 +91,22 @@ QUICK_GRID = [
 ]
 
 
-def make_utilities(kind: str, t: int, n: int, seed: int = 0) -> np.ndarray:
+def make_population(
+    kind: str, t: int, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Utilities (T, N) and type weights (T,) of one benchmark population."""
     rng = np.random.default_rng([seed, t, n])
+    uniform = np.full(t, 1.0 / t)
     if kind == "gauss":
-        return rng.standard_normal((t, n))
+        return rng.standard_normal((t, n)), uniform
+    if kind == "cyclic":
+        u = (np.arange(n)[None, :] - np.arange(t)[:, None]) % n
+        u = u[rng.permutation(t)][:, rng.permutation(n)] + 0.01 * rng.standard_normal(
+            (t, n)
+        )
+        return u, rng.dirichlet(np.full(t, 5.0))
     f, g = rng.standard_normal((t, 8)), rng.standard_normal((8, n))
-    return f @ g + 0.3 * rng.standard_normal((t, n))
+    return f @ g + 0.3 * rng.standard_normal((t, n)), uniform
 
 
 # --------------------------------------------------------------------------------------
@@ -91,9 +114,9 @@ def make_utilities(kind: str, t: int, n: int, seed: int = 0) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def run_solver(u: np.ndarray, k: int) -> dict:
+def run_solver(u: np.ndarray, w: np.ndarray, k: int) -> dict:
     start = time.perf_counter()
-    pop = Population(u)
+    pop = Population(u, w)
     sol = solve_multiplayer(pop, k, tol=TOL)
     seconds = time.perf_counter() - start
     return {
@@ -128,10 +151,10 @@ def majority_matrix(u: np.ndarray, w: np.ndarray) -> np.ndarray:
     return p
 
 
-def run_lp(u: np.ndarray) -> dict:
+def run_lp(u: np.ndarray, w: np.ndarray) -> dict:
     start = time.perf_counter()
     t, n = u.shape
-    p = majority_matrix(u, np.full(t, 1.0 / t))
+    p = majority_matrix(u, w)
     built = time.perf_counter() - start
     a_ub = np.hstack([p, -np.ones((n, 1))])
     res = scipy.optimize.linprog(
@@ -151,12 +174,12 @@ def run_lp(u: np.ndarray) -> dict:
         "seconds": seconds,
         "build_seconds": built,
         "status": int(res.status),
-        "exploitability": exploitability(Population(u), pi, 1),
+        "exploitability": exploitability(Population(u, w), pi, 1),
     }
 
 
-def run_hedge(u: np.ndarray, k: int, budget_s: float) -> dict:
-    pop = Population(u)
+def run_hedge(u: np.ndarray, w: np.ndarray, k: int, budget_s: float) -> dict:
+    pop = Population(u, w)
     n = pop.n_responses
     vstar = 1.0 / (k + 1)
     best = {
@@ -244,13 +267,23 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="small grid (about a minute)"
     )
+    parser.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="only the cyclic (support = N) populations (about 5 min)",
+    )
     args = parser.parse_args()
-    grid = QUICK_GRID if args.quick else FULL_GRID
+    grid = (
+        QUICK_GRID
+        if args.quick
+        else ADVERSARIAL_GRID
+        if args.adversarial
+        else FULL_GRID
+    )
+    flags = " --quick" if args.quick else " --adversarial" if args.adversarial else ""
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
-    print(
-        f"# command: .venv/bin/python bench/bench_policies.py{' --quick' if args.quick else ''}"
-    )
+    print(f"# command: .venv/bin/python bench/bench_policies.py{flags}")
     print()
     print(
         "| population | T | N | k | solver s (best of 3) | exploitability | support | iters | traced peak MB "
@@ -258,8 +291,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|")
     for kind, t, n, k in grid:
-        u = make_utilities(kind, t, n)
-        runs = [measure("solver", u, k) for _ in range(REPEATS)]
+        u, w = make_population(kind, t, n)
+        runs = [measure("solver", u, w, k) for _ in range(REPEATS)]
         best = min(runs, key=lambda r: r["seconds"])
         traced = max(r["traced_peak_mb"] for r in runs)
         ok = all(r["converged"] for r in runs)
@@ -276,7 +309,7 @@ def main() -> None:
             f"{traced * 2**20 / (8 * t * n):.1f}",
         ]
         if k == 1:
-            lp = measure("lp", u)
+            lp = measure("lp", u, w)
             status = {
                 0: "optimal",
                 1: "iteration limit",
@@ -293,8 +326,8 @@ def main() -> None:
                 f"{lp['seconds'] / best['seconds']:.1f}x",
             ]
         else:
-            budget = max(HEDGE_MIN_S, 10.0 * best["seconds"])
-            hedge = measure("hedge", u, k, budget)
+            budget = min(HEDGE_MAX_S, max(HEDGE_MIN_S, 10.0 * best["seconds"]))
+            hedge = measure("hedge", u, w, k, budget)
             reached = (
                 f"reached 1e-6 at {hedge['reached_tol_s']:.2f} s"
                 if hedge["reached_tol_s"] is not None

@@ -409,6 +409,13 @@ def _solve_unregularised(
                 break
             target = final_target
             continue
+        if 2 * (cand.size + new.size) > n:
+            # the support is a large part of the pool: restrict no more, take every
+            # (distinct) response at once instead of growing C over further rounds
+            rest = np.flatnonzero(outside)
+            new = _unique_columns(pop.utilities, np.concatenate([cand, rest]))[
+                cand.size :
+            ]
         cand = np.concatenate([cand, new])
         pi_c = np.concatenate([pi_c, np.zeros(new.size)])
         target = max(final_target, min(1e-2 * viol_out, 1e-4))

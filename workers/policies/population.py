@@ -332,8 +332,40 @@ def _jacobian_block(
     return jac
 
 
+def _majority_matrix(pop: Population) -> FloatArray:
+    """``M[i, j] = sum_t w_t (1[U_ti > U_tj] + 1/2 1[U_ti = U_tj])``, shape (N, N).
+
+    The payoff of the NLHF game (theory.md section 4): ``g_pi = M pi`` at ``k = 1``, so
+    ``M`` is also the Jacobian there, whatever ``pi``. Costs ``O(T N^2)``.
+    """
+    u, w = pop.utilities, pop.weights
+    n = u.shape[1]
+    out = np.zeros((n, n))
+    chunk = max(1, 8_000_000 // (n * n))
+    for t0 in range(0, u.shape[0], chunk):
+        ut = u[t0 : t0 + chunk]
+        out += np.einsum(
+            "t,tij->ij",
+            w[t0 : t0 + chunk],
+            ut[:, :, None] > ut[:, None, :],
+            optimize=False,
+        )
+        if pop._levels.has_ties:
+            out += 0.5 * np.einsum(
+                "t,tij->ij",
+                w[t0 : t0 + chunk],
+                ut[:, :, None] == ut[:, None, :],
+                optimize=False,
+            )
+    if not pop._levels.has_ties:
+        out[np.diag_indices(n)] = 0.5
+    return out
+
+
 def _pick_jacobian(pop: Population, pi: FloatArray, k: int) -> FloatArray:
     """Dense Jacobian ``J[i, j] = d g_pi(i) / d pi(j)``, shape (N, N); see ``_jacobian_block``."""
+    if k == 1:
+        return _majority_matrix(pop)
     _, da, de = _pick_partials(pop, pi, k)
     idx = np.arange(pop.n_responses)
     return _jacobian_block(pop, idx, idx, da, de)
