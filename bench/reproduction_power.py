@@ -6,7 +6,9 @@ fits and items (built by `studies.reproduction.build_study` in a throw-away SQLi
 then for each seed it draws the annotators' picks with `studies.simulation.choose`, packs the
 items into annotators of `items_per_participant` as the assignment does (each item's
 annotations go to distinct annotators), and computes f̂(k) with
-`studies.analysis.robust_win_rate_interval`, exactly as `studies.results` does.
+`studies.analysis.robust_win_rate_interval`, exactly as `studies.results` does: items decided
+by construction (one text shown) are not annotated but enter as `decided` rows at credit
+k/(k+m), weighted `annotations` (every other item is judged `annotations` times here).
 
 It reports, over seeds (each seed also rebuilds the items from a new study seed):
 - coverage: the share of seeds where every interval covers the theory (the check passes);
@@ -63,6 +65,7 @@ def main() -> None:
     k_values = tuple(int(k) for k in args.k.split(","))
     k_max = max(k_values)
     passed = powerful = shortfall = 0
+    to_judge_total = decided_total = 0
     misses: dict[tuple, int] = defaultdict(int)
     for seed in range(args.seeds):
         cells: dict[tuple, list] = defaultdict(list)
@@ -74,8 +77,15 @@ def main() -> None:
                                          policies=tuple(group.split(",")))
             study = reproduction.build_study(population, design, slug=f"power-{seed}-{g}")
             rng = np.random.default_rng([seed, g, 1])
-            items = list(ComparisonItem.objects.filter(study=study).select_related("policy").prefetch_related("shown"))
+            every = list(ComparisonItem.objects.filter(study=study).select_related("policy").prefetch_related("shown"))
+            items = [item for item in every if item.needs_judgment]
+            for item in every:
+                if not item.needs_judgment:
+                    cells[(item.policy.kind, item.k)].append(
+                        (item.k / (item.k + item.m), item.prompt_id, -item.pk, item.opponent_label, args.annotations, True))
             n_items += len(items)
+            to_judge_total += len(items)
+            decided_total += len(every) - len(items)
             # Pack: annotation round r of every item, shuffled, cut into annotators.
             slots = [(item, r) for r in range(args.annotations) for item in rng.permutation(len(items))]
             for pos, (i, _r) in enumerate(slots):
@@ -86,13 +96,15 @@ def main() -> None:
                 pick = choose(ChoiceModel(population.utilities[:, cand_cols], population.weights), rng)
                 s = shown[pick]
                 cells[(item.policy.kind, item.k)].append(
-                    (s.count_policy / (s.count_policy + s.count_opponent), item.prompt_id, hash(annotator), item.opponent_label))
+                    (s.count_policy / (s.count_policy + s.count_opponent), item.prompt_id, hash(annotator),
+                     item.opponent_label, 1.0, False))
             reproduction.discard_study(study)
         ok = True
         sep = {}
         for (kind, k), rows in cells.items():
-            credit, prompts, people, opponents = map(np.array, zip(*rows, strict=True))
-            r = analysis.robust_win_rate_interval(credit, prompts, people, opponents, confidence=args.confidence, rng=seed)
+            credit, prompts, people, opponents, weights, decided = map(np.array, zip(*rows, strict=True))
+            r = analysis.robust_win_rate_interval(credit, prompts, people, opponents, weights=weights,
+                                                  decided=decided.astype(bool), confidence=args.confidence, rng=seed)
             theory = population.theory(kind, k)
             if not r.low <= theory <= r.high:
                 ok = False
@@ -105,7 +117,9 @@ def main() -> None:
             shortfall += bool(nlhf.high < k_max / (k_max + 1))
             powerful += bool(nlhf.high < k_max / (k_max + 1)) and bool(mp.low > population.theory(Policy.Kind.NLHF, k_max))
     print(f"population {population.name}, prompts {args.prompts}, k {k_values}, replicates {args.replicates}, "
-          f"annotations/item {args.annotations}: {n_items} items, {n_items * args.annotations} judgments")
+          f"annotations/item {args.annotations}: per seed {to_judge_total / args.seeds:.1f} items to judge "
+          f"({to_judge_total * args.annotations / args.seeds:.1f} judgments) and {decided_total / args.seeds:.1f} "
+          "decided by construction")
     print(f"check passes (every interval covers the theory): {passed}/{args.seeds}")
     print(f"power (NLHF below {k_max}/{k_max + 1} and multiplayer above NLHF's theory at k={k_max}): "
           f"{powerful}/{args.seeds}")
