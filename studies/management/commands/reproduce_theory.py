@@ -76,7 +76,8 @@ class Command(BaseCommand):
     def _run(self, populations, design, opts, url: str, stamp: str) -> list:
         checks = []
         for population in populations:
-            self.stdout.write(f"{population.name}: {design.items} items, {design.items * design.annotations_per_item} judgments to collect…")
+            self.stdout.write(f"{population.name}: {design.items} items, up to {design.items * design.annotations_per_item} "
+                              "judgments to collect (items that show one text need none)…")
             try:
                 check = reproduction.run_check(
                     population, design, base_url=url, slug=f"reproduce-{population.name.replace('.', '')}-{stamp}",
