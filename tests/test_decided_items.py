@@ -11,7 +11,6 @@ import io
 import math
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -144,7 +143,7 @@ def test_a_study_whose_items_are_all_decided_takes_no_newcomers(client):
     with pytest.raises(StudyUnavailable) as raised:
         annotation.ensure_open_for_newcomers(study)
     assert raised.value.reason == "full"
-    response = Client().get(reverse("studies:join", args=[study.slug]), {"invite": study.invite_token})
+    response = client.get(reverse("studies:join", args=[study.slug]), {"invite": study.invite_token})
     assert response.status_code == 200
     assert b"This study is full" in response.content
 
