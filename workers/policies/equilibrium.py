@@ -29,9 +29,18 @@ linear programming (SLP) with a line search*:
    descent direction, and a backtracking line search on ``F`` always makes progress; near
    the solution full steps are taken and convergence is quadratic.
 3. Evaluate ``g`` on all ``N`` responses (``O(T N)``); add the most violating responses to
-   ``C`` (never duplicates of candidates) and repeat until the exploitability on the full
-   game is ``<= tol``. If the restricted solver stalls, a few hundred optimistic-Hedge
-   steps are tried before giving up; the best policy seen is returned either way.
+   ``C`` (as many as violate strongly, at most doubling ``C``; never duplicates of
+   candidates, which share their ``g``) and repeat until the exploitability on the full
+   game is ``<= tol``. Once ``C`` would exceed ``N / 2`` it becomes the whole pool. If the
+   restricted solver stalls, a few hundred optimistic-Hedge steps are tried before giving
+   up; the best policy seen is returned either way, with its true certificate.
+
+Cost per inner step: ``O(T |C|^2)`` for the Jacobian (at ``k = 1`` it is the majority
+matrix, independent of ``pi``) plus a dense linear solve or LP of size ``|C|``; per outer
+round ``O(T N)``. Fast when the equilibrium's support is small (tens to a few hundred
+responses, as on the benchmark populations); populations whose support is most of ``N``
+(cyclic preferences) cost about as much as the full LP at ``k = 1`` and seconds at
+``k > 1`` for ``N = 512`` (docs/benchmarks.md).
 
 ``beta > 0``: Newton-Krylov on the fixed point in log space,
 ``F(z) = z - log mu - g_{softmax(z)} / beta``, with exact Jacobian-vector products, GMRES
