@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run worker test test-slow lint fmt migrations-check check ci bench browser
+.PHONY: install run worker test test-slow lint fmt migrations-check check ci bench bench-all browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,5 +53,13 @@ migrations-check: install
 ci:
 	bash .ci/run
 
+# Benchmarks print their tables; docs/benchmarks.md keeps the last results with machine and date.
 bench: install
 	$(PY) bench/bench_policies.py
+	$(PY) bench/bench_bootstrap.py
+
+# The long ones: 1M-row export against PostgreSQL's COPY, and the real SmolLM2 on the CPU.
+bench-all: bench
+	$(PY) bench/bench_export.py
+	$(PY) bench/bench_generation.py
+	$(PY) bench/bench_pipeline.py
