@@ -127,7 +127,7 @@ def advance(study: Study, *, retry_failed: bool = False) -> str:
         return "Preparing the demo study: generating candidates, judging them with the personas, fitting policies…"
     if study.status == Study.Status.READY:
         study.move_to(Study.Status.LIVE)
-        return "The demo study is ready and live."
+        return "The demo study is prepared; making it live."
     return ""
 
 
