@@ -174,19 +174,11 @@ def tiny_model_dir(
 def tiny_bert_dir(path: str | Path, seed: int = 0) -> Path:
     """Save a tiny random BERT encoder (``AutoModel``) with a WordPiece tokenizer."""
     import torch
-    from transformers import AutoModel, BertConfig
+    from transformers import AutoModel
 
     path = Path(path)
     tokenizer = _wordpiece_tokenizer()
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = _tiny_bert_config(tokenizer)
     torch.manual_seed(seed)
     AutoModel.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -200,21 +192,12 @@ def tiny_reward_model_dir(path: str | Path, arch: str = "llama", seed: int = 0) 
     ``arch="bert"`` an encoder one without a template (scores ``[CLS]`` of a question/answer pair).
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, BertConfig
+    from transformers import AutoModelForSequenceClassification
 
     path = Path(path)
     if arch == "bert":
         tokenizer = _wordpiece_tokenizer()
-        config = BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=128,
-            pad_token_id=tokenizer.pad_token_id,
-            num_labels=1,
-        )
+        config = _tiny_bert_config(tokenizer, num_labels=1)
     else:
         tokenizer = _byte_bpe_tokenizer(400, chat_template=True)
         config = _causal_config(arch, tokenizer, initializer_range=0.02)
@@ -223,3 +206,19 @@ def tiny_reward_model_dir(path: str | Path, arch: str = "llama", seed: int = 0) 
     AutoModelForSequenceClassification.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def _tiny_bert_config(tokenizer, **extra):
+    """The tiny BERT shape shared by the embedder and the encoder reward model."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
