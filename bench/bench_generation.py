@@ -142,7 +142,7 @@ def markdown(args: argparse.Namespace, result: dict, command: str) -> str:
         "CPU-second of this process (one torch thread), which contention affects less.",
         '"Same texts" counts candidates whose text equals the one-at-a-time run\'s (per-candidate',
         "seeds make them equal unless float rounding that differs between batch shapes flips a",
-        "sampled token; see the `workers/generation.py` docstring).",
+        "sampled token; see the `workers/generation` package docstring).",
         "",
         "| batch size | tokens | wall s | tokens/s | ratio vs batch 1 | CPU s | tokens/CPU-s | ratio vs batch 1 | same texts as batch 1 |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

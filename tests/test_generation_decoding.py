@@ -1,4 +1,5 @@
-"""workers.generation: loading, reproducible batched sampling, guided decoding, merging.
+"""workers.generation prompting and decoding: chat formatting, seeds, reproducible batched
+sampling, scoring, guided decoding.
 
 Tiny random models are saved to disk and loaded through ``load_model`` (the real
 ``from_pretrained`` path); no database and no network are needed.
@@ -6,25 +7,17 @@ Tiny random models are saved to disk and loaded through ``load_model`` (the real
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from tests.tinymodels import tiny_model_dir
 from workers import generation
 from workers.generation import (
-    MergedCandidate,
     Sample,
+    decoding,
     encode_prompt,
-    generation_metadata,
     load_model,
-    merge_identical,
     next_token_logprobs,
-    reference_distribution,
     sample_pool,
     sample_seed,
 )
@@ -32,7 +25,6 @@ from workers.generation import (
 torch = pytest.importorskip("torch")
 
 PROMPT = "What is the capital of France?"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -70,85 +62,6 @@ def stopper(tmp_path_factory):
 
 def texts(samples: list[Sample]) -> list[str]:
     return [s.text for s in samples]
-
-
-# -- loading -------------------------------------------------------------------------------
-
-
-def test_it_loads_a_saved_folder_through_from_pretrained(tmp_path):
-    path = tiny_model_dir(tmp_path / "m", "llama")
-    handle = load_model(str(path))
-    assert handle.kind == "causal-lm"
-    assert handle.device == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert handle.dtype == "float32"
-    assert handle.name_or_path == str(path)
-    assert handle.model.config.model_type == "llama"
-    assert not handle.model.training
-    assert len(handle.tokenizer) == handle.model.config.vocab_size
-
-
-def test_it_loads_each_model_once_per_process(tmp_path):
-    path = str(tiny_model_dir(tmp_path / "m", "gpt2"))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert load_model(path) is load_model(
-        path, revision=None, device=device, kind="causal-lm"
-    )
-
-
-def test_it_rejects_a_demo_ref_with_the_wrong_kind_or_a_revision():
-    with pytest.raises(ValueError, match="^kind"):
-        load_model(generation.DEMO_EMBEDDER, kind="causal-lm")
-    with pytest.raises(ValueError, match="^revision"):
-        load_model(generation.DEMO_CHAT_MODEL, revision="main")
-
-
-def test_cpu_thread_count_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("UALIGN_TORCH_THREADS", "zero")
-    with pytest.raises(ValueError, match="UALIGN_TORCH_THREADS"):
-        generation._configure_threads()
-    monkeypatch.setenv("UALIGN_TORCH_THREADS", "1")
-    generation._configure_threads()
-    assert torch.get_num_threads() == 1
-
-
-def test_model_cache_is_built_atomically(tmp_path):
-    final = tmp_path / "cache" / "converted"
-
-    def crash(tmp: Path) -> None:
-        (tmp / "model.safetensors").write_text("half written")
-        raise RuntimeError("killed mid-conversion")
-
-    with pytest.raises(RuntimeError):
-        generation._atomic_build(final, crash)
-    assert not final.exists()
-    assert list(final.parent.iterdir()) == []
-
-    generation._atomic_build(final, lambda tmp: (tmp / "config.json").write_text("{}"))
-    assert (final / "config.json").read_text() == "{}"
-
-    def must_not_run(tmp: Path) -> None:
-        raise AssertionError("an existing cache is rebuilt")
-
-    assert generation._atomic_build(final, must_not_run) == final
-
-
-def test_model_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("UALIGN_MODEL_CACHE", str(tmp_path))
-    assert generation.model_cache_dir() == tmp_path
-    monkeypatch.delenv("UALIGN_MODEL_CACHE")
-    assert generation.model_cache_dir() == ROOT / "var" / "models"
-
-
-def test_importing_the_worker_modules_does_not_import_torch():
-    code = "import sys, workers.generation, workers.populations; print('torch' in sys.modules, 'transformers' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.split() == ["False", "False"]
 
 
 # -- prompts and seeds ---------------------------------------------------------------------
@@ -271,9 +184,9 @@ def test_left_padding_does_not_change_sampled_tokens(arch, request):
         "pad_id": llama.tokenizer.pad_token_id,
         "device": llama.device,
     }
-    together = generation._decode([llama.model], [1.0], rows, seeds, **kwargs)
+    together = decoding._decode([llama.model], [1.0], rows, seeds, **kwargs)
     alone = [
-        generation._decode([llama.model], [1.0], [row], [seed], **kwargs)[0]
+        decoding._decode([llama.model], [1.0], [row], [seed], **kwargs)[0]
         for row, seed in zip(rows, seeds, strict=True)
     ]
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
@@ -290,7 +203,7 @@ def test_padded_batched_scoring_matches_one_row_at_a_time_within_float_rounding(
         batched = next_token_logprobs(handle, rows, batch_size=4)
         single = next_token_logprobs(handle, rows, batch_size=1)
         assert batched.shape == (4, len(handle.tokenizer))
-        # Not bitwise: padding and batch shape change BLAS summation order (module docstring).
+        # Not bitwise: padding and batch shape change BLAS summation order (package docstring).
         np.testing.assert_allclose(batched, single, rtol=0, atol=1e-5)
         np.testing.assert_allclose(np.exp(batched).sum(axis=1), 1.0, atol=1e-5)
 
@@ -352,11 +265,11 @@ def test_first_tokens_are_drawn_with_the_models_probabilities(tmp_path):
 
 def test_top_p_keeps_the_smallest_nucleus():
     scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    kept = torch.isfinite(generation._filter_scores(scores, top_k=0, top_p=0.8))
+    kept = torch.isfinite(decoding._filter_scores(scores, top_k=0, top_p=0.8))
     assert kept.tolist() == [[True, True, False, False]]
-    kept = torch.isfinite(generation._filter_scores(scores, top_k=0, top_p=0.81))
+    kept = torch.isfinite(decoding._filter_scores(scores, top_k=0, top_p=0.81))
     assert kept.tolist() == [[True, True, True, False]]
-    kept = torch.isfinite(generation._filter_scores(scores, top_k=3, top_p=1.0))
+    kept = torch.isfinite(decoding._filter_scores(scores, top_k=3, top_p=1.0))
     assert kept.tolist() == [[True, True, True, False]]
 
 
@@ -371,13 +284,13 @@ def test_top_p_nucleus_larger_than_the_partial_sort_matches_a_full_sort():
     peaked = torch.randn(1000, generator=generator) * 4
     flat = -torch.arange(1000, dtype=torch.float32) * 1e-3  # nucleus of ~500 tokens
     scores = torch.stack([peaked, flat])
-    kept = torch.isfinite(generation._filter_scores(scores, top_k=0, top_p=0.5)).numpy()
-    assert kept[1].sum() > generation._NUCLEUS_CANDIDATES
+    kept = torch.isfinite(decoding._filter_scores(scores, top_k=0, top_p=0.5)).numpy()
+    assert kept[1].sum() > decoding._NUCLEUS_CANDIDATES
     for row in range(2):
         probs = torch.softmax(scores[row], dim=-1).double().numpy()
         assert (kept[row] == reference_nucleus(probs, 0.5)).all()
         alone = torch.isfinite(
-            generation._filter_scores(scores[row : row + 1], top_k=0, top_p=0.5)
+            decoding._filter_scores(scores[row : row + 1], top_k=0, top_p=0.5)
         ).numpy()[0]
         assert (alone == kept[row]).all()
 
@@ -483,82 +396,6 @@ def test_guided_decoding_rejects_a_doctor_with_another_vocabulary(tmp_path, llam
         sample_pool(
             llama, PROMPT, n=2, seed=0, max_new_tokens=4, guides=[(stranger, 0.5)]
         )
-
-
-# -- metadata and merging ------------------------------------------------------------------------
-
-
-def test_metadata_is_json_serialisable_and_names_what_the_run_depends_on(llama, doctor):
-    meta = generation_metadata(
-        llama,
-        seed=9,
-        max_new_tokens=12,
-        temperature=0.7,
-        top_p=0.9,
-        top_k=50,
-        guides=[(doctor, 0.6)],
-    )
-    again = json.loads(json.dumps(meta))
-    assert again["model"]["ref"] == llama.ref
-    assert again["decoding"] == {
-        "max_new_tokens": 12,
-        "temperature": 0.7,
-        "top_p": 0.9,
-        "top_k": 50,
-        "system_prompt": None,
-        "chat_template": True,
-    }
-    assert again["guides"][0]["beta"] == 0.6
-    assert again["seed"] == 9
-    assert again["device"] == llama.device
-    assert again["dtype"] == "float32"
-    assert again["versions"]["torch"] == torch.__version__
-    import transformers
-
-    assert again["versions"]["transformers"] == transformers.__version__
-
-
-def test_metadata_can_be_recorded_from_a_ref_without_loading_the_model():
-    meta = generation_metadata("HuggingFaceTB/SmolLM2-135M-Instruct", seed=1)
-    assert (
-        json.loads(json.dumps(meta))["model"]["ref"]
-        == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    )
-    assert meta["device"] is None
-
-
-def make_sample(index: int, text: str, token_count: int = 3) -> Sample:
-    return Sample(
-        index=index,
-        text=text,
-        token_count=token_count,
-        seconds=0.1,
-        finish_reason="stop",
-    )
-
-
-def test_merge_identical_counts_multiplicities_of_stripped_texts():
-    samples = [
-        make_sample(3, "Paris.", 2),
-        make_sample(0, "Paris. ", 3),
-        make_sample(1, "paris."),
-        make_sample(2, "\nParis."),
-        make_sample(4, ""),
-    ]
-    merged = merge_identical(samples)
-    assert merged == [
-        MergedCandidate(
-            text="Paris.", multiplicity=3, indices=(0, 2, 3), token_count=3
-        ),
-        MergedCandidate(text="paris.", multiplicity=1, indices=(1,), token_count=3),
-        MergedCandidate(text="", multiplicity=1, indices=(4,), token_count=3),
-    ]
-    np.testing.assert_allclose(reference_distribution(merged), [0.6, 0.2, 0.2])
-
-
-def test_merge_identical_rejects_repeated_indices():
-    with pytest.raises(ValueError, match="samples"):
-        merge_identical([make_sample(0, "a"), make_sample(0, "b")])
 
 
 # -- real models (slow) ------------------------------------------------------------------------
