@@ -6,13 +6,7 @@ No Django import anywhere in this package.
 from __future__ import annotations
 
 from .ctrl import best_of_n_policy, beta_for_kl, calibrate, ctrl_policy, kl_divergence
-from .equilibrium import (
-    SelfPlayTrajectory,
-    Solution,
-    self_play,
-    solve_multiplayer,
-    solve_nlhf,
-)
+from .equilibrium import Solution, solve_multiplayer, solve_nlhf
 from .population import (
     Population,
     exploitability,
@@ -22,6 +16,7 @@ from .population import (
     sample_responses,
     win_rate,
 )
+from .self_play import SelfPlayTrajectory, self_play
 
 __all__ = [
     "Population",

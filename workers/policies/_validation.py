@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+# population.py imports this module too: bind the module (not its names), which Python
+# resolves even while population.py is still executing.
+from . import population as _population
+
 if TYPE_CHECKING:
     from .population import Population
 
@@ -82,9 +86,7 @@ def _check_float(x: Any, name: str, *, minimum: float, strict: bool) -> float:
 
 
 def _check_population(pop: Any, name: str = "pop") -> Population:
-    from .population import Population
-
-    if not isinstance(pop, Population):
+    if not isinstance(pop, _population.Population):
         raise ValueError(f"{name} must be a Population, got {type(pop).__name__}")
     return pop
 
@@ -176,3 +178,24 @@ def _iv_rewards_reference(
     r = _check_finite_array(rewards, "rewards", 1)
     mu = _check_simplex(reference, "reference", r.shape[0])
     return r, mu
+
+
+def _iv_self_play(
+    pop: Any,
+    k: Any,
+    method: Any,
+    eta: Any,
+    n_steps: Any,
+    init: Any,
+    record_every: Any,
+) -> tuple[Population, int, float, int, npt.NDArray[np.float64], int]:
+    pop = _check_population(pop)
+    k = _check_int(k, "k", 1)
+    if method not in ("hedge", "optimistic"):
+        raise ValueError(f"method must be 'hedge' or 'optimistic', got {method!r}")
+    eta = _check_float(eta, "eta", minimum=0.0, strict=True)
+    n_steps = _check_int(n_steps, "n_steps", 1)
+    record_every = _check_int(record_every, "record_every", 1)
+    n = pop.n_responses
+    pi = np.full(n, 1.0 / n) if init is None else _check_simplex(init, "init", n)
+    return pop, k, eta, n_steps, pi, record_every

@@ -4,7 +4,9 @@
   ``max_i g_{pi*}(i) <= 1/(k+1)`` (``beta = 0``), or the KL-regularised equilibrium
   ``pi = softmax(log mu + g_pi / beta)`` (``beta > 0``).
 * :func:`solve_nlhf` -- the ``k = 1`` case: the maximal lottery (NLHF).
-* :func:`self_play` -- the Hedge / optimistic-Hedge dynamics the paper analyses.
+
+The Hedge / optimistic-Hedge dynamics the paper analyses are in
+:mod:`workers.policies.self_play`.
 
 Every :class:`Solution` carries a certificate measured on the returned policy: its
 exploitability ``e_k(pi) = max_i g_pi(i) - 1/(k+1)`` and, for ``beta > 0``, the fixed-point
@@ -58,7 +60,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -76,15 +79,14 @@ from .population import (
     _pick,
     _pick_jacobian,
     _pick_partials,
+    _softmax,
 )
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 
 __all__ = [
-    "SelfPlayTrajectory",
     "Solution",
-    "self_play",
     "solve_multiplayer",
     "solve_nlhf",
 ]
@@ -129,45 +131,6 @@ class Solution:
     support: IntArray = field(repr=False)
     method: str
     seconds: float
-
-
-@dataclass(frozen=True, eq=False)
-class SelfPlayTrajectory:
-    """Record of a self-play run (theory.md section 3, "Self-play dynamics").
-
-    Attributes
-    ----------
-    steps : ndarray of int, shape (R,)
-        Recorded step indices ``t`` (``0`` is the initial policy).
-    policies : ndarray, shape (R, N)
-        The last iterate ``pi_t`` at the recorded steps.
-    average_policies : ndarray, shape (R, N)
-        The time average ``(1/(t+1)) sum_{s<=t} pi_s`` at the recorded steps.
-    exploitability_last : ndarray, shape (n_steps + 1,)
-        ``e_k(pi_t)`` for every step.
-    exploitability_mixture : ndarray, shape (n_steps + 1,)
-        Exploitability of the *history mixture* (pick ``s <= t`` uniformly, then draw ``k``
-        samples from ``pi_s``): ``max_i mean_{s<=t} g_{pi_s}(i) - 1/(k+1)``, which is
-        ``Regret_{t+1} / (t+1)``; its worst-case win rate is ``k/(k+1)`` minus this.
-    exploitability_average : ndarray, shape (R,)
-        ``e_k`` of the time-averaged policy (a product policy) at the recorded steps.
-    method, eta, k : str, float, int
-    """
-
-    steps: IntArray
-    policies: FloatArray
-    average_policies: FloatArray
-    exploitability_last: FloatArray
-    exploitability_mixture: FloatArray
-    exploitability_average: FloatArray
-    method: str
-    eta: float
-    k: int
-
-    @property
-    def policy(self) -> FloatArray:
-        """The final iterate."""
-        return self.policies[-1]
 
 
 # ======================================================================================
@@ -397,49 +360,61 @@ def _solve_unregularised(
             best_pi, best_ex = pi, ex
         if ex <= tol or budget.left <= 0:
             break
-        outside = np.ones(n, dtype=bool)
-        outside[cand] = False
-        excess = np.where(outside, g - vstar, -np.inf)
-        viol_out = float(excess.max())
-        violators = np.flatnonzero(excess > 0.5 * tol)
-        violators = violators[np.argsort(-excess[violators], kind="stable")]
-        # grow C geometrically while many responses violate strongly (large supports),
-        # a few at a time near the end (small supports)
-        strong = int(np.count_nonzero(excess > 0.25 * viol_out))
-        n_add = min(max(8, strong), max(16, cand.size))
-        # duplicates of candidates (identical utility columns) share their g: never add them
-        new = _unique_columns(
-            pop.utilities, np.concatenate([cand, violators[: 2 * n_add]])
-        )
-        new = new[cand.size : cand.size + n_add]
-        if new.size == 0:
+        growth = _violating_responses(pop, cand, g, vstar, tol)
+        if growth.new.size == 0:
             # the remaining violation is inside C: solve the restricted game tightly
             if target <= final_target or stalled:
                 break
             target = final_target
             continue
-        if 2 * (cand.size + new.size) > n:
-            # the support is a large part of the pool: restrict no more, take every
-            # (distinct) response at once instead of growing C over further rounds
-            rest = np.flatnonzero(outside)
-            new = _unique_columns(pop.utilities, np.concatenate([cand, rest]))[
-                cand.size :
-            ]
-        cand = np.concatenate([cand, new])
-        pi_c = np.concatenate([pi_c, np.zeros(new.size)])
-        target = max(final_target, min(1e-2 * viol_out, 1e-4))
+        cand = np.concatenate([cand, growth.new])
+        pi_c = np.concatenate([pi_c, np.zeros(growth.new.size)])
+        target = max(final_target, min(1e-2 * growth.violation, 1e-4))
     assert best_pi is not None
     return best_pi, budget.used, method
+
+
+class _Growth(NamedTuple):
+    """Responses the oracle adds to the candidate set, and the largest violation outside it."""
+
+    new: IntArray
+    violation: float
+
+
+def _violating_responses(
+    pop: Population, cand: IntArray, g: FloatArray, vstar: float, tol: float
+) -> _Growth:
+    """The oracle of the double oracle: responses outside ``cand`` picked too often.
+
+    ``g`` is the pick probability of the current policy on all ``N`` responses. Returns the
+    strongest violators (``g - 1/(k+1) > tol / 2``) to add, none of them a duplicate of a
+    candidate, or every other distinct response once ``C`` would exceed half the pool.
+    """
+    n = pop.n_responses
+    outside = np.ones(n, dtype=bool)
+    outside[cand] = False
+    excess = np.where(outside, g - vstar, -np.inf)
+    viol_out = float(excess.max())
+    violators = np.flatnonzero(excess > 0.5 * tol)
+    violators = violators[np.argsort(-excess[violators], kind="stable")]
+    # grow C geometrically while many responses violate strongly (large supports),
+    # a few at a time near the end (small supports)
+    strong = int(np.count_nonzero(excess > 0.25 * viol_out))
+    n_add = min(max(8, strong), max(16, cand.size))
+    # duplicates of candidates (identical utility columns) share their g: never add them
+    new = _unique_columns(pop.utilities, np.concatenate([cand, violators[: 2 * n_add]]))
+    new = new[cand.size : cand.size + n_add]
+    if new.size and 2 * (cand.size + new.size) > n:
+        # the support is a large part of the pool: restrict no more, take every
+        # (distinct) response at once instead of growing C over further rounds
+        rest = np.flatnonzero(outside)
+        new = _unique_columns(pop.utilities, np.concatenate([cand, rest]))[cand.size :]
+    return _Growth(new, viol_out)
 
 
 # ======================================================================================
 # beta > 0: Newton-Krylov on the KL-regularised fixed point
 # ======================================================================================
-
-
-def _softmax(z: FloatArray) -> FloatArray:
-    p = np.exp(z - z.max())
-    return p / p.sum()
 
 
 def _fixed_point_residual(
@@ -458,6 +433,37 @@ def _head(pi: FloatArray, cap: int) -> IntArray:
     return order[: max(1, min(cap, max(h, 1)))]
 
 
+_HEAD_CAP = 256
+
+
+@dataclass(frozen=True, eq=False)
+class _FixedPointIterate:
+    """An iterate ``z`` of the Newton-Krylov solve and what the next step needs.
+
+    ``pi = softmax(z)``; ``da``, ``de`` (T, N) are the partials of ``g_pi`` from
+    ``_pick_partials``; ``target_z = log mu + g_pi / beta``; ``res`` is the residual
+    ``||pi - softmax(target_z)||_1``.
+    """
+
+    z: FloatArray
+    pi: FloatArray
+    da: FloatArray
+    de: FloatArray
+    target_z: FloatArray
+    res: float
+
+
+def _iterate(
+    pop: Population, k: int, beta: float, log_mu: FloatArray, z: FloatArray
+) -> _FixedPointIterate:
+    pi = _softmax(z)
+    g, da, de = _pick_partials(pop, pi, k)
+    gw = pop.weights @ g
+    target_z = log_mu + gw / beta
+    res = float(np.abs(pi - _softmax(target_z)).sum())
+    return _FixedPointIterate(z, pi, da, de, target_z, res)
+
+
 def _newton_krylov_regularised(
     pop: Population,
     k: int,
@@ -471,99 +477,107 @@ def _newton_krylov_regularised(
 
     Returns the final logits and the residual ``||pi - softmax(log mu + g/beta)||_1``.
     """
-    n = pop.n_responses
-    head_cap = 256
-    pi = _softmax(z)
-    g, da, de = _pick_partials(pop, pi, k)
-    gw = pop.weights @ g
-    target_z = log_mu + gw / beta
-    res = float(np.abs(pi - _softmax(target_z)).sum())
-    while res > tol and budget.left > 0:
+    it = _iterate(pop, k, beta, log_mu, z)
+    while it.res > tol and budget.left > 0:
         budget.used += 1
-        f = z - target_z
-        f -= np.dot(pi, f)
-        wda = pop.weights[:, None] * da
-        wde = pop.weights[:, None] * de
-
-        def jd(
-            x: FloatArray,
-            pi: FloatArray = pi,
-            wda: FloatArray = wda,
-            wde: FloatArray = wde,
-        ) -> FloatArray:
-            """``(I - J D_pi / beta) x`` with ``D_pi = diag(pi) - pi pi^T``."""
-            d = pi * x - pi * np.dot(pi, x)
-            a, e = _masses(pop, d, signed=True)
-            jv = np.einsum("tn,tn->n", wda, a) + np.einsum("tn,tn->n", wde, e)
-            return x - jv / beta
-
-        head = _head(pi, head_cap)
-        jac_hh = _jacobian_block(pop, head, head, da, de)
-        d_hh = np.diag(pi[head]) - np.outer(pi[head], pi[head])
-        block = np.eye(head.size) - jac_hh @ d_hh / beta
-        try:
-            lu = scipy.linalg.lu_factor(block, check_finite=False)
-        except (ValueError, np.linalg.LinAlgError):
-            lu = None
-        if head.size == n and lu is not None:
-            step = -scipy.linalg.lu_solve(lu, f[head])
-            full = np.zeros(n)
-            full[head] = step
-            step = full
-        else:
-
-            def precond(
-                x: FloatArray, lu: object = lu, head: IntArray = head
-            ) -> FloatArray:
-                y = np.array(x, dtype=np.float64, copy=True)
-                if lu is not None:
-                    y[head] = scipy.linalg.lu_solve(lu, x[head])
-                return y
-
-            op = scipy.sparse.linalg.LinearOperator((n, n), matvec=jd, dtype=np.float64)
-            m_op = scipy.sparse.linalg.LinearOperator(
-                (n, n), matvec=precond, dtype=np.float64
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                step, _ = scipy.sparse.linalg.gmres(
-                    op,
-                    -f,
-                    M=m_op,
-                    rtol=min(1e-3, max(res, 1e-12)),
-                    restart=60,
-                    maxiter=4,
-                )
-        if not np.all(np.isfinite(step)):
-            step = -f
-        # backtracking line search on the reported residual
-        accepted = False
-        t = 1.0
-        for _ in range(40):
-            z_new = z + t * step
-            pi_new = _softmax(z_new)
-            g_new, da_new, de_new = _pick_partials(pop, pi_new, k)
-            gw_new = pop.weights @ g_new
-            tz_new = log_mu + gw_new / beta
-            res_new = float(np.abs(pi_new - _softmax(tz_new)).sum())
-            if res_new < (1.0 - 1e-4 * t) * res:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
+        step = _newton_step(pop, it, beta)
+        accepted = _line_search(pop, k, beta, log_mu, it, step)
+        if accepted is None:
             break
-        z, pi, g, da, de, gw, target_z, res = (
-            z_new,
-            pi_new,
-            g_new,
-            da_new,
-            de_new,
-            gw_new,
-            tz_new,
-            res_new,
+        it = replace(accepted, z=accepted.z - accepted.z.max())
+    return it.z, it.res
+
+
+def _newton_step(pop: Population, it: _FixedPointIterate, beta: float) -> FloatArray:
+    """Newton step for ``F(z) = z - target_z`` (centred), by GMRES with exact products.
+
+    The Jacobian is ``I - J D_pi / beta`` with ``D_pi = diag(pi) - pi pi^T``; it is
+    factorised densely on the high-mass responses, which solves it outright when they are all
+    of them and preconditions GMRES otherwise. Falls back to ``-F`` if the step is not finite.
+    """
+    n = pop.n_responses
+    pi = it.pi
+    f = it.z - it.target_z
+    f -= np.dot(pi, f)
+    head = _head(pi, _HEAD_CAP)
+    jac_hh = _jacobian_block(pop, head, head, it.da, it.de)
+    d_hh = np.diag(pi[head]) - np.outer(pi[head], pi[head])
+    block = np.eye(head.size) - jac_hh @ d_hh / beta
+    try:
+        lu = scipy.linalg.lu_factor(block, check_finite=False)
+    except (ValueError, np.linalg.LinAlgError):
+        lu = None
+    if head.size == n and lu is not None:
+        step = -scipy.linalg.lu_solve(lu, f[head])
+        full = np.zeros(n)
+        full[head] = step
+        step = full
+    else:
+        step = _gmres_step(pop, it, beta, f, head, lu)
+    if not np.all(np.isfinite(step)):
+        step = -f
+    return step
+
+
+def _gmres_step(
+    pop: Population,
+    it: _FixedPointIterate,
+    beta: float,
+    f: FloatArray,
+    head: IntArray,
+    lu: object,
+) -> FloatArray:
+    """GMRES on ``(I - J D_pi / beta) step = -f``, preconditioned by the head's LU."""
+    n = pop.n_responses
+    pi = it.pi
+    wda = pop.weights[:, None] * it.da
+    wde = pop.weights[:, None] * it.de
+
+    def jd(x: FloatArray) -> FloatArray:
+        """``(I - J D_pi / beta) x`` with ``D_pi = diag(pi) - pi pi^T``."""
+        d = pi * x - pi * np.dot(pi, x)
+        a, e = _masses(pop, d, signed=True)
+        jv = np.einsum("tn,tn->n", wda, a) + np.einsum("tn,tn->n", wde, e)
+        return x - jv / beta
+
+    def precond(x: FloatArray) -> FloatArray:
+        y = np.array(x, dtype=np.float64, copy=True)
+        if lu is not None:
+            y[head] = scipy.linalg.lu_solve(lu, x[head])
+        return y
+
+    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=jd, dtype=np.float64)
+    m_op = scipy.sparse.linalg.LinearOperator((n, n), matvec=precond, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step, _ = scipy.sparse.linalg.gmres(
+            op,
+            -f,
+            M=m_op,
+            rtol=min(1e-3, max(it.res, 1e-12)),
+            restart=60,
+            maxiter=4,
         )
-        z -= z.max()
-    return z, res
+    return step
+
+
+def _line_search(
+    pop: Population,
+    k: int,
+    beta: float,
+    log_mu: FloatArray,
+    it: _FixedPointIterate,
+    step: FloatArray,
+) -> _FixedPointIterate | None:
+    """Backtracking on the reported residual: the first of ``z + step``, ``z + step / 2``, ...
+    (40 tries) that lowers it by a fraction ``1e-4 t``; ``None`` when none does."""
+    t = 1.0
+    for _ in range(40):
+        candidate = _iterate(pop, k, beta, log_mu, it.z + t * step)
+        if candidate.res < (1.0 - 1e-4 * t) * it.res:
+            return candidate
+        t *= 0.5
+    return None
 
 
 def _solve_regularised(
@@ -686,21 +700,13 @@ def solve_multiplayer(
     pi = np.clip(pi, 0.0, None)
     pi /= pi.sum()
     pi.setflags(write=False)
-    # the certificate goes through the same validation a caller's recomputation does, so
-    # exploitability(pop, sol.policy, k) reproduces it exactly
-    checked = v._check_simplex(pi, "policy", pop.n_responses)
-    ex = _exploitability(pop, checked, k)
-    if beta == 0.0:
-        residual = ex
-    else:
-        with np.errstate(divide="ignore"):
-            residual = _fixed_point_residual(pop, checked, k, beta, np.log(mu))
+    cert = _certificate(pop, pi, k, beta, mu)
     return Solution(
         policy=pi,
-        exploitability=ex,
-        residual=residual,
+        exploitability=cert.exploitability,
+        residual=cert.residual,
         n_iter=n_iter,
-        converged=bool(residual <= tol),
+        converged=bool(cert.residual <= tol),
         k=k,
         beta=beta,
         tol=tol,
@@ -708,6 +714,26 @@ def solve_multiplayer(
         method=method,
         seconds=time.perf_counter() - start,
     )
+
+
+class _Certificate(NamedTuple):
+    exploitability: float
+    residual: float
+
+
+def _certificate(
+    pop: Population, pi: FloatArray, k: int, beta: float, mu: FloatArray
+) -> _Certificate:
+    """Exploitability and the residual compared with ``tol``, measured on ``pi`` itself."""
+    # the certificate goes through the same validation a caller's recomputation does, so
+    # exploitability(pop, sol.policy, k) reproduces it exactly
+    checked = v._check_simplex(pi, "policy", pop.n_responses)
+    ex = _exploitability(pop, checked, k)
+    if beta == 0.0:
+        return _Certificate(ex, ex)
+    with np.errstate(divide="ignore"):
+        residual = _fixed_point_residual(pop, checked, k, beta, np.log(mu))
+    return _Certificate(ex, residual)
 
 
 def solve_nlhf(
@@ -728,106 +754,4 @@ def solve_nlhf(
     """
     return solve_multiplayer(
         pop, 1, beta=beta, reference=reference, tol=tol, max_iter=max_iter
-    )
-
-
-def _hedge_step(
-    z: FloatArray,
-    g: FloatArray,
-    g_prev: FloatArray | None,
-    eta: float,
-    optimistic: bool,
-) -> FloatArray:
-    """One (optimistic) Hedge update in log space (theory.md section 3).
-
-    Hedge: ``pi_{t+1} propto pi_t exp(eta g_t)``; optimistic: ``exp(eta (2 g_t - g_{t-1}))``.
-    """
-    direction = 2.0 * g - g_prev if (optimistic and g_prev is not None) else g
-    z = z + eta * direction
-    return z - z[np.isfinite(z)].max()
-
-
-def self_play(
-    pop: Population,
-    k: int,
-    *,
-    method: str = "hedge",
-    eta: float,
-    n_steps: int,
-    init: npt.ArrayLike | None = None,
-    record_every: int = 1,
-) -> SelfPlayTrajectory:
-    """Self-play dynamics of the (k+1)-player game (theory.md section 3).
-
-    ``pi_{t+1} propto pi_t exp(eta g_{pi_t})`` (``method="hedge"``) or
-    ``pi_{t+1} propto pi_t exp(eta (2 g_{pi_t} - g_{pi_{t-1}}))`` (``"optimistic"``).
-
-    Parameters
-    ----------
-    pop : Population
-    k : int
-        ``k >= 1``.
-    method : {"hedge", "optimistic"}
-    eta : float
-        Step size, ``> 0``.
-    n_steps : int
-        Number of updates, ``>= 1``.
-    init : array_like, shape (N,), optional
-        Initial policy (default uniform). Responses with zero initial mass stay at zero.
-    record_every : int, default 1
-        Keep the policies (and the averaged policy's exploitability) every this many steps;
-        the final step is always kept.
-
-    Returns
-    -------
-    SelfPlayTrajectory
-        Per-step exploitability of the last iterate and of the history mixture (whose
-        worst-case win rate is ``k/(k+1) - Regret_t / t``), and the recorded policies.
-        Cost ``O(T N)`` per step, plus one more evaluation per recorded step.
-    """
-    pop = v._check_population(pop)
-    k = v._check_int(k, "k", 1)
-    if method not in ("hedge", "optimistic"):
-        raise ValueError(f"method must be 'hedge' or 'optimistic', got {method!r}")
-    eta = v._check_float(eta, "eta", minimum=0.0, strict=True)
-    n_steps = v._check_int(n_steps, "n_steps", 1)
-    record_every = v._check_int(record_every, "record_every", 1)
-    n = pop.n_responses
-    pi = np.full(n, 1.0 / n) if init is None else v._check_simplex(init, "init", n)
-    vstar = 1.0 / (k + 1)
-    with np.errstate(divide="ignore"):
-        z = np.log(pi)
-    g_prev: FloatArray | None = None
-    g_sum = np.zeros(n)
-    pi_sum = np.zeros(n)
-    ex_last = np.empty(n_steps + 1)
-    ex_mix = np.empty(n_steps + 1)
-    steps, policies, averages, ex_avg = [], [], [], []
-    for t in range(n_steps + 1):
-        g = _pick(pop, pi, k)
-        g_sum += g
-        pi_sum += pi
-        ex_last[t] = max(0.0, float(g.max()) - vstar)
-        ex_mix[t] = max(0.0, float(g_sum.max()) / (t + 1) - vstar)
-        if t % record_every == 0 or t == n_steps:
-            avg = pi_sum / (t + 1)
-            steps.append(t)
-            policies.append(pi)
-            averages.append(avg)
-            ex_avg.append(_exploitability(pop, avg, k))
-        if t == n_steps:
-            break
-        z = _hedge_step(z, g, g_prev, eta, method == "optimistic")
-        g_prev = g
-        pi = _softmax(z)
-    return SelfPlayTrajectory(
-        steps=np.asarray(steps, dtype=np.intp),
-        policies=np.asarray(policies),
-        average_policies=np.asarray(averages),
-        exploitability_last=ex_last,
-        exploitability_mixture=ex_mix,
-        exploitability_average=np.asarray(ex_avg),
-        method=method,
-        eta=eta,
-        k=k,
     )

@@ -204,6 +204,12 @@ def _ipow(x: FloatArray, k: int) -> FloatArray:
     return np.ones_like(x, dtype=np.float64) if out is None else out
 
 
+def _softmax(z: FloatArray) -> FloatArray:
+    """``exp(z) / sum(exp(z))``, shifted by ``max(z)``: a policy from logits (solvers, self-play)."""
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
 def _integral_power_pos(a: FloatArray, e: FloatArray, k: int) -> FloatArray:
     """``G(A, E) = int_0^1 (A + sE)^k ds`` for ``E > 0`` (so ``B = A + E > 0``).
 
