@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run worker test test-slow lint fmt migrations-check check ci bench bench-all browser
+.PHONY: install run worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ test-slow: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check workers/policies studies/analysis.py
+	$(VENV)/bin/ruff format --check workers/generation workers/populations workers/policies studies/analysis.py
+
+# mypy with the django-stubs plugin; what it checks, and how strictly, is in pyproject.toml.
+typecheck: install
+	$(VENV)/bin/mypy
 
 fmt: install
 	$(VENV)/bin/ruff check --fix .

@@ -37,7 +37,7 @@ from .record import (
 _NUCLEUS_CANDIDATES = 256
 
 
-def _filter_scores(scores, *, top_k: int, top_p: float):
+def _filter_scores(scores: Any, *, top_k: int, top_p: float) -> Any:
     """Mask (to -inf) tokens outside the top-k and outside the top-p nucleus, per row.
 
     Top-k keeps every token scoring at least the k-th best. Top-p finds the token at which the
@@ -74,8 +74,13 @@ def _filter_scores(scores, *, top_k: int, top_p: float):
 
 
 def _choose_tokens(
-    scores, generators: Sequence[Any], *, temperature: float, top_k: int, top_p: float
-):
+    scores: Any,
+    generators: Sequence[Any],
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> Any:
     """Pick one token per row of ``scores`` (b, V) by inverse-CDF sampling with row ``i``'s generator.
 
     Each row draws exactly one uniform number from its own CPU generator, so its stream is
@@ -94,7 +99,7 @@ def _choose_tokens(
     return picked.clamp_(max=cdf.shape[-1] - 1)
 
 
-def _combine(logits: Sequence[Any], coefs: Sequence[float], n_vocab: int):
+def _combine(logits: Sequence[Any], coefs: Sequence[float], n_vocab: int) -> Any:
     """Σ_j coef_j · log_softmax(logits_j) over the shared vocabulary (float32, (b, n_vocab))."""
     torch = _torch()
     total = None

@@ -24,9 +24,10 @@ def format_chat(
     tokenizer: Any, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool
 ) -> str:
     """Render ``messages`` with the tokenizer's chat template, as text."""
-    return tokenizer.apply_chat_template(
+    text: str = tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
+    return text
 
 
 def encode_prompt(

@@ -118,9 +118,9 @@ def generation_metadata(
     ref string (e.g. in the web process at launch time, without loading the model); device,
     dtype and chat-template fields are then ``None``.
     """
-    loaded = isinstance(handle, ModelHandle)
+    loaded = handle if isinstance(handle, ModelHandle) else None
     threads = None
-    if loaded and handle.device.startswith("cpu"):
+    if loaded is not None and loaded.device.startswith("cpu"):
         threads = _torch().get_num_threads()
     return {
         "model": _model_record(handle),
@@ -132,13 +132,15 @@ def generation_metadata(
             "top_p": float(top_p),
             "top_k": int(top_k),
             "system_prompt": system_prompt,
-            "chat_template": has_chat_template(handle.tokenizer) if loaded else None,
+            "chat_template": has_chat_template(loaded.tokenizer)
+            if loaded is not None
+            else None,
         },
         "seed": int(seed),
         "seeding": SEEDING_SCHEME,
         "batch_size": int(batch_size),
-        "device": handle.device if loaded else None,
-        "dtype": handle.dtype if loaded else None,
+        "device": loaded.device if loaded is not None else None,
+        "dtype": loaded.dtype if loaded is not None else None,
         "cpu_threads": threads,
         "versions": _versions(),
     }
@@ -180,4 +182,5 @@ def reference_distribution(merged: Sequence[MergedCandidate]) -> np.ndarray:
     counts = np.array([m.multiplicity for m in merged], dtype=np.float64)
     if counts.size == 0 or counts.sum() <= 0:
         raise ValueError("merged: needs at least one candidate")
-    return counts / counts.sum()
+    mu: np.ndarray = counts / counts.sum()
+    return mu

@@ -62,7 +62,8 @@ def _check_simplex(x: Any, name: str, n: int | None = None) -> npt.NDArray[np.fl
             f"{name} must sum to 1 (a policy on the simplex), sums to {total:.12g}"
         )
     arr = np.clip(arr, 0.0, None)
-    return arr / arr.sum()
+    normalised: npt.NDArray[np.float64] = arr / arr.sum()
+    return normalised
 
 
 def _check_int(x: Any, name: str, minimum: int) -> int:

@@ -184,7 +184,8 @@ def best_of_n_policy(
         return mu.copy()
     below, tied = _levels_1d(r, mu)
     p = n * mu * _integral_power(below, tied, n - 1)
-    return p / p.sum()
+    policy: FloatArray = p / p.sum()
+    return policy
 
 
 def beta_for_kl(

@@ -61,7 +61,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -177,7 +177,8 @@ def _lp_model(
     a_eq[0, c] = 0.0
     cost = np.zeros(c + 1)
     cost[c] = 1.0
-    res = scipy.optimize.linprog(
+    # bounds: an (n, 2) array of (min, max) pairs, as scipy documents; its stubs want pairs
+    res = scipy.optimize.linprog(  # type: ignore[call-overload]
         cost,
         A_ub=a_ub,
         b_ub=jac @ pi - g,
@@ -525,7 +526,7 @@ def _gmres_step(
     beta: float,
     f: FloatArray,
     head: IntArray,
-    lu: object,
+    lu: tuple[FloatArray, npt.NDArray[np.signedinteger[Any]]] | None,
 ) -> FloatArray:
     """GMRES on ``(I - J D_pi / beta) step = -f``, preconditioned by the head's LU."""
     n = pop.n_responses
@@ -538,7 +539,8 @@ def _gmres_step(
         d = pi * x - pi * np.dot(pi, x)
         a, e = _masses(pop, d, signed=True)
         jv = np.einsum("tn,tn->n", wda, a) + np.einsum("tn,tn->n", wde, e)
-        return x - jv / beta
+        out: FloatArray = x - jv / beta
+        return out
 
     def precond(x: FloatArray) -> FloatArray:
         y = np.array(x, dtype=np.float64, copy=True)

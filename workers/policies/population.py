@@ -97,7 +97,7 @@ class Population:
     """
 
     utilities: FloatArray
-    weights: FloatArray = field(default=None)  # type: ignore[assignment]
+    weights: FloatArray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         u, w = v._iv_population(self.utilities, self.weights)
@@ -207,7 +207,8 @@ def _ipow(x: FloatArray, k: int) -> FloatArray:
 def _softmax(z: FloatArray) -> FloatArray:
     """``exp(z) / sum(exp(z))``, shifted by ``max(z)``: a policy from logits (solvers, self-play)."""
     p = np.exp(z - z.max())
-    return p / p.sum()
+    policy: FloatArray = p / p.sum()
+    return policy
 
 
 def _integral_power_pos(a: FloatArray, e: FloatArray, k: int) -> FloatArray:

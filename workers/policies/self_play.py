@@ -64,7 +64,8 @@ class SelfPlayTrajectory:
     @property
     def policy(self) -> FloatArray:
         """The final iterate."""
-        return self.policies[-1]
+        last: FloatArray = self.policies[-1]
+        return last
 
 
 def _hedge_step(
@@ -80,7 +81,8 @@ def _hedge_step(
     """
     direction = 2.0 * g - g_prev if (optimistic and g_prev is not None) else g
     z = z + eta * direction
-    return z - z[np.isfinite(z)].max()
+    shifted: FloatArray = z - z[np.isfinite(z)].max()
+    return shifted
 
 
 def self_play(

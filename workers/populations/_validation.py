@@ -41,4 +41,5 @@ def _weights(
     total = w.sum()
     if total <= 0:
         raise ValueError(f"{name}: must not all be zero")
-    return w / total
+    normalised: np.ndarray = w / total
+    return normalised

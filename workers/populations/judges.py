@@ -85,7 +85,7 @@ def _check_template(name: str, template: str, fields: Sequence[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def judge_answer_tokens(tokenizer) -> tuple[list[int], list[int]]:
+def judge_answer_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     """First-token ids that start a "yes" and a "no" answer.
 
     The first token of each spelling in ``("Yes", "yes", " Yes", " yes", "YES")`` and of the
@@ -117,7 +117,10 @@ def judge_answer_tokens(tokenizer) -> tuple[list[int], list[int]]:
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     top = x.max(axis=-1, keepdims=True)
-    return (top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))[..., 0]
+    lse: np.ndarray = (top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))[
+        ..., 0
+    ]
+    return lse
 
 
 def persona_judge_utilities(

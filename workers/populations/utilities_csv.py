@@ -16,7 +16,7 @@ import dataclasses
 import io
 import math
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,8 @@ from ._validation import _weights
 from .combine import SourceUtilities
 
 Fail = Callable[[int, str], None]
+#: What a group is (a prompt id, say): any hashable value, the same type throughout one call.
+G = TypeVar("G", bound=Hashable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +54,14 @@ _CSV_OPTIONAL = ("weight",)
 
 
 @dataclasses.dataclass(frozen=True)
-class CandidateColumn:
+class CandidateColumn(Generic[G]):
     """Where the utilities of one candidate id go: column ``column`` of group ``group`` (a prompt).
 
     ``names`` gives, for each checking column a CSV may carry (for example ``"prompt_id"``), the
     cell values that fit this candidate; a row whose cell is none of them is an error.
     """
 
-    group: Hashable
+    group: G
     column: int
     names: Mapping[str, Collection[str]] = dataclasses.field(default_factory=dict)
 
@@ -97,7 +99,7 @@ class UtilitiesTable:
         return {row.candidate_id for row in self.rows}
 
 
-def _collect(errors: list[CsvRowError], max_errors: int):
+def _collect(errors: list[CsvRowError], max_errors: int) -> Fail:
     def fail(line: int, message: str) -> None:
         errors.append(CsvRowError(line, message))
         if len(errors) >= max_errors:
@@ -354,12 +356,12 @@ class _GroupCells:
 def utilities_by_group(
     table: UtilitiesTable,
     *,
-    candidates: Mapping[int, CandidateColumn],
-    sizes: Mapping[Hashable, int],
+    candidates: Mapping[int, CandidateColumn[G]],
+    sizes: Mapping[G, int],
     refused: Mapping[int, str] | None = None,
-    group_names: Mapping[Hashable, str] | None = None,
+    group_names: Mapping[G, str] | None = None,
     max_errors: int = 20,
-) -> dict[Hashable, SourceUtilities]:
+) -> dict[G, SourceUtilities]:
     """Resolve the candidate ids of ``table`` into one :class:`SourceUtilities` per group.
 
     Parameters
@@ -399,7 +401,7 @@ def utilities_by_group(
     group_names = group_names or {}
     by_column = _columns_by_group(candidates, sizes)
 
-    def name(group: Hashable) -> str:
+    def name(group: G) -> str:
         return group_names.get(group, repr(group))
 
     errors = list(table.errors)
@@ -437,15 +439,15 @@ def utilities_by_group(
 
 
 def _columns_by_group(
-    candidates: Mapping[int, CandidateColumn], sizes: Mapping[Hashable, int]
-) -> dict[Hashable, dict[int, int]]:
+    candidates: Mapping[int, CandidateColumn[G]], sizes: Mapping[G, int]
+) -> dict[G, dict[int, int]]:
     """Group → column → candidate id, after checking that the arguments agree."""
     for group, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(
                 f"sizes: group {group!r} needs an integer number of columns >= 1, got {n!r}"
             )
-    by_column: dict[Hashable, dict[int, int]] = {group: {} for group in sizes}
+    by_column: dict[G, dict[int, int]] = {group: {} for group in sizes}
     for candidate_id, ref in candidates.items():
         if ref.group not in sizes or not 0 <= ref.column < sizes[ref.group]:
             raise ValueError(
@@ -461,11 +463,11 @@ def _columns_by_group(
 
 def _place_row(
     row: UtilityRow,
-    ref: CandidateColumn,
+    ref: CandidateColumn[G],
     group: _GroupCells,
     rejected: set[tuple[str, int]],
     fail: Fail,
-    name: Callable[[Hashable], str],
+    name: Callable[[G], str],
 ) -> None:
     """Put ``row``'s utility in its candidate's column, unless its checks or weight disagree."""
     group.first_line.setdefault(row.type, row.line)
@@ -554,14 +556,14 @@ def _group_utilities(group: _GroupCells, n: int, has_weight: bool) -> SourceUtil
 def utilities_from_csv(
     text: str,
     *,
-    candidates: Mapping[int, CandidateColumn],
-    sizes: Mapping[Hashable, int],
+    candidates: Mapping[int, CandidateColumn[G]],
+    sizes: Mapping[G, int],
     refused: Mapping[int, str] | None = None,
     check_columns: Sequence[str] = (),
     ignore_columns: Sequence[str] = (),
-    group_names: Mapping[Hashable, str] | None = None,
+    group_names: Mapping[G, str] | None = None,
     max_errors: int = 20,
-) -> dict[Hashable, SourceUtilities]:
+) -> dict[G, SourceUtilities]:
     """:func:`read_utilities_csv` then :func:`utilities_by_group`: one ``SourceUtilities`` per group.
 
     Use the two steps when the ids to ``refuse`` depend on which ids the file names.
