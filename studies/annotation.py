@@ -38,6 +38,7 @@ from studies.models import (
     Participant,
     Study,
 )
+from workers.policies.credit import judgment_credit
 
 LIVE_ASSIGNMENT = Q(status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
 # Statuses after which a participant gets no more tasks.
@@ -355,14 +356,17 @@ def progress(participant: Participant) -> Progress:
 
 
 def _credit(item: ComparisonItem, chosen: ItemCandidate | None, study: Study) -> float | None:
+    """The credit stored on a judgment (`workers.policies.credit.judgment_credit`); None on
+    attention checks and for a "can't decide" the study excludes."""
     if item.is_attention_check:
         return None
-    if chosen is not None:
-        return chosen.credit
-    if study.cant_decide_analysis == Study.CantDecide.TIE:
-        # Uniform over the k + m shown positions (theory.md §1): the policy holds k of them.
-        return item.k / (item.k + item.m)
-    return None
+    return judgment_credit(
+        None if chosen is None else chosen.count_policy,
+        None if chosen is None else chosen.count_opponent,
+        k=item.k,
+        m=item.m,
+        cant_decide_as_tie=study.cant_decide_analysis == Study.CantDecide.TIE,
+    )
 
 
 def _reclaim(assignment: Assignment, study: Study) -> None:

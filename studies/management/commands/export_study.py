@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from studies import export
 from studies.models import Study
-from studies.results import SOURCES
+from studies.results import ORIGINS
 
 
 class Command(BaseCommand):
@@ -21,16 +21,17 @@ class Command(BaseCommand):
         parser.add_argument("--output", "-o", help="File to write; '-' or nothing writes to stdout.")
         parser.add_argument(
             "--source",
-            choices=sorted(SOURCES),
+            dest="origin",
+            choices=sorted(ORIGINS),
             help="Which annotators' judgments (default: all for judgments, real for the summary).",
         )
 
-    def handle(self, *args, slug: str, table: str, output: str | None, source: str | None, **options) -> None:
+    def handle(self, *args, slug: str, table: str, output: str | None, origin: str | None, **options) -> None:
         try:
             study = Study.objects.get(slug=slug)
         except Study.DoesNotExist:
             raise CommandError(f"No study with slug {slug!r}.") from None
-        chunks = export.iter_csv(study, table, source=source)
+        chunks = export.iter_csv(study, table, origin=origin)
         if output in (None, "-"):
             for chunk in chunks:
                 sys.stdout.write(chunk)

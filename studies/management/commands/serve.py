@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from studies import demo as demo_setup
 from studies.management.commands.ensure_admin import ensure_admin
 
 
@@ -49,23 +50,19 @@ class Command(BaseCommand):
         self._wait(processes)
 
     def _start_demo(self, username: str, password: str | None) -> None:
-        from studies import demo
-
-        self.demo_study = demo.ensure_demo_study()
+        self.demo_study = demo_setup.ensure_demo_study()
         self.demo_credentials = (username, password)
         self.demo_announced = self.demo_study.status == "live"
-        message = demo.resume(self.demo_study)
+        message = demo_setup.resume(self.demo_study)
         if message:
             self.stdout.write(message)
-        links = demo.links(self.demo_study)
+        links = demo_setup.links(self.demo_study)
         self.stdout.write(f"Progress: {links.jobs}")
         if self.demo_announced:
             self._announce_demo()
 
     def _announce_demo(self) -> None:
-        from studies import demo
-
-        links = demo.links(self.demo_study)
+        links = demo_setup.links(self.demo_study)
         username, password = self.demo_credentials
         self.stdout.write(self.style.SUCCESS("\nThe demo study is live."))
         self.stdout.write(f"Annotate: {links.annotator}")
@@ -77,18 +74,16 @@ class Command(BaseCommand):
         )
 
     def _tick_demo(self) -> None:
-        from studies import demo
-
         if self.demo_study is None or self.demo_announced:
             return
         try:
-            message = demo.advance(self.demo_study)
+            message = demo_setup.advance(self.demo_study)
         except Exception as exc:  # a locked SQLite file or a racing admin click: try again next tick
             self.stderr.write(f"Demo: {exc}")
             return
         if message:
             self.stdout.write(message)
-        error = demo.failure(self.demo_study)
+        error = demo_setup.failure(self.demo_study)
         if error and self.demo_study.status == "draft":
             self.stderr.write(f"The demo's preparation failed: {error}\nRestart to retry.")
             self.demo_announced = True
