@@ -92,7 +92,8 @@ class PreferenceSourceForm(forms.ModelForm):
         help_texts = {"params": "See the kinds below.", "data": "For the CSV kind: " + CSV_HELP}
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         kind, params = cleaned.get("kind"), cleaned.get("params")
         if kind and params is not None:
             problems = source_params_problems(kind, params)
@@ -192,7 +193,7 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.display(description="prompts", ordering="_prompt_count")
     def prompt_count(self, study: Study) -> int:
-        return study._prompt_count
+        return study._prompt_count  # type: ignore[attr-defined]  # annotated by get_queryset
 
     @admin.display(description="prompts")
     def prompt_tools(self, study: Study) -> str:

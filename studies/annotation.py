@@ -377,6 +377,19 @@ def _reclaim(assignment: Assignment, study: Study) -> None:
         raise AssignmentLost()
 
 
+def _chosen(assignment: Assignment, study: Study, position: int | None, cant_decide: bool) -> ItemCandidate | None:
+    """The shown text at displayed `position` (from 1), or None for an allowed "can't decide"."""
+    item = assignment.item
+    if cant_decide:
+        if not study.allow_cant_decide or item.is_attention_check:
+            raise InvalidChoice("Can't decide is not an option here.")
+        return None
+    order = assignment.display_order or list(item.shown.order_by("slot").values_list("id", flat=True))
+    if position is None or not 1 <= position <= len(order):
+        raise InvalidChoice("Choose one of the shown responses.")
+    return ItemCandidate.objects.select_related("candidate").get(pk=order[position - 1], item=item)
+
+
 @transaction.atomic
 def record_judgment(
     *,
@@ -406,16 +419,9 @@ def record_judgment(
         return JudgmentResult(existing, created=False)
     study = assignment.participant.study
     item = assignment.item
-    order = assignment.display_order or list(item.shown.order_by("slot").values_list("id", flat=True))
-    if cant_decide:
-        if not study.allow_cant_decide or item.is_attention_check:
-            raise InvalidChoice("Can't decide is not an option here.")
-        chosen = None
+    chosen = _chosen(assignment, study, position, cant_decide)
+    if chosen is None:
         position = None
-    else:
-        if position is None or not 1 <= position <= len(order):
-            raise InvalidChoice("Choose one of the shown responses.")
-        chosen = ItemCandidate.objects.select_related("candidate").get(pk=order[position - 1], item=item)
     if assignment.status == Assignment.Status.RELEASED:
         _reclaim(assignment, study)
     attention_passed = None

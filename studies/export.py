@@ -102,7 +102,8 @@ def _shown_by_item(study: Study) -> Iterator[tuple[int, dict[int, tuple[int, int
         .values_list("item_id", "id", "candidate_id", "slot", "count_policy", "count_opponent")
         .iterator(chunk_size=CHUNK_SIZE)
     )
-    current, group = None, {}
+    current: int | None = None
+    group: dict[int, tuple[int, int, int, int]] = {}
     for item_id, pk, candidate_id, slot, c_a, c_b in rows:
         if item_id != current:
             if current is not None:
@@ -118,7 +119,8 @@ class _ShownLookup:
 
     def __init__(self, study: Study) -> None:
         self._groups = _shown_by_item(study)
-        self._item, self._shown = -1, {}
+        self._item: float = -1
+        self._shown: dict[int, tuple[int, int, int, int]] = {}
 
     def get(self, item_id: int) -> dict[int, tuple[int, int, int, int]]:
         while self._item < item_id:
@@ -171,7 +173,8 @@ def iter_judgment_rows(study: Study, *, origin: str = "all") -> Iterator[tuple]:
     )
     slug = safe_text(study.slug)
     flag = _FLAGS
-    current_item, fields = None, {}
+    current_item: int | None = None
+    fields: dict[str, str] = {}
     for (pk, prompt_id, external_id, item_id, is_check, policy, k, opponent, m, replicate, order, chosen,
          position, c_a, c_b, credit, cant, passed, pseudonym, simulated, latency, rendered, created,
          rationale) in rows:  # fmt: skip

@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from studies import export, services
+from studies.htmx import HtmxHttpRequest
 from studies.models import Job, Study
 from studies.results import ORIGINS, compute_results, results_plot_svg
 
@@ -99,7 +100,7 @@ def job_status_context(study: Study) -> dict[str, Any]:
 
 @staff_member_required
 @require_GET
-def study_jobs(request: HttpRequest, study_id: int) -> HttpResponse:
+def study_jobs(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
     """The study's pipeline jobs; htmx requests get the `job-status` partial, polled while active."""
     study = study_for(request, VIEW_STUDY, pk=study_id)
     context = job_status_context(study)
@@ -115,7 +116,7 @@ def study_jobs(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 @staff_member_required
-def results(request: HttpRequest, slug: str) -> HttpResponse:
+def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
     origin = _origin(request)
     context = {

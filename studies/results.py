@@ -28,10 +28,12 @@ win rates are averaged with the same weights.
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from django.db.models import Count, QuerySet
@@ -54,8 +56,8 @@ class JudgmentRow(NamedTuple):
 
     item: int
     is_attention_check: bool
-    policy_id: int | None
-    policy: str | None
+    policy_id: int | None  # None only on attention checks
+    policy: str | None  # None only on attention checks
     k: int
     opponent: str
     m: int
@@ -293,13 +295,14 @@ def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed
         if credit is None:
             quality.n_excluded += 1
             continue
-        if picked:
-            quality.positions.append(row.slot)
-            quality.position_k.append(shown_counts.get(row.item, row.slot))
+        if picked:  # a pick has a slot and a chosen candidate
+            slot, candidate = cast(int, row.slot), cast(int, row.candidate)
+            quality.positions.append(slot)
+            quality.position_k.append(shown_counts.get(row.item, slot))
             quality.agree_items.append(row.item)
-            quality.agree_choices.append(row.candidate)
+            quality.agree_choices.append(candidate)
             quality.agree_k.append(shown_counts.get(row.item, 1))
-        key = CellKey(row.policy, row.k, row.opponent, row.m)
+        key = CellKey(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
         analysed.judged_items[key].add(row.item)
         analysed.add(key, credit=credit, prompt=row.prompt, annotator=row.participant,
                      item_predicted=row.item_predicted, policy_id=row.policy_id)
@@ -337,7 +340,7 @@ def _cell_rows(analysed: _Analysed, to_judge: Counter[CellKey], confidence: floa
 def _robust_rows(analysed: _Analysed, study: Study, cells_with_items: set[CellKey], *, confidence: float,
                  n_resamples: int, rng: np.random.Generator) -> list[RobustRow]:
     """f̂(k) per (policy, k, m): the min over the opponents with data (simultaneous intervals)."""
-    fits = {
+    fits: dict[tuple[int | None, int, int], float | None] = {
         (policy_id, prompt, k): value
         for policy_id, prompt, k, value in PolicyFit.objects.filter(policy__study=study).values_list(
             "policy_id", "prompt_id", "k", "predicted_robust_win_rate"
@@ -406,7 +409,7 @@ SUMMARY_HEADER = (
 )  # fmt: skip
 
 
-def summary_rows(results: StudyResults):
+def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
     """The summary table as CSV-ready tuples: one row per cell, then one per f̂(k).
 
     n counts judgments; n_decided_items the items decided by construction in the same estimate,
@@ -417,24 +420,22 @@ def summary_rows(results: StudyResults):
         yield ("win_rate", row.policy, row.k, row.opponent, row.m, r.n, r.n_prompts, r.n_annotators,
                r.estimate, r.low, r.high, r.confidence, row.predicted, row.k / (row.k + row.m), r.method,
                r.n_decided, r.decided_share)  # fmt: skip
-    for row in results.robust:
-        r = row.result
-        n = sum(c.n for c in r.per_opponent)
-        worst = r.per_opponent[r.opponents.index(r.worst_opponent)]
-        yield ("robust_min_over_opponents", row.policy, row.k, f"worst: {r.worst_opponent}", row.m, n,
-               max(c.n_prompts for c in r.per_opponent), max(c.n_annotators for c in r.per_opponent),
-               r.estimate, r.low, r.high, r.confidence, row.predicted, row.optimum, r.method,
-               sum(c.n_decided for c in r.per_opponent), worst.decided_share)  # fmt: skip
+    for robust in results.robust:
+        f = robust.result
+        n = sum(c.n for c in f.per_opponent)
+        worst = f.per_opponent[f.opponents.index(f.worst_opponent)]
+        yield ("robust_min_over_opponents", robust.policy, robust.k, f"worst: {f.worst_opponent}", robust.m, n,
+               max(c.n_prompts for c in f.per_opponent), max(c.n_annotators for c in f.per_opponent),
+               f.estimate, f.low, f.high, f.confidence, robust.predicted, robust.optimum, f.method,
+               sum(c.n_decided for c in f.per_opponent), worst.decided_share)  # fmt: skip
 
 
 def results_plot_svg(results: StudyResults) -> str:
     """f̂(k) per policy against k, with interval bars and the k/(k+m) and ½ reference lines (SVG text).
 
     Drawn with matplotlib's SVG canvas on a bare Figure (no pyplot, so no global state and no
-    GUI backend: safe in a threaded web process), imported here so that only this view loads it.
+    GUI backend: safe in a threaded web process); matplotlib is imported here so that only this view loads it.
     """
-    import io
-
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 

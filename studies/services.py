@@ -50,7 +50,7 @@ def preparation_problems(study: Study) -> list[str]:
     policies = list(study.policies.select_related("generator"))
     if not policies:
         problems.append("Add at least one policy.")
-    own = {}
+    own: dict[int, Policy] = {}
     for policy in policies:
         problems += policy_params_problems(policy)
         if policy.kind in (Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR):
@@ -88,7 +88,7 @@ def prepare_study(*, study: Study) -> Job:
     if study.status == Study.Status.PREPARING:
         parent = _latest_chain(study)
         step = parent and parent.steps.exclude(status=Job.Status.DONE).order_by("id").first()
-        if step is not None and not step.is_finished:
+        if parent is not None and step is not None and not step.is_finished:
             tasks.enqueue_step(step)
             return parent
     problems = preparation_problems(study)

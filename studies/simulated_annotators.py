@@ -231,6 +231,18 @@ class AnnotatorOutcome:
     note: str = ""
 
 
+def _reload_formless(browser: Browser, page: Page, step: str, external_id: str) -> tuple[Page, str]:
+    """A page without its form (cut short, or an error page served as 200): reload it once, as a
+    person would, rather than submit a form that isn't there. Returns the page and a note if the
+    form is still missing (a task page without its form is left to say why: full, or closed)."""
+    retry = browser.get(page.path)
+    if "csrfmiddlewaretoken" not in retry.parse().inputs and step != "task":
+        return page, f"no form on {page.path} (HTTP {page.status}, {len(page.html)} bytes: {_title(page.html)!r})"
+    logger.warning("reloaded %s for %s: the first response had no form (%d bytes)", page.path, external_id,
+                   len(page.html))
+    return retry, ""
+
+
 def run_annotator(
     base_url: str,
     study: Study,
@@ -262,15 +274,9 @@ def run_annotator(
             outcome.note = f"HTTP {page.status} at {page.path}"
             break
         if step in ("consent", "instructions", "task") and "csrfmiddlewaretoken" not in page.parse().inputs:
-            # A page without its form (cut short, or an error page served as 200): reload it once,
-            # as a person would, rather than submit a form that isn't there.
-            retry = browser.get(page.path)
-            if "csrfmiddlewaretoken" not in retry.parse().inputs and step != "task":
-                outcome.note = f"no form on {page.path} (HTTP {page.status}, {len(page.html)} bytes: {_title(page.html)!r})"
+            page, outcome.note = _reload_formless(browser, page, step, external_id)
+            if outcome.note:
                 break
-            logger.warning("reloaded %s for %s: the first response had no form (%d bytes)", page.path, external_id,
-                           len(page.html))
-            page = retry
         if step == "consent":
             page = browser.post(page.url, {"decision": "accept"}, page)
         elif step == "instructions":
@@ -350,6 +356,19 @@ class SimulationReport:
         }
 
 
+def _check_run(study: Study, *, annotators: int, concurrency: int, luce_temperature: float | None) -> None:
+    """Refuse a run that can't go as asked (the study is re-read: it must be live now)."""
+    if annotators < 1:
+        raise SimulationError("annotators must be at least 1")
+    if concurrency < 1:
+        raise SimulationError("concurrency must be at least 1")
+    if luce_temperature is not None and not luce_temperature > 0:
+        raise SimulationError("the Luce temperature must be positive")
+    study.refresh_from_db()
+    if study.status != Study.Status.LIVE:
+        raise SimulationError(f"the study is {study.status}: annotators (real or simulated) can only join a live study")
+
+
 def simulate_annotators(
     study: Study,
     *,
@@ -368,15 +387,7 @@ def simulate_annotators(
     once (each in its own thread, as separate people would). With `stop_when_full`, no new
     annotator starts once the app has turned one away (the study is full or closed).
     """
-    if annotators < 1:
-        raise SimulationError("annotators must be at least 1")
-    if concurrency < 1:
-        raise SimulationError("concurrency must be at least 1")
-    if luce_temperature is not None and not luce_temperature > 0:
-        raise SimulationError("the Luce temperature must be positive")
-    study.refresh_from_db()
-    if study.status != Study.Status.LIVE:
-        raise SimulationError(f"the study is {study.status}: annotators (real or simulated) can only join a live study")
+    _check_run(study, annotators=annotators, concurrency=concurrency, luce_temperature=luce_temperature)
     minds = Minds(study, population_csv)
     minds.validate()
     run = secrets.token_hex(4)

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from studies import simulated_annotators
 from studies.models import Job, Study
-from studies.steps import OnProgress, fit, items, pool, population
+from studies.steps import OnProgress, StepError, fit, items, pool, population
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,13 @@ def run_step(task: Task, job_id: int, body: Callable[[Job], dict[str, Any]]) -> 
     finish_step(job, result)
 
 
+def study_of(job: Job) -> Study:
+    """The study a step job works on (every step job has one)."""
+    if job.study is None:
+        raise StepError(f"job {job.pk} belongs to no study")
+    return job.study
+
+
 def reporter(job: Job) -> OnProgress:
     """Progress of a step on its row, mirrored on its parent's bar (each step is an equal share)."""
 
@@ -132,28 +139,28 @@ def reporter(job: Job) -> OnProgress:
 @shared_task(bind=True, acks_late=True)
 def generate_candidates(self: Task, job_id: int) -> None:
     """Sample every prompt's pool (and checkpoint/doctor candidates); one prompt per transaction."""
-    run_step(self, job_id, lambda job: pool.generate_pools(job.study, on_progress=reporter(job)))
+    run_step(self, job_id, lambda job: pool.generate_pools(study_of(job), on_progress=reporter(job)))
 
 
 @shared_task(bind=True, acks_late=True)
 def build_populations(self: Task, job_id: int) -> None:
     """Turn each prompt's candidates into its population U (T × N) from the study's preference sources."""
-    run_step(self, job_id, lambda job: population.build_populations(job.study, on_progress=reporter(job)))
+    run_step(self, job_id, lambda job: population.build_populations(study_of(job), on_progress=reporter(job)))
 
 
 @shared_task(bind=True, acks_late=True)
 def fit_policies(self: Task, job_id: int) -> None:
     """Fit every policy at every k of the study on every prompt."""
-    run_step(self, job_id, lambda job: fit.fit_policies(job.study, on_progress=reporter(job)))
+    run_step(self, job_id, lambda job: fit.fit_policies(study_of(job), on_progress=reporter(job)))
 
 
 @shared_task(bind=True, acks_late=True)
 def build_items(self: Task, job_id: int) -> None:
     """Assemble the blinded comparison items (and attention checks) of every prompt."""
-    run_step(self, job_id, lambda job: items.build_study_items(job.study, on_progress=reporter(job)))
+    run_step(self, job_id, lambda job: items.build_study_items(study_of(job), on_progress=reporter(job)))
 
 
-STEP_TASKS = {
+STEP_TASKS: dict[str, Task] = {
     Job.Kind.GENERATE: generate_candidates,
     Job.Kind.POPULATE: build_populations,
     Job.Kind.FIT: fit_policies,
@@ -215,7 +222,7 @@ def simulate_annotators(self: Task, job_id: int) -> None:
 def _simulate(job: Job) -> dict[str, Any]:
     params = job.params or {}
     report = simulated_annotators.simulate_annotators(
-        job.study,
+        study_of(job),
         annotators=int(params.get("annotators", 1)),
         base_url=params.get("base_url") or settings.SITE_URL,
         luce_temperature=params.get("luce_temperature"),

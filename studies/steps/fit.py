@@ -24,7 +24,7 @@ from studies.steps.pool import DOCTOR_BETA
 from studies.steps.population import PromptPopulation, load_population
 from workers.policies.ctrl import CTRL_TARGET_KL, tune_ctrl
 
-POLICY_PARAMS = {
+POLICY_PARAMS: dict[str, dict[str, str]] = {
     Policy.Kind.SAMPLE: {},
     Policy.Kind.BEST_OF_N: {"n": "an integer ≥ 1 (default: the item's k)"},
     Policy.Kind.NLHF: {"beta": "a number ≥ 0 (default 0: the exact maximal lottery)"},

@@ -71,8 +71,8 @@ def _item_rng(study: Study, *parts: int) -> np.random.Generator:
     return np.random.default_rng([study.seed, *parts])
 
 
-def _shown_rows(rng: np.random.Generator, pp: PromptPopulation, draws_a: Sequence[int],
-                draws_b: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+def _shown_rows(rng: np.random.Generator, pp: PromptPopulation, draws_a: Sequence[int] | npt.NDArray[np.intp],
+                draws_b: Sequence[int] | npt.NDArray[np.intp]) -> tuple[list[int], list[int], list[int]]:
     """Distinct texts of the k + m draws, in a shuffled slot order, with their counts."""
     count_a, count_b = Counter(int(i) for i in draws_a), Counter(int(i) for i in draws_b)
     distinct = sorted(set(count_a) | set(count_b))
@@ -125,7 +125,7 @@ def draft_prompt_items(prompt: Prompt, policies: list[Policy], pp: PromptPopulat
 
 
 def _item_draft(rng: np.random.Generator, pp: PromptPopulation, key: dict[str, Any], other: Policy | None,
-                draws_a: Sequence[int], draws_b: Sequence[int]) -> ItemDraft:
+                draws_a: Sequence[int] | npt.NDArray[np.intp], draws_b: Sequence[int] | npt.NDArray[np.intp]) -> ItemDraft:
     """The draft of one regular item from its draws: shown texts in a shuffled slot order."""
     shown, c_a, c_b = _shown_rows(rng, pp, draws_a, draws_b)
     values = {

@@ -92,7 +92,7 @@ def generate_prompt_pool(prompt: Prompt, target: GenerationTarget, *, n: int) ->
         "distinct": len(merged),
     }
     by_index = {s.index: s for s in samples}
-    extra = {
+    extra: dict[str, dict[str, list[Any]]] = {
         cand.text: {
             "finish_reasons": [by_index[i].finish_reason for i in cand.indices],
             "token_counts": [by_index[i].token_count for i in cand.indices],

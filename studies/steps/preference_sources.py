@@ -25,7 +25,9 @@ csv            the utilities go in the source's data field (format: CSV_HELP), n
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import cast
 
 from django.urls import reverse
 
@@ -56,7 +58,7 @@ CHECK_COLUMNS = ("study", "prompt", "prompt_id", "prompt_external_id", "text_sha
 # utility columns uploads as it is.
 IGNORED_COLUMNS = ("generator", "sample_index", "multiplicity", "token_count", "is_attention_check", "text")
 
-_ALLOWED = {
+_ALLOWED: dict[str, set[str]] = {
     PreferenceSource.Kind.PERSONA_JUDGE: {"model", "personas", "labels", "weights", "batch_size",
                                           "system_template", "question_template"},
     PreferenceSource.Kind.EMBEDDING: {"model", "personas", "labels", "weights", "batch_size"},
@@ -91,7 +93,7 @@ def source_params_problems(kind: str, params: object) -> list[str]:
         if not _is_text_list(models):
             problems.append('Give "models": a list of reward model ids or folders (or "model": one).')
         else:
-            n_types = len(models)
+            n_types = len(models or ())
     elif "model" in params and not (isinstance(params["model"], str) and params["model"].strip()):
         problems.append('"model" must be a model id, a local folder or a shipped model name.')
     for name in ("labels", "weights"):
@@ -164,7 +166,7 @@ class StudyUtilities:
         return SourceUtilities(parsed.utilities[:, order], parsed.weights, list(parsed.type_labels))
 
 
-def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) -> StudyUtilities:
+def csv_utilities(study: Study | None, data: str, *, max_errors: int = MAX_CSV_ERRORS) -> StudyUtilities:
     """Resolve a utilities CSV (CSV_HELP) against the study's current candidates.
 
     Every prompt that has candidates must be scored; prompts without candidates yet can't be
@@ -174,7 +176,7 @@ def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) 
     table = populations.read_utilities_csv(data, check_columns=CHECK_COLUMNS, ignore_columns=IGNORED_COLUMNS, max_errors=max_errors)
     candidates: dict[int, CandidateColumn] = {}
     columns: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
+    names: dict[Hashable, str] = {}
     if study is not None and study.pk is not None:
         rows = (
             Candidate.objects.filter(prompt__study=study, is_attention_check=False)
@@ -213,7 +215,7 @@ def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) 
         group_names=names,
         max_errors=max_errors,
     )
-    return StudyUtilities(columns, parsed)
+    return StudyUtilities(columns, cast(dict[int, SourceUtilities], parsed))  # grouped by prompt id
 
 
 def csv_problems(study: Study | None, data: str) -> list[str]:
@@ -250,6 +252,7 @@ def resolved_csv(source: PreferenceSource) -> StudyUtilities | UtilitiesCSVError
     key = (source.study_id, hashlib.sha256(source.data.encode()).hexdigest())
     cached = source.__dict__.get("_csv_utilities")
     if cached is None or cached[0] != key:
+        result: StudyUtilities | UtilitiesCSVError
         try:
             result = csv_utilities(source.study, source.data)
         except UtilitiesCSVError as exc:

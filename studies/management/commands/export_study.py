@@ -37,7 +37,7 @@ class Command(BaseCommand):
                 sys.stdout.write(chunk)
             sys.stdout.flush()
             return
-        path = Path(output)
+        path = Path(str(output))
         partial = path.with_name(path.name + ".partial")
         with partial.open("w", encoding="utf-8", newline="") as handle:
             for chunk in chunks:
