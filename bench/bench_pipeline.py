@@ -48,9 +48,8 @@ def setup_django(folder: str) -> None:
 
 
 def run_study(n: int, args, model_ref: str) -> dict[str, float]:
-    from studies import services
+    from studies import services, tasks
     from studies.models import GeneratorModel, Policy, PreferenceSource, Prompt, Study
-    from workers import tasks
 
     generator = GeneratorModel.objects.create(
         name=f"gen-{n}", model_ref=model_ref, batch_size=8,
@@ -63,7 +62,7 @@ def run_study(n: int, args, model_ref: str) -> dict[str, float]:
     for kind in ("sample", "best_of_n", "nlhf", "ctrl", "multiplayer"):
         Policy.objects.create(study=study, name=kind, kind=kind)
     PreferenceSource.objects.create(study=study, kind="persona_judge", params={"model": model_ref, "personas": PERSONAS})
-    with mock.patch.object(services, "_enqueue"):  # run the steps here, not through a broker
+    with mock.patch.object(tasks, "enqueue_step"):  # run the steps here, not through a broker
         parent = services.prepare_study(study=study)
         seconds = {}
         for kind, name in STEPS:

@@ -3,7 +3,7 @@
 The HTTP run of the check (tests/test_reproduction.py, `manage.py reproduce_theory`) is too slow
 to repeat over many seeds, so this script replays its design without HTTP: the same study,
 fits and items (built by `studies.reproduction.build_study` in a throw-away SQLite database),
-then for each seed it draws the annotators' picks with `studies.simulation.choose`, packs the
+then for each seed it draws the annotators' picks with `workers.policies.choice.choose`, packs the
 items into annotators of `items_per_participant` as the assignment does (each item's
 annotations go to distinct annotators), and computes f̂(k) with
 `studies.analysis.robust_win_rate_interval`, exactly as `studies.results` does: items decided
@@ -59,7 +59,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from studies import analysis, reproduction
     from studies.models import ComparisonItem, Policy
-    from studies.simulation import ChoiceModel, choose
+    from workers.policies.choice import ChoiceModel, choose
 
     population = reproduction.parse_population(args.population)
     k_values = tuple(int(k) for k in args.k.split(","))

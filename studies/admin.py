@@ -8,6 +8,7 @@ is read-only, so the record of a study can't be edited by accident.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -18,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from studies import researcher_views, services
+from studies import services
 from studies.export import TABLES
 from studies.importing import import_prompts
 from studies.models import (
@@ -36,7 +37,13 @@ from studies.models import (
     Prompt,
     Study,
 )
-from studies.sources import CSV_HELP, csv_problems, params_problems
+from studies.simulated_annotators import SimulationError
+from studies.steps.preference_sources import (
+    CSV_HELP,
+    csv_problems,
+    source_params_problems,
+)
+from studies.urls import admin_urlpatterns
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -71,7 +78,7 @@ class PolicyInline(admin.TabularInline):
 
 class PreferenceSourceForm(forms.ModelForm):
     """Checks params per kind and, for the CSV kind, every row of the utilities against the
-    study's candidates (`studies.sources.csv_problems`), with readable errors and line numbers."""
+    study's candidates (`studies.steps.preference_sources.csv_problems`), with readable errors and line numbers."""
 
     data_file = forms.FileField(
         required=False,
@@ -85,10 +92,11 @@ class PreferenceSourceForm(forms.ModelForm):
         help_texts = {"params": "See the kinds below.", "data": "For the CSV kind: " + CSV_HELP}
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         kind, params = cleaned.get("kind"), cleaned.get("params")
         if kind and params is not None:
-            problems = params_problems(kind, params)
+            problems = source_params_problems(kind, params)
             if problems:
                 self.add_error("params", problems)
         upload = cleaned.get("data_file")
@@ -104,8 +112,6 @@ class PreferenceSourceForm(forms.ModelForm):
         return cleaned
 
     def _read_upload(self, upload) -> str | None:
-        from django.conf import settings
-
         if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
             self.add_error("data_file", f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
             return None
@@ -187,7 +193,7 @@ class StudyAdmin(admin.ModelAdmin):
 
     @admin.display(description="prompts", ordering="_prompt_count")
     def prompt_count(self, study: Study) -> int:
-        return study._prompt_count
+        return study._prompt_count  # type: ignore[attr-defined]  # annotated by get_queryset
 
     @admin.display(description="prompts")
     def prompt_tools(self, study: Study) -> str:
@@ -228,16 +234,7 @@ class StudyAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.import_prompts_view),
                 name="studies_study_import_prompts",
             ),
-            path(
-                "<int:study_id>/prepare/",
-                self.admin_site.admin_view(researcher_views.prepare_study),
-                name="studies_study_prepare",
-            ),
-            path(
-                "<int:study_id>/jobs/",
-                self.admin_site.admin_view(researcher_views.study_jobs),
-                name="studies_study_jobs",
-            ),
+            *admin_urlpatterns(self.admin_site.admin_view),
         ]
         return extra + super().get_urls()
 
@@ -256,11 +253,9 @@ class StudyAdmin(admin.ModelAdmin):
     @admin.action(description="Run simulated annotators (fills the remaining quota; marked simulated)",
                   permissions=["change"])
     def run_simulated_annotators(self, request: HttpRequest, queryset) -> None:
-        from studies.simulate import SimulationError, start_simulation
-
         for study in queryset:
             try:
-                job = start_simulation(study=study)
+                job = services.start_simulation(study=study)
             except SimulationError as exc:
                 self.message_user(request, f"No simulation for “{study}”: {exc}", messages.ERROR)
             else:

@@ -38,6 +38,7 @@ from studies.models import (
     Participant,
     Study,
 )
+from workers.policies.credit import judgment_credit
 
 LIVE_ASSIGNMENT = Q(status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
 # Statuses after which a participant gets no more tasks.
@@ -355,14 +356,17 @@ def progress(participant: Participant) -> Progress:
 
 
 def _credit(item: ComparisonItem, chosen: ItemCandidate | None, study: Study) -> float | None:
+    """The credit stored on a judgment (`workers.policies.credit.judgment_credit`); None on
+    attention checks and for a "can't decide" the study excludes."""
     if item.is_attention_check:
         return None
-    if chosen is not None:
-        return chosen.credit
-    if study.cant_decide_analysis == Study.CantDecide.TIE:
-        # Uniform over the k + m shown positions (theory.md §1): the policy holds k of them.
-        return item.k / (item.k + item.m)
-    return None
+    return judgment_credit(
+        None if chosen is None else chosen.count_policy,
+        None if chosen is None else chosen.count_opponent,
+        k=item.k,
+        m=item.m,
+        cant_decide_as_tie=study.cant_decide_analysis == Study.CantDecide.TIE,
+    )
 
 
 def _reclaim(assignment: Assignment, study: Study) -> None:
@@ -371,6 +375,19 @@ def _reclaim(assignment: Assignment, study: Study) -> None:
     taken = assignment.item.assignments.filter(LIVE_ASSIGNMENT).count()
     if taken >= study.annotations_per_item:
         raise AssignmentLost()
+
+
+def _chosen(assignment: Assignment, study: Study, position: int | None, cant_decide: bool) -> ItemCandidate | None:
+    """The shown text at displayed `position` (from 1), or None for an allowed "can't decide"."""
+    item = assignment.item
+    if cant_decide:
+        if not study.allow_cant_decide or item.is_attention_check:
+            raise InvalidChoice("Can't decide is not an option here.")
+        return None
+    order = assignment.display_order or list(item.shown.order_by("slot").values_list("id", flat=True))
+    if position is None or not 1 <= position <= len(order):
+        raise InvalidChoice("Choose one of the shown responses.")
+    return ItemCandidate.objects.select_related("candidate").get(pk=order[position - 1], item=item)
 
 
 @transaction.atomic
@@ -402,16 +419,9 @@ def record_judgment(
         return JudgmentResult(existing, created=False)
     study = assignment.participant.study
     item = assignment.item
-    order = assignment.display_order or list(item.shown.order_by("slot").values_list("id", flat=True))
-    if cant_decide:
-        if not study.allow_cant_decide or item.is_attention_check:
-            raise InvalidChoice("Can't decide is not an option here.")
-        chosen = None
+    chosen = _chosen(assignment, study, position, cant_decide)
+    if chosen is None:
         position = None
-    else:
-        if position is None or not 1 <= position <= len(order):
-            raise InvalidChoice("Choose one of the shown responses.")
-        chosen = ItemCandidate.objects.select_related("candidate").get(pk=order[position - 1], item=item)
     if assignment.status == Assignment.Status.RELEASED:
         _reclaim(assignment, study)
     attention_passed = None

@@ -98,7 +98,7 @@ def ensure_demo_study() -> Study:
     )
     for key, text in PROMPTS:
         Prompt.objects.create(study=study, external_id=key, text=text)
-    params = {"personas": PERSONAS, "labels": ["nurse", "physics teacher", "child", "engineer", "poet"]}
+    params: dict[str, object] = {"personas": PERSONAS, "labels": ["nurse", "physics teacher", "child", "engineer", "poet"]}
     if model != DEMO_MODEL:
         params["model"] = model
     PreferenceSource.objects.create(study=study, kind=PreferenceSource.Kind.PERSONA_JUDGE, params=params)

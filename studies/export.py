@@ -29,7 +29,7 @@ shown: "candidate_id:slot:c_A:c_B" per distinct text. needs_judgment is "false" 
 decided by construction (one text from all k + m draws): nobody judges it, so it has no row in
 the judgments table, and decided_credit holds its fixed credit k/(k+m) (empty otherwise). The
 results count each such item at that credit (see `studies.results`), so the win rates can be
-recomputed from these two tables.
+recomputed from these two tables (the rule: `workers.policies.credit`).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from django.db.models.functions import Cast
 
 from studies.models import Candidate, ComparisonItem, ItemCandidate, Prompt, Study
 from studies.results import SUMMARY_HEADER, compute_results, judgments_for, summary_rows
+from workers.policies.credit import tie_credit
 
 CHUNK_SIZE = 5000
 ROWS_PER_WRITE = 1000
@@ -101,7 +102,8 @@ def _shown_by_item(study: Study) -> Iterator[tuple[int, dict[int, tuple[int, int
         .values_list("item_id", "id", "candidate_id", "slot", "count_policy", "count_opponent")
         .iterator(chunk_size=CHUNK_SIZE)
     )
-    current, group = None, {}
+    current: int | None = None
+    group: dict[int, tuple[int, int, int, int]] = {}
     for item_id, pk, candidate_id, slot, c_a, c_b in rows:
         if item_id != current:
             if current is not None:
@@ -117,7 +119,8 @@ class _ShownLookup:
 
     def __init__(self, study: Study) -> None:
         self._groups = _shown_by_item(study)
-        self._item, self._shown = -1, {}
+        self._item: float = -1
+        self._shown: dict[int, tuple[int, int, int, int]] = {}
 
     def get(self, item_id: int) -> dict[int, tuple[int, int, int, int]]:
         while self._item < item_id:
@@ -147,10 +150,10 @@ def _ids(order_text: str | None) -> list[str]:
     return [part.strip() for part in inner.split(",")] if inner.strip() else []
 
 
-def iter_judgment_rows(study: Study, *, source: str = "all") -> Iterator[tuple]:
+def iter_judgment_rows(study: Study, *, origin: str = "all") -> Iterator[tuple]:
     shown_lookup = _ShownLookup(study)
     rows = (
-        judgments_for(study, source)
+        judgments_for(study, origin)
         .order_by("assignment__item_id", "id")
         .annotate(
             _order=Cast("assignment__display_order", TextField()),
@@ -170,7 +173,8 @@ def iter_judgment_rows(study: Study, *, source: str = "all") -> Iterator[tuple]:
     )
     slug = safe_text(study.slug)
     flag = _FLAGS
-    current_item, fields = None, {}
+    current_item: int | None = None
+    fields: dict[str, str] = {}
     for (pk, prompt_id, external_id, item_id, is_check, policy, k, opponent, m, replicate, order, chosen,
          position, c_a, c_b, credit, cant, passed, pseudonym, simulated, latency, rendered, created,
          rationale) in rows:  # fmt: skip
@@ -214,7 +218,7 @@ def iter_item_rows(study: Study) -> Iterator[tuple]:
         yield (
             slug, pk, prompt_id, safe_text(external_id), safe_text(policy), k, safe_text(opponent),
             safe_text(opponent_policy), m, replicate, _flag(is_check), _number(predicted), shown_field,
-            _time(created), _flag(needs_judgment), "" if needs_judgment else k / (k + m),
+            _time(created), _flag(needs_judgment), "" if needs_judgment else tie_credit(k, m),
         )  # fmt: skip
 
 
@@ -246,9 +250,9 @@ def iter_prompt_rows(study: Study) -> Iterator[tuple]:
         yield slug, pk, safe_text(external_id), safe_text(text), safe_text(json.dumps(metadata)), _time(created)
 
 
-def iter_summary_rows(study: Study, *, source: str = "real") -> Iterator[tuple]:
+def iter_summary_rows(study: Study, *, origin: str = "real") -> Iterator[tuple]:
     slug = safe_text(study.slug)
-    for row in summary_rows(compute_results(study, source=source)):
+    for row in summary_rows(compute_results(study, origin=origin)):
         yield (slug, *(safe_text(v) if isinstance(v, str) else _number(v) for v in row))
 
 
@@ -266,16 +270,16 @@ TABLES = {
 
 
 def header_and_rows(
-    study: Study, table: str, *, source: str | None = None
+    study: Study, table: str, *, origin: str | None = None
 ) -> tuple[tuple[str, ...], Iterable[tuple]]:
     """The header and row generator of one table.
 
-    source ('real', 'simulated', 'all') filters judgments by annotator kind; by default the
+    origin ('real', 'simulated', 'all') filters judgments by annotator kind; by default the
     judgments table holds all of them (with an is_simulated column) and the summary, like the
     results page, real annotators only.
     """
     if table == "judgments":
-        return JUDGMENT_HEADER, iter_judgment_rows(study, source=source or "all")
+        return JUDGMENT_HEADER, iter_judgment_rows(study, origin=origin or "all")
     if table == "items":
         return ITEM_HEADER, iter_item_rows(study)
     if table == "candidates":
@@ -283,13 +287,13 @@ def header_and_rows(
     if table == "prompts":
         return PROMPT_HEADER, iter_prompt_rows(study)
     if table == "summary":
-        return summary_header(), iter_summary_rows(study, source=source or "real")
+        return summary_header(), iter_summary_rows(study, origin=origin or "real")
     raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
 
 
-def iter_csv(study: Study, table: str, *, source: str | None = None) -> Iterator[str]:
+def iter_csv(study: Study, table: str, *, origin: str | None = None) -> Iterator[str]:
     """The table as CSV text, yielded in chunks of ROWS_PER_WRITE rows (header first)."""
-    header, rows = header_and_rows(study, table, source=source)
+    header, rows = header_and_rows(study, table, origin=origin)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 
@@ -18,7 +20,9 @@ class ComprehensionForm(forms.Form):
 
     def __init__(self, *args, choices: list[str], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["answer"].choices = [(choice, choice) for choice in choices]
+        field = self.fields["answer"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(choice, choice) for choice in choices]
 
 
 class JudgmentForm(forms.Form):
@@ -34,8 +38,9 @@ class JudgmentForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "maxlength": 5000}),
     )
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if not data.get("cant_decide") and data.get("choice") is None and "choice" not in self.errors:
             raise forms.ValidationError("Choose one of the responses.")
         return data

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 
 from studies.models import Prompt, Study
 
-MAX_EXTERNAL_ID = Prompt._meta.get_field("external_id").max_length
+MAX_EXTERNAL_ID: int = Prompt._meta.get_field("external_id").max_length or 0
 
 
 @dataclass
@@ -51,18 +51,20 @@ class _Rows:
         before = len(self.errors)
         if not isinstance(text, str) or not text.strip():
             self.errors.append(RowError(line, "text is missing or empty"))
+        key = ""
         if external_id is None:
-            external_id = ""
+            pass
         elif isinstance(external_id, int | str) and not isinstance(external_id, bool):
-            external_id = str(external_id).strip()
-            if len(external_id) > MAX_EXTERNAL_ID:
+            key = str(external_id).strip()
+            if len(key) > MAX_EXTERNAL_ID:
                 self.errors.append(RowError(line, f"external_id is longer than {MAX_EXTERNAL_ID} characters"))
         else:
             self.errors.append(RowError(line, "external_id must be a string or an integer"))
         if not isinstance(metadata, dict):
             self.errors.append(RowError(line, "metadata must be a JSON object"))
         if len(self.errors) == before:
-            self.rows.append((line, Prompt(text=text.strip(), external_id=external_id, metadata=metadata)))
+            assert isinstance(text, str)
+            self.rows.append((line, Prompt(text=text.strip(), external_id=key, metadata=metadata)))
 
 
 def _decode(data: bytes) -> str:

@@ -17,6 +17,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from workers.policies.credit import pick_credit, tie_credit
+
 
 def _validate_k_values(value: object) -> None:
     if (
@@ -393,7 +395,7 @@ class ComparisonItem(models.Model):
     @property
     def decided_credit(self) -> float | None:
         """k/(k+m) for an item decided by construction (one text, all draws); None if it needs judging."""
-        return None if self.needs_judgment else self.k / (self.k + self.m)
+        return None if self.needs_judgment else tie_credit(self.k, self.m)
 
 
 class ItemCandidate(models.Model):
@@ -424,7 +426,8 @@ class ItemCandidate(models.Model):
 
     @property
     def credit(self) -> float:
-        return self.count_policy / (self.count_policy + self.count_opponent)
+        """c_A / (c_A + c_B): the policy's credit when this text is picked."""
+        return pick_credit(self.count_policy, self.count_opponent)
 
 
 class Participant(models.Model):

@@ -1,10 +1,10 @@
 """The reproduction check: known populations (theory.md §7), simulated annotators, measured f̂(k).
 
 A study is built whose prompts all carry the same small candidate set and PopulationMatrix,
-with utilities given directly (no model). Policies are fitted with the pipeline's own code
-(`studies.pipeline.fit_prompt_policies`), items built with its item builder (adversary
-opponent plus the other policies), and the study goes live. Simulated annotators then answer
-every item through the app over HTTP (`studies.simulate`), and `studies.results.compute_results`
+with utilities given directly (no model). Policies are fitted with the fit step's own code
+(`studies.steps.fit.fit_prompt_policies`), items built with the items step's `build_items`
+(adversary opponent plus the other policies), and the study goes live. Simulated annotators
+then answer every item through the app over HTTP (`studies.simulated_annotators`), and `studies.results.compute_results`
 gives f̂(k) (min over opponents, simultaneous intervals). The check passes when every interval
 covers the theoretical robust win rate.
 
@@ -30,6 +30,11 @@ import numpy as np
 from django.db import transaction
 
 from studies.models import GeneratorModel, Policy, Prompt, Study
+from studies.results import compute_results
+from studies.simulated_annotators import simulate_annotators
+from studies.steps.fit import fit_prompt_policies
+from studies.steps.items import build_items
+from studies.steps.population import save_population
 
 GIVEN_GENERATOR = "given-utilities"
 POLICY_KINDS = (Policy.Kind.NLHF, Policy.Kind.MULTIPLAYER)
@@ -113,9 +118,7 @@ class Design:
 
 
 def build_study(population: GivenPopulation, design: Design, *, slug: str) -> Study:
-    """A live study on `population`, fitted and itemised by the pipeline's own functions."""
-    from studies import pipeline
-
+    """A live study on `population`, fitted and itemised by the steps' own functions."""
     generator, _ = GeneratorModel.objects.get_or_create(
         name=GIVEN_GENERATOR, defaults={"model_ref": GIVEN_GENERATOR, "decoding": {"note": "utilities given directly"}}
     )
@@ -142,17 +145,11 @@ def build_study(population: GivenPopulation, design: Design, *, slug: str) -> St
                 prompt.candidates.create(generator=generator, sample_index=j, text=text, multiplicity=1)
                 for j, text in enumerate(population.texts)
             ]
-            pipeline.save_population(prompt, candidates, population.utilities, population.weights,
-                                     list(population.labels), {"given": population.name})
-    prompts = list(study.prompts.order_by("id"))
-    for prompt in prompts:
-        pipeline.fit_prompt_policies(prompt, policies, list(design.k_values))
-    # As the pipeline's build-items step does: regular items, then attention checks spread over prompts.
-    drafts = {p.pk: pipeline.draft_prompt_items(p, policies) for p in prompts}
-    n_checks = pipeline.attention_check_count(study, sum(pipeline.judged_count(d) for d in drafts.values()))
-    for i, prompt in enumerate(prompts):
-        checks = n_checks // len(prompts) + (i < n_checks % len(prompts))
-        pipeline.save_prompt_items(prompt, drafts[prompt.pk] + pipeline.draft_attention_items(prompt, checks))
+            save_population(prompt, candidates, population.utilities, population.weights,
+                            list(population.labels), {"given": population.name})
+    for prompt in study.prompts.order_by("id"):
+        fit_prompt_policies(prompt, policies, list(design.k_values))
+    build_items(study)  # regular items, then attention checks spread over the prompts
     for status in (Study.Status.PREPARING, Study.Status.READY, Study.Status.LIVE):
         study.move_to(status)
     return study
@@ -205,9 +202,6 @@ def run_check(population: GivenPopulation, design: Design, *, base_url: str, slu
               luce_temperature: float | None = None, concurrency: int = 1, confidence: float = 0.95,
               n_resamples: int = 2000) -> Check:
     """Build the study, fill it with simulated annotators over HTTP at `base_url`, and measure f̂(k)."""
-    from studies.results import compute_results
-    from studies.simulate import simulate_annotators
-
     study = build_study(population, design, slug=slug)
     # Enough annotators for every item's quota; the last few may find nothing left they haven't
     # seen, and the run stops at the first one the app turns away as full.
@@ -215,7 +209,7 @@ def run_check(population: GivenPopulation, design: Design, *, base_url: str, slu
                        / design.items_per_participant)
     report = simulate_annotators(study, annotators=needed + design.annotations_per_item, base_url=base_url,
                                  luce_temperature=luce_temperature, seed=design.seed, concurrency=concurrency)
-    results = compute_results(study, source="simulated", confidence=confidence, n_resamples=n_resamples,
+    results = compute_results(study, origin="simulated", confidence=confidence, n_resamples=n_resamples,
                               seed=design.seed)
     kinds = {p.name: p.kind for p in study.policies.all()}
     rows = [

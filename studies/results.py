@@ -3,8 +3,9 @@
 The credit of a judgment is recomputed here from its provenance (theory.md §1) rather than
 read from `Judgment.credit`, so the analysis follows the study's *current* "can't decide"
 rule: a pick credits c_A / (c_A + c_B) of the chosen text; a "can't decide" is excluded, or
-credited k / (k + m) when the study analyses it as a tie. (For picks the two agree; the
-stored credit is exported beside the counts, so both can be checked.)
+credited k / (k + m) when the study analyses it as a tie (`workers.policies.credit`, the one
+home of the rule). (For picks the two agree; the stored credit is exported beside the counts,
+so both can be checked.)
 
 Win rates use the judgments on non-attention items only. Judgments are grouped per
 (policy, k, opponent, m); f̂(k) is the min over the opponents of one (policy, k, m).
@@ -27,21 +28,50 @@ win rates are averaged with the same weights.
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple, cast
 
 import numpy as np
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from studies import analysis
 from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
+from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
 
-SOURCES = {
+# Whose judgments the results count: the "origin" of a judgment (the `source` query parameter
+# of the results page and exports, kept under that name so shared links keep working).
+ORIGINS = {
     "real": "Real annotators",
     "simulated": "Simulated annotators",
     "all": "All annotators",
 }
+
+
+class JudgmentRow(NamedTuple):
+    """One judgment with its item, as the results read it (`_read_judgments`)."""
+
+    item: int
+    is_attention_check: bool
+    policy_id: int | None  # None only on attention checks
+    policy: str | None  # None only on attention checks
+    k: int
+    opponent: str
+    m: int
+    prompt: int
+    item_predicted: float | None
+    participant: int
+    cant_decide: bool
+    count_policy: int | None  # c_A of the chosen text (None for "can't decide")
+    count_opponent: int | None  # c_B of the chosen text
+    candidate: int | None
+    slot: int | None
+    attention_passed: bool | None
+    latency_ms: int | None
+
 
 _COLUMNS = (
     "assignment__item_id",
@@ -62,6 +92,25 @@ _COLUMNS = (
     "attention_passed",
     "latency_ms",
 )
+assert len(_COLUMNS) == len(JudgmentRow._fields)
+
+
+class CellKey(NamedTuple):
+    """A cell of the win-rate table."""
+
+    policy: str
+    k: int
+    opponent: str
+    m: int
+
+
+class DecidedItem(NamedTuple):
+    """An item decided by construction (never judged), as it enters its cell."""
+
+    item: int
+    prompt: int
+    policy_id: int
+    item_predicted: float | None
 
 
 @dataclass(frozen=True)
@@ -101,7 +150,7 @@ class RobustRow:
 @dataclass(frozen=True)
 class StudyResults:
     study_id: int
-    source: str
+    origin: str  # whose judgments: a key of ORIGINS
     confidence: float
     n_judgments: int
     n_analysed: int
@@ -127,13 +176,13 @@ class StudyResults:
         return f"{self.n_judgments}-{self.n_analysed}-{self.n_decided}"
 
 
-def judgments_for(study: Study, source: str = "real"):
-    """The study's judgments, filtered by annotator source ('real', 'simulated' or 'all')."""
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {sorted(SOURCES)}, got {source!r}")
+def judgments_for(study: Study, origin: str = "real") -> QuerySet[Judgment]:
+    """The study's judgments, filtered by their origin ('real', 'simulated' or 'all' annotators)."""
+    if origin not in ORIGINS:
+        raise ValueError(f"origin must be one of {sorted(ORIGINS)}, got {origin!r}")
     qs = Judgment.objects.filter(assignment__item__study=study)
-    if source != "all":
-        qs = qs.filter(assignment__participant__is_simulated=(source == "simulated"))
+    if origin != "all":
+        qs = qs.filter(assignment__participant__is_simulated=(origin == "simulated"))
     return qs
 
 
@@ -145,33 +194,182 @@ def _mean_or_none(values: list[float | None], weights: list[float] | None = None
     return float(np.average([v for v, _ in pairs], weights=[w for _, w in pairs]))
 
 
-def _item_cells(study: Study) -> tuple[Counter, dict[tuple, list[tuple]]]:
-    """Per (policy, k, opponent, m): how many items need judgment, and the decided items as
-    (item id, prompt id, policy id, predicted win rate)."""
+def _item_cells(study: Study) -> tuple[Counter[CellKey], dict[CellKey, list[DecidedItem]]]:
+    """Per cell: how many items need judgment, and the items decided by construction."""
     regular = ComparisonItem.objects.filter(study=study, is_attention_check=False)
-    to_judge = Counter(
+    to_judge: Counter[CellKey] = Counter(
         {
-            (policy, k, opponent, m): n
+            CellKey(policy, k, opponent, m): n
             for policy, k, opponent, m, n in regular.filter(needs_judgment=True)
             .values_list("policy__name", "k", "opponent_label", "m")
             .annotate(n=Count("id"))
             .order_by()
         }
     )
-    decided: dict[tuple, list[tuple]] = defaultdict(list)
+    decided: dict[CellKey, list[DecidedItem]] = defaultdict(list)
     for item, policy_id, policy, k, opponent, m, prompt, item_pred in (
         regular.filter(needs_judgment=False)
         .order_by("id")
         .values_list("id", "policy_id", "policy__name", "k", "opponent_label", "m", "prompt_id", "predicted_win_rate")
     ):
-        decided[(policy, k, opponent, m)].append((item, prompt, policy_id, item_pred))
+        decided[CellKey(policy, k, opponent, m)].append(DecidedItem(item, prompt, policy_id, item_pred))
     return to_judge, decided
+
+
+@dataclass
+class _Analysed:
+    """The rows that enter the win rates, in order: the judgments, then the decided items.
+
+    groups: cell → indices of its rows (in the order the cells were first met);
+    judged_items: cell → the items with at least one analysed judgment.
+    """
+
+    credit: list[float] = field(default_factory=list)
+    prompts: list[int] = field(default_factory=list)
+    annotators: list[int] = field(default_factory=list)
+    item_predicted: list[float | None] = field(default_factory=list)
+    policy_ids: list[int | None] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    decided: list[bool] = field(default_factory=list)
+    groups: dict[CellKey, list[int]] = field(default_factory=lambda: defaultdict(list))
+    judged_items: dict[CellKey, set[int]] = field(default_factory=lambda: defaultdict(set))
+
+    def add(self, key: CellKey, *, credit: float, prompt: int, annotator: int, item_predicted: float | None,
+            policy_id: int | None, weight: float = 1.0, decided: bool = False) -> None:
+        self.groups[key].append(len(self.credit))
+        self.credit.append(credit)
+        self.prompts.append(prompt)
+        self.annotators.append(annotator)
+        self.item_predicted.append(item_predicted)
+        self.policy_ids.append(policy_id)
+        self.weights.append(weight)
+        self.decided.append(decided)
+
+    def arrays(self, idx: list[int]) -> dict[str, Any]:
+        """The keyword arrays of `studies.analysis` for the rows `idx`."""
+        return {
+            "credit": np.array(self.credit)[idx],
+            "prompt_ids": np.array(self.prompts)[idx],
+            "annotator_ids": np.array(self.annotators)[idx],
+            "weights": np.array(self.weights)[idx],
+            "decided": np.array(self.decided, dtype=bool)[idx],
+        }
+
+    def predicted_mean(self, idx: list[int]) -> float | None:
+        return _mean_or_none([self.item_predicted[i] for i in idx], [self.weights[i] for i in idx])
+
+
+@dataclass
+class _Quality:
+    """What the quality measures read from the judgments (positions, agreement, attention)."""
+
+    positions: list[int] = field(default_factory=list)
+    position_k: list[int] = field(default_factory=list)
+    agree_items: list[int] = field(default_factory=list)
+    agree_choices: list[int] = field(default_factory=list)
+    agree_k: list[int] = field(default_factory=list)
+    attention_passed: list[bool] = field(default_factory=list)
+    n_excluded: int = 0  # "can't decide" judgments left out of the win rates
+
+
+def _read_judgments(study: Study, origin: str) -> list[JudgmentRow]:
+    return [JudgmentRow(*values) for values in judgments_for(study, origin).order_by("id").values_list(*_COLUMNS)]
+
+
+def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed, _Quality]:
+    """Each judgment's credit (`workers.policies.credit.judgment_credit`) in its cell, and the
+    quality measures' inputs."""
+    shown_counts = dict(
+        ItemCandidate.objects.filter(item__study=study).values("item").annotate(n=Count("id")).values_list("item", "n")
+    )
+    tie = study.cant_decide_analysis == Study.CantDecide.TIE
+    analysed, quality = _Analysed(), _Quality()
+    for row in rows:
+        if row.is_attention_check:
+            if row.attention_passed is not None:
+                quality.attention_passed.append(row.attention_passed)
+            continue
+        picked = not row.cant_decide
+        credit = judgment_credit(row.count_policy if picked else None, row.count_opponent if picked else None,
+                                 k=row.k, m=row.m, cant_decide_as_tie=tie)
+        if credit is None:
+            quality.n_excluded += 1
+            continue
+        if picked:  # a pick has a slot and a chosen candidate
+            slot, candidate = cast(int, row.slot), cast(int, row.candidate)
+            quality.positions.append(slot)
+            quality.position_k.append(shown_counts.get(row.item, slot))
+            quality.agree_items.append(row.item)
+            quality.agree_choices.append(candidate)
+            quality.agree_k.append(shown_counts.get(row.item, 1))
+        key = CellKey(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
+        analysed.judged_items[key].add(row.item)
+        analysed.add(key, credit=credit, prompt=row.prompt, annotator=row.participant,
+                     item_predicted=row.item_predicted, policy_id=row.policy_id)
+    return analysed, quality
+
+
+def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[CellKey],
+                       decided_items: dict[CellKey, list[DecidedItem]]) -> None:
+    """Items decided by construction, weighted as the module docstring says
+    (`workers.policies.credit.decided_item_weight`); none while nothing is analysed."""
+    if not analysed.credit:
+        return
+    for key in sorted(set(analysed.groups) | {key for key in decided_items if not to_judge[key]}):
+        n_judged = len(analysed.groups.get(key, ()))
+        weight = decided_item_weight(n_judged, to_judge[key], study.annotations_per_item)
+        for decided in decided_items.get(key, ()):
+            analysed.add(key, credit=tie_credit(key.k, key.m), prompt=decided.prompt,
+                         annotator=-decided.item,  # ignored by the analysis: a decided row has no annotator
+                         item_predicted=decided.item_predicted, policy_id=decided.policy_id,
+                         weight=weight, decided=True)
+
+
+def _cell_rows(analysed: _Analysed, to_judge: Counter[CellKey], confidence: float) -> list[CellRow]:
+    cells = []
+    for key, idx in sorted(analysed.groups.items()):
+        interval = analysis.win_rate_interval(**analysed.arrays(idx), confidence=confidence)
+        cells.append(CellRow(
+            key.policy, key.k, key.opponent, key.m, interval, analysed.predicted_mean(idx),
+            judged_items=len(analysed.judged_items[key]), items_to_judge=to_judge[key],
+            decided_items=interval.n_decided,
+        ))  # fmt: skip
+    return cells
+
+
+def _robust_rows(analysed: _Analysed, study: Study, cells_with_items: set[CellKey], *, confidence: float,
+                 n_resamples: int, rng: np.random.Generator) -> list[RobustRow]:
+    """f̂(k) per (policy, k, m): the min over the opponents with data (simultaneous intervals)."""
+    fits: dict[tuple[int | None, int, int], float | None] = {
+        (policy_id, prompt, k): value
+        for policy_id, prompt, k, value in PolicyFit.objects.filter(policy__study=study).values_list(
+            "policy_id", "prompt_id", "k", "predicted_robust_win_rate"
+        )
+    }
+    by_policy_k: dict[tuple[str, int, int], list[tuple[str, list[int]]]] = defaultdict(list)
+    for key, idx in analysed.groups.items():
+        by_policy_k[(key.policy, key.k, key.m)].append((key.opponent, idx))
+    opponents_with_items: dict[tuple[str, int, int], set[str]] = defaultdict(set)
+    for key in cells_with_items:
+        opponents_with_items[(key.policy, key.k, key.m)].add(key.opponent)
+    robust = []
+    for (policy, k, m), members in sorted(by_policy_k.items()):
+        idx = [i for _, members_idx in members for i in members_idx]
+        labels = [opponent for opponent, members_idx in members for _ in members_idx]
+        result = analysis.robust_win_rate_interval(
+            **analysed.arrays(idx), opponent_ids=labels, confidence=confidence, n_resamples=n_resamples, rng=rng,
+        )
+        predicted = _mean_or_none([fits.get((analysed.policy_ids[i], analysed.prompts[i], k)) for i in idx],
+                                  [analysed.weights[i] for i in idx])
+        missing = tuple(sorted(opponents_with_items[(policy, k, m)] - {opponent for opponent, _ in members}))
+        robust.append(RobustRow(policy, k, m, result, predicted, k / (k + m), missing))
+    return robust
 
 
 def compute_results(
     study: Study,
     *,
-    source: str = "real",
+    origin: str = "real",
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int | None = None,
@@ -180,117 +378,28 @@ def compute_results(
 
     `seed` (default: the study's seed) makes the simultaneous band of f̂(k) reproducible.
     """
-    rows = list(judgments_for(study, source).order_by("id").values_list(*_COLUMNS))
-    shown_counts = dict(
-        ItemCandidate.objects.filter(item__study=study).values("item").annotate(n=Count("id")).values_list("item", "n")
-    )
-    tie = study.cant_decide_analysis == Study.CantDecide.TIE
+    rows = _read_judgments(study, origin)
     rng = np.random.default_rng(study.seed if seed is None else seed)
-
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    judged_items: dict[tuple, set[int]] = defaultdict(set)
-    credit, prompts, annotators, predicted = [], [], [], []
-    attention_passed, positions, position_k = [], [], []
-    agree_items, agree_choices, agree_k = [], [], []
-    n_excluded = 0
-    for (item, is_check, policy_id, policy, k, opponent, m, prompt, item_pred, person, cant, c_a, c_b,
-         candidate, slot, passed, _latency) in rows:
-        if is_check:
-            if passed is not None:
-                attention_passed.append(passed)
-            continue
-        if cant:
-            if not tie:
-                n_excluded += 1
-                continue
-            value = k / (k + m)
-        else:
-            value = c_a / (c_a + c_b)
-            positions.append(slot)
-            position_k.append(shown_counts.get(item, slot))
-            agree_items.append(item)
-            agree_choices.append(candidate)
-            agree_k.append(shown_counts.get(item, 1))
-        groups[(policy, k, opponent, m)].append(len(credit))
-        judged_items[(policy, k, opponent, m)].add(item)
-        credit.append(value)
-        prompts.append(prompt)
-        annotators.append(person)
-        predicted.append((item_pred, policy_id))
-
-    # Items decided by construction, weighted as the module docstring says.
-    n_analysed = len(credit)
+    analysed, quality = _analyse_judgments(study, rows)
+    n_analysed = len(analysed.credit)
     to_judge, decided_items = _item_cells(study)
-    weights, decided = [1.0] * n_analysed, [False] * n_analysed
-    if n_analysed:
-        for key in sorted(set(groups) | {key for key in decided_items if not to_judge[key]}):
-            n_judged = len(groups.get(key, ()))
-            weight = n_judged / to_judge[key] if to_judge[key] and n_judged else float(study.annotations_per_item)
-            _policy, k, _opponent, m = key
-            for item, prompt, policy_id, item_pred in decided_items.get(key, ()):
-                groups[key].append(len(credit))
-                credit.append(k / (k + m))
-                prompts.append(prompt)
-                annotators.append(-item)  # ignored by the analysis: a decided row has no annotator
-                predicted.append((item_pred, policy_id))
-                weights.append(weight)
-                decided.append(True)
-
-    credit_arr, prompt_arr, person_arr = np.array(credit), np.array(prompts), np.array(annotators)
-    weight_arr, decided_arr = np.array(weights), np.array(decided, dtype=bool)
-    cells = []
-    for (policy, k, opponent, m), idx in sorted(groups.items()):
-        interval = analysis.win_rate_interval(
-            credit_arr[idx], prompt_arr[idx], person_arr[idx], weights=weight_arr[idx], decided=decided_arr[idx],
-            confidence=confidence,
-        )
-        key = (policy, k, opponent, m)
-        cells.append(CellRow(
-            policy, k, opponent, m, interval, _mean_or_none([predicted[i][0] for i in idx], [weights[i] for i in idx]),
-            judged_items=len(judged_items[key]), items_to_judge=to_judge[key],
-            decided_items=interval.n_decided,
-        ))  # fmt: skip
-
-    fits = {
-        (policy_id, prompt, k): value
-        for policy_id, prompt, k, value in PolicyFit.objects.filter(policy__study=study).values_list(
-            "policy_id", "prompt_id", "k", "predicted_robust_win_rate"
-        )
-    }
-    by_policy_k: dict[tuple, list[tuple]] = defaultdict(list)
-    for (policy, k, opponent, m), idx in groups.items():
-        by_policy_k[(policy, k, m)].append((opponent, idx))
-    opponents_with_items: dict[tuple, set[str]] = defaultdict(set)
-    for policy, k, opponent, m in set(to_judge) | set(decided_items):
-        opponents_with_items[(policy, k, m)].add(opponent)
-    robust = []
-    for (policy, k, m), members in sorted(by_policy_k.items()):
-        idx = [i for _, members_idx in members for i in members_idx]
-        labels = [opponent for opponent, members_idx in members for _ in members_idx]
-        result = analysis.robust_win_rate_interval(
-            credit_arr[idx], prompt_arr[idx], person_arr[idx], labels, weights=weight_arr[idx],
-            decided=decided_arr[idx], confidence=confidence, n_resamples=n_resamples, rng=rng,
-        )
-        predicted_robust = _mean_or_none([fits.get((predicted[i][1], prompts[i], k)) for i in idx],
-                                         [weights[i] for i in idx])
-        missing = tuple(sorted(opponents_with_items[(policy, k, m)] - {opponent for opponent, _ in members}))
-        robust.append(RobustRow(policy, k, m, result, predicted_robust, k / (k + m), missing))
-
+    _add_decided_items(analysed, study, to_judge, decided_items)
     return StudyResults(
         study_id=study.pk,
-        source=source,
+        origin=origin,
         confidence=confidence,
         n_judgments=len(rows),
         n_analysed=n_analysed,
-        n_excluded=n_excluded,
-        n_annotators=len({row[9] for row in rows}),
-        n_decided=sum(decided),
-        cells=cells,
-        robust=robust,
-        position=analysis.position_bias(positions, position_k),
-        agreement=analysis.annotator_agreement(agree_items, agree_choices, agree_k),
-        timing=analysis.time_on_task([np.nan if row[16] is None else row[16] for row in rows] or np.zeros(0)),
-        attention=analysis.attention_failure_rate(np.array(attention_passed, dtype=bool)),
+        n_excluded=quality.n_excluded,
+        n_annotators=len({row.participant for row in rows}),
+        n_decided=sum(analysed.decided),
+        cells=_cell_rows(analysed, to_judge, confidence),
+        robust=_robust_rows(analysed, study, set(to_judge) | set(decided_items), confidence=confidence,
+                            n_resamples=n_resamples, rng=rng),
+        position=analysis.position_bias(quality.positions, quality.position_k),
+        agreement=analysis.annotator_agreement(quality.agree_items, quality.agree_choices, quality.agree_k),
+        timing=analysis.time_on_task([np.nan if row.latency_ms is None else row.latency_ms for row in rows] or np.zeros(0)),
+        attention=analysis.attention_failure_rate(np.array(quality.attention_passed, dtype=bool)),
     )
 
 
@@ -300,7 +409,7 @@ SUMMARY_HEADER = (
 )  # fmt: skip
 
 
-def summary_rows(results: StudyResults):
+def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
     """The summary table as CSV-ready tuples: one row per cell, then one per f̂(k).
 
     n counts judgments; n_decided_items the items decided by construction in the same estimate,
@@ -311,24 +420,22 @@ def summary_rows(results: StudyResults):
         yield ("win_rate", row.policy, row.k, row.opponent, row.m, r.n, r.n_prompts, r.n_annotators,
                r.estimate, r.low, r.high, r.confidence, row.predicted, row.k / (row.k + row.m), r.method,
                r.n_decided, r.decided_share)  # fmt: skip
-    for row in results.robust:
-        r = row.result
-        n = sum(c.n for c in r.per_opponent)
-        worst = r.per_opponent[r.opponents.index(r.worst_opponent)]
-        yield ("robust_min_over_opponents", row.policy, row.k, f"worst: {r.worst_opponent}", row.m, n,
-               max(c.n_prompts for c in r.per_opponent), max(c.n_annotators for c in r.per_opponent),
-               r.estimate, r.low, r.high, r.confidence, row.predicted, row.optimum, r.method,
-               sum(c.n_decided for c in r.per_opponent), worst.decided_share)  # fmt: skip
+    for robust in results.robust:
+        f = robust.result
+        n = sum(c.n for c in f.per_opponent)
+        worst = f.per_opponent[f.opponents.index(f.worst_opponent)]
+        yield ("robust_min_over_opponents", robust.policy, robust.k, f"worst: {f.worst_opponent}", robust.m, n,
+               max(c.n_prompts for c in f.per_opponent), max(c.n_annotators for c in f.per_opponent),
+               f.estimate, f.low, f.high, f.confidence, robust.predicted, robust.optimum, f.method,
+               sum(c.n_decided for c in f.per_opponent), worst.decided_share)  # fmt: skip
 
 
 def results_plot_svg(results: StudyResults) -> str:
     """f̂(k) per policy against k, with interval bars and the k/(k+m) and ½ reference lines (SVG text).
 
     Drawn with matplotlib's SVG canvas on a bare Figure (no pyplot, so no global state and no
-    GUI backend: safe in a threaded web process), imported here so that only this view loads it.
+    GUI backend: safe in a threaded web process); matplotlib is imported here so that only this view loads it.
     """
-    import io
-
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 

@@ -1,18 +1,31 @@
-"""Workflows across models: preparing a study (the candidate pipeline) and its job chain.
+"""Workflows that check a study's setup and launch its background work.
+
+`preparation_problems` is the one place that says whether a study can be prepared: it asks
+each step for the rules of its own inputs (`studies.steps.fit.policy_params_problems`,
+`studies.steps.preference_sources.source_problems`) and adds the rules across them.
 
 `prepare_study` is what the admin's Prepare button calls. It checks the configuration,
 moves the study to preparing, creates a parent job and its four step jobs, and enqueues
-the first step after the transaction commits. The worker tasks (`workers.tasks`) call
-`finish_step` / `fail_step`, which move the chain along and the study to ready or back to
-draft.
+the first step after the transaction commits. The tasks (`studies.tasks`) hand the chain on
+(`finish_step` / `fail_step`), moving the study to ready or back to draft.
+`start_simulation` queues simulated annotators for a worker.
+
+Imports point one way: views, admin and commands → services → tasks → steps → `workers`.
 """
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.utils import timezone
+from typing import Any
 
+from django.db import transaction
+
+from studies import tasks
 from studies.models import Job, Policy, Study
+from studies.simulated_annotators import SimulationError, annotators_to_fill
+from studies.steps.fit import policy_params_problems
+from studies.steps.pool import decoding_params, generation_targets
+from studies.steps.preference_sources import source_problems
+from workers.generation import generation_metadata
 
 PIPELINE = [Job.Kind.GENERATE, Job.Kind.POPULATE, Job.Kind.FIT, Job.Kind.BUILD_ITEMS]
 
@@ -27,9 +40,6 @@ class PreparationError(Exception):
 
 def preparation_problems(study: Study) -> list[str]:
     """What must be fixed before Prepare can run (empty when the study is ready to prepare)."""
-    from studies.pipeline import policy_params_problems
-    from studies.sources import source_problems
-
     problems = []
     if study.generator_id is None:
         problems.append("Choose a generator model for the candidate pool.")
@@ -40,7 +50,7 @@ def preparation_problems(study: Study) -> list[str]:
     policies = list(study.policies.select_related("generator"))
     if not policies:
         problems.append("Add at least one policy.")
-    own = {}
+    own: dict[int, Policy] = {}
     for policy in policies:
         problems += policy_params_problems(policy)
         if policy.kind in (Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR):
@@ -64,12 +74,6 @@ def _latest_chain(study: Study) -> Job | None:
     return Job.objects.filter(study=study, kind=Job.Kind.PREPARE).order_by("-created_at", "-id").first()
 
 
-def _enqueue(step: Job) -> None:
-    from workers.tasks import STEP_TASKS
-
-    STEP_TASKS[step.kind].delay_on_commit(step.pk)
-
-
 @transaction.atomic
 def prepare_study(*, study: Study) -> Job:
     """Start (or resume) the candidate pipeline of a study; returns the chain's parent job.
@@ -84,8 +88,8 @@ def prepare_study(*, study: Study) -> Job:
     if study.status == Study.Status.PREPARING:
         parent = _latest_chain(study)
         step = parent and parent.steps.exclude(status=Job.Status.DONE).order_by("id").first()
-        if step is not None and not step.is_finished:
-            _enqueue(step)
+        if parent is not None and step is not None and not step.is_finished:
+            tasks.enqueue_step(step)
             return parent
     problems = preparation_problems(study)
     if problems:
@@ -96,15 +100,12 @@ def prepare_study(*, study: Study) -> Job:
         Job.objects.create(study=study, parent=parent, kind=kind, params={"step": i, "steps": len(PIPELINE)})
         for i, kind in enumerate(PIPELINE)
     ]
-    _enqueue(steps[0])
+    tasks.enqueue_step(steps[0])
     return parent
 
 
-def _launch_record(study: Study) -> dict:
+def _launch_record(study: Study) -> dict[str, Any]:
     """What the run depends on, recorded at launch (house style C.9)."""
-    from studies.pipeline import decoding_params, generation_targets
-    from workers.generation import generation_metadata
-
     return {
         "study_seed": study.seed,
         "pool_size": study.pool_size,
@@ -133,37 +134,19 @@ def _launch_record(study: Study) -> dict:
 
 
 @transaction.atomic
-def finish_step(job: Job, result: dict) -> None:
-    """Mark a step done and enqueue the next one; after the last, the study becomes ready."""
-    job.mark_done(result)
-    if job.parent_id is None:
-        return
-    parent = Job.objects.select_for_update().get(pk=job.parent_id)
-    steps = list(parent.steps.order_by("id"))
-    following = [s for s in steps if s.status == Job.Status.QUEUED]
-    if following:
-        done = sum(s.status == Job.Status.DONE for s in steps)
-        parent.report_progress(done / len(steps), f"{following[0].get_kind_display()}: queued")
-        _enqueue(following[0])
-        return
-    parent.mark_done({s.kind: s.result for s in steps})
-    study = Study.objects.select_for_update().get(pk=parent.study_id)
-    if study.can_move_to(Study.Status.READY) and study.status == Study.Status.PREPARING:
-        study.move_to(Study.Status.READY)
-
-
-@transaction.atomic
-def fail_step(job: Job, error: BaseException | str) -> None:
-    """Mark a step and its chain failed, skip the steps after it, and return the study to draft."""
-    job.mark_failed(error)
-    if job.parent_id is None:
-        return
-    parent = Job.objects.select_for_update().get(pk=job.parent_id)
-    parent.mark_failed(f"{job.get_kind_display()} failed. {job.error}")
-    parent.steps.filter(status=Job.Status.QUEUED).update(
-        status=Job.Status.FAILED, error="Not run: an earlier step failed.", finished_at=timezone.now()
-    )
-    study = Study.objects.select_for_update().get(pk=parent.study_id)
-    if study.status == Study.Status.PREPARING:
-        study.move_to(Study.Status.DRAFT)
-
+def start_simulation(*, study: Study, annotators: int | None = None, luce_temperature: float | None = None,
+                     seed: int | None = None) -> Job:
+    """Queue a SIMULATE job for the worker, which runs the annotators against settings.SITE_URL."""
+    if study.status != Study.Status.LIVE:
+        raise SimulationError(f"“{study}” is {study.get_status_display().lower()}: make it live first "
+                              "(annotators, real or simulated, can only join a live study).")
+    if luce_temperature is not None and not luce_temperature > 0:
+        raise SimulationError("the Luce temperature must be positive")
+    params = {
+        "annotators": annotators or annotators_to_fill(study),
+        "luce_temperature": luce_temperature,
+        "seed": study.seed if seed is None else seed,
+    }
+    job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params=params)
+    tasks.simulate_annotators.delay_on_commit(job.pk)
+    return job

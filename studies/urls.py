@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from django.urls import path
+from collections.abc import Callable
+from typing import Any
 
-from studies import results_views, views
+from django.urls import URLPattern, path
+
+from studies import researcher_views, views
 
 app_name = "studies"
 
-urlpatterns: list = [
+urlpatterns: list[URLPattern] = [
     # The annotator's flow (studies/views.py); the entry link is what researchers share.
     path("s/<slug:slug>/", views.join, name="join"),
     path("s/<slug:slug>/consent/", views.consent, name="consent"),
@@ -14,8 +17,17 @@ urlpatterns: list = [
     path("s/<slug:slug>/task/", views.task, name="task"),
     path("s/<slug:slug>/judgments/", views.submit_judgment, name="submit_judgment"),
     path("s/<slug:slug>/done/", views.done, name="done"),
-    # Results and CSV exports for staff (studies/results_views.py).
-    path("research/<slug:slug>/results/", results_views.results, name="results"),
-    path("research/<slug:slug>/results/plot.svg", results_views.results_plot, name="results_plot"),
-    path("research/<slug:slug>/export/<slug:table>.csv", results_views.export_table, name="export"),
+    # The researcher's results and CSV exports (studies/researcher_views.py).
+    path("research/<slug:slug>/results/", researcher_views.results, name="results"),
+    path("research/<slug:slug>/results/plot.svg", researcher_views.results_plot, name="results_plot"),
+    path("research/<slug:slug>/export/<slug:table>.csv", researcher_views.export_table, name="export"),
 ]
+
+
+def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
+    """The researcher pages shown inside the admin (studies/researcher_views.py), mounted by
+    `StudyAdmin.get_urls` under /admin/studies/study/ with the admin's URL names."""
+    return [
+        path("<int:study_id>/prepare/", admin_view(researcher_views.prepare_study), name="studies_study_prepare"),
+        path("<int:study_id>/jobs/", admin_view(researcher_views.study_jobs), name="studies_study_jobs"),
+    ]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -25,11 +25,12 @@ from django_htmx.http import HttpResponseClientRedirect
 from studies import annotation
 from studies.annotation import AssignmentLost, InvalidChoice, StudyUnavailable
 from studies.forms import ComprehensionForm, ConsentForm, JudgmentForm
+from studies.htmx import HtmxHttpRequest
 from studies.models import Assignment, Participant, Study
 
 # Prolific ids are 24 hex characters; lab tools send similar opaque ids. Anything else is refused.
 EXTERNAL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
-STEP_FOR_STATUS = {
+STEP_FOR_STATUS: dict[str, str] = {
     Participant.Status.JOINED: "consent",
     Participant.Status.CONSENTED: "instructions",
     Participant.Status.ACTIVE: "task",
@@ -40,7 +41,7 @@ def _session_key(study: Study) -> str:
     return f"ualign.participant.{study.pk}"
 
 
-def _session_participant(request: HttpRequest, study: Study) -> Participant | None:
+def _session_participant(request: HtmxHttpRequest, study: Study) -> Participant | None:
     token = request.session.get(_session_key(study))
     if not token:
         return None
@@ -52,15 +53,15 @@ def _step_url(participant: Participant) -> str:
     return reverse(f"studies:{step}", args=[participant.study.slug])
 
 
-def _go(request: HttpRequest, url: str) -> HttpResponse:
+def _go(request: HtmxHttpRequest, url: str) -> HttpResponse:
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
-def _link_invalid(request: HttpRequest) -> HttpResponse:
+def _link_invalid(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "studies/link_invalid.html", status=404)
 
 
-def _unavailable(request: HttpRequest, study: Study, reason: str) -> HttpResponse:
+def _unavailable(request: HtmxHttpRequest, study: Study, reason: str) -> HttpResponse:
     return render(request, "studies/unavailable.html", {"study": study, "reason": reason})
 
 
@@ -72,10 +73,10 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
-        def wrapper(request: HttpRequest, slug: str) -> HttpResponse:
+        def wrapper(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             study = Study.objects.filter(slug=slug).first()
             participant = _session_participant(request, study) if study else None
-            if participant is None:
+            if study is None or participant is None:
                 return _link_invalid(request)
             if STEP_FOR_STATUS.get(participant.status, "done") != step:
                 return _go(request, _step_url(participant))
@@ -89,7 +90,7 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
 
 
 @require_GET
-def join(request: HttpRequest, slug: str) -> HttpResponse:
+def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """The study link: `?PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=…` or `?invite=<token>`."""
     study = Study.objects.filter(slug=slug).first()
     if study is None:
@@ -121,7 +122,7 @@ def join(request: HttpRequest, slug: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @participant_step("consent")
-def consent(request: HttpRequest, study: Study, participant: Participant) -> HttpResponse:
+def consent(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -134,7 +135,7 @@ def consent(request: HttpRequest, study: Study, participant: Participant) -> Htt
 
 @require_http_methods(["GET", "POST"])
 @participant_step("instructions")
-def instructions(request: HttpRequest, study: Study, participant: Participant) -> HttpResponse:
+def instructions(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     form = None
     if study.comprehension_question:
         form = ComprehensionForm(request.POST or None, choices=study.comprehension_choices)
@@ -176,7 +177,7 @@ def _task_context(
     }
 
 
-def _next_task(request: HttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
+def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
     """The next task, as the full page or (htmx) as the `comparison` partial."""
     assignment = annotation.assign_next_item(participant=participant)
     if assignment is None:
@@ -192,7 +193,7 @@ def _next_task(request: HttpRequest, study: Study, participant: Participant, not
     return render(request, "studies/annotate.html", context)
 
 
-def _partial(request: HttpRequest, context: dict, status: int = 200) -> HttpResponse:
+def _partial(request: HtmxHttpRequest, context: dict, status: int = 200) -> HttpResponse:
     """The comparison partial, plus the progress region swapped out of band."""
     html = render_to_string("studies/annotate.html#comparison", context, request)
     html += render_to_string("studies/annotate.html#progress", {**context, "oob": True}, request)
@@ -201,13 +202,13 @@ def _partial(request: HttpRequest, context: dict, status: int = 200) -> HttpResp
 
 @require_GET
 @participant_step("task")
-def task(request: HttpRequest, study: Study, participant: Participant) -> HttpResponse:
+def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     return _next_task(request, study, participant)
 
 
 @require_POST
 @participant_step("task", open_when_closed=True)
-def submit_judgment(request: HttpRequest, study: Study, participant: Participant) -> HttpResponse:
+def submit_judgment(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     """Record a pick (at most once per assignment), then show the next task."""
     form = JudgmentForm(request.POST)
     assignment_id = form.data.get("assignment", "")
@@ -232,7 +233,7 @@ def submit_judgment(request: HttpRequest, study: Study, participant: Participant
         else:
             return _after_pick(request, study, participant)
     else:
-        error = " ".join(form.non_field_errors()) or "Choose one of the responses."
+        error = " ".join(str(e) for e in form.non_field_errors()) or "Choose one of the responses."
     if assignment.status != Assignment.Status.ASSIGNED:
         return _after_pick(request, study, participant)
     context = _task_context(study, participant, assignment, form=form, error=error)
@@ -241,7 +242,7 @@ def submit_judgment(request: HttpRequest, study: Study, participant: Participant
     return render(request, "studies/annotate.html", context, status=400)
 
 
-def _after_pick(request: HttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
+def _after_pick(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
     participant.refresh_from_db()
     if participant.status != Participant.Status.ACTIVE or not study.is_accepting_participants:
         return _go(request, _step_url(participant) if participant.status != Participant.Status.ACTIVE
@@ -255,5 +256,5 @@ def _after_pick(request: HttpRequest, study: Study, participant: Participant, no
 
 @require_GET
 @participant_step("done")
-def done(request: HttpRequest, study: Study, participant: Participant) -> HttpResponse:
+def done(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     return render(request, "studies/done.html", {"study": study, "participant": participant})

@@ -14,11 +14,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from studies import annotation, export, pipeline, reproduction
+from studies import annotation, export, reproduction
 from studies.annotation import StudyUnavailable
 from studies.models import Assignment, ComparisonItem, Judgment, Participant, Study
 from studies.results import SUMMARY_HEADER, compute_results, summary_rows
-from studies.simulate import annotators_to_fill
+from studies.simulated_annotators import annotators_to_fill
+from studies.steps import items
 from tests.factories import (
     make_item,
     make_participant,
@@ -46,16 +47,8 @@ def built(alpha: float = 0.6, **design) -> Study:
     return reproduction.build_study(reproduction.majority(alpha), reproduction.Design(**fields), slug=f"maj-{alpha:g}")
 
 
-def rebuild(study: Study) -> pipeline.ItemCounts:
-    policies = list(study.policies.order_by("id"))
-    prompts = list(study.prompts.order_by("id"))
-    drafts = {p.pk: pipeline.draft_prompt_items(p, policies) for p in prompts}
-    n_checks = pipeline.attention_check_count(study, sum(pipeline.judged_count(d) for d in drafts.values()))
-    counts = pipeline.ItemCounts()
-    for i, prompt in enumerate(prompts):
-        checks = n_checks // len(prompts) + (i < n_checks % len(prompts))
-        counts.add(pipeline.save_prompt_items(prompt, drafts[prompt.pk] + pipeline.draft_attention_items(prompt, checks)))
-    return counts
+def rebuild(study: Study) -> items.ItemCounts:
+    return items.build_items(study)
 
 
 def test_the_pipeline_marks_items_that_show_a_single_text_as_decided_at_k_over_k_plus_m():

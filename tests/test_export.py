@@ -95,7 +95,7 @@ def test_judgments_export_never_contains_access_tokens(study):
 
 
 def test_judgments_can_be_limited_to_real_annotators(study):
-    rows = read(study, "judgments", source="real")
+    rows = read(study, "judgments", origin="real")
     assert {row["is_simulated"] for row in rows} == {"false"}
     assert len(rows) == 4
 
@@ -143,7 +143,7 @@ def test_prompts_csv_round_trips_texts(study):
 
 
 def test_summary_csv_holds_the_results_table(study):
-    rows = read(study, "summary", source="all")
+    rows = read(study, "summary", origin="all")
     assert [row["row"] for row in rows] == ["win_rate", "robust_min_over_opponents"]
     assert float(rows[0]["ci_low"]) <= float(rows[0]["estimate"]) <= float(rows[0]["ci_high"])
 

@@ -101,8 +101,8 @@ def test_cant_decide_is_excluded_or_credited_as_a_tie_by_the_study_rule(judged_s
 
 def test_simulated_annotators_are_left_out_unless_asked_for(judged_study):
     assert cell(compute_results(judged_study), "adversary").interval.n == 9
-    assert cell(compute_results(judged_study, source="all"), "adversary").interval.n == 10
-    assert cell(compute_results(judged_study, source="simulated"), "adversary").interval.n == 1
+    assert cell(compute_results(judged_study, origin="all"), "adversary").interval.n == 10
+    assert cell(compute_results(judged_study, origin="simulated"), "adversary").interval.n == 1
 
 
 def test_quality_stats_count_positions_agreement_and_time(judged_study):

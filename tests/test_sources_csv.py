@@ -1,4 +1,4 @@
-"""Uploaded utilities name candidates by their database id (studies.sources CSV kind, the admin form)."""
+"""Uploaded utilities name candidates by their database id (studies.steps.preference_sources, the CSV kind, the admin form)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from studies import export, pipeline, services
+from studies import export, services
 from studies.admin import PreferenceSourceForm
 from studies.models import Candidate, PopulationMatrix, PreferenceSource
-from studies.sources import csv_problems, csv_utilities
+from studies.steps import StepError, population
+from studies.steps.preference_sources import csv_problems, csv_utilities
 from tests.factories import (
     make_candidate,
     make_generator,
@@ -47,7 +48,7 @@ def _rows(study, utility) -> str:
 
 def _by_id(prompt) -> dict[int, list[float]]:
     matrix = PopulationMatrix.objects.get(prompt=prompt)
-    u = pipeline.utilities_from_bytes(matrix.utilities)
+    u = population.utilities_from_bytes(matrix.utilities)
     return {pk: list(u[:, j]) for j, pk in enumerate(matrix.candidate_ids)}
 
 
@@ -57,7 +58,7 @@ def test_each_utility_reaches_the_candidate_its_row_names_by_id():
     source = PreferenceSource.objects.create(study=study, kind="csv", data=data)
 
     for prompt in prompts:
-        pipeline.build_population(prompt, [source])
+        population.build_population(prompt, [source])
 
     for prompt in prompts:
         by_id = _by_id(prompt)
@@ -140,8 +141,8 @@ def test_a_bad_file_at_the_populations_step_saves_no_prompts_population():
     source = PreferenceSource.objects.create(study=study, kind="csv", data=data)
 
     for prompt in prompts:
-        with pytest.raises(pipeline.PipelineError, match="utility 'inf' is not a finite number"):
-            pipeline.build_population(prompt, [source])
+        with pytest.raises(StepError, match="utility 'inf' is not a finite number"):
+            population.build_population(prompt, [source])
     assert not PopulationMatrix.objects.filter(prompt__study=study).exists()
 
 
@@ -159,8 +160,8 @@ def test_an_empty_csv_source_waits_for_the_candidates_then_asks_for_the_file():
     assert reverse("studies:export", args=[study.slug, "candidates"]) in problem
     assert f"manage.py export_study {study.slug} --table candidates" in problem
     assert any("No utilities uploaded yet" in p for p in services.preparation_problems(study))
-    with pytest.raises(pipeline.PipelineError, match="No utilities uploaded yet"):
-        pipeline.build_population(prompt, list(study.preference_sources.all()))
+    with pytest.raises(StepError, match="No utilities uploaded yet"):
+        population.build_population(prompt, list(study.preference_sources.all()))
 
 
 def test_the_old_position_format_is_refused_with_an_explanation():

@@ -11,7 +11,7 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from studies import pipeline, services
+from studies import services
 from studies.models import (
     Candidate,
     ComparisonItem,
@@ -20,13 +20,14 @@ from studies.models import (
     PreferenceSource,
     Study,
 )
-from tests.factories import make_generator, make_policy, make_prompt, make_study
-from workers.tasks import (
+from studies.steps import population
+from studies.tasks import (
     build_items,
     build_populations,
     fit_policies,
     generate_candidates,
 )
+from tests.factories import make_generator, make_policy, make_prompt, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +52,7 @@ def csv_for(study: Study) -> str:
     for prompt in study.prompts.order_by("id"):
         for t, name in enumerate(["terse", "verbose", "odd"]):
             lines += [f"{name},{c.pk},{csv_utility(t, j)},{prompt.pk}"
-                      for j, c in enumerate(pipeline.population_candidates(prompt))]
+                      for j, c in enumerate(population.population_candidates(prompt))]
     return "\n".join(lines)
 
 
@@ -257,9 +258,9 @@ def test_a_csv_source_is_uploaded_after_generation_and_the_second_prepare_finish
     for prompt in study.prompts.all():
         matrix = prompt.population
         assert matrix.type_labels == [f"csv-{source.pk}: {t}" for t in ("terse", "verbose", "odd")]
-        column = {c.pk: j for j, c in enumerate(pipeline.population_candidates(prompt))}
+        column = {c.pk: j for j, c in enumerate(population.population_candidates(prompt))}
         expected = [[csv_utility(t, column[pk]) for pk in matrix.candidate_ids] for t in range(3)]
-        np.testing.assert_array_equal(pipeline.utilities_from_bytes(matrix.utilities), expected)
+        np.testing.assert_array_equal(population.utilities_from_bytes(matrix.utilities), expected)
 
 
 def test_a_duplicate_delivery_of_a_live_job_checks_back_later():

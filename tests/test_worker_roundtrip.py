@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from studies.models import Job
-from workers.tasks import ping
+from studies.tasks import ping
 
 
 def _wait_for(job: Job, timeout: float = 30) -> Job:

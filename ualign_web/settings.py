@@ -71,8 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
-    "studies",
-    "workers",
+    "studies",  # its tasks.py holds the Celery tasks; `workers` is plain libraries, not an app
 ]
 
 MIDDLEWARE = [
@@ -192,8 +191,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # Steps that run language models (sampling the pool; persona judges, embedders and reward
 # models scoring it) need the accelerator; fitting, items and the rest run on the default queue.
 CELERY_TASK_ROUTES = {
-    "workers.tasks.generate_*": {"queue": "gpu"},
-    "workers.tasks.build_populations": {"queue": "gpu"},
+    "studies.tasks.generate_*": {"queue": "gpu"},
+    "studies.tasks.build_populations": {"queue": "gpu"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = False

@@ -34,7 +34,7 @@ def _renderer():
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.disable(["image"])
-    md.validateLink = _is_safe_link
+    md.validateLink = _is_safe_link  # type: ignore[method-assign]  # markdown-it-py's documented hook
 
     def render_link_open(self, tokens, idx, options, env):
         tokens[idx].attrSet("rel", "nofollow noopener noreferrer")

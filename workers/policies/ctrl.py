@@ -254,3 +254,68 @@ def beta_for_kl(
         )
     lam = scipy.optimize.brentq(excess, 0.0, hi, rtol=rtol, xtol=1e-300, maxiter=500)
     return 1.0 / lam
+
+
+# --------------------------------------------------------------------------------------------
+# CTRL tuned for best-of-k (the study's "ctrl" policy). Used by `studies.steps.fit`; not in the
+# package's public API (`workers.policies.__all__`): the grid and its defaults are a study choice.
+
+# β is chosen so that KL(π‖μ) hits this target, in nats (theory.md §5).
+CTRL_TARGET_KL = 0.5
+# t of the best-of-N transform exp(t·u) is chosen from this grid to maximise the exact
+# best-of-k vs best-of-k win rate against μ at the target KL ("transform bon with N = k").
+CTRL_T_GRID = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+
+
+def best_of_k_win_rate(rewards: FloatArray, policy: FloatArray, reference: FloatArray, k: int) -> float:
+    """P(best of k draws from π beats best of k from μ) under ``rewards``, ties counting ½.
+
+    rewards, policy (π), reference (μ): shape (N,); π and μ on the simplex.
+    """
+    levels, inverse = np.unique(rewards, return_inverse=True)
+    p_mass = np.bincount(inverse, weights=policy, minlength=len(levels))
+    q_mass = np.bincount(inverse, weights=reference, minlength=len(levels))
+    p_cdf, q_cdf = np.cumsum(p_mass) ** k, np.cumsum(q_mass) ** k
+    p_pmf = np.diff(np.concatenate([[0.0], p_cdf]))
+    q_pmf = np.diff(np.concatenate([[0.0], q_cdf]))
+    q_below = np.concatenate([[0.0], q_cdf[:-1]])
+    return float(np.sum(p_pmf * (q_below + 0.5 * q_pmf)))
+
+
+def tune_ctrl(
+    rewards: FloatArray,
+    reference: FloatArray,
+    k: int,
+    *,
+    target_kl: float = CTRL_TARGET_KL,
+    t: float | None = None,
+    t_grid: tuple[float, ...] = CTRL_T_GRID,
+) -> tuple[FloatArray, dict[str, object]]:
+    """CTRL with the best-of-N transform tuned for N = k (theory.md §5); returns (π, stats).
+
+    β is set so that KL(π‖μ) = ``target_kl`` (capped at 95% of the largest reachable KL,
+    −log μ(top-reward responses)). ``t`` is used if given, otherwise the value in ``t_grid``
+    whose policy wins best-of-k against best-of-k from μ most often under ``rewards``.
+    rewards, reference: shape (N,), μ > 0 somewhere. π: shape (N,).
+    """
+    mu = reference
+    support = mu > 0
+    top = rewards[support].max()
+    kl_max = -np.log(mu[support & (rewards == top)].sum())
+    target = min(float(target_kl), 0.95 * float(kl_max))
+    if target <= 0:
+        return mu.copy(), {"note": "the top reward holds all of μ's mass: π = μ", "target_kl": target_kl}
+    grid = [float(t)] if t is not None else list(t_grid)
+    if not grid:
+        raise ValueError("t_grid must hold at least one value of t")
+    best: tuple[float, FloatArray, dict[str, object]] | None = None
+    for t_ in grid:
+        beta = beta_for_kl(rewards, mu, target, t=t_, transform="bon")
+        pi = np.asarray(ctrl_policy(rewards, mu, t=t_, beta=beta, transform="bon"))
+        score = best_of_k_win_rate(rewards, pi, mu, k)
+        if best is None or score > best[0] + 1e-12:
+            stats: dict[str, object] = {"t": t_, "beta": beta, "kl": kl_divergence(pi, mu), "target_kl": target_kl,
+                     "bo_k_win_rate_vs_mu": score}
+            best = (score, pi, stats)
+    assert best is not None  # the grid is not empty
+    return best[1], best[2]

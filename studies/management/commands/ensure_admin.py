@@ -19,7 +19,7 @@ def ensure_admin(username: str = "admin") -> tuple[str, str | None]:
             name, _, password = credentials.read_text().strip().partition(":")
             if User.objects.filter(username=name, is_superuser=True).exists():
                 return name, password
-        return User.objects.filter(is_superuser=True).values_list("username", flat=True).first(), None
+        return str(User.objects.filter(is_superuser=True).values_list("username", flat=True).first()), None
     password = secrets.token_urlsafe(12)
     User.objects.create_superuser(username=username, email="", password=password)
     credentials.parent.mkdir(parents=True, exist_ok=True)

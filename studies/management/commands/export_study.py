@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from studies import export
 from studies.models import Study
-from studies.results import SOURCES
+from studies.results import ORIGINS
 
 
 class Command(BaseCommand):
@@ -21,22 +21,23 @@ class Command(BaseCommand):
         parser.add_argument("--output", "-o", help="File to write; '-' or nothing writes to stdout.")
         parser.add_argument(
             "--source",
-            choices=sorted(SOURCES),
+            dest="origin",
+            choices=sorted(ORIGINS),
             help="Which annotators' judgments (default: all for judgments, real for the summary).",
         )
 
-    def handle(self, *args, slug: str, table: str, output: str | None, source: str | None, **options) -> None:
+    def handle(self, *args, slug: str, table: str, output: str | None, origin: str | None, **options) -> None:
         try:
             study = Study.objects.get(slug=slug)
         except Study.DoesNotExist:
             raise CommandError(f"No study with slug {slug!r}.") from None
-        chunks = export.iter_csv(study, table, source=source)
+        chunks = export.iter_csv(study, table, origin=origin)
         if output in (None, "-"):
             for chunk in chunks:
                 sys.stdout.write(chunk)
             sys.stdout.flush()
             return
-        path = Path(output)
+        path = Path(str(output))
         partial = path.with_name(path.name + ".partial")
         with partial.open("w", encoding="utf-8", newline="") as handle:
             for chunk in chunks:

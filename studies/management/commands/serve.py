@@ -17,7 +17,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from studies import demo as demo_setup
 from studies.management.commands.ensure_admin import ensure_admin
+from studies.models import Study
 
 
 class Command(BaseCommand):
@@ -33,7 +35,7 @@ class Command(BaseCommand):
         if not os.environ.get("SITE_URL"):
             # Links printed here and the simulated annotators' requests (from the worker) go to this server.
             os.environ["SITE_URL"] = settings.SITE_URL = f"http://{addr}"
-        self.demo_study = None
+        self.demo_study: Study | None = None
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write(f"Database: {settings.DATABASES['default']['NAME']}  broker: {settings.CELERY_BROKER_URL}")
         username, password = ensure_admin()
@@ -49,23 +51,21 @@ class Command(BaseCommand):
         self._wait(processes)
 
     def _start_demo(self, username: str, password: str | None) -> None:
-        from studies import demo
-
-        self.demo_study = demo.ensure_demo_study()
+        study = self.demo_study = demo_setup.ensure_demo_study()
         self.demo_credentials = (username, password)
-        self.demo_announced = self.demo_study.status == "live"
-        message = demo.resume(self.demo_study)
+        self.demo_announced = study.status == "live"
+        message = demo_setup.resume(study)
         if message:
             self.stdout.write(message)
-        links = demo.links(self.demo_study)
+        links = demo_setup.links(study)
         self.stdout.write(f"Progress: {links.jobs}")
         if self.demo_announced:
             self._announce_demo()
 
     def _announce_demo(self) -> None:
-        from studies import demo
-
-        links = demo.links(self.demo_study)
+        study = self.demo_study
+        assert study is not None  # announced only after _start_demo
+        links = demo_setup.links(study)
         username, password = self.demo_credentials
         self.stdout.write(self.style.SUCCESS("\nThe demo study is live."))
         self.stdout.write(f"Annotate: {links.annotator}")
@@ -73,22 +73,20 @@ class Command(BaseCommand):
         self.stdout.write(f"Admin:    {links.admin}   login {username} / {password or '(set with manage.py changepassword)'}")
         self.stdout.write(
             f"Simulated annotators: select the study in the admin and run “Run simulated annotators”, or\n"
-            f"          python manage.py simulate_annotators {self.demo_study.slug} -n 10\n"
+            f"          python manage.py simulate_annotators {study.slug} -n 10\n"
         )
 
     def _tick_demo(self) -> None:
-        from studies import demo
-
         if self.demo_study is None or self.demo_announced:
             return
         try:
-            message = demo.advance(self.demo_study)
+            message = demo_setup.advance(self.demo_study)
         except Exception as exc:  # a locked SQLite file or a racing admin click: try again next tick
             self.stderr.write(f"Demo: {exc}")
             return
         if message:
             self.stdout.write(message)
-        error = demo.failure(self.demo_study)
+        error = demo_setup.failure(self.demo_study)
         if error and self.demo_study.status == "draft":
             self.stderr.write(f"The demo's preparation failed: {error}\nRestart to retry.")
             self.demo_announced = True

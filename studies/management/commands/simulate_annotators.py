@@ -8,7 +8,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from studies.models import Study
-from studies.simulate import SimulationError, annotators_to_fill, simulate_annotators
+from studies.simulated_annotators import (
+    SimulationError,
+    annotators_to_fill,
+    simulate_annotators,
+)
 
 
 class Command(BaseCommand):

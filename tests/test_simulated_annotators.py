@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from studies import pipeline, simulate
+from studies import services, simulated_annotators
 from studies.models import (
     Candidate,
     ComparisonItem,
@@ -19,6 +19,8 @@ from studies.models import (
     Study,
 )
 from studies.results import compute_results
+from studies.steps.population import save_population
+from studies.tasks import simulate_annotators
 from tests.factories import (
     make_candidate,
     make_generator,
@@ -46,7 +48,7 @@ def unanimous_study(slug: str = "sim", *, prompts: int = 2, items_per_prompt: in
             make_item(study=study, prompt=prompt, policy=policy, texts=[OTHER, PREFERRED], counts=[(1, 0), (0, 1)],
                       k=1, replicate=r)
         candidates = [Candidate.objects.get(prompt=prompt, text=t) for t in (OTHER, PREFERRED)]
-        pipeline.save_population(prompt, candidates, np.array([[0.0, 1.0]]), np.array([1.0]), ["everyone"], {})
+        save_population(prompt, candidates, np.array([[0.0, 1.0]]), np.array([1.0]), ["everyone"], {})
         if attention:  # as the pipeline builds them: pool texts plus one broken text outside the population
             item = ComparisonItem.objects.create(study=study, prompt=prompt, k=2, m=1, opponent_label="attention",
                                                  is_attention_check=True)
@@ -73,7 +75,7 @@ def chosen_texts(study: Study) -> list[str]:
 
 def test_simulated_annotators_complete_the_study_over_http_and_are_marked_simulated(live_server):
     study = unanimous_study()
-    report = simulate.simulate_annotators(study, annotators=3, base_url=live_server.url)
+    report = simulated_annotators.simulate_annotators(study, annotators=3, base_url=live_server.url)
 
     participants = list(Participant.objects.filter(study=study))
     assert len(participants) == 2  # 4 items x 2 annotations / 4 per person; the third was turned away
@@ -84,15 +86,15 @@ def test_simulated_annotators_complete_the_study_over_http_and_are_marked_simula
     assert report.judgments == 8 == Judgment.objects.filter(assignment__item__study=study).count()
     # Every item is shown in rotated orders; they always found the preferred text wherever it was.
     assert set(chosen_texts(study)) == {PREFERRED}
-    assert compute_results(study, source="real").n_judgments == 0
-    assert compute_results(study, source="simulated").n_judgments == 8
+    assert compute_results(study, origin="real").n_judgments == 0
+    assert compute_results(study, origin="simulated").n_judgments == 8
 
 
 def test_a_population_file_replaces_the_studys_own_population(live_server):
     study = unanimous_study()
     csv = population_file(study, {OTHER: 5, PREFERRED: 1})
 
-    simulate.simulate_annotators(study, annotators=2, base_url=live_server.url, population_csv=csv)
+    simulated_annotators.simulate_annotators(study, annotators=2, base_url=live_server.url, population_csv=csv)
 
     assert set(chosen_texts(study)) == {OTHER}
 
@@ -102,15 +104,15 @@ def test_a_bad_population_file_is_refused_before_anyone_joins(live_server):
     preferred = Candidate.objects.filter(prompt__study=study, text=PREFERRED).order_by("id")
     csv = "type,candidate_id,utility\n" + "".join(f"t,{c.pk},1\n" for c in preferred)  # no row for OTHER
 
-    with pytest.raises(simulate.SimulationError, match=r"population file: line 2: type 't' has no utility for candidate"):
-        simulate.simulate_annotators(study, annotators=1, base_url=live_server.url, population_csv=csv)
+    with pytest.raises(simulated_annotators.SimulationError, match=r"population file: line 2: type 't' has no utility for candidate"):
+        simulated_annotators.simulate_annotators(study, annotators=1, base_url=live_server.url, population_csv=csv)
     assert not Participant.objects.filter(study=study).exists()
 
 
 def test_luce_noise_makes_annotators_sometimes_choose_the_worse_text(live_server):
     study = unanimous_study(prompts=3, annotations=4, per_person=6)
 
-    simulate.simulate_annotators(study, annotators=4, base_url=live_server.url, luce_temperature=2.0, concurrency=2)
+    simulated_annotators.simulate_annotators(study, annotators=4, base_url=live_server.url, luce_temperature=2.0, concurrency=2)
 
     texts = chosen_texts(study)
     assert len(texts) == 24
@@ -121,7 +123,7 @@ def test_luce_noise_makes_annotators_sometimes_choose_the_worse_text(live_server
 def test_noiseless_annotators_pass_every_attention_check(live_server):
     study = unanimous_study(attention=True, per_person=6)
 
-    simulate.simulate_annotators(study, annotators=2, base_url=live_server.url)
+    simulated_annotators.simulate_annotators(study, annotators=2, base_url=live_server.url)
 
     checks = Judgment.objects.filter(assignment__item__study=study, assignment__item__is_attention_check=True)
     assert checks.exists()
@@ -132,10 +134,10 @@ def test_a_study_that_is_not_live_gets_no_simulated_annotators(live_server):
     study = unanimous_study()
     study.move_to(Study.Status.CLOSED)
 
-    with pytest.raises(simulate.SimulationError, match="live"):
-        simulate.simulate_annotators(study, annotators=1, base_url=live_server.url)
-    with pytest.raises(simulate.SimulationError, match="make it live"):
-        simulate.start_simulation(study=study)
+    with pytest.raises(simulated_annotators.SimulationError, match="live"):
+        simulated_annotators.simulate_annotators(study, annotators=1, base_url=live_server.url)
+    with pytest.raises(simulated_annotators.SimulationError, match="make it live"):
+        services.start_simulation(study=study)
     assert not Participant.objects.filter(study=study).exists()
 
 
@@ -161,8 +163,6 @@ def test_the_admin_action_queues_a_simulation_job_for_the_worker(researcher_clie
 
 
 def test_the_simulate_task_runs_the_job_against_the_site_url(live_server, settings):
-    from workers.tasks import simulate_annotators
-
     settings.SITE_URL = live_server.url
     study = unanimous_study()
     job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params={"annotators": 2, "seed": 3})

@@ -13,13 +13,13 @@ from studies.models import (
     PreferenceSource,
     Study,
 )
-from tests.factories import make_generator, make_policy, make_prompt, make_study
-from workers.tasks import (
+from studies.tasks import (
     build_items,
     build_populations,
     fit_policies,
     generate_candidates,
 )
+from tests.factories import make_generator, make_policy, make_prompt, make_study
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 

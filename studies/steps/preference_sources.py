@@ -1,8 +1,12 @@
-"""Preference sources: what each kind's params mean, how they are checked, how they are run.
+"""Preference sources, the population step's inputs: what each kind's params mean, how they are
+checked, how an uploaded utilities CSV is resolved against the study's candidates, how a source
+is run on one prompt.
 
 Each `PreferenceSource` of a study gives user types to every prompt's population
-(`workers.populations`); its `weight` is its share of the population, split among its types
-by their own weights (default equal).
+(`studies.steps.population`, `workers.populations`); its `weight` is its share of the
+population, split among its types by their own weights (default equal). The checks here are
+the rules for one source; `studies.services.preparation_problems` is where a study's whole
+setup is checked before Prepare, and the admin's form uses them field by field.
 
 params per kind (a JSON object):
 
@@ -21,11 +25,16 @@ csv            the utilities go in the source's data field (format: CSV_HELP), n
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import cast
 
 from django.urls import reverse
 
+from studies.export import safe_text
 from studies.models import Candidate, PreferenceSource, Prompt, Study
+from workers import generation, populations
+from workers.populations import CandidateColumn, SourceUtilities, UtilitiesCSVError
 
 DEFAULT_JUDGE_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -49,7 +58,7 @@ CHECK_COLUMNS = ("study", "prompt", "prompt_id", "prompt_external_id", "text_sha
 # utility columns uploads as it is.
 IGNORED_COLUMNS = ("generator", "sample_index", "multiplicity", "token_count", "is_attention_check", "text")
 
-_ALLOWED = {
+_ALLOWED: dict[str, set[str]] = {
     PreferenceSource.Kind.PERSONA_JUDGE: {"model", "personas", "labels", "weights", "batch_size",
                                           "system_template", "question_template"},
     PreferenceSource.Kind.EMBEDDING: {"model", "personas", "labels", "weights", "batch_size"},
@@ -62,7 +71,7 @@ def _is_text_list(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v.strip() for v in value)
 
 
-def params_problems(kind: str, params: object) -> list[str]:
+def source_params_problems(kind: str, params: object) -> list[str]:
     """Readable problems with a source's params for its kind; [] if valid (CSV data: `csv_problems`)."""
     if kind not in _ALLOWED:
         return [f"Unknown kind {kind!r}."]
@@ -84,7 +93,7 @@ def params_problems(kind: str, params: object) -> list[str]:
         if not _is_text_list(models):
             problems.append('Give "models": a list of reward model ids or folders (or "model": one).')
         else:
-            n_types = len(models)
+            n_types = len(models or ())
     elif "model" in params and not (isinstance(params["model"], str) and params["model"].strip()):
         problems.append('"model" must be a model id, a local folder or a shipped model name.')
     for name in ("labels", "weights"):
@@ -140,12 +149,10 @@ class StudyUtilities:
     """
 
     columns: dict[int, list[int]]
-    utilities: dict[int, object]
+    utilities: dict[int, SourceUtilities]
 
-    def for_prompt(self, prompt_id: int, candidate_ids: list[int] | None = None):
+    def for_prompt(self, prompt_id: int, candidate_ids: list[int] | None = None) -> SourceUtilities:
         """The prompt's SourceUtilities, with columns in the order of `candidate_ids` if given."""
-        from workers.populations import SourceUtilities
-
         columns = self.columns.get(prompt_id)
         if columns is None:
             raise ValueError(f"prompt {prompt_id} had no candidates when the utilities CSV was checked")
@@ -159,24 +166,17 @@ class StudyUtilities:
         return SourceUtilities(parsed.utilities[:, order], parsed.weights, list(parsed.type_labels))
 
 
-def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) -> StudyUtilities:
+def csv_utilities(study: Study | None, data: str, *, max_errors: int = MAX_CSV_ERRORS) -> StudyUtilities:
     """Resolve a utilities CSV (CSV_HELP) against the study's current candidates.
 
     Every prompt that has candidates must be scored; prompts without candidates yet can't be
     named (their ids don't exist). Raises `workers.populations.UtilitiesCSVError` with every
     problem (line numbers included), capped at `max_errors`.
     """
-    from studies.export import safe_text
-    from workers.populations import (
-        CandidateColumn,
-        read_utilities_csv,
-        utilities_by_group,
-    )
-
-    table = read_utilities_csv(data, check_columns=CHECK_COLUMNS, ignore_columns=IGNORED_COLUMNS, max_errors=max_errors)
+    table = populations.read_utilities_csv(data, check_columns=CHECK_COLUMNS, ignore_columns=IGNORED_COLUMNS, max_errors=max_errors)
     candidates: dict[int, CandidateColumn] = {}
     columns: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
+    names: dict[Hashable, str] = {}
     if study is not None and study.pk is not None:
         rows = (
             Candidate.objects.filter(prompt__study=study, is_attention_check=False)
@@ -207,7 +207,7 @@ def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) 
     for pk, study_id in Candidate.objects.filter(pk__in=unknown).values_list("pk", "prompt__study_id"):
         same = study is not None and study_id == study.pk
         refused[pk] = "is an attention check, in no population: leave it out" if same else "belongs to another study"
-    parsed = utilities_by_group(
+    parsed = populations.utilities_by_group(
         table,
         candidates=candidates,
         sizes={prompt_id: len(ids) for prompt_id, ids in columns.items()},
@@ -215,7 +215,7 @@ def csv_utilities(study: Study, data: str, *, max_errors: int = MAX_CSV_ERRORS) 
         group_names=names,
         max_errors=max_errors,
     )
-    return StudyUtilities(columns, parsed)
+    return StudyUtilities(columns, cast(dict[int, SourceUtilities], parsed))  # grouped by prompt id
 
 
 def csv_problems(study: Study | None, data: str) -> list[str]:
@@ -224,8 +224,6 @@ def csv_problems(study: Study | None, data: str) -> list[str]:
     Empty data is fine until every prompt has candidates (Prepare generates them, then stops
     at the populations and asks for the file).
     """
-    from workers.populations import UtilitiesCSVError
-
     if not data.strip():
         if study is None or study.pk is None or not study.prompts.exists():
             return []
@@ -238,24 +236,23 @@ def csv_problems(study: Study | None, data: str) -> list[str]:
     return []
 
 
-def _error_lines(exc) -> list[str]:
+def _error_lines(exc: UtilitiesCSVError) -> list[str]:
     lines = [str(e) for e in exc.errors]
     if len(lines) >= MAX_CSV_ERRORS:
         lines.append(f"(stopped after {MAX_CSV_ERRORS} problems)")
     return lines
 
 
-def _resolved(source: PreferenceSource):
+def resolved_csv(source: PreferenceSource) -> StudyUtilities | UtilitiesCSVError:
     """`csv_utilities` of a CSV source, or the UtilitiesCSVError it raised, cached on the instance.
 
     The populations step passes the same source instances for every prompt, so the file is
     parsed once per run rather than once per prompt; the key makes an edited `data` re-parse.
     """
-    from workers.populations import UtilitiesCSVError
-
     key = (source.study_id, hashlib.sha256(source.data.encode()).hexdigest())
     cached = source.__dict__.get("_csv_utilities")
     if cached is None or cached[0] != key:
+        result: StudyUtilities | UtilitiesCSVError
         try:
             result = csv_utilities(source.study, source.data)
         except UtilitiesCSVError as exc:
@@ -267,31 +264,29 @@ def _resolved(source: PreferenceSource):
 
 def source_problems(source: PreferenceSource) -> list[str]:
     """Problems of a saved source: its params and, for the CSV kind, its data against the study."""
-    problems = params_problems(source.kind, source.params)
+    problems = source_params_problems(source.kind, source.params)
     if source.kind == PreferenceSource.Kind.CSV:
         if not source.data.strip():
             problems += csv_problems(source.study, "")
         else:
-            resolved = _resolved(source)
+            resolved = resolved_csv(source)
             if isinstance(resolved, Exception):
                 problems += _error_lines(resolved)
     return problems
 
 
-def source_utilities(source: PreferenceSource, prompt: Prompt, candidates: list[Candidate]):
+def source_utilities(source: PreferenceSource, prompt: Prompt, candidates: list[Candidate]) -> SourceUtilities:
     """The source's `SourceUtilities` (U (T, N), weights (T,), labels) over `candidates`.
 
     Model-backed kinds load their models in this (worker) process, cached per process.
     """
-    from workers import generation, populations
-
     params = source.params or {}
     texts = [c.text for c in candidates]
     common = {k: params[k] for k in ("labels", "weights", "batch_size") if k in params}
     if source.kind == PreferenceSource.Kind.CSV:
         if not source.data.strip():
             raise ValueError(no_utilities_message(source.study))
-        resolved = _resolved(source)
+        resolved = resolved_csv(source)
         if isinstance(resolved, Exception):
             raise resolved
         return resolved.for_prompt(prompt.pk, [c.pk for c in candidates])

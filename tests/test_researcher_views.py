@@ -1,4 +1,5 @@
-"""The admin's Prepare button and the job status page polled by htmx."""
+"""The researcher pages: the admin's Prepare button, the job status page polled by htmx, and the
+permissions every researcher page asks for (`studies.researcher_views.study_for`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
 from studies.models import Job, PreferenceSource, Study
+from studies.tasks import generate_candidates
 from tests.factories import make_generator, make_policy, make_prompt, make_study
-from workers.tasks import generate_candidates
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +136,72 @@ def test_a_chain_queued_for_long_with_nothing_running_hints_that_no_worker_is_ru
     assert "waiting-for-worker" not in researcher_client.get(url, headers={"HX-Request": "true"}).content.decode()
     Job.objects.filter(pk=parent.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     assert "waiting-for-worker" in researcher_client.get(url, headers={"HX-Request": "true"}).content.decode()
+
+
+# --- Permissions: the same model permissions as the admin, not is_staff alone ------------------
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """Logged in as staff with no permission at all (the admin refuses this user everything)."""
+    client.force_login(django_user_model.objects.create_user("staff-only", password="pw", is_staff=True))
+    return client
+
+
+def _grant(client, *codenames: str) -> None:
+    """Give the logged-in user these permissions of the studies app."""
+    user = get_user_model().objects.get(pk=client.session["_auth_user_id"])
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="studies", codename__in=codenames))
+
+
+def _researcher_pages(study: Study) -> dict[str, tuple[str, str]]:
+    """Every researcher page: name → (HTTP method, URL)."""
+    pages = {
+        "results": ("get", reverse("studies:results", args=[study.slug])),
+        "plot": ("get", reverse("studies:results_plot", args=[study.slug])),
+        "jobs": ("get", reverse("admin:studies_study_jobs", args=[study.pk])),
+        "prepare": ("post", reverse("admin:studies_study_prepare", args=[study.pk])),
+    }
+    for table in ("judgments", "items", "candidates", "prompts", "summary"):
+        pages[f"export {table}"] = ("get", reverse("studies:export", args=[study.slug, table]))
+    return pages
+
+
+def test_a_staff_user_without_permissions_gets_403_on_every_researcher_page(staff_client):
+    study = _ready_to_prepare()
+    for name, (method, url) in _researcher_pages(study).items():
+        assert getattr(staff_client, method)(url).status_code == 403, name
+    study.refresh_from_db()
+    assert study.status == Study.Status.DRAFT
+    assert not Job.objects.filter(study=study).exists()
+
+
+def test_viewing_a_study_without_viewing_judgments_shows_its_jobs_and_design_but_no_judgments(staff_client):
+    study = _ready_to_prepare()
+    _grant(staff_client, "view_study")
+    pages = _researcher_pages(study)
+    allowed = {"jobs", "export items", "export candidates", "export prompts"}
+    for name, (method, url) in pages.items():
+        expected = 200 if name in allowed else 403
+        assert getattr(staff_client, method)(url).status_code == expected, name
+
+
+def test_results_and_judgment_exports_need_the_view_judgment_permission_too(staff_client):
+    study = _ready_to_prepare()
+    _grant(staff_client, "view_study", "view_judgment")
+    pages = _researcher_pages(study)
+    for name in ("results", "plot", "export judgments", "export summary"):
+        method, url = pages[name]
+        assert getattr(staff_client, method)(url).status_code == 200, name
+    method, url = pages["prepare"]
+    assert getattr(staff_client, method)(url).status_code == 403  # acting needs change_study
+
+
+def test_prepare_is_allowed_with_the_change_study_permission(staff_client, django_capture_on_commit_callbacks):
+    study = _ready_to_prepare()
+    _grant(staff_client, "view_study", "change_study")
+    with mock.patch.object(generate_candidates, "delay"), django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(reverse("admin:studies_study_prepare", args=[study.pk]))
+    assert response.status_code == 302
+    study.refresh_from_db()
+    assert study.status == Study.Status.PREPARING

@@ -1,10 +1,13 @@
-"""Simulated annotators: how a synthetic person picks among shown responses (pure NumPy).
+"""The choice rule: how one person of a population picks among shown responses (pure NumPy).
 
 A simulated annotator is drawn once per task from a population (theory.md §1): a user type t
 with probability w_t. Shown distinct texts j = 1..n with utilities U[t, j], the type picks a text
 of maximal utility, ties split uniformly (the exact rule the theory and the credit assume). With
 Luce noise at temperature τ > 0 it picks j with probability ∝ exp(U[t, j] / τ) instead, a
 random-utility model that makes the study harder to win than the model predicts.
+
+Simulated annotators (`studies.simulated_annotators`) and the reproduction benchmark pick with
+it. Not re-exported from `workers.policies`: import it from this module.
 """
 
 from __future__ import annotations

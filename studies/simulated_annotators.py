@@ -13,15 +13,17 @@ The annotator's "mind" is a population (theory.md §1) read from the database: f
 texts of its current assignment (display_order → ItemCandidate → Candidate) it takes their
 columns in the prompt's PopulationMatrix, or in a population given as a file instead (the same
 long CSV format as the CSV preference source, `type,candidate_id,utility[,weight]`, candidates
-named by their id as in the candidates export; see `studies.sources.CSV_HELP`). A
+named by their id as in the candidates export; see `studies.steps.preference_sources.CSV_HELP`). A
 population other than the one the policies were fitted on checks how robust a design is when
-the model is wrong. It then picks with `studies.simulation.choose`: a type drawn by weight,
+the model is wrong. It then picks with `workers.policies.choice.choose`: a type drawn by weight,
 maximal utility with uniform ties, or Luce (softmax) choice at a temperature on the utilities'
 own scale. Attention-check texts, which are in no population, get a utility one below every
 type's worst, so a noiseless annotator always passes the checks.
 
 The participant flow only admits annotators to a live study, and simulated annotators take
 item quota like real ones: pilot a design on a copy of the study, or before sharing its link.
+`manage.py simulate_annotators` runs them in its own process; the admin's action queues them for
+a worker (`studies.services.start_simulation` → `studies.tasks.simulate_annotators`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 import numpy as np
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import connection
+from django.db.models import Count, Q
 
-from studies.models import Assignment, ComparisonItem, Job, Participant, Study
-from studies.simulation import ChoiceModel, choose
+from studies.annotation import shown_in_order
+from studies.models import Assignment, ComparisonItem, Participant, Prompt, Study
+from studies.steps import StepError
+from studies.steps.population import load_population
+from studies.steps.preference_sources import StudyUtilities, csv_utilities, prompt_key
+from workers.policies.choice import ChoiceModel, choose
+from workers.populations import UtilitiesCSVError
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +96,9 @@ class Minds:
         self.study = study
         self.population_csv = population_csv
         self._cache: dict[int, PromptMind] = {}
-        self._file = None  # the population file resolved against the study, once
+        self._file: StudyUtilities | None = None  # the population file resolved against the study, once
 
-    def for_prompt(self, prompt) -> PromptMind:
+    def for_prompt(self, prompt: Prompt) -> PromptMind:
         if prompt.pk not in self._cache:
             self._cache[prompt.pk] = self._load(prompt)
         return self._cache[prompt.pk]
@@ -101,13 +108,11 @@ class Minds:
         for prompt in self.study.prompts.all():
             self.for_prompt(prompt)
 
-    def _load(self, prompt) -> PromptMind:
-        from studies import pipeline
-
+    def _load(self, prompt: Prompt) -> PromptMind:
         if self.population_csv is None:
             try:
-                pp = pipeline.load_population(prompt)
-            except pipeline.PipelineError as exc:
+                pp = load_population(prompt)
+            except StepError as exc:
                 raise SimulationError(str(exc)) from exc
             return PromptMind(pp.candidate_ids, pp.pop.utilities, pp.pop.weights)
         if self._file is None:
@@ -115,11 +120,8 @@ class Minds:
         return _mind_from_file(prompt, self._file)
 
 
-def _population_file(study: Study, data: str):
-    """The population file resolved against the study's candidates (`studies.sources.csv_utilities`)."""
-    from studies.sources import csv_utilities
-    from workers.populations import UtilitiesCSVError
-
+def _population_file(study: Study, data: str) -> StudyUtilities:
+    """The population file resolved against the study's candidates (`studies.steps.preference_sources.csv_utilities`)."""
     if not data.strip():
         raise SimulationError("population file: it is empty")
     try:
@@ -128,9 +130,7 @@ def _population_file(study: Study, data: str):
         raise SimulationError(f"population file: {exc}") from exc
 
 
-def _mind_from_file(prompt, resolved) -> PromptMind:
-    from studies.sources import prompt_key
-
+def _mind_from_file(prompt: Prompt, resolved: StudyUtilities) -> PromptMind:
     if prompt.pk not in resolved.columns:
         raise SimulationError(f"prompt {prompt_key(prompt)} has no candidates yet")
     parsed = resolved.for_prompt(prompt.pk)
@@ -231,6 +231,18 @@ class AnnotatorOutcome:
     note: str = ""
 
 
+def _reload_formless(browser: Browser, page: Page, step: str, external_id: str) -> tuple[Page, str]:
+    """A page without its form (cut short, or an error page served as 200): reload it once, as a
+    person would, rather than submit a form that isn't there. Returns the page and a note if the
+    form is still missing (a task page without its form is left to say why: full, or closed)."""
+    retry = browser.get(page.path)
+    if "csrfmiddlewaretoken" not in retry.parse().inputs and step != "task":
+        return page, f"no form on {page.path} (HTTP {page.status}, {len(page.html)} bytes: {_title(page.html)!r})"
+    logger.warning("reloaded %s for %s: the first response had no form (%d bytes)", page.path, external_id,
+                   len(page.html))
+    return retry, ""
+
+
 def run_annotator(
     base_url: str,
     study: Study,
@@ -262,15 +274,9 @@ def run_annotator(
             outcome.note = f"HTTP {page.status} at {page.path}"
             break
         if step in ("consent", "instructions", "task") and "csrfmiddlewaretoken" not in page.parse().inputs:
-            # A page without its form (cut short, or an error page served as 200): reload it once,
-            # as a person would, rather than submit a form that isn't there.
-            retry = browser.get(page.path)
-            if "csrfmiddlewaretoken" not in retry.parse().inputs and step != "task":
-                outcome.note = f"no form on {page.path} (HTTP {page.status}, {len(page.html)} bytes: {_title(page.html)!r})"
+            page, outcome.note = _reload_formless(browser, page, step, external_id)
+            if outcome.note:
                 break
-            logger.warning("reloaded %s for %s: the first response had no form (%d bytes)", page.path, external_id,
-                           len(page.html))
-            page = retry
         if step == "consent":
             page = browser.post(page.url, {"decision": "accept"}, page)
         elif step == "instructions":
@@ -304,8 +310,6 @@ def run_annotator(
 def _pick(participant: Participant, assignment_id: int, positions: list[int], minds: Minds,
           rng: np.random.Generator, luce_temperature: float | None) -> int:
     """The position (from 1) this annotator chooses on the task page it was shown."""
-    from studies.annotation import shown_in_order
-
     assignment = Assignment.objects.select_related("item__prompt").filter(pk=assignment_id, participant=participant).first()
     if assignment is None:
         raise SimulationError(f"the task page shows assignment {assignment_id}, which is not this participant's")
@@ -352,6 +356,19 @@ class SimulationReport:
         }
 
 
+def _check_run(study: Study, *, annotators: int, concurrency: int, luce_temperature: float | None) -> None:
+    """Refuse a run that can't go as asked (the study is re-read: it must be live now)."""
+    if annotators < 1:
+        raise SimulationError("annotators must be at least 1")
+    if concurrency < 1:
+        raise SimulationError("concurrency must be at least 1")
+    if luce_temperature is not None and not luce_temperature > 0:
+        raise SimulationError("the Luce temperature must be positive")
+    study.refresh_from_db()
+    if study.status != Study.Status.LIVE:
+        raise SimulationError(f"the study is {study.status}: annotators (real or simulated) can only join a live study")
+
+
 def simulate_annotators(
     study: Study,
     *,
@@ -370,15 +387,7 @@ def simulate_annotators(
     once (each in its own thread, as separate people would). With `stop_when_full`, no new
     annotator starts once the app has turned one away (the study is full or closed).
     """
-    if annotators < 1:
-        raise SimulationError("annotators must be at least 1")
-    if concurrency < 1:
-        raise SimulationError("concurrency must be at least 1")
-    if luce_temperature is not None and not luce_temperature > 0:
-        raise SimulationError("the Luce temperature must be positive")
-    study.refresh_from_db()
-    if study.status != Study.Status.LIVE:
-        raise SimulationError(f"the study is {study.status}: annotators (real or simulated) can only join a live study")
+    _check_run(study, annotators=annotators, concurrency=concurrency, luce_temperature=luce_temperature)
     minds = Minds(study, population_csv)
     minds.validate()
     run = secrets.token_hex(4)
@@ -426,31 +435,8 @@ def annotators_to_fill(study: Study) -> int:
     Items decided by construction (needs_judgment False) are never assigned, so they need nobody.
     """
     live = Q(assignments__status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
-    from django.db.models import Count
-
     items = ComparisonItem.objects.filter(study=study, needs_judgment=True).annotate(
         taken=Count("assignments", filter=live)
     )
     open_slots = sum(max(study.annotations_per_item - taken, 0) for taken in items.values_list("taken", flat=True))
     return max(1, min(DEFAULT_MAX_ANNOTATORS, math.ceil(open_slots / study.items_per_participant)))
-
-
-@transaction.atomic
-def start_simulation(*, study: Study, annotators: int | None = None, luce_temperature: float | None = None,
-                     seed: int | None = None) -> Job:
-    """Queue a SIMULATE job for the worker, which runs the annotators against settings.SITE_URL."""
-    from workers.tasks import simulate_annotators as task
-
-    if study.status != Study.Status.LIVE:
-        raise SimulationError(f"“{study}” is {study.get_status_display().lower()}: make it live first "
-                              "(annotators, real or simulated, can only join a live study).")
-    if luce_temperature is not None and not luce_temperature > 0:
-        raise SimulationError("the Luce temperature must be positive")
-    params = {
-        "annotators": annotators or annotators_to_fill(study),
-        "luce_temperature": luce_temperature,
-        "seed": study.seed if seed is None else seed,
-    }
-    job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params=params)
-    task.delay_on_commit(job.pk)
-    return job

@@ -1,0 +1,338 @@
+"""The items step: fits → blinded comparison items with provenance counts, and attention checks.
+
+An item is k draws from the policy and m from an opponent (another policy, or the adversary:
+the response that beats the policy most often under the population); each distinct text is
+shown once, with its counts (c_A, c_B) and the population's predicted credit for that shown set
+(`workers.policies.credit.shown_set_credit`). An item whose k + m draws are all one text is
+decided by construction (needs_judgment False, credit k/(k+m)) and never shown to anyone.
+Attention checks (good pool texts plus one deliberately broken text) come at the study's rate.
+
+`build_items` is the one study-level "draft items → count attention checks → spread them over
+the prompts → save" function: the Celery task, the reproduction check and the tests call it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from django.db import transaction
+
+import workers.policies as wp
+from studies.models import (
+    Candidate,
+    ComparisonItem,
+    ItemCandidate,
+    Policy,
+    PolicyFit,
+    Prompt,
+    Study,
+)
+from studies.steps import OnProgress, StepError, no_progress
+from studies.steps.population import PromptPopulation, load_population
+from workers.policies.credit import shown_set_credit
+
+# Attention-check candidates use negative sample indices, which generation never produces.
+ATTENTION_LABEL = "attention"
+NONSENSE_LINES = (
+    "Purple seventeen carburetor whispers the banana of Tuesday, sideways.",
+    "Lorem gravel umbrella, seventeen marmalade onions conquer the staircase.",
+    "The refrigerator sang eleven triangles while the moon filed its taxes.",
+)
+
+
+@dataclass
+class ItemDraft:
+    key: dict[str, Any]
+    fields: dict[str, Any]
+    shown: list[tuple[int, int, int, int]]  # (candidate id, slot, c_A, c_B)
+
+    @property
+    def needs_judgment(self) -> bool:
+        return bool(self.fields.get("needs_judgment", True))
+
+
+def needs_judgment(shown: Sequence[object]) -> bool:
+    """Whether a shown set needs a person: with one distinct text every pick is that text, and
+    its credit c_A/(c_A+c_B) = k/(k+m) is decided by construction (theory.md §1)."""
+    return len(shown) > 1
+
+
+def judged_count(drafts: list[ItemDraft]) -> int:
+    """How many of `drafts` an annotator will be asked to judge (the base of the attention-check rate)."""
+    return sum(1 for draft in drafts if draft.needs_judgment)
+
+
+def _item_rng(study: Study, *parts: int) -> np.random.Generator:
+    return np.random.default_rng([study.seed, *parts])
+
+
+def _shown_rows(rng: np.random.Generator, pp: PromptPopulation, draws_a: Sequence[int] | npt.NDArray[np.intp],
+                draws_b: Sequence[int] | npt.NDArray[np.intp]) -> tuple[list[int], list[int], list[int]]:
+    """Distinct texts of the k + m draws, in a shuffled slot order, with their counts."""
+    count_a, count_b = Counter(int(i) for i in draws_a), Counter(int(i) for i in draws_b)
+    distinct = sorted(set(count_a) | set(count_b))
+    order = rng.permutation(len(distinct))
+    shown = [distinct[i] for i in order]
+    return shown, [count_a[j] for j in shown], [count_b[j] for j in shown]
+
+
+Opponent = tuple[str, Policy | None, npt.NDArray[np.float64] | None]  # (label, policy, its fit)
+
+
+def _opponents(policy: Policy, policies: list[Policy], fits: dict[tuple[int, int], npt.NDArray[np.float64]],
+               k: int, m: int) -> list[Opponent]:
+    """The adversary (label ADVERSARY, no policy), then every other policy with the fit it shows."""
+    opponents: list[Opponent] = [(ComparisonItem.ADVERSARY, None, None)]
+    for other in policies:
+        if other.pk != policy.pk:
+            # The opponent shows m samples: its fit for m shown samples when the study
+            # fits that k, otherwise its fit at the item's k.
+            sigma = fits.get((other.pk, m), fits[(other.pk, k)])
+            opponents.append((other.name, other, sigma))
+    return opponents
+
+
+def draft_prompt_items(prompt: Prompt, policies: list[Policy], pp: PromptPopulation | None = None) -> list[ItemDraft]:
+    """Every (policy, k, opponent, replicate) item of one prompt, drawn reproducibly from Study.seed."""
+    study = prompt.study
+    pp = pp or load_population(prompt)
+    m = study.opponent_outputs
+    fits = {
+        (f.policy_id, f.k): np.asarray(f.probabilities, dtype=np.float64)
+        for f in PolicyFit.objects.filter(prompt=prompt, policy__in=policies)
+    }
+    drafts = []
+    for policy in policies:
+        for k in study.k_values:
+            if (policy.pk, k) not in fits:
+                raise StepError(f"policy {policy.name} has no fit at k={k} for prompt {prompt.pk}")
+            pi = fits[(policy.pk, k)]
+            adversary = int(np.argmax(wp.pick_probability(pp.pop, pi, k)))
+            for label, other, sigma in _opponents(policy, policies, fits, k, m):
+                for replicate in range(study.replicates):
+                    rng = _item_rng(study, prompt.pk, policy.pk, k, other.pk if other else 0, m, replicate)
+                    draws_a = wp.sample_responses(pi, k, rng)
+                    draws_b = [adversary] * m if sigma is None else wp.sample_responses(sigma, m, rng)
+                    key = {"prompt": prompt, "policy": policy, "k": k, "opponent_label": label, "m": m,
+                           "replicate": replicate, "is_attention_check": False}
+                    drafts.append(_item_draft(rng, pp, key, other, draws_a, draws_b))
+    return drafts
+
+
+def _item_draft(rng: np.random.Generator, pp: PromptPopulation, key: dict[str, Any], other: Policy | None,
+                draws_a: Sequence[int] | npt.NDArray[np.intp], draws_b: Sequence[int] | npt.NDArray[np.intp]) -> ItemDraft:
+    """The draft of one regular item from its draws: shown texts in a shuffled slot order."""
+    shown, c_a, c_b = _shown_rows(rng, pp, draws_a, draws_b)
+    values = {
+        "study": key["prompt"].study,
+        "opponent_policy": other,
+        "predicted_win_rate": shown_set_credit(pp.pop.utilities, pp.pop.weights, shown, c_a, c_b),
+        "needs_judgment": needs_judgment(shown),
+        "draw": {
+            "policy": [pp.candidates[int(i)].pk for i in draws_a],
+            "opponent": [pp.candidates[int(i)].pk for i in draws_b],
+        },
+    }
+    rows = [(pp.candidates[j].pk, slot, a, b) for slot, (j, a, b) in enumerate(zip(shown, c_a, c_b, strict=True))]
+    return ItemDraft(key, values, rows)
+
+
+def garble(text: str, rng: np.random.Generator) -> str:
+    """A deliberately broken version of a response: its words shuffled, or a nonsense line."""
+    words = text.split()
+    if len(set(words)) >= 4:
+        for _ in range(10):
+            shuffled = [words[i] for i in rng.permutation(len(words))]
+            if shuffled != words:
+                return " ".join(shuffled)
+    return NONSENSE_LINES[int(rng.integers(len(NONSENSE_LINES)))]
+
+
+def attention_check_count(study: Study, n_regular: int) -> int:
+    """How many attention items make them `attention_check_rate` of the items annotators see.
+
+    n_regular: the regular items that need judgment (`judged_count`); items decided by
+    construction are never shown, so they don't call for checks.
+    """
+    rate = study.attention_check_rate
+    if rate <= 0 or n_regular == 0:
+        return 0
+    if rate >= 1:
+        return n_regular
+    return max(1, round(rate / (1 - rate) * n_regular))
+
+
+def draft_attention_items(prompt: Prompt, count: int, pp: PromptPopulation | None = None) -> list[ItemDraft]:
+    """`count` attention items for one prompt: good pool texts plus one broken text each.
+
+    The good texts count as the "policy" side (c_A = 1) and the broken one as the
+    "opponent" (c_B = 1), so picking a good text gives credit 1 and the broken one 0.
+    The broken text is saved as a Candidate (generator None, negative sample index).
+    """
+    study = prompt.study
+    pp = pp or load_population(prompt)
+    pool = pp.columns(study.generator_id)
+    drafts = []
+    for replicate in range(count):
+        rng = _item_rng(study, prompt.pk, 0, 0, 0, 0, replicate, 1)
+        n_good = min(max(study.k_values), len(pool))
+        good = [int(j) for j in rng.choice(pool, size=n_good, replace=False)]
+        original = pp.candidates[good[0]]
+        broken_text = garble(original.text, rng)
+        broken, _ = Candidate.objects.get_or_create(
+            prompt=prompt,
+            generator=None,
+            sample_index=-(replicate + 1),
+            defaults={
+                "text": broken_text,
+                "is_attention_check": True,
+                "metadata": {"attention_check": True, "garbled_from": original.pk},
+            },
+        )
+        ids = [pp.candidates[j].pk for j in good] + [broken.pk]
+        counts = [(1, 0)] * len(good) + [(0, 1)]
+        order = rng.permutation(len(ids))
+        rows = [(ids[i], slot, *counts[i]) for slot, i in enumerate(order)]
+        key = {"prompt": prompt, "policy": None, "k": len(good), "opponent_label": ATTENTION_LABEL, "m": 1,
+               "replicate": replicate, "is_attention_check": True}
+        drafts.append(ItemDraft(key, {"study": study, "opponent_policy": None, "predicted_win_rate": None,
+                                      "needs_judgment": True, "draw": {"good": ids[:-1], "broken": broken.pk}}, rows))
+    return drafts
+
+
+@dataclass
+class ItemCounts:
+    created: int = 0
+    unchanged: int = 0
+    replaced: int = 0
+    kept_assigned: int = 0
+    removed: int = 0
+
+    def add(self, other: ItemCounts) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def save_prompt_items(prompt: Prompt, drafts: list[ItemDraft]) -> ItemCounts:
+    """Make the prompt's items equal to `drafts`, in one transaction, touching nothing needlessly.
+
+    A rebuild with the same inputs changes nothing (items are keyed by `item_unique` /
+    `attention_item_unique`). An item that differs is replaced only if nobody was assigned it;
+    items already shown to annotators are never altered or deleted. An item whose shown set is
+    one text is saved with needs_judgment False (`needs_judgment`), so it is never assigned.
+    """
+    counts = ItemCounts()
+    with transaction.atomic():
+        existing = {
+            _key_of(item): item
+            for item in ComparisonItem.objects.filter(prompt=prompt).prefetch_related("shown")
+        }
+        assigned = set(
+            ComparisonItem.objects.filter(prompt=prompt, assignments__isnull=False).values_list("pk", flat=True)
+        )
+        wanted = set()
+        for draft in drafts:
+            key = _key_of_draft(draft.key)
+            wanted.add(key)
+            item = existing.get(key)
+            if item is not None:
+                same = sorted((s.candidate_id, s.slot, s.count_policy, s.count_opponent) for s in item.shown.all()) == sorted(draft.shown)
+                if same or item.pk in assigned:
+                    if same and item.pk not in assigned:
+                        _refresh_derived(item, draft)
+                    counts.unchanged += same
+                    counts.kept_assigned += not same
+                    continue
+                item.delete()
+                counts.replaced += 1
+            else:
+                counts.created += 1
+            item = ComparisonItem.objects.create(**draft.key, **draft.fields)
+            ItemCandidate.objects.bulk_create(
+                ItemCandidate(item=item, candidate_id=cid, slot=slot, count_policy=a, count_opponent=b)
+                for cid, slot, a, b in draft.shown
+            )
+        for key, item in existing.items():
+            if key not in wanted and item.pk not in assigned:
+                item.delete()
+                counts.removed += 1
+    return counts
+
+
+def _refresh_derived(item: ComparisonItem, draft: ItemDraft) -> None:
+    """Update the fields derived from an unchanged shown set (the prediction, whether it needs
+    judging) when they differ, e.g. after a new population or on items built before the field."""
+    changed = []
+    if not _close(item.predicted_win_rate, draft.fields["predicted_win_rate"]):
+        item.predicted_win_rate = draft.fields["predicted_win_rate"]
+        changed.append("predicted_win_rate")
+    if item.needs_judgment != draft.needs_judgment:
+        item.needs_judgment = draft.needs_judgment
+        changed.append("needs_judgment")
+    if changed:
+        item.save(update_fields=changed)
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= 1e-12
+
+
+def _key_of(item: ComparisonItem) -> tuple[object, ...]:
+    if item.is_attention_check:  # attention_item_unique: one per (prompt, replicate)
+        return (ATTENTION_LABEL, item.replicate)
+    return (item.policy_id, item.k, item.opponent_label, item.m, item.replicate)
+
+
+def _key_of_draft(key: dict[str, Any]) -> tuple[object, ...]:
+    if key["is_attention_check"]:
+        return (ATTENTION_LABEL, key["replicate"])
+    return (key["policy"].pk, key["k"], key["opponent_label"], key["m"], key["replicate"])
+
+
+def attention_checks_per_prompt(n_checks: int, n_prompts: int) -> list[int]:
+    """`n_checks` attention checks spread over `n_prompts` prompts, the first ones taking the remainder."""
+    return [n_checks // n_prompts + (i < n_checks % n_prompts) for i in range(n_prompts)]
+
+
+def build_items(
+    study: Study,
+    *,
+    populations: dict[int, PromptPopulation] | None = None,
+    on_progress: OnProgress = no_progress,
+) -> ItemCounts:
+    """Every prompt's items and attention checks: draft the regular items, count the attention
+    checks they call for (`attention_check_count`), spread them over the prompts, save each
+    prompt's items in one transaction (`save_prompt_items`). Returns what changed.
+
+    populations: prompt id → its population, when the caller has them loaded already.
+    """
+    policies = list(study.policies.order_by("id"))
+    prompts = list(study.prompts.order_by("id"))
+    populations = populations if populations is not None else {p.pk: load_population(p) for p in prompts}
+    drafts = {p.pk: draft_prompt_items(p, policies, populations[p.pk]) for p in prompts}
+    n_checks = attention_check_count(study, sum(judged_count(d) for d in drafts.values()))
+    counts = ItemCounts()
+    for i, (prompt, checks) in enumerate(zip(prompts, attention_checks_per_prompt(n_checks, len(prompts)), strict=True)):
+        on_progress(i, len(prompts), f"Building items for prompt {i + 1} of {len(prompts)}")
+        attention = draft_attention_items(prompt, checks, populations[prompt.pk])
+        counts.add(save_prompt_items(prompt, drafts[prompt.pk] + attention))
+    return counts
+
+
+def build_study_items(study: Study, *, on_progress: OnProgress = no_progress) -> dict[str, Any]:
+    """`build_items`, reported as the items step's record: the study's items by kind and what changed."""
+    counts = build_items(study, on_progress=on_progress)
+    items = study.items.filter(is_attention_check=False)
+    return {
+        "items": items.count(),
+        "decided_items": items.filter(needs_judgment=False).count(),
+        "attention_checks": study.items.filter(is_attention_check=True).count(),
+        **asdict(counts),
+    }

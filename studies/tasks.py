@@ -1,0 +1,232 @@
+"""Celery tasks: thin wrappers that claim a Job row, run one step of `studies.steps`, and hand off.
+
+Tasks take ids only (JSON), claim their row with a conditional UPDATE so a re-delivered
+task does nothing twice, and record failures on the row. Heavy imports (torch) happen
+inside `workers.generation`'s functions, never at import time: the web process imports this
+module (`studies.services` enqueues through it).
+
+The "Prepare" chain (`studies.services.prepare_study`) is four step jobs under one parent:
+
+    generate_candidates (gpu)  →  build_populations (gpu)  →  fit_policies  →  build_items
+
+Each step, when done, enqueues the next on commit (`finish_step`); the last moves the study to
+ready. A failure marks the step and the chain failed and returns the study to draft
+(`fail_step`); pressing Prepare again continues from what is saved. The hand-offs live here,
+beside the tasks they enqueue, so that imports point one way: services → tasks → steps.
+
+Crash safety. While a step runs, a heartbeat thread touches `Job.heartbeat_at` every third of
+`UALIGN_JOB_STALE_SECONDS`. A delivery that finds its job running with a fresh heartbeat is a
+duplicate (Redis visibility timeout, or a redelivery racing a live worker): it retries later
+with a countdown and stops once the job has finished. If the worker died, the heartbeat goes
+stale and the redelivered task (acks_late + reject_on_worker_lost, or Redis' restore of unacked
+messages) reclaims the job, up to `UALIGN_JOB_MAX_ATTEMPTS` attempts; every step skips the
+work already saved, one prompt per transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from studies import simulated_annotators
+from studies.models import Job, Study
+from studies.steps import OnProgress, StepError, fit, items, pool, population
+
+logger = logging.getLogger(__name__)
+
+# A duplicate delivery checks back this often (at most) while the original runs.
+DEFER_RETRIES = 1000
+
+
+@shared_task
+def ping(job_id: int) -> None:
+    """Round trip through a worker: claim the job and record which process ran it."""
+    job = Job.objects.claim(job_id)
+    if job is None:
+        return
+    job.mark_done({"host": socket.gethostname(), "pid": os.getpid()})
+
+
+@contextmanager
+def heartbeat(job: Job) -> Iterator[None]:
+    """Keep `job.heartbeat_at` fresh from a background thread while the body runs."""
+    stop = threading.Event()
+    interval = max(Job.stale_after().total_seconds() / 3, 0.2)
+
+    def beat() -> None:
+        try:
+            while not stop.wait(interval):
+                Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+        except Exception:  # a missed beat only risks a duplicate claim, which the steps tolerate
+            logger.exception("heartbeat of job %s failed", job.pk)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _claim_or_defer(task: Task, job_id: int) -> Job | None:
+    """Claim the job; on a duplicate delivery of a live job, retry later; otherwise None."""
+    job = Job.objects.claim(job_id)
+    if job is not None:
+        return job
+    current = Job.objects.filter(pk=job_id).first()
+    if current is None or current.status != Job.Status.RUNNING:
+        return None  # finished (or deleted): this delivery is a duplicate
+    fresh = current.heartbeat_at and current.heartbeat_at >= timezone.now() - Job.stale_after()
+    if fresh:
+        logger.info("job %s is running elsewhere; checking back later", job_id)
+        raise task.retry(countdown=max(Job.stale_after().total_seconds() / 2, 1), max_retries=DEFER_RETRIES)
+    fail_step(current, f"Gave up after {current.attempts} attempts: the worker running this job stopped each time.")
+    return None
+
+
+def run_step(task: Task, job_id: int, body: Callable[[Job], dict[str, Any]]) -> None:
+    """Claim → run `body(job)` with a heartbeat → finish the step, or fail the chain."""
+    job = _claim_or_defer(task, job_id)
+    if job is None:
+        return
+    try:
+        with heartbeat(job):
+            result = body(job)
+    except Exception as exc:
+        logger.exception("job %s (%s) failed", job.pk, job.kind)
+        fail_step(job, exc)
+        raise
+    finish_step(job, result)
+
+
+def study_of(job: Job) -> Study:
+    """The study a step job works on (every step job has one)."""
+    if job.study is None:
+        raise StepError(f"job {job.pk} belongs to no study")
+    return job.study
+
+
+def reporter(job: Job) -> OnProgress:
+    """Progress of a step on its row, mirrored on its parent's bar (each step is an equal share)."""
+
+    def report(done: float, total: float, message: str) -> None:
+        fraction = done / total if total else 1.0
+        job.report_progress(fraction, message)
+        if job.parent_id:
+            step, steps = job.params.get("step", 0), job.params.get("steps", 1)
+            Job.objects.get(pk=job.parent_id).report_progress((step + fraction) / steps, message)
+
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# The steps of the Prepare chain
+
+
+@shared_task(bind=True, acks_late=True)
+def generate_candidates(self: Task, job_id: int) -> None:
+    """Sample every prompt's pool (and checkpoint/doctor candidates); one prompt per transaction."""
+    run_step(self, job_id, lambda job: pool.generate_pools(study_of(job), on_progress=reporter(job)))
+
+
+@shared_task(bind=True, acks_late=True)
+def build_populations(self: Task, job_id: int) -> None:
+    """Turn each prompt's candidates into its population U (T × N) from the study's preference sources."""
+    run_step(self, job_id, lambda job: population.build_populations(study_of(job), on_progress=reporter(job)))
+
+
+@shared_task(bind=True, acks_late=True)
+def fit_policies(self: Task, job_id: int) -> None:
+    """Fit every policy at every k of the study on every prompt."""
+    run_step(self, job_id, lambda job: fit.fit_policies(study_of(job), on_progress=reporter(job)))
+
+
+@shared_task(bind=True, acks_late=True)
+def build_items(self: Task, job_id: int) -> None:
+    """Assemble the blinded comparison items (and attention checks) of every prompt."""
+    run_step(self, job_id, lambda job: items.build_study_items(study_of(job), on_progress=reporter(job)))
+
+
+STEP_TASKS: dict[str, Task] = {
+    Job.Kind.GENERATE: generate_candidates,
+    Job.Kind.POPULATE: build_populations,
+    Job.Kind.FIT: fit_policies,
+    Job.Kind.BUILD_ITEMS: build_items,
+}
+
+
+def enqueue_step(step: Job) -> None:
+    """Send a step job to its task once the current transaction commits."""
+    STEP_TASKS[step.kind].delay_on_commit(step.pk)
+
+
+@transaction.atomic
+def finish_step(job: Job, result: dict[str, Any]) -> None:
+    """Mark a step done and enqueue the next one; after the last, the study becomes ready."""
+    job.mark_done(result)
+    if job.parent_id is None:
+        return
+    parent = Job.objects.select_for_update().get(pk=job.parent_id)
+    steps = list(parent.steps.order_by("id"))
+    following = [s for s in steps if s.status == Job.Status.QUEUED]
+    if following:
+        done = sum(s.status == Job.Status.DONE for s in steps)
+        parent.report_progress(done / len(steps), f"{following[0].get_kind_display()}: queued")
+        enqueue_step(following[0])
+        return
+    parent.mark_done({s.kind: s.result for s in steps})
+    study = Study.objects.select_for_update().get(pk=parent.study_id)
+    if study.can_move_to(Study.Status.READY) and study.status == Study.Status.PREPARING:
+        study.move_to(Study.Status.READY)
+
+
+@transaction.atomic
+def fail_step(job: Job, error: BaseException | str) -> None:
+    """Mark a step and its chain failed, skip the steps after it, and return the study to draft."""
+    job.mark_failed(error)
+    if job.parent_id is None:
+        return
+    parent = Job.objects.select_for_update().get(pk=job.parent_id)
+    parent.mark_failed(f"{job.get_kind_display()} failed. {job.error}")
+    parent.steps.filter(status=Job.Status.QUEUED).update(
+        status=Job.Status.FAILED, error="Not run: an earlier step failed.", finished_at=timezone.now()
+    )
+    study = Study.objects.select_for_update().get(pk=parent.study_id)
+    if study.status == Study.Status.PREPARING:
+        study.move_to(Study.Status.DRAFT)
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated annotators (not part of the Prepare chain; queued by `studies.services.start_simulation`)
+
+
+@shared_task(bind=True, acks_late=True)
+def simulate_annotators(self: Task, job_id: int) -> None:
+    """Run a SIMULATE job: synthetic participants through the app at settings.SITE_URL over HTTP."""
+    run_step(self, job_id, _simulate)
+
+
+def _simulate(job: Job) -> dict[str, Any]:
+    params = job.params or {}
+    report = simulated_annotators.simulate_annotators(
+        study_of(job),
+        annotators=int(params.get("annotators", 1)),
+        base_url=params.get("base_url") or settings.SITE_URL,
+        luce_temperature=params.get("luce_temperature"),
+        seed=int(params.get("seed", 0)),
+        on_progress=reporter(job),
+    )
+    return report.as_dict()
