@@ -18,7 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from studies import researcher_views, services
+from studies import planning_views, researcher_views, services
 from studies.export import TABLES
 from studies.importing import import_prompts
 from studies.models import (
@@ -237,6 +237,11 @@ class StudyAdmin(admin.ModelAdmin):
                 "<int:study_id>/jobs/",
                 self.admin_site.admin_view(researcher_views.study_jobs),
                 name="studies_study_jobs",
+            ),
+            path(  # issue #16: the planner's page (studies/planning_views.py)
+                "<int:study_id>/plan/",
+                self.admin_site.admin_view(planning_views.study_plan),
+                name="studies_study_plan",
             ),
         ]
         return extra + super().get_urls()
