@@ -66,8 +66,8 @@ TARGETS = ("robust", "cell")
 MAX_PROMPTS = 1_000_000
 
 # Agreement of two people on the same pairwise comparison of model outputs, as published (see
-# docs/planning.md): InstructGPT's labelers 72.6% (Ouyang et al. 2022, §5), MT-Bench experts 63%
-# with ties allowed and 81% without (Zheng et al. 2023, Table 2), AlpacaFarm's crowd 65.7%
+# docs/planning.md): InstructGPT's labelers 72.6% (Ouyang et al. 2022), MT-Bench experts 63%
+# with ties allowed and 81% without (Zheng et al. 2023), AlpacaFarm's crowd 65.7%
 # (Dubois et al. 2023). For a binary pick with mean ½ the agreement α fixes the between-item
 # share of the variance: ρ_item = 2α − 1. We take α = 0.65, the middle of the crowd figures.
 LITERATURE_AGREEMENT = 0.65
@@ -430,6 +430,8 @@ def estimate_components(
     components once a cell has tens of prompts.
     """
     y, p, a, c, i = _iv_estimate(credit, prompt_ids, annotator_ids, cell_ids, item_ids, fallback, min_pairs)
+    if i is not None and np.unique(_codes(c, i)).size == np.unique(_codes(c, p)).size:
+        i = None  # one item per prompt and cell: the item's effect can only be counted with its prompt's
     n, n_cells = y.size, int(c.max()) + 1
     means = np.bincount(c, weights=y) / np.bincount(c)
     e = y - means[c]

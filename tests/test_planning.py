@@ -123,6 +123,17 @@ def test_components_estimated_from_a_pilot_predict_the_next_studys_width():
     assert predicted == pytest.approx(simulated, rel=0.2)
 
 
+def test_with_one_item_per_prompt_and_cell_the_items_effect_stays_with_its_prompt():
+    design, truth, mean = DESIGNS["prompts"]  # one replicate: item and prompt coincide in a cell
+    study = simulate_study(replace(design, prompts=80), truth, cell_means=dict.fromkeys(design.cells, mean), rng=8)
+    args = (study.credit, study.prompt, study.annotator)
+    with_items = estimate_components(*args, cell_ids=study.cell, item_ids=study.item, fallback=literature_components())
+    without = estimate_components(*args, cell_ids=study.cell, fallback=literature_components())
+    assert with_items == without
+    assert with_items.item == 0
+    assert with_items.prompt == pytest.approx(0.3, abs=0.1)
+
+
 def test_too_few_pairs_take_the_fallback_and_say_so():
     credit = np.array([1, 0, 1, 1, 0, 1.0])
     est = estimate_components(credit, [1, 1, 2, 2, 3, 3], [1, 2, 3, 4, 5, 6], fallback=literature_components())
