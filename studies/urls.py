@@ -5,7 +5,7 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
-from studies import researcher_views, views
+from studies import planning_views, researcher_views, views
 
 app_name = "studies"
 
@@ -30,4 +30,5 @@ def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
     return [
         path("<int:study_id>/prepare/", admin_view(researcher_views.prepare_study), name="studies_study_prepare"),
         path("<int:study_id>/jobs/", admin_view(researcher_views.study_jobs), name="studies_study_jobs"),
+        path("<int:study_id>/plan/", admin_view(planning_views.study_plan), name="studies_study_plan"),
     ]

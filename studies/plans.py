@@ -1,0 +1,209 @@
+"""A study's plan: its design and data from the database → `studies.planning` → figures to show.
+
+What the planner needs from a study (docs/planning.md):
+- the design: prompts, policies (each meets the adversary and every other policy, as
+  `studies/steps/items.py` builds items), k values, m, replicates, annotations per item, items per
+  participant and the attention-check rate;
+- the cell means: once the study is prepared, the population model's predicted win rate of each
+  (policy, k, opponent), averaged over its items; before that ½ everywhere, where a pick
+  varies most (the conservative choice);
+- the variance components: estimated from a pilot study's judgments when one is named, else
+  from this study's own judgments once it has `MIN_JUDGMENTS` of them (a pilot run on it, real
+  or simulated), else the literature's defaults (`planning.literature_components`). An
+  estimated share resting on too few judgment pairs falls back to the default.
+
+Used by `manage.py plan_study` and the admin's "Plan" page (`studies/planning_views.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Avg, Count
+
+from studies import planning
+from studies.models import ComparisonItem, Study
+from studies.results import judgments_for
+
+MIN_JUDGMENTS = 30
+
+
+class PlanningError(Exception):
+    """The study can't be planned as it stands (no policies, a pilot without judgments)."""
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    study: Study
+    prompts_now: int  # the study's prompts today (the current design uses at least 1)
+    plan: planning.SampleSizePlan
+    components: planning.VarianceComponents
+    means_source: str
+
+    @property
+    def current(self) -> planning.DesignWidths:
+        return self.plan.current
+
+    def rows(self, widths: planning.DesignWidths) -> list[dict]:
+        """Per policy and k: the f̂(k) band's and the adversary cell's predicted half-widths."""
+        cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == planning.ADVERSARY}
+        return [
+            {"policy": r.policy, "k": r.k, "band": r.half_width, "cell": cells[(r.policy, r.k)].half_width,
+             "mean": cells[(r.policy, r.k)].mean}
+            for r in widths.robust
+        ]
+
+
+def study_design(study: Study, *, prompts: int | None = None) -> planning.Design:
+    """The planner's view of a study (`prompts` overrides the count, at least 1)."""
+    policies = tuple(study.policies.order_by("id").values_list("name", flat=True))
+    if not policies:
+        raise PlanningError("The study has no policies yet: add the policies to compare, then plan.")
+    if not study.k_values:
+        raise PlanningError("The study has no k values yet.")
+    count = study.prompts.count() if prompts is None else prompts
+    # pipeline.attention_check_count: a rate of 1 or more means one check per regular item.
+    rate = float(study.attention_check_rate) if study.attention_check_rate < 1 else 0.5
+    return planning.Design(
+        prompts=max(count, 1),
+        k_values=tuple(study.k_values),
+        policies=policies,
+        annotations_per_item=study.annotations_per_item,
+        items_per_participant=study.items_per_participant,
+        m=study.opponent_outputs,
+        replicates=study.replicates,
+        attention_check_rate=rate,
+    )
+
+
+def predicted_cell_means(study: Study) -> tuple[dict[planning.CellKey | tuple, float | None], str]:
+    """The population model's mean predicted credit per (policy, k, opponent), and a description."""
+    rows = (
+        ComparisonItem.objects.filter(study=study, is_attention_check=False, predicted_win_rate__isnull=False)
+        .values_list("policy__name", "k", "opponent_label")
+        .annotate(mean=Avg("predicted_win_rate"), n=Count("id"))
+        .order_by()
+    )
+    means: dict[planning.CellKey | tuple, float | None] = {(policy, k, opponent): mean for policy, k, opponent, mean, _ in rows}
+    if not means:
+        return {}, "½ in every cell (no items yet: the most a pick can vary)"
+    n_items = sum(n for *_, n in rows)
+    return means, f"the population model's predicted win rates ({n_items} items)"
+
+
+def judgment_components(study: Study) -> planning.VarianceComponents | None:
+    """Components estimated from a study's judgments (real and simulated), or None if too few."""
+    rows = list(
+        judgments_for(study, "all")
+        .filter(assignment__item__is_attention_check=False, cant_decide=False)
+        .values_list("chosen__count_policy", "chosen__count_opponent", "assignment__item__prompt_id",
+                     "assignment__participant_id", "assignment__item__policy_id", "assignment__item__k",
+                     "assignment__item__opponent_label", "assignment__item_id")
+    )
+    if len(rows) < MIN_JUDGMENTS:
+        return None
+    credit = [c_a / (c_a + c_b) for c_a, c_b, *_ in rows]
+    cells = [f"{policy}|{k}|{opponent}" for *_, policy, k, opponent, _item in rows]
+    est = planning.estimate_components(
+        credit, [r[2] for r in rows], [r[3] for r in rows], cell_ids=cells, item_ids=[r[7] for r in rows],
+        fallback=planning.literature_components(),
+    )
+    return planning.VarianceComponents(
+        prompt=est.prompt, item=est.item, annotator=est.annotator, dispersion=est.dispersion,
+        source=f"estimated from {est.n_judgments} judgments of “{study.title}” ({study.slug})",
+        n_judgments=est.n_judgments, pairs=est.pairs, notes=est.notes,
+    )
+
+
+def study_components(study: Study, *, pilot: Study | None = None, defaults: bool = False) -> planning.VarianceComponents:
+    if defaults:
+        return planning.literature_components()
+    if pilot is not None:
+        components = judgment_components(pilot)
+        if components is None:
+            raise PlanningError(f"The pilot “{pilot.slug}” has fewer than {MIN_JUDGMENTS} judgments to learn from.")
+        return components
+    return judgment_components(study) or planning.literature_components()
+
+
+def plan_study(
+    study: Study,
+    *,
+    half_width: float,
+    price: float | None = None,
+    pilot: Study | None = None,
+    defaults: bool = False,
+    target: str = "robust",
+    confidence: float = 0.95,
+) -> StudyPlan:
+    """The current design's expected widths and the design that reaches ±half_width."""
+    prompts_now = study.prompts.count()
+    design = study_design(study, prompts=prompts_now)
+    components = study_components(study, pilot=pilot, defaults=defaults)
+    means, means_source = predicted_cell_means(study)
+    plan = planning.plan_sample_size(
+        design, components, half_width=half_width, target=target, cell_means=means, confidence=confidence,
+        price=price,
+    )
+    return StudyPlan(study, prompts_now, plan, components, means_source)
+
+
+def format_half_width(value: float) -> str:
+    """±0.049, or what the interval amounts to when it can't be narrower than [0, 1]."""
+    if value == float("inf"):
+        return "no interval (fewer than 2 prompts or annotators)"
+    return "the whole [0, 1]" if value >= 0.5 else f"±{value:.3f}"
+
+
+_pm = format_half_width
+
+
+def _money(value: float | None) -> str:
+    return "" if value is None else f"{value:,.2f}"
+
+
+def format_plan(sp: StudyPlan) -> str:
+    """The plan as the command prints it."""
+    plan, design, comp = sp.plan, sp.current.design, sp.components
+    cells = len(design.cells)
+    lines = [
+        f"Plan for “{sp.study.title}” ({sp.study.slug}), status {sp.study.status}",
+        f"Design: {sp.prompts_now} prompts, {len(design.policies)} policies × k ∈ {{{', '.join(map(str, design.k_values))}}}"
+        f" × {cells // (len(design.policies) * len(design.k_values))} opponents = {cells} cells, "
+        f"{design.replicates} item(s) per cell and prompt, {design.annotations_per_item} annotations per item, "
+        f"{design.items_per_participant} items per participant, attention checks {design.attention_check_rate:.0%}",
+        f"Variance components: {comp.source}: prompt {comp.prompt:.3f}, item {comp.item:.3f}, "
+        f"annotator {comp.annotator:.3f}, residual {comp.residual:.3f}, dispersion {comp.dispersion:.3f}",
+        *(f"  note: {note}" for note in comp.notes),
+        f"Cell means: {sp.means_source}",
+        "",
+        f"Current design: {design.judgments:,} judgments, {design.participants:,} participants"
+        + (f", cost {_money(plan.current_cost)}" if plan.price is not None else ""),
+        f"  {'policy':<20} {'k':>3} {'mean':>6} {'f̂(k) band':>17} {'adversary cell':>17}",
+        *(f"  {r['policy']:<20} {r['k']:>3} {r['mean']:>6.3f} {_pm(r['band']):>17} {_pm(r['cell']):>17}"
+          for r in sp.rows(sp.current)),
+        "",
+        f"Target: {_pm(plan.target_half_width)} for every "
+        + ("f̂(k) band (simultaneous over opponents)" if plan.target == "robust" else "adversary cell")
+        + f" at {sp.current.confidence:.0%}",
+    ]
+    if plan.recommended is None:
+        lines.append(f"  not reachable with up to {planning.MAX_PROMPTS:,} prompts")
+    else:
+        best = plan.recommended.design
+        lines.append(
+            f"  Recommended: {best.prompts:,} prompts at {best.annotations_per_item} annotations per item: "
+            f"{best.judgments:,} judgments, {best.participants:,} participants"
+            + (f", cost {_money(plan.recommended_cost)}" if plan.price is not None else "")
+        )
+    if plan.prompts_floor is not None:
+        lines.append(f"  With fewer than {plan.prompts_floor:,} prompts no number of annotators per item reaches it.")
+    priced = plan.price is not None
+    lines += ["  Alternatives (cheapest first):",
+              f"  {'annotations/item':>16} {'prompts':>8} {'participants':>13} {'judgments':>10}"
+              + (f" {'cost':>12}" if priced else "")]
+    lines += [f"  {a.annotations_per_item:>16} {a.prompts:>8,} {a.participants:>13,} {a.judgments:>10,}"
+              + (f" {_money(a.cost):>12}" if priced else "") for a in plan.alternatives]
+    if priced:
+        lines.append("Cost = participants × the price per participant (platform fees not included).")
+    return "\n".join(lines)
