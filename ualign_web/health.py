@@ -50,7 +50,9 @@ def broker_problem() -> str | None:
     """None when the Celery broker accepts a connection, else a short reason."""
     timeout = settings.UALIGN_READY_TIMEOUT
     try:
-        with celery_app.connection_for_write(connect_timeout=timeout) as conn:
+        # socket_timeout: a broker that accepts the connection and then hangs counts as down too.
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        with celery_app.connection_for_write(connect_timeout=timeout, transport_options=options) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
             _ = conn.default_channel  # opens a channel: for Redis this sends a command and reads the reply
     except Exception as exc:
