@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,21 @@ class ProxiedBrowser(Browser):
             request.add_header("Origin", self.origin)
         return super()._open(request)
 
+    def htmx_post(self, path: str, fields: dict[str, str], page: Page) -> tuple[int, dict[str, str], str]:
+        """POST as htmx does (HX-Request, the CSRF token in a header): status, headers, body."""
+        token = page.parse().inputs.get("csrfmiddlewaretoken", "")
+        data = urllib.parse.urlencode(fields).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true", "X-CSRFToken": token,
+            "Referer": page.url, "X-Forwarded-Proto": "https", "Origin": self.origin,
+        })
+        self.requests += 1
+        try:
+            with self.opener.open(request, timeout=self.timeout) as response:
+                return response.status, dict(response.headers), response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode("utf-8", "replace")
+
     def raw(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """GET without following redirects: status, headers, body."""
         request = urllib.request.Request(self.base_url + path, headers={"X-Forwarded-Proto": "https", **(headers or {})})
@@ -142,8 +158,8 @@ def walk_to_first_task(browser: Browser, study: Study) -> Page:
 ASSIGNMENT = re.compile(r'name="assignment" value="(\d+)"')
 
 
-def assignment_on(page: Page) -> int | None:
-    match = ASSIGNMENT.search(page.html)
+def assignment_on(page: Page | str) -> int | None:
+    match = ASSIGNMENT.search(page if isinstance(page, str) else page.html)
     return int(match.group(1)) if match else None
 
 
