@@ -23,11 +23,14 @@ RETRY_AFTER_SECONDS = 60
 
 
 def _database_unavailable(exc: BaseException | None) -> bool:
-    while exc is not None:
+    """True when the exception, or one it was raised from, says the database is unreachable."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
         if isinstance(exc, UNAVAILABLE):
             return True
         if isinstance(exc, DatabaseError):
-            return False
+            return False  # an integrity or data error: a bug, not an outage
+        seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
 
