@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ browser:
 # The README's main command: serve ualign with its worker and prepare the demo study.
 run: install
 	$(PY) manage.py serve --demo
+
+# Production on one machine: check --deploy, migrate, collectstatic, then gunicorn + Celery worker
+# + Celery beat (scripts/serve-prod; needs DEBUG=false, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL, REDIS_URL).
+serve-prod: install
+	scripts/serve-prod
 
 worker: install
 	$(VENV)/bin/celery -A ualign_web worker -Q gpu,default --concurrency 1 --loglevel INFO

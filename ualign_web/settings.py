@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -69,13 +70,19 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
     "django_htmx",
     "template_partials",
     "studies",  # its tasks.py holds the Celery tasks; `workers` is plain libraries, not an app
 ]
 
 MIDDLEWARE = [
+    # First: load-balancer probes are answered before host validation and the HTTPS redirect.
+    "ualign_web.health.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the collected, hashed and compressed STATIC_ROOT (or the finders under DEBUG).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,8 +115,19 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'ualign.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that hangs must not hang the site: give up connecting after DB_CONNECT_TIMEOUT
+    # seconds, and let PostgreSQL cancel any statement that runs past DB_STATEMENT_TIMEOUT_MS
+    # (default: gunicorn's 30 s worker timeout, after which the request is lost anyway; 0 = none).
+    # The request then fails with OperationalError, which ualign_web.errors answers with a 503.
+    # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5),
+        "options": f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30_000)}",
+    })
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web server and the worker write to one file: wait for the lock instead of failing,
@@ -136,19 +154,76 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# With DEBUG off, `manage.py collectstatic` writes hashed, compressed copies to STATIC_ROOT and
+# WhiteNoise serves them from the web process with far-future cache headers (no nginx needed).
+# With DEBUG on (and in the tests) the files come straight from the finders.
+# https://whitenoise.readthedocs.io/en/stable/django.html
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+if DEBUG:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
 
+# --- HTTPS and security headers -------------------------------------------------------------
+# Defaults are the production ones whenever DEBUG is off; each can be overridden from the env.
+# https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# ualign runs behind a proxy that terminates TLS and sets X-Forwarded-Proto (and strips any the
+# client sent). Turn this off if gunicorn faces the internet directly.
+if env_bool("TRUST_X_FORWARDED_PROTO", not DEBUG):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    # Asking browsers to preload HSTS is a commitment for the whole domain that its owner makes,
+    # not a default of this app: set SECURE_HSTS_PRELOAD=true to opt in.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp), one policy for every page, the admin included. Every
+# script and style is a file under /static/: no 'unsafe-inline', no 'unsafe-eval', no other
+# origin; htmx is told not to inject its indicator <style> (templates/htmx.html). Django 5.2's
+# admin needs no exception: its templates load every script from a file (data in data-
+# attributes) and its JS sets styles through the CSSOM, which CSP allows. Its one inline <style>
+# (admin/change_list.html) appears only on a ModelAdmin with actions_on_top and _bottom both
+# off, which ualign has none of. tests/test_browser_csp.py walks the admin in Chromium and fails
+# on any violation; a new admin page that needs inline code shows up there.
+# https://django-csp.readthedocs.io/en/latest/configuration.html
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    },
+}
 # Uploads (prompt files, utility CSVs) are read in memory and validated; cap their size.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 UALIGN_MAX_UPLOAD_BYTES = env_int("UALIGN_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 
 LOGIN_URL = "admin:login"
+
+# /readyz gives up on the database or the broker after this many seconds.
+UALIGN_READY_TIMEOUT = env_int("UALIGN_READY_TIMEOUT", 2)
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
@@ -188,12 +263,18 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# A broker that restarts (an upgrade, a failover) must not drop a step's hand-off to the next:
+# publishing retries for about 20 s (0+1+2+3+4+4+4+4), less than gunicorn's request timeout.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html#task-publish-retry-policy
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 1, "interval_max": 4}
 # Steps that run language models (sampling the pool; persona judges, embedders and reward
 # models scoring it) need the accelerator; fitting, items and the rest run on the default queue.
 CELERY_TASK_ROUTES = {
     "studies.tasks.generate_*": {"queue": "gpu"},
     "studies.tasks.build_populations": {"queue": "gpu"},
 }
+# Periodic tasks for `celery beat` (serve-prod runs it); none yet.
+CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = False
 

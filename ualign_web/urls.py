@@ -7,3 +7,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("studies.urls")),
 ]
+
+# /healthz and /readyz are answered by ualign_web.health.HealthProbeMiddleware, before routing.
+handler500 = "ualign_web.errors.server_error"

@@ -47,22 +47,7 @@
     }
   });
 
-  function showConnectionError(message) {
-    var slot = document.querySelector("#comparison [data-connection-error]");
-    if (!slot) return;
-    slot.textContent = message;
-    slot.hidden = false;
-  }
-  document.addEventListener("htmx:sendError", function () {
-    showConnectionError("Your choice could not be sent (connection problem). Please choose again: it will only be saved once.");
-  });
-  document.addEventListener("htmx:responseError", function (event) {
-    if (event.detail.xhr && event.detail.xhr.status === 404) {
-      showConnectionError("This task is no longer available. Please reload the page.");
-    } else {
-      showConnectionError("Something went wrong while saving. Please reload the page; choices already saved are kept.");
-    }
-  });
+  // Failed requests (connection lost, 5xx) are said in the page by htmx-errors.js.
 
   // The completion page: go back to the recruiting site after a countdown the person can stop.
   document.addEventListener("DOMContentLoaded", function () {

@@ -1,0 +1,123 @@
+"""`scripts/serve-prod` (= `make serve-prod`) serves the annotator's pages as in production.
+
+The real command, with DEBUG off, PostgreSQL, Redis and a free port: it checks the deployment,
+migrates, collects the static files and runs gunicorn, a Celery worker and Celery beat. The
+test reaches it as a TLS-terminating proxy would (X-Forwarded-Proto: https), loads a task page
+with its CSS and JS, checks the security headers, picks once, and stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from studies.models import Judgment
+from tests.prodserver import (
+    ROOT,
+    ProxiedBrowser,
+    annotation_study,
+    assignment_on,
+    free_port,
+    kill_group,
+    plain_get,
+    production_env,
+    wait_for_health,
+    walk_to_first_task,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ASSETS = re.compile(r'<(?:link rel="stylesheet" href|script src)="([^"]+)"')
+
+
+@pytest.fixture
+def serve_prod(tmp_path):
+    port = free_port()
+    env = production_env(static_root=tmp_path / "static", var_dir=tmp_path / "var", port=port)
+    log_path = tmp_path / "serve-prod.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(["scripts/serve-prod"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", 180, process, log_path)
+        _wait_for_log(log_path, [" ready.", "beat: Starting"], process)
+        yield process, f"http://127.0.0.1:{port}", log_path
+    finally:
+        if process.poll() is None:
+            kill_group(process)
+
+
+def _wait_for_log(log_path, needles: list[str], process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        if all(n in text for n in needles):
+            return
+        assert process.poll() is None, text[-4000:]
+        time.sleep(0.2)
+    raise AssertionError(f"not all of {needles} in the log:\n{log_path.read_text(errors='replace')[-4000:]}")
+
+
+def test_serve_prod_serves_a_task_page_with_its_static_files_and_stops_cleanly(serve_prod):
+    study = annotation_study(participants=1, items_per_participant=2)
+    process, base_url, log_path = serve_prod
+    browser = ProxiedBrowser(base_url)
+
+    task = walk_to_first_task(browser, study)
+    assert task.status == 200
+    assignment = assignment_on(task)
+    assert assignment is not None
+
+    # Security headers on the task page.
+    status, headers, _ = browser.raw(f"/s/{study.slug}/task/")
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    session_cookie = next(c for c in browser.jar if c.name == "sessionid")
+    assert session_cookie.secure
+    assert session_cookie.has_nonstandard_attr("HttpOnly")
+
+    # Its CSS and JS: collected, hashed names, served by WhiteNoise with long cache lifetimes.
+    assets = ASSETS.findall(task.html)
+    kinds = {"css": "text/css", "js": "text/javascript"}
+    assert {a.rsplit(".", 1)[1] for a in assets} == {"css", "js"}
+    assert any("annotate." in a for a in assets)
+    assert any("htmx-2.min." in a for a in assets)
+    for asset in assets:
+        assert re.search(r"\.[0-9a-f]{12}\.(css|js)$", asset), asset
+        status, headers, body = browser.raw(asset)
+        assert status == 200, asset
+        assert headers["Content-Type"].split(";")[0] == kinds[asset.rsplit(".", 1)[1]], asset
+        assert "max-age=315360000" in headers["Cache-Control"], asset
+        assert body
+
+    # A pick is saved and the next task comes back.
+    page = browser.post(f"/s/{study.slug}/judgments/", {"assignment": str(assignment), "choice": "1"}, task)
+    assert page.status == 200
+    assert assignment_on(page) not in (None, assignment)
+    assert Judgment.objects.filter(assignment_id=assignment, chosen_slot=1).count() == 1
+
+    # Plain HTTP is sent to HTTPS; the probes answer a load balancer by IP, over plain HTTP.
+    status, headers, _ = plain_get(f"{base_url}/s/{study.slug}/task/")
+    assert status == 301
+    assert headers["Location"].startswith("https://")
+    assert plain_get(f"{base_url}/healthz", headers={"Host": "10.1.2.3:8000"})[0] == 200
+    status, _, body = plain_get(f"{base_url}/readyz", headers={"Host": "10.1.2.3:8000"})
+    assert (status, body) == (200, b"ready\n")
+
+    # SIGTERM (what systemd or a container runtime sends) stops all three, and the script exits 0.
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log_path.read_text(errors="replace")[-4000:]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)  # nothing left in its process group
+    assert "serve-prod: stopped" in log_path.read_text()

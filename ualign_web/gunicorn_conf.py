@@ -1,0 +1,32 @@
+"""gunicorn settings for production (`scripts/serve-prod`; `gunicorn -c python:ualign_web.gunicorn_conf`).
+
+Read from the environment like the Django settings; `.env.example` documents each variable.
+https://gunicorn.org/reference/settings/
+"""
+
+from __future__ import annotations
+
+import os
+
+wsgi_app = "ualign_web.wsgi:application"
+bind = [os.environ.get("BIND", "127.0.0.1:8000")]
+# Sync workers: a pick is a short, database-bound request. 2-4 per core.
+workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+# A request running longer than this is killed with its worker (the database's statement
+# timeout, DB_STATEMENT_TIMEOUT_MS, should fire first and answer a 503 instead).
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+# Recycle workers now and then so that a slow leak cannot grow without bound.
+max_requests = 2000
+max_requests_jitter = 200
+# The TLS-terminating proxy's address; gunicorn trusts its X-Forwarded-* headers only from there.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# Heartbeat files in memory, not on a possibly slow disk.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn 27's control socket defaults to one path per user, which two servers on a machine
+# would share; ualign does not use it.
+control_socket_disable = True
