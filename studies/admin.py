@@ -8,6 +8,7 @@ is read-only, so the record of a study can't be edited by accident.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -104,8 +105,6 @@ class PreferenceSourceForm(forms.ModelForm):
         return cleaned
 
     def _read_upload(self, upload) -> str | None:
-        from django.conf import settings
-
         if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
             self.add_error("data_file", f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
             return None
@@ -139,7 +138,8 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
-    readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools", "results_links"]
+    readonly_fields = ["status", "invite_token", "participant_links", "created_at", "updated_at", "prompt_tools",
+                       "results_links"]
     inlines = [PolicyInline, PreferenceSourceInline]
     actions = ["prepare_selected", "run_simulated_annotators", "download_judgments"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
@@ -178,7 +178,7 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token"]}),
+        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token", "participant_links"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -199,6 +199,18 @@ class StudyAdmin(admin.ModelAdmin):
             study.prompts.count(),
             prompts,
             reverse("admin:studies_study_import_prompts", args=[study.pk]),
+        )
+
+    @admin.display(description="links for annotators")
+    def participant_links(self, study: Study) -> str:
+        if not study.pk:
+            return "Save the study first."
+        base = settings.SITE_URL.rstrip("/")
+        return format_html(
+            "Lab volunteers: <code>{}</code><br>Prolific (study URL): <code>{}</code><br>"
+            "Both carry the study's key; a link without it is refused.",
+            base + study.participant_link(),
+            base + study.participant_link(prolific=True),
         )
 
     @admin.display(description="results")
@@ -381,7 +393,14 @@ class ParticipantAdmin(ReadOnlyAdmin):
     list_display = ["pseudonym", "study", "status", "consent_at", "attention_failures", "is_simulated", "created_at"]
     list_filter = ["study", "status", FailedAttentionFilter, "is_simulated"]
     search_fields = ["pseudonym", "external_id"]
-    exclude = ["access_token"]
+    exclude = ["access_token", "resume_token", "client_key"]
+    readonly_fields = ["resume_link"]
+
+    @admin.display(description="resume link")
+    def resume_link(self, participant: Participant) -> str:
+        """For a participant who lost the browser they started in: it continues their session."""
+        path = reverse("studies:resume", args=[participant.study.slug, participant.resume_token])
+        return format_html("<code>{}</code> (send it only to this participant)", settings.SITE_URL.rstrip("/") + path)
 
 
 @admin.register(Assignment)

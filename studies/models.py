@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 
@@ -140,6 +141,17 @@ class Study(models.Model):
     @property
     def is_accepting_participants(self) -> bool:
         return self.status == self.Status.LIVE
+
+    def participant_link(self, *, prolific: bool = False) -> str:
+        """The path (and query) annotators join by; it carries the study's secret (invite_token).
+
+        With `prolific`, Prolific's placeholders for PROLIFIC_PID, STUDY_ID and SESSION_ID follow,
+        for the study URL set on Prolific.
+        """
+        link = f"{reverse('studies:join', args=[self.slug])}?invite={self.invite_token}"
+        if prolific:
+            link += "".join(f"&{name}={{{{%{name}%}}}}" for name in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
+        return link
 
 
 class Prompt(models.Model):
