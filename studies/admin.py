@@ -7,6 +7,8 @@ is read-only, so the record of a study can't be edited by accident.
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -21,7 +23,7 @@ from django.utils.html import format_html, format_html_join
 
 from studies import researcher_views, services
 from studies.export import TABLES
-from studies.importing import import_prompts
+from studies.importing import import_prompts, start_prompt_import
 from studies.models import (
     Assignment,
     Candidate,
@@ -38,6 +40,7 @@ from studies.models import (
     Study,
 )
 from studies.sources import CSV_HELP, csv_problems, params_problems
+from studies.validation import text_problem
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -98,6 +101,10 @@ class PreferenceSourceForm(forms.ModelForm):
             if text is None:
                 return cleaned
             cleaned["data"] = text
+        problem = text_problem(cleaned.get("data") or "")
+        if problem:  # NUL can't be stored, and control characters have no place in a CSV
+            self.add_error("data_file" if upload else "data", f"The CSV {problem}.")
+            return cleaned
         if kind == PreferenceSource.Kind.CSV:
             problems = csv_problems(self._study(cleaned), cleaned.get("data") or "")
             if problems:
@@ -130,6 +137,12 @@ class PreferenceSourceInline(admin.StackedInline):
 
 class PromptImportForm(forms.Form):
     file = forms.FileField(help_text="A .csv file with a 'text' column, or a .jsonl file with one object per line.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
+            raise ValidationError(f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
+        return upload
 
 
 @admin.register(Study)
@@ -287,20 +300,27 @@ class StudyAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, study):
             return HttpResponse(status=403)
         form = PromptImportForm(request.POST or None, request.FILES or None)
-        report = None
+        report, here = None, reverse("admin:studies_study_import_prompts", args=[study.pk])
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
+            if upload.size > settings.UALIGN_IMPORT_BACKGROUND_BYTES:  # too big for a web request
+                job = start_prompt_import(study=study, filename=upload.name, data=upload.read())
+                return HttpResponseRedirect(f"{here}?job={job.pk}")
             report = import_prompts(study=study, filename=upload.name, data=upload.read())
             if report.ok:
                 self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
-        context = {
+        job_id = request.GET.get("job", "")
+        job = None
+        if re.fullmatch(r"[0-9]{1,18}", job_id, flags=re.ASCII):
+            job = study.jobs.filter(pk=int(job_id), kind=Job.Kind.IMPORT_PROMPTS).first()
+        context = {"study": study, "form": form, "report": report, "job": job, "here": here}
+        if request.htmx and job is not None:
+            return TemplateResponse(request, "admin/studies/prompt/import.html#import-job", context)
+        context |= {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "original": study,
-            "study": study,
-            "form": form,
-            "report": report,
             "title": f"Import prompts into “{study}”",
         }
         return TemplateResponse(request, "admin/studies/prompt/import.html", context)

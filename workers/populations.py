@@ -19,7 +19,7 @@ import csv
 import dataclasses
 import io
 import math
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -585,6 +585,21 @@ def _max_errors(max_errors: int) -> None:
         raise ValueError(f"max_errors: expected an integer >= 1, got {max_errors!r}")
 
 
+_CSV_MAX_CELL = 1000  # characters; labels, ids and numbers are far shorter
+
+
+def _csv_rows(reader) -> Iterator[list[str]]:
+    """The reader's rows; a malformed one (or a cell past csv's field size limit) is a CsvRowError."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise UtilitiesCSVError([CsvRowError(reader.line_num, f"malformed CSV ({exc})")]) from None
+        yield row
+
+
 def read_utilities_csv(
     text: str,
     *,
@@ -638,9 +653,10 @@ def read_utilities_csv(
     fail = _collect(errors, max_errors)
 
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
-    header = next(reader, None)
+    lines = _csv_rows(reader)
+    header = next(lines, None)
     while header is not None and not any(cell.strip() for cell in header):
-        header = next(reader, None)
+        header = next(lines, None)
     if header is None:
         raise UtilitiesCSVError(
             [
@@ -683,9 +699,12 @@ def read_utilities_csv(
     rows: list[UtilityRow] = []
     rejected: set[tuple[str, int]] = set()
     seen: dict[tuple[str, int], int] = {}
-    for row in reader:
+    for row in lines:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
+            continue
+        if any(len(cell) > _CSV_MAX_CELL for cell in row):
+            fail(line, f"a cell is longer than {_CSV_MAX_CELL} characters")
             continue
         if len(row) != len(columns):
             fail(line, f"expected {len(columns)} cells, got {len(row)}")

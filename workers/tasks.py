@@ -263,3 +263,19 @@ def _simulate(job: Job) -> dict:
         on_progress=lambda done, total, message: report(job, done, total, message),
     )
     return report_.as_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt imports too large for a web request (studies.importing.start_prompt_import)
+
+
+@shared_task(bind=True, acks_late=True)
+def import_prompts(self, job_id: int) -> None:
+    """Run an IMPORT_PROMPTS job: check every row of the uploaded file, then save all of them or none."""
+    run_step(self, job_id, _import_prompts)
+
+
+def _import_prompts(job: Job) -> dict:
+    from studies.importing import run_import_job
+
+    return run_import_job(job)
