@@ -3,6 +3,10 @@
 These are the cross-model workflows behind the annotator's pages (`studies/views.py`). Every
 function is keyword-only and atomic. The rules they keep:
 
+- a Prolific PID joins once (`join_study` raises AlreadyJoined after that: only the browser it
+  joined with, or its resume link, continues it), and one client creates at most
+  `UALIGN_JOIN_LIMIT` participants per study and window (`check_join_rate`);
+
 - each item gets at most `Study.annotations_per_item` live assignments (assigned or completed),
   even with concurrent participants: the item row is locked before its quota is counted
   (`select_for_update(skip_locked=True)` on PostgreSQL, so participants skip a busy item instead
