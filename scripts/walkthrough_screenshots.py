@@ -63,7 +63,9 @@ def main() -> int:
                 parser.error("--invite is needed for the annotator pages")
             person = browser.new_context(viewport={"width": 1280, "height": 900})
             page = person.new_page()
-            page.goto(f"{base}/s/{args.slug}/?invite={args.invite}")
+            page.goto(f"{base}/s/{args.slug}/?invite={args.invite}")  # the landing page
+            page.click("button[type=submit]")  # Start: joins, then the consent page
+            page.wait_for_url(f"**/s/{args.slug}/consent/")
             page.screenshot(path=args.out / "annotator-consent.png", full_page=True)
             page.click("button[value=accept]")
             page.click("button[type=submit]")  # the instructions' start button

@@ -7,6 +7,8 @@ is read-only, so the record of a study can't be edited by accident.
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -44,6 +46,7 @@ from studies.steps.preference_sources import (
     source_params_problems,
 )
 from studies.urls import admin_urlpatterns
+from studies.validation import text_problem
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -105,6 +108,10 @@ class PreferenceSourceForm(forms.ModelForm):
             if text is None:
                 return cleaned
             cleaned["data"] = text
+        problem = text_problem(cleaned.get("data") or "")
+        if problem:  # NUL can't be stored, and control characters have no place in a CSV
+            self.add_error("data_file" if upload else "data", f"The CSV {problem}.")
+            return cleaned
         if kind == PreferenceSource.Kind.CSV:
             problems = csv_problems(self._study(cleaned), cleaned.get("data") or "")
             if problems:
@@ -138,6 +145,12 @@ class PreferenceSourceInline(admin.StackedInline):
 class PromptImportForm(forms.Form):
     file = forms.FileField(help_text="A .csv file with a 'text' column, or a .jsonl file with one object per line.")
 
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
+            raise ValidationError(f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
+        return upload
+
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
@@ -145,7 +158,8 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
-    readonly_fields = ["status", "invite_token", "created_at", "updated_at", "prompt_tools", "results_links"]
+    readonly_fields = ["status", "invite_token", "participant_links", "created_at", "updated_at", "prompt_tools",
+                       "results_links"]
     inlines = [PolicyInline, PreferenceSourceInline]
     actions = ["prepare_selected", "run_simulated_annotators", "download_judgments"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
@@ -184,7 +198,7 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token"]}),
+        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token", "participant_links"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -205,6 +219,18 @@ class StudyAdmin(admin.ModelAdmin):
             study.prompts.count(),
             prompts,
             reverse("admin:studies_study_import_prompts", args=[study.pk]),
+        )
+
+    @admin.display(description="links for annotators")
+    def participant_links(self, study: Study) -> str:
+        if not study.pk:
+            return "Save the study first."
+        base = settings.SITE_URL.rstrip("/")
+        return format_html(
+            "Lab volunteers: <code>{}</code><br>Prolific (study URL): <code>{}</code><br>"
+            "Both carry the study's key; a link without it is refused.",
+            base + study.participant_link(),
+            base + study.participant_link(prolific=True),
         )
 
     @admin.display(description="results")
@@ -270,20 +296,27 @@ class StudyAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, study):
             return HttpResponse(status=403)
         form = PromptImportForm(request.POST or None, request.FILES or None)
-        report = None
+        report, here = None, reverse("admin:studies_study_import_prompts", args=[study.pk])
         if request.method == "POST" and form.is_valid():
             upload = form.cleaned_data["file"]
+            if upload.size > settings.UALIGN_IMPORT_BACKGROUND_BYTES:  # too big for a web request
+                started = services.start_prompt_import(study=study, filename=upload.name, data=upload.read())
+                return HttpResponseRedirect(f"{here}?job={started.pk}")
             report = import_prompts(study=study, filename=upload.name, data=upload.read())
             if report.ok:
                 self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
-        context = {
+        job_id = request.GET.get("job", "")
+        job: Job | None = None
+        if re.fullmatch(r"[0-9]{1,18}", job_id, flags=re.ASCII):
+            job = study.jobs.filter(pk=int(job_id), kind=Job.Kind.IMPORT_PROMPTS).first()
+        context = {"study": study, "form": form, "report": report, "job": job, "here": here}
+        if getattr(request, "htmx", False) and job is not None:
+            return TemplateResponse(request, "admin/studies/prompt/import.html#import-job", context)
+        context |= {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "original": study,
-            "study": study,
-            "form": form,
-            "report": report,
             "title": f"Import prompts into “{study}”",
         }
         return TemplateResponse(request, "admin/studies/prompt/import.html", context)
@@ -376,7 +409,14 @@ class ParticipantAdmin(ReadOnlyAdmin):
     list_display = ["pseudonym", "study", "status", "consent_at", "attention_failures", "is_simulated", "created_at"]
     list_filter = ["study", "status", FailedAttentionFilter, "is_simulated"]
     search_fields = ["pseudonym", "external_id"]
-    exclude = ["access_token"]
+    exclude = ["access_token", "resume_token", "client_key"]
+    readonly_fields = ["resume_link"]
+
+    @admin.display(description="resume link")
+    def resume_link(self, participant: Participant) -> str:
+        """For a participant who lost the browser they started in: it continues their session."""
+        path = reverse("studies:resume", args=[participant.study.slug, participant.resume_token])
+        return format_html("<code>{}</code> (send it only to this participant)", settings.SITE_URL.rstrip("/") + path)
 
 
 @admin.register(Assignment)

@@ -3,6 +3,10 @@
 These are the cross-model workflows behind the annotator's pages (`studies/views.py`). Every
 function is keyword-only and atomic. The rules they keep:
 
+- a Prolific PID joins once (`join_study` raises AlreadyJoined after that: only the browser it
+  joined with, or its resume link, continues it), and one client creates at most
+  `UALIGN_JOIN_LIMIT` participants per study and window (`check_join_rate`);
+
 - each item gets at most `Study.annotations_per_item` live assignments (assigned or completed),
   even with concurrent participants: the item row is locked before its quota is counted
   (`select_for_update(skip_locked=True)` on PostgreSQL, so participants skip a busy item instead
@@ -24,8 +28,9 @@ import hmac
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -105,34 +110,65 @@ def ensure_open_for_newcomers(study: Study) -> None:
         raise StudyUnavailable("full")
 
 
+class AlreadyJoined(Exception):
+    """This Prolific PID already has a participant: only the browser it joined with (or its
+    resume link) may continue it, so a stranger who knows the PID can't take it over."""
+
+
+class TooManyJoins(Exception):
+    """The client created `UALIGN_JOIN_LIMIT` participants in this study within the window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many new participants from this client; retry in {retry_after} s")
+        self.retry_after = retry_after  # seconds
+
+
+def check_join_rate(*, study: Study, client_key: str, now: datetime | None = None) -> None:
+    """Raise TooManyJoins when this client already created the limit of participants lately.
+
+    Counted on the Participant rows themselves (indexed by study, client key and time), so the
+    limit holds across web processes and hosts and survives restarts, with no cache to run.
+    Concurrent joins from one client may pass it by at most the number in flight at once.
+    """
+    limit, window = settings.UALIGN_JOIN_LIMIT, timedelta(seconds=settings.UALIGN_JOIN_WINDOW_SECONDS)
+    if not limit or not client_key:
+        return
+    now = now or timezone.now()
+    recent = Participant.objects.filter(study=study, client_key=client_key, created_at__gte=now - window)
+    times = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+    if len(times) >= limit:
+        raise TooManyJoins(retry_after=max(1, math.ceil((times[-1] + window - now).total_seconds())))
+
+
 @transaction.atomic
-def create_or_resume_participant(
+def join_study(
     *,
     study: Study,
     prolific_pid: str = "",
     prolific_study_id: str = "",
     prolific_session_id: str = "",
+    client_key: str = "",
+    is_simulated: bool = False,
 ) -> Participant:
-    """A returning Prolific PID resumes its Participant; anything else creates a new one.
+    """Create a participant for a newcomer; the caller binds it to their browser.
 
-    Newcomers are refused with StudyUnavailable when the study is closed or full; a
-    returning participant is always given back (the views decide what they may still do).
+    Raises AlreadyJoined for a Prolific PID the study already has (including two joins of one
+    PID racing), StudyUnavailable when the study is closed or full, and TooManyJoins past the
+    per-client rate limit (`check_join_rate`).
     """
-    if prolific_pid:
-        existing = Participant.objects.filter(study=study, external_id=prolific_pid).first()
-        if existing is not None:
-            return existing
+    if prolific_pid and Participant.objects.filter(study=study, external_id=prolific_pid).exists():
+        raise AlreadyJoined()
+    check_join_rate(study=study, client_key=client_key)
     release_expired_assignments(study=study)  # abandoned tasks free places for newcomers
     ensure_open_for_newcomers(study)
-    fields = {"study": study, "external_id": prolific_pid}
+    fields = {"study": study, "external_id": prolific_pid, "client_key": client_key, "is_simulated": is_simulated}
     if prolific_pid:
-        fields |= {"prolific_study_id": prolific_study_id[:200], "prolific_session_id": prolific_session_id[:200]}
+        fields |= {"prolific_study_id": prolific_study_id, "prolific_session_id": prolific_session_id}
     try:
         with transaction.atomic():
             return Participant.objects.create(**fields)
     except IntegrityError:
-        # The same PID joined twice at once (two tabs): both get the one row.
-        return Participant.objects.get(study=study, external_id=prolific_pid)
+        raise AlreadyJoined() from None  # the same PID joined at the same moment elsewhere
 
 
 # --- Before the tasks ---------------------------------------------------------------------

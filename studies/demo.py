@@ -143,7 +143,7 @@ def resume(study: Study) -> str:
 def links(study: Study) -> DemoLinks:
     base = settings.SITE_URL.rstrip("/")
     return DemoLinks(
-        annotator=f"{base}{reverse('studies:join', args=[study.slug])}?invite={study.invite_token}",
+        annotator=f"{base}{study.participant_link()}",
         admin=f"{base}{reverse('admin:index')}",
         results=f"{base}{reverse('studies:results', args=[study.slug])}",
         jobs=f"{base}{reverse('admin:studies_study_jobs', args=[study.pk])}",

@@ -1,10 +1,78 @@
-"""Forms of the participant flow. They validate input only; the services decide what it means."""
+"""Forms of the participant flow. They validate input only; the services decide what it means.
+
+Every field an annotator's browser sends passes through one of these (never `int()` on raw
+POST data): numbers are ASCII digits of bounded length, identifiers a bounded character set,
+free text loses control characters and has a bounded length.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
+
+from studies.validation import strip_controls, text_problem
+
+# Prolific ids are 24 hex characters; lab tools send similar opaque ids.
+IDENTIFIER = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+RATIONALE_MAX = 5000
+
+
+class AsciiIntegerField(forms.Field):
+    """A whole number written with the digits 0-9 only (no signs, spaces or other scripts'
+    digits), at most `max_digits` long, so nothing reaches the database that it can't hold."""
+
+    def __init__(self, *, min_value: int, max_value: int, max_digits: int = 18, **kwargs) -> None:
+        self.max_digits = max_digits
+        super().__init__(**kwargs)
+        self.validators += [MinValueValidator(min_value), MaxValueValidator(max_value)]
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        if not re.fullmatch(rf"[0-9]{{1,{self.max_digits}}}", text, flags=re.ASCII):
+            raise forms.ValidationError("Enter a whole number written with the digits 0-9.", code="invalid")
+        return int(text)
+
+
+class IdentifierField(forms.CharField):
+    """An opaque id from a link (Prolific's PID, STUDY_ID, SESSION_ID)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(required=False, max_length=200, **kwargs)
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        if value and text_problem(value):
+            raise forms.ValidationError(f"{self.label} {text_problem(value)}.", code="control")
+        if value and not IDENTIFIER.fullmatch(value):
+            raise forms.ValidationError(
+                f"{self.label} may only hold letters, digits and _ . : - (up to 200).", code="invalid"
+            )
+
+
+class JoinForm(forms.Form):
+    """The study link's parameters (the landing page's GET) and the join POST's hidden fields."""
+
+    invite = forms.CharField(required=False, max_length=64, label="The study's key")
+    PROLIFIC_PID = IdentifierField(label="PROLIFIC_PID")
+    STUDY_ID = IdentifierField(label="STUDY_ID")
+    SESSION_ID = IdentifierField(label="SESSION_ID")
+
+    def clean_invite(self) -> str:
+        value = self.cleaned_data["invite"]
+        return value if IDENTIFIER.fullmatch(value or "") else ""
+
+
+class CleanTextField(forms.CharField):
+    """Free text with control characters, NUL and lone surrogates removed (tab and newlines kept)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return strip_controls(value) if value else value
 
 
 class ConsentForm(forms.Form):
@@ -28,14 +96,15 @@ class ComprehensionForm(forms.Form):
 class JudgmentForm(forms.Form):
     """One pick: the displayed position (1..n), or can't-decide, for one assignment."""
 
-    assignment = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
-    choice = forms.IntegerField(min_value=1, max_value=99, required=False)
+    assignment = AsciiIntegerField(min_value=1, max_value=2**63 - 1, widget=forms.HiddenInput)
+    choice = AsciiIntegerField(min_value=1, max_value=99, max_digits=2, required=False)
     cant_decide = forms.BooleanField(required=False)
-    rationale = forms.CharField(
+    rationale = CleanTextField(
         required=False,
-        max_length=5000,
+        max_length=RATIONALE_MAX,
         label="Why? (optional)",
-        widget=forms.Textarea(attrs={"rows": 2, "maxlength": 5000}),
+        widget=forms.Textarea(attrs={"rows": 2, "maxlength": RATIONALE_MAX}),
+        error_messages={"max_length": f"Your note is longer than {RATIONALE_MAX} characters; shorten it and choose again."},
     )
 
     def clean(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from workers.policies.credit import pick_credit, tie_credit
@@ -142,6 +143,17 @@ class Study(models.Model):
     @property
     def is_accepting_participants(self) -> bool:
         return self.status == self.Status.LIVE
+
+    def participant_link(self, *, prolific: bool = False) -> str:
+        """The path (and query) annotators join by; it carries the study's secret (invite_token).
+
+        With `prolific`, Prolific's placeholders for PROLIFIC_PID, STUDY_ID and SESSION_ID follow,
+        for the study URL set on Prolific.
+        """
+        link = f"{reverse('studies:join', args=[self.slug])}?invite={self.invite_token}"
+        if prolific:
+            link += "".join(f"&{name}={{{{%{name}%}}}}" for name in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
+        return link
 
 
 class Prompt(models.Model):
@@ -444,7 +456,12 @@ class Participant(models.Model):
     external_id = models.CharField(max_length=200, blank=True, help_text="Prolific PID or invite label.")
     prolific_study_id = models.CharField(max_length=200, blank=True)
     prolific_session_id = models.CharField(max_length=200, blank=True)
+    # The browser that joined holds access_token in a signed, HttpOnly cookie (studies/views.py);
+    # resume_token is the secret of the participant's resume link, to continue on another device.
     access_token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    resume_token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    # A keyed hash of the joining client's IP address, for the per-study join rate limit; never the address.
+    client_key = models.CharField(max_length=64, blank=True, editable=False)
     pseudonym = models.CharField(max_length=32, unique=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.JOINED)
     consent_at = models.DateTimeField(null=True, blank=True)
@@ -463,6 +480,7 @@ class Participant(models.Model):
                 fields=["study", "external_id"], condition=~Q(external_id=""), name="participant_external_unique"
             ),
         ]
+        indexes = [models.Index(fields=["study", "client_key", "created_at"], name="participant_join_rate")]
 
     def __str__(self) -> str:
         return self.pseudonym
@@ -567,6 +585,7 @@ class Job(models.Model):
         FIT = "fit", "Fit policies"
         BUILD_ITEMS = "build_items", "Build comparison items"
         SIMULATE = "simulate", "Simulated annotators"
+        IMPORT_PROMPTS = "import_prompts", "Import prompts"
         EXPORT = "export", "Export"
 
     class Status(models.TextChoices):
@@ -583,6 +602,8 @@ class Job(models.Model):
     kind = models.CharField(max_length=32, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     params = models.JSONField(default=dict, blank=True)
+    # What the job reads that doesn't fit in params (an uploaded prompt file); cleared when it finishes.
+    payload = models.BinaryField(null=True, blank=True, editable=False)
     result = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0)
     progress_message = models.CharField(max_length=300, blank=True)

@@ -150,3 +150,12 @@ def start_simulation(*, study: Study, annotators: int | None = None, luce_temper
     job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params=params)
     tasks.simulate_annotators.delay_on_commit(job.pk)
     return job
+
+
+@transaction.atomic
+def start_prompt_import(*, study: Study, filename: str, data: bytes) -> Job:
+    """Queue an import for a worker (large files): the upload travels in the job row."""
+    job = Job.objects.create(study=study, kind=Job.Kind.IMPORT_PROMPTS, params={"filename": filename[:200]},
+                             payload=data)
+    tasks.import_prompts.delay_on_commit(job.pk)
+    return job

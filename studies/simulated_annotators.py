@@ -44,8 +44,9 @@ from html.parser import HTMLParser
 import numpy as np
 from django.db import connection
 from django.db.models import Count, Q
+from django.urls import reverse
 
-from studies.annotation import shown_in_order
+from studies.annotation import StudyUnavailable, join_study, shown_in_order
 from studies.models import Assignment, ComparisonItem, Participant, Prompt, Study
 from studies.steps import StepError
 from studies.steps.population import load_population
@@ -257,14 +258,17 @@ def run_annotator(
     browser = Browser(base_url)
     outcome = AnnotatorOutcome(external_id)
     slug = study.slug
-    query = urllib.parse.urlencode({"PROLIFIC_PID": external_id, "STUDY_ID": "simulated", "SESSION_ID": external_id})
-    page = browser.get(f"/s/{slug}/?{query}")
-    participant = Participant.objects.filter(study=study, external_id=external_id).first()
-    if participant is None:
-        outcome.status, outcome.note = "refused", _title(page.html)
-        outcome.requests = browser.requests
+    # Joined by the service (the researcher's own tool, so no per-client join limit), then bound
+    # to this browser through the participant's resume link, over HTTP like everything after it.
+    try:
+        participant = join_study(study=study, prolific_pid=external_id, prolific_study_id="simulated",
+                                 prolific_session_id=external_id, is_simulated=True)
+    except StudyUnavailable as exc:
+        outcome.status = "refused"
+        outcome.note = "This study is full" if exc.reason == "full" else "This study is not open"
         return outcome
-    Participant.objects.filter(pk=participant.pk).update(is_simulated=True)
+    resume = reverse("studies:resume", args=[slug, participant.resume_token])
+    page = browser.post(resume, {}, browser.get(resume))
     outcome.participant_id = participant.pk
     base_path = f"/s/{slug}/"
     budget = MAX_STEPS_PER_TASK * (study.items_per_participant + 3)

@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from studies import simulated_annotators
+from studies import importing, simulated_annotators
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, fit, items, pool, population
 
@@ -230,3 +230,13 @@ def _simulate(job: Job) -> dict[str, Any]:
         on_progress=reporter(job),
     )
     return report.as_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt imports too large for a web request (queued by `studies.services.start_prompt_import`)
+
+
+@shared_task(bind=True, acks_late=True)
+def import_prompts(self: Task, job_id: int) -> None:
+    """Run an IMPORT_PROMPTS job: check every row of the uploaded file, then save all of them or none."""
+    run_step(self, job_id, importing.run_import_job)

@@ -12,6 +12,7 @@ app_name = "studies"
 urlpatterns: list[URLPattern] = [
     # The annotator's flow (studies/views.py); the entry link is what researchers share.
     path("s/<slug:slug>/", views.join, name="join"),
+    path("s/<slug:slug>/resume/<slug:token>/", views.resume, name="resume"),
     path("s/<slug:slug>/consent/", views.consent, name="consent"),
     path("s/<slug:slug>/instructions/", views.instructions, name="instructions"),
     path("s/<slug:slug>/task/", views.task, name="task"),

@@ -1,51 +1,118 @@
-"""The annotator's pages: join → consent → instructions (+ comprehension) → tasks → done.
+"""The annotator's pages: landing → join → consent → instructions (+ comprehension) → tasks → done.
 
-The participant lives in the Django session, keyed by study (their access token), so every
-page after the entry link needs nothing in the URL but the study's slug. Each step view
-redirects to the step the participant is actually on, so the browser's back button, a
-reload or a bookmarked URL can never skip consent or re-open a finished session. Without
-JavaScript every form is a plain POST followed by a redirect; with htmx the next task is
+Identity. Joining binds the participant to the browser that joined: a signed, HttpOnly cookie
+(Django's signing, scoped to the study's pages) holds their access token, and every page after
+the landing page finds the participant through it alone. A Prolific PID in a link is not
+identity: a browser without the cookie that arrives with a PID the study already has is told
+to continue in the browser where it started, or to open the participant's resume link (a secret
+shown on their task pages, and to the researchers in the admin), so a stranger who knows
+someone's PID can neither see nor answer their tasks. Study links carry the study's secret
+(`invite`); the landing page is a GET without side effects, and joining is its form's POST,
+rate-limited per study and client (`annotation.check_join_rate`).
+
+Each step view redirects to the step the participant is actually on, so the browser's back
+button, a reload or a bookmarked URL can never skip consent or re-open a finished session.
+Without JavaScript every form is a plain POST followed by a redirect; with htmx the next task is
 swapped into `#comparison`.
 """
 
 from __future__ import annotations
 
-import re
+import ipaddress
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from studies import annotation
-from studies.annotation import AssignmentLost, InvalidChoice, StudyUnavailable
-from studies.forms import ComprehensionForm, ConsentForm, JudgmentForm
+from studies.annotation import (
+    AlreadyJoined,
+    AssignmentLost,
+    InvalidChoice,
+    StudyUnavailable,
+    TooManyJoins,
+)
+from studies.forms import (
+    IDENTIFIER,
+    ComprehensionForm,
+    ConsentForm,
+    JoinForm,
+    JudgmentForm,
+)
 from studies.htmx import HtmxHttpRequest
 from studies.models import Assignment, Participant, Study
 
-# Prolific ids are 24 hex characters; lab tools send similar opaque ids. Anything else is refused.
-EXTERNAL_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 STEP_FOR_STATUS: dict[str, str] = {
     Participant.Status.JOINED: "consent",
     Participant.Status.CONSENTED: "instructions",
     Participant.Status.ACTIVE: "task",
 }
+COOKIE_SALT = "ualign.participant"
 
 
-def _session_key(study: Study) -> str:
-    return f"ualign.participant.{study.pk}"
+# --- Which participant is this browser? ------------------------------------------------------
 
 
-def _session_participant(request: HtmxHttpRequest, study: Study) -> Participant | None:
-    token = request.session.get(_session_key(study))
+def _cookie_name(study: Study) -> str:
+    return f"ualign_p{study.pk}"
+
+
+def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant | None:
+    """The participant this browser joined as (its signed cookie), or None."""
+    token = request.get_signed_cookie(
+        _cookie_name(study), default="", salt=COOKIE_SALT, max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400
+    )
     if not token:
         return None
     return Participant.objects.filter(study=study, access_token=token).select_related("study").first()
+
+
+def _bind(response: HttpResponse, study: Study, participant: Participant) -> HttpResponse:
+    """Bind the participant to this browser: a signed, HttpOnly cookie for the study's pages only."""
+    response.set_signed_cookie(
+        _cookie_name(study),
+        participant.access_token,
+        salt=COOKIE_SALT,
+        max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400,
+        path=reverse("studies:join", args=[study.slug]),
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
+
+
+def client_key(request: HtmxHttpRequest) -> str:
+    """A keyed hash of the client's address (IPv6 by /64), for the join rate limit.
+
+    Behind `UALIGN_TRUSTED_PROXY_HOPS` proxies, the address is the one the outermost trusted
+    proxy saw (counted from the right of X-Forwarded-For); anything further left is the client's
+    own claim and ignored.
+    """
+    address = request.META.get("REMOTE_ADDR", "")
+    hops = settings.UALIGN_TRUSTED_PROXY_HOPS
+    if hops:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if len(forwarded) >= hops:
+            address = forwarded[-hops]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return salted_hmac("ualign.join-client", address[:100]).hexdigest()[:32] if address else ""
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        address = str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    elif ip.version == 6:
+        address = str(ip.ipv4_mapped)
+    return salted_hmac("ualign.join-client", address).hexdigest()[:32]
 
 
 def _step_url(participant: Participant) -> str:
@@ -53,29 +120,41 @@ def _step_url(participant: Participant) -> str:
     return reverse(f"studies:{step}", args=[participant.study.slug])
 
 
+def _resume_url(request: HtmxHttpRequest, participant: Participant) -> str:
+    return request.build_absolute_uri(
+        reverse("studies:resume", args=[participant.study.slug, participant.resume_token])
+    )
+
+
 def _go(request: HtmxHttpRequest, url: str) -> HttpResponse:
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
-def _link_invalid(request: HtmxHttpRequest) -> HttpResponse:
-    return render(request, "studies/link_invalid.html", status=404)
+def _link_invalid(request: HtmxHttpRequest, *, status: int = 404, problems: list[str] | None = None,
+                  missing_key: bool = False) -> HttpResponse:
+    context = {"problems": problems or [], "missing_key": missing_key}
+    return render(request, "studies/link_invalid.html", context, status=status)
 
 
 def _unavailable(request: HtmxHttpRequest, study: Study, reason: str) -> HttpResponse:
     return render(request, "studies/unavailable.html", {"study": study, "reason": reason})
 
 
-def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
-    """Load the study and the session's participant; send them to their current step.
+def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
+    return render(request, "studies/started_elsewhere.html", {"study": study}, status=403)
 
-    A visitor without a participant for this study gets the "link not valid" page (404).
+
+def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
+    """Load the study and this browser's participant; send them to their current step.
+
+    A browser without a participant for this study gets the "link not valid" page (404).
     """
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             study = Study.objects.filter(slug=slug).first()
-            participant = _session_participant(request, study) if study else None
+            participant = _browser_participant(request, study) if study else None
             if study is None or participant is None:
                 return _link_invalid(request)
             if STEP_FOR_STATUS.get(participant.status, "done") != step:
@@ -89,35 +168,75 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
     return decorator
 
 
-@require_GET
+# --- Joining -----------------------------------------------------------------------------------
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
 def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    """The study link: `?PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=…` or `?invite=<token>`."""
+    """The study link `?invite=<the study's key>[&PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=…]`.
+
+    GET shows the landing page (no side effects); its form POSTs here to create the participant.
+    A browser that already joined goes straight to its current step.
+    """
     study = Study.objects.filter(slug=slug).first()
     if study is None:
         return _link_invalid(request)
-    participant = _session_participant(request, study)
-    pid = request.GET.get("PROLIFIC_PID", "").strip()
+    form = JoinForm(request.POST if request.method == "POST" else request.GET)
+    if not form.is_valid():
+        problems = [str(error) for errors in form.errors.values() for error in errors]
+        return _link_invalid(request, status=400, problems=problems)
+    pid = form.cleaned_data["PROLIFIC_PID"]
+    participant = _browser_participant(request, study)
+    if participant is not None and (not pid or pid == participant.external_id):
+        return redirect(_step_url(participant))
+    if not annotation.is_valid_invite(study, form.cleaned_data["invite"]):
+        return _link_invalid(request, status=403, missing_key=True)
+    if pid and Participant.objects.filter(study=study, external_id=pid).exists():
+        return _started_elsewhere(request, study)
+    if request.method == "GET":
+        try:
+            annotation.ensure_open_for_newcomers(study)
+        except StudyUnavailable as exc:
+            return _unavailable(request, study, exc.reason)
+        return render(request, "studies/join.html", {"study": study, "form": form})
+    return _create_participant(request, study, form)
+
+
+def _create_participant(request: HtmxHttpRequest, study: Study, form: JoinForm) -> HttpResponse:
+    data = form.cleaned_data
     try:
-        if pid:
-            if not EXTERNAL_ID.fullmatch(pid):
-                return _link_invalid(request)
-            if participant is None or participant.external_id != pid:
-                participant = annotation.create_or_resume_participant(
-                    study=study,
-                    prolific_pid=pid,
-                    prolific_study_id=request.GET.get("STUDY_ID", ""),
-                    prolific_session_id=request.GET.get("SESSION_ID", ""),
-                )
-        elif participant is None:
-            if not annotation.is_valid_invite(study, request.GET.get("invite", "")):
-                return _link_invalid(request)
-            participant = annotation.create_or_resume_participant(study=study)
+        participant = annotation.join_study(
+            study=study,
+            prolific_pid=data["PROLIFIC_PID"],
+            prolific_study_id=data["STUDY_ID"],
+            prolific_session_id=data["SESSION_ID"],
+            client_key=client_key(request),
+        )
     except StudyUnavailable as exc:
         return _unavailable(request, study, exc.reason)
-    if request.session.get(_session_key(study)) != participant.access_token:
-        request.session.cycle_key()
-        request.session[_session_key(study)] = participant.access_token
-    return redirect(_step_url(participant))
+    except AlreadyJoined:
+        return _started_elsewhere(request, study)
+    except TooManyJoins as exc:
+        response = render(request, "studies/too_many_joins.html", {"study": study}, status=429)
+        response["Retry-After"] = str(exc.retry_after)
+        return response
+    return _bind(redirect(_step_url(participant)), study, participant)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def resume(request: HtmxHttpRequest, slug: str, token: str) -> HttpResponse:
+    """A participant's resume link: continue their session in this browser (GET asks, POST binds)."""
+    study = Study.objects.filter(slug=slug).first()
+    participant = None
+    if study is not None and IDENTIFIER.fullmatch(token):
+        participant = Participant.objects.filter(study=study, resume_token=token).select_related("study").first()
+    if study is None or participant is None:
+        return _link_invalid(request)
+    if request.method == "GET":
+        return render(request, "studies/resume.html", {"study": study})
+    return _bind(redirect(_step_url(participant)), study, participant)
 
 
 @require_http_methods(["GET", "POST"])
@@ -144,14 +263,16 @@ def instructions(request: HtmxHttpRequest, study: Study, participant: Participan
         participant = annotation.start_tasks(participant=participant, comprehension_answer=answer)
         if participant.status == Participant.Status.CONSENTED:
             form = ComprehensionForm(choices=study.comprehension_choices)  # a fresh try, unselected
-            return render(request, "studies/instructions.html", _instructions_context(study, participant, form, True))
+            context = _instructions_context(request, study, participant, form, True)
+            return render(request, "studies/instructions.html", context)
         return redirect(_step_url(participant))
-    return render(request, "studies/instructions.html", _instructions_context(study, participant, form, False))
+    return render(request, "studies/instructions.html", _instructions_context(request, study, participant, form, False))
 
 
-def _instructions_context(study: Study, participant: Participant, form, wrong: bool) -> dict:
+def _instructions_context(request: HtmxHttpRequest, study: Study, participant: Participant, form, wrong: bool) -> dict:
     return {
         "study": study,
+        "resume_url": _resume_url(request, participant),
         "form": form,
         "wrong_answer": wrong,
         "attempts_left": annotation.COMPREHENSION_ATTEMPTS - participant.comprehension_attempts,
@@ -159,7 +280,8 @@ def _instructions_context(study: Study, participant: Participant, form, wrong: b
 
 
 def _task_context(
-    study: Study, participant: Participant, assignment: Assignment, form=None, error: str = "", notice: str = ""
+    request: HtmxHttpRequest, study: Study, participant: Participant, assignment: Assignment, form=None,
+    error: str = "", notice: str = "",
 ) -> dict:
     annotation.mark_rendered(assignment)
     item = assignment.item
@@ -174,6 +296,7 @@ def _task_context(
         "form": form or JudgmentForm(initial={"assignment": assignment.pk}),
         "error": error,
         "notice": notice,
+        "resume_url": _resume_url(request, participant),
     }
 
 
@@ -187,7 +310,7 @@ def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant,
         if request.htmx:
             return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
         return _unavailable(request, study, "closed" if not study.is_accepting_participants else "full")
-    context = _task_context(study, participant, assignment, notice=notice)
+    context = _task_context(request, study, participant, assignment, notice=notice)
     if request.htmx:
         return _partial(request, context)
     return render(request, "studies/annotate.html", context)
@@ -211,12 +334,13 @@ def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> Ht
 def submit_judgment(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     """Record a pick (at most once per assignment), then show the next task."""
     form = JudgmentForm(request.POST)
-    assignment_id = form.data.get("assignment", "")
-    assignment = participant.assignments.filter(pk=int(assignment_id)).first() if assignment_id.isdigit() else None
+    valid = form.is_valid()
+    assignment_id = form.cleaned_data.get("assignment")
+    assignment = participant.assignments.filter(pk=assignment_id).first() if assignment_id else None
     if assignment is None:
-        return render(request, "studies/link_invalid.html", status=404)
+        return _link_invalid(request)
     error = ""
-    if form.is_valid():
+    if valid:
         try:
             annotation.record_judgment(
                 participant=participant,
@@ -232,11 +356,14 @@ def submit_judgment(request: HtmxHttpRequest, study: Study, participant: Partici
             return _after_pick(request, study, participant, notice)
         else:
             return _after_pick(request, study, participant)
+    elif "rationale" in form.errors:
+        error = " ".join(str(e) for e in form.errors["rationale"])
+        form = None  # type: ignore[assignment]  # a fresh form: an oversized note is never echoed back
     else:
         error = " ".join(str(e) for e in form.non_field_errors()) or "Choose one of the responses."
     if assignment.status != Assignment.Status.ASSIGNED:
         return _after_pick(request, study, participant)
-    context = _task_context(study, participant, assignment, form=form, error=error)
+    context = _task_context(request, study, participant, assignment, form=form, error=error)
     if request.htmx:
         return _partial(request, context)
     return render(request, "studies/annotate.html", context, status=400)

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import connection
 
 from studies.models import Study
-from studies.simulate import Browser, Page
+from studies.simulated_annotators import Browser, Page
 from tests.factories import make_item, make_policy, make_prompt, make_study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,8 +145,11 @@ def plain_get(url: str, headers: dict[str, str] | None = None, timeout: float = 
 
 
 def walk_to_first_task(browser: Browser, study: Study) -> Page:
-    """Join with the invite link, consent, read the instructions: the first task page."""
+    """Open the invite link's landing page, press Start, consent, read the instructions: the first task page."""
     page = browser.get(f"/s/{study.slug}/?invite={study.invite_token}")
+    assert page.status == 200, (page.status, page.path)
+    fields = {name: value for name, value in page.parse().inputs.items() if name != "csrfmiddlewaretoken"}
+    page = browser.post(page.url, fields, page)
     assert page.path.endswith("/consent/"), (page.status, page.path, page.html[:500])
     page = browser.post(page.url, {"decision": "accept"}, page)
     assert page.path.endswith("/instructions/"), (page.status, page.path)

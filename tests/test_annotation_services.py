@@ -11,7 +11,13 @@ from django.db import connection
 from django.utils import timezone
 
 from studies import annotation
-from studies.annotation import AssignmentLost, InvalidChoice, StudyUnavailable
+from studies.annotation import (
+    AlreadyJoined,
+    AssignmentLost,
+    InvalidChoice,
+    StudyUnavailable,
+    TooManyJoins,
+)
 from studies.models import Assignment, Judgment, Participant, Study
 from tests.factories import (
     make_attention_item,
@@ -59,44 +65,61 @@ def pick(participant: Participant, position: int = 1, **kwargs):
 # --- Joining and consent ------------------------------------------------------------------
 
 
-def test_a_returning_prolific_pid_resumes_the_same_participant():
+def test_a_known_prolific_pid_cannot_join_again():
     study = live_study()
     add_items(study, 1)
-    first = annotation.create_or_resume_participant(study=study, prolific_pid="5f1a", prolific_session_id="s1")
-    again = annotation.create_or_resume_participant(study=study, prolific_pid="5f1a", prolific_session_id="s2")
-    assert again.pk == first.pk
-    assert again.prolific_session_id == "s1"
+    first = annotation.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s1")
+    with pytest.raises(AlreadyJoined):
+        annotation.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s2")
+    first.refresh_from_db()
+    assert first.prolific_session_id == "s1"
     assert Participant.objects.filter(study=study).count() == 1
 
 
 def test_anonymous_joins_create_a_new_participant_each_time():
     study = live_study()
     add_items(study, 1)
-    a = annotation.create_or_resume_participant(study=study)
-    b = annotation.create_or_resume_participant(study=study)
+    a = annotation.join_study(study=study)
+    b = annotation.join_study(study=study)
     assert a.pk != b.pk
     assert a.access_token != b.access_token
 
 
-def test_a_study_that_is_not_live_refuses_newcomers_but_returns_known_participants():
+def test_one_client_may_create_only_the_limit_of_participants_per_study_and_window(settings):
+    settings.UALIGN_JOIN_LIMIT, settings.UALIGN_JOIN_WINDOW_SECONDS = 2, 600
+    study, other = live_study(), live_study()
+    add_items(study, 1)
+    add_items(other, 1)
+    for _ in range(2):
+        annotation.join_study(study=study, client_key="client-a")
+    with pytest.raises(TooManyJoins) as refused:
+        annotation.join_study(study=study, client_key="client-a")
+    assert 0 < refused.value.retry_after <= 600
+    annotation.join_study(study=study, client_key="client-b")  # another client
+    annotation.join_study(study=other, client_key="client-a")  # another study
+    Participant.objects.filter(study=study).update(created_at=timezone.now() - timedelta(seconds=601))
+    annotation.join_study(study=study, client_key="client-a")  # the window has passed
+    assert Participant.objects.filter(study=study, client_key="client-a").count() == 3
+
+
+def test_a_study_that_is_not_live_refuses_newcomers():
     study = live_study()
     add_items(study, 1)
-    known = annotation.create_or_resume_participant(study=study, prolific_pid="known")
+    annotation.join_study(study=study, prolific_pid="known")
     study.move_to(Study.Status.CLOSED)
     with pytest.raises(StudyUnavailable) as exc:
-        annotation.create_or_resume_participant(study=study, prolific_pid="newcomer")
+        annotation.join_study(study=study, prolific_pid="newcomer")
     assert exc.value.reason == "closed"
-    assert annotation.create_or_resume_participant(study=study, prolific_pid="known").pk == known.pk
 
 
 def test_a_study_is_full_when_max_participants_consented():
     study = live_study(max_participants=1)
     add_items(study, 3)
-    first = annotation.create_or_resume_participant(study=study)
-    waiting = annotation.create_or_resume_participant(study=study)  # joined, not yet consented
+    first = annotation.join_study(study=study)
+    waiting = annotation.join_study(study=study)  # joined, not yet consented
     annotation.record_consent(participant=first, accepted=True)
     with pytest.raises(StudyUnavailable) as exc:
-        annotation.create_or_resume_participant(study=study)
+        annotation.join_study(study=study)
     assert exc.value.reason == "full"
     with pytest.raises(StudyUnavailable):
         annotation.record_consent(participant=waiting, accepted=True)
@@ -107,7 +130,7 @@ def test_a_study_is_full_for_newcomers_when_every_item_has_its_annotations():
     add_items(study, 1)
     pick(active(study))
     with pytest.raises(StudyUnavailable) as exc:
-        annotation.create_or_resume_participant(study=study)
+        annotation.join_study(study=study)
     assert exc.value.reason == "full"
 
 

@@ -67,13 +67,20 @@ def build_study(**overrides) -> Study:
     return study
 
 
+def join(page, base_url: str, study: Study, query: str = "") -> None:
+    """Open the study link (its landing page) and press Start, as an annotator does."""
+    page.goto(f"{base_url}{study.participant_link()}{query}")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_url(f"**/s/{study.slug}/consent/")
+
+
 def test_an_annotator_completes_a_study_with_the_keyboard(live_server, browser):
     study = build_study()
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
 
-    page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    join(page, live_server.url, study)
     assert page.get_by_role("heading", name="Consent").is_visible()
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
@@ -110,7 +117,7 @@ def test_an_annotator_completes_a_study_with_the_keyboard(live_server, browser):
 def test_a_double_click_saves_one_pick(live_server, browser):
     study = build_study(items_per_participant=2)
     page = browser.new_page()
-    page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    join(page, live_server.url, study)
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
     page.wait_for_selector("#comparison:not([data-settling])")
@@ -127,7 +134,7 @@ def test_without_javascript_plain_form_posts_complete_the_study(live_server, bro
     study = build_study(items_per_participant=3)
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
-    page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    join(page, live_server.url, study)
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
     for n in range(3):
@@ -161,9 +168,97 @@ def test_task_page_screenshots(live_server, browser):
     for name, viewport in (("wide", {"width": 1280, "height": 800}), ("narrow", {"width": 390, "height": 844})):
         context = browser.new_context(viewport=viewport, device_scale_factor=1)
         page = context.new_page()
-        page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+        join(page, live_server.url, study)
         page.get_by_role("button", name="I agree, continue").click()
         page.get_by_role("button", name="Start the tasks").click()
         page.wait_for_selector("#comparison")
         page.screenshot(path=str(SCREENSHOTS / f"annotate-{name}.png"), full_page=True)
         context.close()
+
+
+# --- Identity: a participant is their browser, not their Prolific PID ----------------------------
+
+PID = "60a1b2c3d4e5f60718293a4b"
+PROLIFIC = f"&PROLIFIC_PID={PID}&STUDY_ID=st-1&SESSION_ID=se-1"
+
+
+def start_tasks(page, base_url: str, study: Study, query: str = "") -> str:
+    """Join, consent and start; returns the id of the task shown."""
+    join(page, base_url, study, query)
+    page.get_by_role("button", name="I agree, continue").click()
+    page.get_by_role("button", name="Start the tasks").click()
+    page.wait_for_selector("#comparison:not([data-settling])")
+    return page.locator("#comparison").get_attribute("data-assignment")
+
+
+def test_a_fresh_browser_with_someone_elses_prolific_pid_can_neither_see_nor_answer_their_task(live_server, browser):
+    study = build_study(items_per_participant=2)
+    owner = browser.new_context()
+    owner_page = owner.new_page()
+    assignment = start_tasks(owner_page, live_server.url, study, PROLIFIC)
+    prompt = owner_page.locator(".prompt .md").inner_text()
+
+    stranger = browser.new_context()
+    page = stranger.new_page()
+    response = page.goto(f"{live_server.url}{study.participant_link()}{PROLIFIC}")
+    assert response.status == 403
+    assert page.get_by_role("heading", name="You started this study in another browser").is_visible()
+    assert prompt not in page.content()
+    for path in ("task/", "consent/", "done/"):
+        assert page.goto(f"{live_server.url}/s/{study.slug}/{path}").status == 404
+        assert prompt not in page.content()
+    # A pick posted straight at the owner's task is refused too (no participant in this browser).
+    posted = page.request.post(f"{live_server.url}/s/{study.slug}/judgments/",
+                               form={"assignment": assignment, "choice": "1"}, fail_on_status_code=False)
+    assert posted.status in (403, 404)
+    assert not Judgment.objects.exists()
+    assert Participant.objects.filter(study=study).count() == 1
+
+    owner_page.keyboard.press("1")  # the owner's own browser still works
+    owner_page.wait_for_selector(f'#comparison:not([data-assignment="{assignment}"])')
+    assert Judgment.objects.get().assignment_id == int(assignment)
+    owner.close()
+    stranger.close()
+
+
+def test_the_resume_link_continues_a_session_in_another_browser(live_server, browser):
+    study = build_study(items_per_participant=2)
+    first = browser.new_context()
+    first_page = first.new_page()
+    assignment = start_tasks(first_page, live_server.url, study, PROLIFIC)
+    first_page.get_by_text("Continue on another device").click()
+    resume_url = first_page.get_by_label("Your resume link").input_value()
+    assert f"/s/{study.slug}/resume/" in resume_url
+
+    second = browser.new_context()  # another device: no cookies
+    page = second.new_page()
+    page.goto(resume_url)
+    page.get_by_role("button", name="Continue in this browser").click()
+    page.wait_for_selector("#comparison:not([data-settling])")
+    assert page.locator("#comparison").get_attribute("data-assignment") == assignment
+    page.keyboard.press("2")
+    page.wait_for_selector(f'#comparison:not([data-assignment="{assignment}"])')
+    judgment = Judgment.objects.get()
+    assert judgment.assignment_id == int(assignment)
+    assert judgment.chosen_slot == 2
+    assert judgment.assignment.participant.external_id == PID
+    first.close()
+    second.close()
+
+
+def test_the_join_rate_limit_refuses_a_newcomer_politely(live_server, browser, settings):
+    settings.UALIGN_JOIN_LIMIT = 1
+    study = build_study()
+    first = browser.new_context()
+    join(first.new_page(), live_server.url, study)
+    second = browser.new_context()  # the same address (127.0.0.1): a second newcomer is one too many
+    page = second.new_page()
+    page.goto(f"{live_server.url}{study.participant_link()}")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Start", exact=True).click()
+    assert posted.value.status == 429
+    assert int(posted.value.headers["retry-after"]) > 0
+    assert page.get_by_role("heading", name="Please try again later").is_visible()
+    assert Participant.objects.filter(study=study).count() == 1
+    first.close()
+    second.close()

@@ -46,6 +46,7 @@ def test_the_annotator_pages_run_under_the_policy_without_a_violation(live_serve
     response = page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
     assert "'unsafe-inline'" not in response.headers["content-security-policy"]
     assert _violations(page) == []
+    page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
     page.wait_for_selector("#comparison:not([data-settling])")

@@ -17,6 +17,7 @@ SAVED = "Your picks so far are saved."
 def _first_task(live_server, browser, study):  # noqa: F811
     page = browser.new_page()
     page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
+    page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
     page.wait_for_selector("#comparison:not([data-settling])")

@@ -27,7 +27,7 @@ import pytest
 from django.db.models import Count
 
 from studies.models import Candidate, Job, Judgment, Participant, Study
-from studies.simulate import Page, SimulationError
+from studies.simulated_annotators import Page, SimulationError
 from tests.conftest import WorkerProcess
 from tests.prodserver import (
     ROOT,

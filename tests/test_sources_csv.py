@@ -236,3 +236,36 @@ def test_the_study_page_can_upload_a_source_file_inline(researcher_client):
     page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
     assert 'enctype="multipart/form-data"' in page
     assert "preference_sources-__prefix__-data_file" in page
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("x" * 200_000, "malformed CSV (field larger than field limit"),  # past csv's own limit
+    ("x" * 5_000, "a cell is longer than 1000 characters"),
+])
+def test_an_over_long_field_in_an_uploaded_utilities_csv_gets_a_line_error_not_a_500(researcher_client, cell, message):
+    study, _ = _study()
+    data = _rows(study, lambda t, c: 1) + f"{cell},1,1\n"
+    upload = SimpleUploadedFile("utilities.csv", data.encode(), content_type="text/csv")
+    response = researcher_client.post(
+        reverse("admin:studies_preferencesource_add"),
+        {"study": study.pk, "kind": "csv", "weight": "1", "params": "{}", "data": "", "data_file": upload},
+    )
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"line {len(data.splitlines())}: {message}" in page
+    assert cell not in page
+    assert not study.preference_sources.exists()
+
+
+@pytest.mark.parametrize(("junk", "message"), [("\x00", "NUL character"), ("\x1b", "control character U+001B")])
+def test_nul_or_control_characters_in_an_uploaded_utilities_csv_are_refused(researcher_client, junk, message):
+    study, _ = _study()
+    data = _rows(study, lambda t, c: 1).replace("critic", f"crit{junk}ic", 1)
+    upload = SimpleUploadedFile("utilities.csv", data.encode(), content_type="text/csv")
+    response = researcher_client.post(
+        reverse("admin:studies_preferencesource_add"),
+        {"study": study.pk, "kind": "csv", "weight": "1", "params": "{}", "data": "", "data_file": upload},
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not study.preference_sources.exists()

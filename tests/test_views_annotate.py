@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.core import signing
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -40,8 +41,11 @@ def url(name: str, study: Study) -> str:
 
 
 def join(client: Client, study: Study, **params) -> Participant:
-    params = params or {"invite": study.invite_token}
-    response = client.get(url("join", study), params)
+    """Open the study link (the landing page), then press Start (the join POST)."""
+    params = {"invite": study.invite_token, **params}
+    landing = client.get(url("join", study), params)
+    assert landing.status_code == 200
+    response = client.post(url("join", study), {**params, "csrfmiddlewaretoken": str(landing.context["csrf_token"])})
     assert response.status_code == 302
     return Participant.objects.filter(study=study).latest("id")
 
@@ -62,44 +66,54 @@ def open_assignment(participant: Participant) -> Assignment:
 # --- Entry --------------------------------------------------------------------------------
 
 
-def test_an_invite_link_creates_a_participant_and_leads_to_consent(client):
+def test_an_invite_link_shows_a_landing_page_and_its_post_creates_the_participant(client):
     study = live_study()
-    response = client.get(url("join", study), {"invite": study.invite_token})
+    landing = client.get(url("join", study), {"invite": study.invite_token})
+    assert landing.status_code == 200
+    assert b"Start" in landing.content
+    assert not Participant.objects.exists()  # the GET has no side effects
+    response = client.post(url("join", study), {"invite": study.invite_token})
     assert response.status_code == 302
     assert response["Location"] == url("consent", study)
     participant = Participant.objects.get(study=study)
     assert participant.external_id == ""
-    assert client.session[f"ualign.participant.{study.pk}"] == participant.access_token
+    cookie = client.cookies[f"ualign_p{study.pk}"]
+    assert cookie["httponly"]
+    assert cookie["path"] == url("join", study)
+    assert cookie["samesite"] == "Lax"
+    signer = signing.get_cookie_signer(salt=signing._cookie_signer_salt(cookie.key, "ualign.participant"))
+    assert signer.unsign(cookie.value, max_age=3600) == participant.access_token
 
 
-def test_prolific_parameters_create_and_resume_one_participant(client):
+def test_prolific_parameters_create_one_participant_that_the_same_browser_resumes(client):
     study = live_study()
     params = {"PROLIFIC_PID": "60a1b2c3d4e5f60718293a4b", "STUDY_ID": "st-1", "SESSION_ID": "se-1"}
     first = start(client, study, **params)
     client.get(url("task", study))
     assignment = open_assignment(first)
 
-    other_browser = Client()
-    response = other_browser.get(url("join", study), params)
+    response = client.get(url("join", study), {"invite": study.invite_token, **params})
     assert response["Location"] == url("task", study)
-    resumed = other_browser.get(url("task", study))
-    assert resumed.context["assignment"].pk == assignment.pk
+    assert client.get(url("task", study)).context["assignment"].pk == assignment.pk
     assert Participant.objects.filter(study=study).count() == 1
     first.refresh_from_db()
     assert (first.prolific_study_id, first.prolific_session_id) == ("st-1", "se-1")
 
 
-def test_a_wrong_invite_or_unknown_study_gets_a_polite_404(client):
+def test_a_wrong_or_missing_key_unknown_study_or_foreign_browser_gets_a_polite_4xx(client):
     study = live_study()
-    for response in (
-        client.get(url("join", study), {"invite": "nope"}),
-        client.get(url("join", study)),
-        client.get("/s/no-such-study/", {"invite": study.invite_token}),
-        client.get(url("join", study), {"PROLIFIC_PID": "<script>"}),
-        client.get(url("task", study)),
+    for response, status in (
+        (client.get(url("join", study), {"invite": "nope"}), 403),
+        (client.get(url("join", study)), 403),
+        (client.post(url("join", study), {"invite": "nope"}), 403),
+        (client.get(url("join", study), {"PROLIFIC_PID": "60a1b2c3d4e5f60718293a4b"}), 403),
+        (client.get("/s/no-such-study/", {"invite": study.invite_token}), 404),
+        (client.get(url("join", study), {"invite": study.invite_token, "PROLIFIC_PID": "<script>"}), 400),
+        (client.get(url("task", study)), 404),
     ):
-        assert response.status_code == 404
+        assert response.status_code == status
         assert b"This link is not valid" in response.content
+    assert b"missing the study's key" in client.get(url("join", study)).content
     assert not Participant.objects.exists()
 
 

@@ -225,6 +225,24 @@ LOGIN_URL = "admin:login"
 # /readyz gives up on the database or the broker after this many seconds.
 UALIGN_READY_TIMEOUT = env_int("UALIGN_READY_TIMEOUT", 2)
 
+# --- Participant identity and hostile input (docs/security-identity-input.md) --------------
+# A participant's browser holds a signed, HttpOnly cookie naming them, valid this many days.
+UALIGN_PARTICIPANT_COOKIE_DAYS = env_int("UALIGN_PARTICIPANT_COOKIE_DAYS", 30)
+# New participants one client (IP address; IPv6 by /64) may create in one study per window;
+# 0 turns the limit off. Raise it for lab sessions where many people share one address.
+UALIGN_JOIN_LIMIT = env_int("UALIGN_JOIN_LIMIT", 20)
+UALIGN_JOIN_WINDOW_SECONDS = env_int("UALIGN_JOIN_WINDOW_SECONDS", 3600)
+# Reverse proxies in front of ualign that append to X-Forwarded-For (0: use the socket's address).
+UALIGN_TRUSTED_PROXY_HOPS = env_int("UALIGN_TRUSTED_PROXY_HOPS", 0)
+# Prompt imports: at most this many rows and bytes (UALIGN_MAX_UPLOAD_BYTES); files larger than
+# UALIGN_IMPORT_BACKGROUND_BYTES are imported by a worker, with progress, instead of in the request.
+UALIGN_IMPORT_MAX_ROWS = env_int("UALIGN_IMPORT_MAX_ROWS", 100_000)
+UALIGN_IMPORT_BACKGROUND_BYTES = env_int("UALIGN_IMPORT_BACKGROUND_BYTES", 1024 * 1024)
+# The longest cell of an imported CSV (prompt text included), in characters.
+UALIGN_IMPORT_MAX_FIELD_CHARS = env_int("UALIGN_IMPORT_MAX_FIELD_CHARS", 100_000)
+# The deepest nesting accepted in imported JSON (prompt metadata).
+UALIGN_JSON_MAX_DEPTH = env_int("UALIGN_JSON_MAX_DEPTH", 20)
+
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 REDIS_URL = env_str("REDIS_URL", "")

@@ -122,6 +122,22 @@ def _max_errors(max_errors: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+_CSV_MAX_CELL = 1000  # characters; labels, ids and numbers are far shorter
+
+
+def _csv_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The reader's rows; a malformed one (or a cell past csv's field size limit) is a CsvRowError."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = getattr(reader, "line_num", 0)
+            raise UtilitiesCSVError([CsvRowError(line, f"malformed CSV ({exc})")]) from None
+        yield row
+
+
 def read_utilities_csv(
     text: str,
     *,
@@ -169,7 +185,8 @@ def read_utilities_csv(
     fail = _collect(errors, max_errors)
 
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
-    header = _read_header(reader, _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored)
+    lines = _csv_rows(reader)
+    header = _read_header(lines, _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored)
     col = {name: header.columns.index(name) for name in header.columns}
     rows = _RowReader(
         width=len(header.columns),
@@ -177,9 +194,13 @@ def read_utilities_csv(
         checks=tuple(c for c in checks if c in col),
         fail=fail,
     )
-    for row in reader:
-        if any(cell.strip() for cell in row):
-            rows.read(row, reader.line_num)
+    for row in lines:
+        if not any(cell.strip() for cell in row):
+            continue
+        if any(len(cell) > _CSV_MAX_CELL for cell in row):
+            fail(reader.line_num, f"a cell is longer than {_CSV_MAX_CELL} characters")
+            continue
+        rows.read(row, reader.line_num)
     if not rows.rows and not errors:
         fail(header.line, "no utility rows")
     return UtilitiesTable(
