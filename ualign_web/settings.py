@@ -225,7 +225,7 @@ LOGIN_URL = "admin:login"
 # /readyz gives up on the database or the broker after this many seconds.
 UALIGN_READY_TIMEOUT = env_int("UALIGN_READY_TIMEOUT", 2)
 
-# --- Participant identity and hostile input (docs/security-identity-input.md) --------------
+# --- Participant identity and hostile input (docs/security.md) --------------
 # A participant's browser holds a signed, HttpOnly cookie naming them, valid this many days.
 UALIGN_PARTICIPANT_COOKIE_DAYS = env_int("UALIGN_PARTICIPANT_COOKIE_DAYS", 30)
 # New participants one client (IP address; IPv6 by /64) may create in one study per window;
