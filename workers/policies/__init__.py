@@ -5,6 +5,17 @@ No Django import anywhere in this package.
 
 from __future__ import annotations
 
+from .choice import (
+    Adversary,
+    MOutputBound,
+    adversary,
+    choice_probabilities,
+    choose,
+    expected_credit,
+    find_adversary,
+    m_output_bound,
+    multiset_win_rate,
+)
 from .ctrl import best_of_n_policy, beta_for_kl, calibrate, ctrl_policy, kl_divergence
 from .equilibrium import (
     SelfPlayTrajectory,
@@ -24,15 +35,24 @@ from .population import (
 )
 
 __all__ = [
+    "Adversary",
+    "MOutputBound",
     "Population",
     "SelfPlayTrajectory",
     "Solution",
     "best_of_n_policy",
     "beta_for_kl",
+    "adversary",
     "calibrate",
+    "choice_probabilities",
+    "choose",
     "ctrl_policy",
+    "expected_credit",
     "exploitability",
+    "find_adversary",
     "kl_divergence",
+    "m_output_bound",
+    "multiset_win_rate",
     "pick_probability",
     "robust_win_rate",
     "robust_win_rate_m",
