@@ -24,6 +24,7 @@ from .equilibrium import (
     solve_multiplayer,
     solve_nlhf,
 )
+from .heldout import HeldOutCertificate, PoolSplit, held_out_certificate, split_pool
 from .population import (
     Population,
     exploitability,
@@ -36,7 +37,9 @@ from .population import (
 
 __all__ = [
     "Adversary",
+    "HeldOutCertificate",
     "MOutputBound",
+    "PoolSplit",
     "Population",
     "SelfPlayTrajectory",
     "Solution",
@@ -50,6 +53,7 @@ __all__ = [
     "expected_credit",
     "exploitability",
     "find_adversary",
+    "held_out_certificate",
     "kl_divergence",
     "m_output_bound",
     "multiset_win_rate",
@@ -60,5 +64,6 @@ __all__ = [
     "self_play",
     "solve_multiplayer",
     "solve_nlhf",
+    "split_pool",
     "win_rate",
 ]

@@ -80,9 +80,11 @@ def _check_counts(x: Any, name: str, n: int, *, allow_empty: bool = False) -> In
         raise ValueError(f"{name} must be an array of counts: {exc}") from exc
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},) (one count per response), got {arr.shape}")
-    if arr.dtype.kind not in "iub":
-        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"{name} must hold non-negative integers")
+    integral = arr.dtype.kind in "iub" or (
+        arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+    )
+    if not integral:
+        raise ValueError(f"{name} must hold non-negative integers")
     arr = arr.astype(np.int64)
     if np.any(arr < 0):
         raise ValueError(f"{name} must hold non-negative integers, min entry is {arr.min()}")
