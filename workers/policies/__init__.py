@@ -16,7 +16,17 @@ from .choice import (
     m_output_bound,
     multiset_win_rate,
 )
-from .ctrl import best_of_n_policy, beta_for_kl, calibrate, ctrl_policy, kl_divergence
+from .ctrl import (
+    CtrlFit,
+    best_of_k_win_rate,
+    best_of_n_policy,
+    beta_for_kl,
+    calibrate,
+    ctrl_policy,
+    fit_ctrl,
+    kl_divergence,
+    quantile_rewards,
+)
 from .equilibrium import (
     SelfPlayTrajectory,
     Solution,
@@ -37,12 +47,14 @@ from .population import (
 
 __all__ = [
     "Adversary",
+    "CtrlFit",
     "HeldOutCertificate",
     "MOutputBound",
     "PoolSplit",
     "Population",
     "SelfPlayTrajectory",
     "Solution",
+    "best_of_k_win_rate",
     "best_of_n_policy",
     "beta_for_kl",
     "adversary",
@@ -53,11 +65,13 @@ __all__ = [
     "expected_credit",
     "exploitability",
     "find_adversary",
+    "fit_ctrl",
     "held_out_certificate",
     "kl_divergence",
     "m_output_bound",
     "multiset_win_rate",
     "pick_probability",
+    "quantile_rewards",
     "robust_win_rate",
     "robust_win_rate_m",
     "sample_responses",
