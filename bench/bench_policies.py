@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_policies.py            # full grid (about 10-15 min)
     .venv/bin/python bench/bench_policies.py --quick    # small grid (about 1 min)
     .venv/bin/python bench/bench_policies.py --adversarial  # support = N cases (about 5 min)
+    .venv/bin/python bench/bench_policies.py --k1       # every k = 1 case of both grids vs HiGHS
 
 Populations (both seeded):
 
@@ -272,15 +273,24 @@ def main() -> None:
         action="store_true",
         help="only the cyclic (support = N) populations (about 5 min)",
     )
+    parser.add_argument(
+        "--k1",
+        action="store_true",
+        help="only the k = 1 cases of the full and adversarial grids (against HiGHS)",
+    )
     args = parser.parse_args()
     grid = (
         QUICK_GRID
         if args.quick
         else ADVERSARIAL_GRID
         if args.adversarial
+        else [c for c in FULL_GRID + ADVERSARIAL_GRID if c[3] == 1]
+        if args.k1
         else FULL_GRID
     )
-    flags = " --quick" if args.quick else " --adversarial" if args.adversarial else ""
+    flags = (
+        " --quick" if args.quick else " --adversarial" if args.adversarial else " --k1" if args.k1 else ""
+    )
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# machine: {machine()}")
     print(f"# command: .venv/bin/python bench/bench_policies.py{flags}")
