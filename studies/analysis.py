@@ -522,7 +522,7 @@ def few_clusters_interval(
     each component at its 75% upper confidence bound (FEW_CLUSTERS_DF_LEVEL) in the df only is
     the conservative correction: among the levels 50/75/90% and none, checked on 1,000 studies
     per design (3-5 annotators, 40 prompts, about 1,600 judgments, annotator sd 0, 0.3, 0.6),
-    75% was the only one that kept every design in 93-97%, with intervals 8-46% narrower than
+    75% was the only one that kept every design in 93-97%, with intervals 7-46% narrower than
     df = min(G) - 1 (docs/benchmarks.md, "Few clusters"). An unrestricted wild cluster
     bootstrap-t over annotators with Webb (2013) six-point weights covered only 82-93% in a
     smaller check (60 studies per design), so it is not used.
