@@ -59,7 +59,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from studies import analysis, reproduction
     from studies.models import ComparisonItem, Policy
-    from workers.policies.choice import ChoiceModel, choose
+    from workers.policies.text_choice import ChoiceModel, choose
 
     population = reproduction.parse_population(args.population)
     k_values = tuple(int(k) for k in args.k.split(","))

@@ -51,7 +51,7 @@ from studies.models import Assignment, ComparisonItem, Participant, Prompt, Stud
 from studies.steps import StepError
 from studies.steps.population import load_population
 from studies.steps.preference_sources import StudyUtilities, csv_utilities, prompt_key
-from workers.policies.choice import ChoiceModel, choose
+from workers.policies.text_choice import ChoiceModel, choose
 from workers.populations import UtilitiesCSVError
 
 logger = logging.getLogger(__name__)

@@ -8,9 +8,12 @@ from scipy import special, stats
 
 from studies.analysis import (
     METHOD_CGM,
+    METHOD_FEW,
     METHOD_TOO_FEW,
     annotator_agreement,
     attention_failure_rate,
+    few_clusters_interval,
+    few_clusters_warning,
     position_bias,
     proportion,
     robust_win_rate_interval,
@@ -289,3 +292,75 @@ def test_robust_win_rate_passes_weights_and_decided_rows_to_each_opponent(rng):
 def test_bad_weights_or_decided_flags_raise_value_error_naming_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=f"^{argument}"):
         win_rate_interval([1, 0], [1, 2], [1, 2], **kwargs)
+
+
+# --- Few clusters: 3-5 annotators (issue #11.6) -------------------------------------------------
+
+
+def few_annotator_study(rng, *, n_annotators, n_prompts=30, judgments=1600, mu=0.4, sd_prompt=0.8,
+                        sd_annotator=0.3, tie_rate=0.1):
+    """Every annotator judges every prompt about judgments / (n_prompts * n_annotators) times."""
+    reps = max(1, judgments // (n_prompts * n_annotators))
+    u, v = rng.normal(0, sd_prompt, n_prompts), rng.normal(0, sd_annotator, n_annotators)
+    prompts = np.tile(np.repeat(np.arange(n_prompts), reps), n_annotators)
+    annotators = np.repeat(np.arange(n_annotators), n_prompts * reps)
+    credit = (rng.random(prompts.size) < special.expit(mu + u[prompts] + v[annotators])).astype(float)
+    credit[rng.random(prompts.size) < tie_rate] = 2 / 3
+    return credit, prompts, annotators
+
+
+def test_few_clusters_interval_keeps_the_estimate_and_se_and_only_relaxes_the_degrees_of_freedom(rng):
+    data = few_annotator_study(rng, n_annotators=3)
+    usual, few = win_rate_interval(*data), few_clusters_interval(*data)
+    assert few.method == METHOD_FEW
+    assert (few.estimate, few.se, few.variance) == (usual.estimate, usual.se, usual.variance)
+    assert few.df >= usual.df == 2
+    assert usual.low <= few.low <= few.estimate <= few.high <= usual.high
+    assert few_clusters_interval(*data) == few  # deterministic: no resampling
+
+
+def test_few_clusters_interval_is_narrower_when_the_prompts_carry_the_variance(rng):
+    data = few_annotator_study(rng, n_annotators=3, sd_annotator=0.0)
+    usual, few = win_rate_interval(*data), few_clusters_interval(*data)
+    assert few.high - few.low < 0.8 * (usual.high - usual.low)
+    assert few.df > 4
+
+
+def test_few_clusters_interval_with_one_annotator_or_decided_rows_alone_behaves_like_the_usual_one():
+    one = few_clusters_interval([1, 0, 1, 1], ["p1", "p1", "p2", "p2"], [7, 7, 7, 7])
+    assert (one.low, one.high, one.method) == (0.0, 1.0, METHOD_TOO_FEW)
+    decided = few_clusters_interval([2 / 3] * 4, [1, 2, 3, 4], [0, 0, 0, 0], decided=[True] * 4)
+    assert decided.df == 3
+    assert decided.estimate == pytest.approx(2 / 3)
+
+
+def test_few_clusters_interval_rejects_bad_input_naming_the_argument():
+    with pytest.raises(ValueError, match="confidence"):
+        few_clusters_interval([1, 0], [1, 2], [1, 2], confidence=1.5)
+    with pytest.raises(ValueError, match="annotator_ids"):
+        few_clusters_interval([1, 0], [1, 2], [1])
+
+
+def test_a_design_with_fewer_than_five_annotators_or_prompts_gets_a_warning():
+    assert few_clusters_warning(40, 5) is None
+    message = few_clusters_warning(40, 3)
+    assert "3 annotators" in message
+    assert "prompt" not in message.split(":")[0]
+    assert "1 prompt and 2 annotators" in few_clusters_warning(1, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_annotators", [3, 5])
+def test_few_clusters_interval_covers_93_to_97_percent_of_400_studies_and_is_narrower(n_annotators):
+    """3 or 5 annotators, 30 prompts, ~1,600 judgments: df = min(G) - 1 = 2 or 4 wastes the prompts."""
+    rng = np.random.default_rng(20261201 + n_annotators)
+    truth = crossed_truth(mu=0.4, sd_annotator=0.3)
+    covered, widths, usual_widths = 0, [], []
+    for _ in range(400):
+        data = few_annotator_study(rng, n_annotators=n_annotators)
+        few, usual = few_clusters_interval(*data), win_rate_interval(*data)
+        covered += few.low <= truth <= few.high
+        widths.append(few.high - few.low)
+        usual_widths.append(usual.high - usual.low)
+    assert 0.93 <= covered / 400 <= 0.97
+    assert np.mean(widths) < 0.9 * np.mean(usual_widths)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.policies.choice import ChoiceModel, choose
+from workers.policies.text_choice import ChoiceModel, choose
 
 
 def test_a_single_type_always_picks_its_favourite(rng):

@@ -22,7 +22,7 @@ from studies.models import Policy, PolicyFit, Prompt, Study
 from studies.steps import OnProgress, StepError, no_progress
 from studies.steps.pool import DOCTOR_BETA
 from studies.steps.population import PromptPopulation, load_population
-from workers.policies.ctrl import CTRL_TARGET_KL, tune_ctrl
+from workers.policies.ctrl import CTRL_TARGET_KL, fit_ctrl
 
 POLICY_PARAMS: dict[str, dict[str, str]] = {
     Policy.Kind.SAMPLE: {},
@@ -92,9 +92,14 @@ def _solution_fit(solution: wp.Solution, columns: npt.NDArray[np.intp], n: int, 
 
 def _ctrl_fit(rewards: npt.NDArray[np.float64], mu: npt.NDArray[np.float64], k: int,
               params: dict[str, Any]) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
-    """CTRL with the best-of-N transform tuned for N = k (`workers.policies.ctrl.tune_ctrl`)."""
+    """CTRL tuned for a best-of-k user (`workers.policies.ctrl.fit_ctrl`): π and how it was chosen."""
     t = float(params["t"]) if "t" in params else None
-    return tune_ctrl(rewards, mu, k, target_kl=float(params.get("target_kl", CTRL_TARGET_KL)), t=t)
+    fit = fit_ctrl(rewards, mu, k, target_kl=float(params.get("target_kl", CTRL_TARGET_KL)), t=t)
+    stats: dict[str, Any] = {"transform": fit.transform, "t": fit.t, "beta": fit.beta, "kl": fit.kl,
+                             "target_kl": fit.target_kl, "bo_k_win_rate_vs_mu": fit.score}
+    if fit.note:
+        stats["note"] = fit.note
+    return fit.policy, stats
 
 
 def fit_policy(policy: Policy, pp: PromptPopulation, k: int, pool_generator_id: int | None,

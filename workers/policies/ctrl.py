@@ -17,22 +17,32 @@ theory.md section 5.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import scipy.optimize
 import scipy.special
 
 from . import _validation as v
-from .population import _integral_power
+from .population import Population, _integral_power, _masses, win_rate
 
 FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
+    "CTRL_GRID",
+    "CTRL_TARGET_KL",
+    "CTRL_T_GRID",
+    "CtrlFit",
+    "best_of_k_win_rate",
     "best_of_n_policy",
     "beta_for_kl",
     "calibrate",
     "ctrl_policy",
+    "fit_ctrl",
     "kl_divergence",
+    "quantile_rewards",
 ]
 
 TRANSFORMS = ("bon", "won", "identity")
@@ -256,66 +266,140 @@ def beta_for_kl(
     return 1.0 / lam
 
 
-# --------------------------------------------------------------------------------------------
-# CTRL tuned for best-of-k (the study's "ctrl" policy). Used by `studies.steps.fit`; not in the
-# package's public API (`workers.policies.__all__`): the grid and its defaults are a study choice.
+# --------------------------------------------------------------------------------------
+# scale-free single rewards and CTRL's tuning (issue #11.5)
+# --------------------------------------------------------------------------------------
 
-# β is chosen so that KL(π‖μ) hits this target, in nats (theory.md §5).
+#: CTRL's default KL budget: beta is chosen so that KL(pi || mu) hits it (nats).
 CTRL_TARGET_KL = 0.5
-# t of the best-of-N transform exp(t·u) is chosen from this grid to maximise the exact
-# best-of-k vs best-of-k win rate against μ at the target KL ("transform bon with N = k").
+#: ``t`` values of the best-of-N transform ``exp(t u)`` searched by :func:`fit_ctrl`.
 CTRL_T_GRID = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+#: The transforms :func:`fit_ctrl` searches: the identity (optimal at ``k = 1``), then
+#: best-of-N at every ``t`` of ``CTRL_T_GRID``.
+CTRL_GRID: tuple[tuple[str, float | None], ...] = (
+    ("identity", None),
+    *(("bon", t) for t in CTRL_T_GRID),
+)
 
 
-def best_of_k_win_rate(rewards: FloatArray, policy: FloatArray, reference: FloatArray, k: int) -> float:
-    """P(best of k draws from π beats best of k from μ) under ``rewards``, ties counting ½.
+def quantile_rewards(pop: Any, reference: npt.ArrayLike) -> FloatArray:
+    """One scale-free reward per response: the type-weighted mean calibrated quantile.
 
-    rewards, policy (π), reference (μ): shape (N,); π and μ on the simplex.
+    For type ``t`` the calibrated quantile of response ``i`` under the reference ``mu`` is
+    ``C_t(i) = mu(U_t < U_ti) + 1/2 mu(U_t = U_ti)`` (theory.md section 5's calibration,
+    ties at half their mass), and
+
+    .. math:: r(i) = \\sum_t w_t C_t(i) \\in [0, 1].
+
+    ``C_t`` depends on the order of type ``t``'s utilities only, so ``r`` is unchanged by
+    any strictly increasing transform of any one type's utilities (a source that reports
+    log-odds next to one that reports cosines no longer outweighs it), unlike the mean of
+    raw utilities. For a single type it is :func:`calibrate`.
+
+    Parameters
+    ----------
+    pop : Population
+        ``T`` types over ``N`` responses.
+    reference : array_like, shape (N,)
+        ``mu`` on the simplex (the pool's sampling distribution).
+
+    Returns
+    -------
+    ndarray, shape (N,)
+        Cost ``O(T N)`` after the population's cached per-type sort.
     """
-    levels, inverse = np.unique(rewards, return_inverse=True)
-    p_mass = np.bincount(inverse, weights=policy, minlength=len(levels))
-    q_mass = np.bincount(inverse, weights=reference, minlength=len(levels))
-    p_cdf, q_cdf = np.cumsum(p_mass) ** k, np.cumsum(q_mass) ** k
-    p_pmf = np.diff(np.concatenate([[0.0], p_cdf]))
-    q_pmf = np.diff(np.concatenate([[0.0], q_cdf]))
-    q_below = np.concatenate([[0.0], q_cdf[:-1]])
-    return float(np.sum(p_pmf * (q_below + 0.5 * q_pmf)))
+    pop = v._check_population(pop)
+    mu = v._check_simplex(reference, "reference", pop.n_responses)
+    below, tied = _masses(pop, mu)
+    out: FloatArray = np.clip(pop.weights @ (below + 0.5 * tied), 0.0, 1.0)
+    return out
 
 
-def tune_ctrl(
-    rewards: FloatArray,
-    reference: FloatArray,
+def best_of_k_win_rate(
+    rewards: npt.ArrayLike, policy: npt.ArrayLike, reference: npt.ArrayLike, k: int
+) -> float:
+    """P(a user who picks the top reward picks one of ``k`` draws from ``policy`` over ``k`` from ``mu``).
+
+    The ``2k`` positions are shown together; the top reward wins and ties are split per
+    position (theory.md section 1), i.e. :func:`win_rate` on the one-type population
+    ``rewards`` with ``m = k``. CTRL's tuning criterion (InfAlign's best-of-N vs best-of-N
+    win rate with ``N = k``).
+    """
+    r = v._check_finite_array(rewards, "rewards", 1)
+    return win_rate(Population(r[None, :]), policy, k, reference, k)
+
+
+@dataclass(frozen=True)
+class CtrlFit:
+    """The CTRL policy chosen by :func:`fit_ctrl`, with how it was chosen.
+
+    policy (N,); transform, t, beta: the chosen member of the family; kl: KL(pi || mu);
+    target_kl: the KL asked for (before the cap at 95% of the reachable maximum); score:
+    its :func:`best_of_k_win_rate` against ``mu``; note: why ``pi = mu``, if it is.
+    """
+
+    policy: FloatArray
+    transform: str
+    t: float | None
+    beta: float | None
+    kl: float
+    target_kl: float
+    score: float
+    note: str = ""
+
+
+def fit_ctrl(
+    rewards: npt.ArrayLike,
+    reference: npt.ArrayLike,
     k: int,
     *,
     target_kl: float = CTRL_TARGET_KL,
     t: float | None = None,
-    t_grid: tuple[float, ...] = CTRL_T_GRID,
-) -> tuple[FloatArray, dict[str, object]]:
-    """CTRL with the best-of-N transform tuned for N = k (theory.md §5); returns (π, stats).
+) -> CtrlFit:
+    """CTRL tuned for a user who picks the best of ``k`` (theory.md section 5).
 
-    β is set so that KL(π‖μ) = ``target_kl`` (capped at 95% of the largest reachable KL,
-    −log μ(top-reward responses)). ``t`` is used if given, otherwise the value in ``t_grid``
-    whose policy wins best-of-k against best-of-k from μ most often under ``rewards``.
-    rewards, reference: shape (N,), μ > 0 somewhere. π: shape (N,).
+    For each ``(transform, t)`` of ``CTRL_GRID`` (or best-of-N at the given ``t`` only),
+    ``beta`` is set by :func:`beta_for_kl` so that ``KL(pi || mu) = target_kl`` (capped
+    at 95% of the largest reachable KL, ``-log mu(top-reward responses)``), and the member
+    with the largest :func:`best_of_k_win_rate` against ``mu`` wins (the first on ties, so
+    the identity when it is as good). At ``k = 1`` that criterion is ``E_pi[C]``, linear in
+    ``pi``, whose maximiser at a fixed KL is exactly the identity transform.
+
+    Parameters
+    ----------
+    rewards : array_like, shape (N,)
+        One reward per response (use :func:`quantile_rewards` for a population).
+    reference : array_like, shape (N,)
+        ``mu`` on the simplex.
+    k : int
+        Samples the user sees from each side, ``>= 1``.
+    target_kl : float
+        KL budget in nats, ``> 0``.
+    t : float, optional
+        Fix the best-of-N temperature instead of searching.
+
+    Returns
+    -------
+    CtrlFit
     """
-    mu = reference
+    r, mu = v._iv_rewards_reference(rewards, reference)
+    k = v._check_int(k, "k", 1)
+    requested = v._check_float(target_kl, "target_kl", minimum=0.0, strict=True)
+    grid = CTRL_GRID if t is None else (("bon", v._check_float(t, "t", minimum=0.0, strict=True)),)
     support = mu > 0
-    top = rewards[support].max()
-    kl_max = -np.log(mu[support & (rewards == top)].sum())
-    target = min(float(target_kl), 0.95 * float(kl_max))
+    top = r[support].max()
+    kl_max = float(-np.log(mu[support & (r == top)].sum()))
+    target = min(requested, 0.95 * kl_max)
     if target <= 0:
-        return mu.copy(), {"note": "the top reward holds all of μ's mass: π = μ", "target_kl": target_kl}
-    grid = [float(t)] if t is not None else list(t_grid)
-    if not grid:
-        raise ValueError("t_grid must hold at least one value of t")
-    best: tuple[float, FloatArray, dict[str, object]] | None = None
-    for t_ in grid:
-        beta = beta_for_kl(rewards, mu, target, t=t_, transform="bon")
-        pi = np.asarray(ctrl_policy(rewards, mu, t=t_, beta=beta, transform="bon"))
-        score = best_of_k_win_rate(rewards, pi, mu, k)
-        if best is None or score > best[0] + 1e-12:
-            stats: dict[str, object] = {"t": t_, "beta": beta, "kl": kl_divergence(pi, mu), "target_kl": target_kl,
-                     "bo_k_win_rate_vs_mu": score}
-            best = (score, pi, stats)
-    assert best is not None  # the grid is not empty
-    return best[1], best[2]
+        score = best_of_k_win_rate(r, mu, mu, k)
+        return CtrlFit(mu.copy(), "none", None, None, 0.0, requested, score,
+                       "the top reward holds all of the reference's mass: pi = mu")
+    best: CtrlFit | None = None
+    for transform, tt in grid:
+        beta = beta_for_kl(r, mu, target, t=tt, transform=transform)
+        pi = ctrl_policy(r, mu, t=tt, beta=beta, transform=transform)
+        score = best_of_k_win_rate(r, pi, mu, k)
+        if best is None or score > best.score + 1e-12:
+            best = CtrlFit(pi, transform, tt, beta, _kl(pi, mu), requested, score)
+    assert best is not None
+    return best

@@ -70,6 +70,7 @@ import scipy.optimize
 import scipy.sparse.linalg
 
 from . import _validation as v
+from .lp import solve_k1
 from .population import (
     Population,
     _exploitability,
@@ -695,7 +696,11 @@ def solve_multiplayer(
     pop, k, beta, mu, tol, max_iter = v._iv_solver(
         pop, k, beta, reference, tol, max_iter
     )
-    if beta == 0.0:
+    if beta == 0.0 and k == 1:  # an LP per round (workers/policies/lp.py); SLP if it misses tol
+        pi, n_iter, method, reached = solve_k1(pop, tol, max_iter or 100 + 20 * pop.n_responses)
+        if not reached:
+            pi, n_iter, method = _solve_unregularised(pop, k, tol, max_iter)
+    elif beta == 0.0:
         pi, n_iter, method = _solve_unregularised(pop, k, tol, max_iter)
     else:
         pi, n_iter, method = _solve_regularised(pop, k, beta, mu, tol, max_iter)

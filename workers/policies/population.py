@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -533,24 +534,50 @@ def robust_win_rate_m(pop: Population, policy: npt.ArrayLike, k: int, m: int) ->
     """
     pop, pi, k = v._iv_policy_k(pop, policy, k)
     m = v._check_int(m, "m", 1)
-    n, t = pop.n_responses, pop.n_types
+    _check_multiset_work(pop, m, pop.n_responses)
+    worst = 1.0
+    for _, win in _multiset_win_rates(pop, pi, k, m, np.arange(pop.n_responses)):
+        worst = min(worst, float(win.min()))
+    return float(np.clip(worst, 0.0, 1.0))
+
+
+def _check_multiset_work(pop: Population, m: int, n: int) -> None:
+    """Refuse an enumeration of the ``C(n+m-1, m)`` multisets past ``ROBUST_M_MAX_WORK``."""
+    t = pop.n_types
     n_sets = math.comb(n + m - 1, m)
     if n_sets * t * m > ROBUST_M_MAX_WORK:
         raise ValueError(
             f"m={m} is too large for exact enumeration on N={n}, T={t}: {n_sets} multisets "
             f"(limit {ROBUST_M_MAX_WORK} on multisets*T*m); use win_rate against concrete opponents"
         )
+
+
+def _multiset_win_rates(
+    pop: Population, pi: FloatArray, k: int, m: int, candidates: IntArray
+) -> Iterator[tuple[IntArray, FloatArray]]:
+    """Win rate of ``pi^{(x)k}`` against every ``m``-multiset of ``candidates``, in batches.
+
+    Yields ``(sets, win)`` with ``sets`` of shape (S, m) (response indices, multisets in the
+    lexicographic order of ``itertools.combinations_with_replacement`` over ``candidates``)
+    and ``win`` of shape (S,). For a multiset with top utility ``u*`` shown at ``c``
+    opponent positions and policy masses ``a`` below / ``e`` at ``u*`` for type ``t``, the
+    type's win rate is ``1 - (a+e)^k + int_0^1 k e (a+se)^{k-1} s^c ds`` (per-position
+    ties, theory.md section 1), integrated exactly by Gauss-Legendre quadrature. The batch
+    boundaries depend only on ``(T, m)``, so two callers get bit-identical values.
+    """
+    t = pop.n_types
+    n_sets = math.comb(candidates.size + m - 1, m)
     a, e = _masses(pop, pi)
     sets = np.fromiter(
         itertools.chain.from_iterable(
-            itertools.combinations_with_replacement(range(n), m)
+            itertools.combinations_with_replacement(candidates.tolist(), m)
         ),
         dtype=np.intp,
         count=n_sets * m,
     ).reshape(n_sets, m)
     s, wq = _gl_nodes(k - 1 + m)
-    worst = 1.0
     batch = max(1, 2_000_000 // max(1, t * m))
+    rows = np.arange(t)[:, None]
     for b0 in range(0, n_sets, batch):
         ys = sets[b0 : b0 + batch]  # (S, m)
         uy = pop.utilities[:, ys]  # (T, S, m)
@@ -559,14 +586,12 @@ def robust_win_rate_m(pop: Population, policy: npt.ArrayLike, k: int, m: int) ->
         ystar = np.take_along_axis(
             ys[None, :, :], uy.argmax(axis=2)[:, :, None], axis=2
         )[:, :, 0]
-        rows = np.arange(t)[:, None]
         at, et = a[rows, ystar], e[rows, ystar]
         tie = np.zeros_like(at)
         for sq, wqq in zip(s, wq, strict=True):
             tie += wqq * (at + sq * et) ** (k - 1) * sq**c
         win = 1.0 - (at + et) ** k + k * et * tie  # (T, S)
-        worst = min(worst, float((pop.weights @ win).min()))
-    return float(np.clip(worst, 0.0, 1.0))
+        yield ys, pop.weights @ win
 
 
 def sample_responses(

@@ -15,8 +15,8 @@ import csv
 import dataclasses
 import io
 import math
-from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
-from typing import Generic, NamedTuple, TypeVar
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -125,17 +125,25 @@ def _max_errors(max_errors: int) -> None:
 _CSV_MAX_CELL = 1000  # characters; labels, ids and numbers are far shorter
 
 
-def _csv_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
-    """The reader's rows; a malformed one (or a cell past csv's field size limit) is a CsvRowError."""
-    while True:
+class _GuardedRows:
+    """csv.reader's rows with its `line_num`; a malformed row (or a cell past csv's own field size
+    limit) becomes a CsvRowError instead of csv.Error escaping as a 500."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    @property
+    def line_num(self) -> int:
+        return int(self._reader.line_num)
+
+    def __iter__(self) -> _GuardedRows:
+        return self
+
+    def __next__(self) -> list[str]:
         try:
-            row = next(reader)
-        except StopIteration:
-            return
+            return list(next(self._reader))
         except csv.Error as exc:
-            line = getattr(reader, "line_num", 0)
-            raise UtilitiesCSVError([CsvRowError(line, f"malformed CSV ({exc})")]) from None
-        yield row
+            raise UtilitiesCSVError([CsvRowError(self.line_num, f"malformed CSV ({exc})")]) from None
 
 
 def read_utilities_csv(
@@ -184,9 +192,8 @@ def read_utilities_csv(
     errors: list[CsvRowError] = []
     fail = _collect(errors, max_errors)
 
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
-    lines = _csv_rows(reader)
-    header = _read_header(lines, _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored)
+    reader = _GuardedRows(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+    header = _read_header(reader, _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored)
     col = {name: header.columns.index(name) for name in header.columns}
     rows = _RowReader(
         width=len(header.columns),
@@ -194,7 +201,7 @@ def read_utilities_csv(
         checks=tuple(c for c in checks if c in col),
         fail=fail,
     )
-    for row in lines:
+    for row in reader:
         if not any(cell.strip() for cell in row):
             continue
         if any(len(cell) > _CSV_MAX_CELL for cell in row):
@@ -231,7 +238,7 @@ class _Header(NamedTuple):
     columns: list[str]
 
 
-def _read_header(reader: Iterator[list[str]], allowed: tuple[str, ...]) -> _Header:
+def _read_header(reader: _GuardedRows, allowed: tuple[str, ...]) -> _Header:
     """Skip blank lines, read the header and raise at once if its columns are wrong."""
     header = next(reader, None)
     while header is not None and not any(cell.strip() for cell in header):
@@ -244,7 +251,7 @@ def _read_header(reader: Iterator[list[str]], allowed: tuple[str, ...]) -> _Head
                 )
             ]
         )
-    line = reader.line_num  # type: ignore[attr-defined]
+    line = reader.line_num
     columns = [cell.strip().lower() for cell in header]
     problems = _header_problems(columns, allowed)
     if problems:
