@@ -58,7 +58,9 @@ def load_patient(quick: bool):
     if quick:
         from tests.tinymodels import tiny_model_dir
 
-        return load_model(str(tiny_model_dir(Path(tempfile.mkdtemp(prefix="bench-doctor-")), "llama")))
+        return load_model(
+            str(tiny_model_dir(Path(tempfile.mkdtemp(prefix="bench-doctor-")), "llama"))
+        )
     return load_model("smollm2-135m-instruct")
 
 
@@ -74,26 +76,53 @@ def make_pairs(patient, args):
         pool = sample_pool(patient, prompt, n=args.pool, seed=args.seed, max_new_tokens=args.max_new_tokens,
                            temperature=0.8, top_p=0.95, batch_size=args.pool)  # fmt: skip
         texts = list(dict.fromkeys(s.text.strip() for s in pool))
-        pairs += pairs_from_population(prompt, texts, rng.normal(size=(2, len(texts))), mode="all")
+        pairs += pairs_from_population(
+            prompt, texts, rng.normal(size=(2, len(texts))), mode="all"
+        )
     return pairs
 
 
 def decode_rows(patient, doctor, args):
     from workers.generation import sample_pool
 
-    decoding = {"max_new_tokens": args.max_new_tokens, "temperature": 0.8, "top_p": 0.95, "batch_size": args.n}
+    decoding = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "batch_size": args.n,
+    }
     rows, baseline = [], None
-    for label, guides in [("plain", []), ("1 doctor", [(doctor, 0.7)]), ("2 doctors", [(doctor, 0.5), (doctor, 0.3)])]:
+    for label, guides in [
+        ("plain", []),
+        ("1 doctor", [(doctor, 0.7)]),
+        ("2 doctors", [(doctor, 0.5), (doctor, 0.3)]),
+    ]:
         alpha = 1.0 - sum(b for _, b in guides)
         samples, wall, cpu = timed(
             lambda guides=guides, alpha=alpha: sample_pool(
-                patient, PROMPTS[0], n=args.n, seed=args.seed, guides=guides, alpha=alpha, **decoding
+                patient,
+                PROMPTS[0],
+                n=args.n,
+                seed=args.seed,
+                guides=guides,
+                alpha=alpha,
+                **decoding,
             )
         )
         tokens = sum(s.token_count + (s.finish_reason == "stop") for s in samples)
-        row = {"label": label, "tokens": tokens, "wall": wall, "cpu": cpu, "tps": tokens / wall, "cpu_tps": tokens / cpu}
+        row = {
+            "label": label,
+            "tokens": tokens,
+            "wall": wall,
+            "cpu": cpu,
+            "tps": tokens / wall,
+            "cpu_tps": tokens / cpu,
+        }
         baseline = baseline or row
-        row["ratio"], row["cpu_ratio"] = row["tps"] / baseline["tps"], row["cpu_tps"] / baseline["cpu_tps"]
+        row["ratio"], row["cpu_ratio"] = (
+            row["tps"] / baseline["tps"],
+            row["cpu_tps"] / baseline["cpu_tps"],
+        )
         rows.append(row)
         print(f"{label:>9}: {tokens} tokens, {row['tps']:.1f} tok/s (x{row['ratio']:.2f}), "
               f"{row['cpu_tps']:.1f} tok/CPU-s (x{row['cpu_ratio']:.2f})", flush=True)  # fmt: skip
@@ -116,18 +145,35 @@ def run(args: argparse.Namespace) -> dict:
     patient = load_patient(args.quick)
     pairs = make_pairs(patient, args)
     rewards = RewardConfig()
-    candidates = list(dict.fromkeys((p.prompt, t) for p in pairs for t in (p.chosen, p.rejected)))
-    _, reward_wall, reward_cpu = timed(lambda: score_responses(patient, candidates, rewards, batch_size=8))
-    config = TFPOConfig(steps=args.steps, pairs_per_step=args.pairs_per_step, checkpoint_every=args.steps)
+    candidates = list(
+        dict.fromkeys((p.prompt, t) for p in pairs for t in (p.chosen, p.rejected))
+    )
+    _, reward_wall, reward_cpu = timed(
+        lambda: score_responses(patient, candidates, rewards, batch_size=8)
+    )
+    config = TFPOConfig(
+        steps=args.steps,
+        pairs_per_step=args.pairs_per_step,
+        checkpoint_every=args.steps,
+    )
     examples = prepare_examples(patient, pairs, rewards, config)
     run_dir = Path(tempfile.mkdtemp(prefix="bench-doctor-run-"))
     trained, train_wall, train_cpu = timed(
-        lambda: train_doctor(patient, examples, config, run_dir=run_dir, key=doctor_key(pairs, patient, rewards, config))
+        lambda: train_doctor(
+            patient,
+            examples,
+            config,
+            run_dir=run_dir,
+            key=doctor_key(pairs, patient, rewards, config),
+        )
     )
     print(f"rewards: {len(candidates)} candidates in {reward_wall:.1f}s; training: {args.steps} steps in "
           f"{train_wall:.1f}s = {args.steps / train_wall:.2f} steps/s", flush=True)  # fmt: skip
     doctor = load_model(str(trained.path))
-    tokens_per_step = sum(len(e.prompt_ids) * 2 + len(e.chosen_ids) + len(e.rejected_ids) for e in examples)
+    tokens_per_step = sum(
+        len(e.prompt_ids) * 2 + len(e.chosen_ids) + len(e.rejected_ids)
+        for e in examples
+    )
     return {
         "model": patient.ref,
         "device": patient.device,
@@ -202,20 +248,33 @@ def write_section(path: Path, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random model instead of SmolLM2")
-    parser.add_argument("--pool", type=int, default=6, help="samples per prompt for the pairs")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny random model instead of SmolLM2"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=6, help="samples per prompt for the pairs"
+    )
     parser.add_argument("--steps", type=int, default=20, help="TFPO steps to time")
     parser.add_argument("--pairs-per-step", type=int, default=4)
     parser.add_argument("--n", type=int, default=16, help="candidates per decoding run")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--write", type=Path, help="markdown file whose section to write")
+    parser.add_argument(
+        "--write", type=Path, help="markdown file whose section to write"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("UALIGN_TORCH_THREADS", "1")
     result = run(args)
     command = " ".join(
-        shlex.quote(a) for a in [".venv/bin/python", "bench/bench_doctor.py", *(argv if argv is not None else sys.argv[1:])]
+        shlex.quote(a)
+        for a in [
+            ".venv/bin/python",
+            "bench/bench_doctor.py",
+            *(argv if argv is not None else sys.argv[1:]),
+        ]
     )
     section = markdown(args, result, command)
     print()

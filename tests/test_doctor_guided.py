@@ -61,7 +61,10 @@ def three_token_model_dir(path, seed):
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory):
     root = tmp_path_factory.mktemp("trio")
-    return [load_model(str(three_token_model_dir(root / f"m{seed}", seed)), device="cpu") for seed in (1, 2, 3)]
+    return [
+        load_model(str(three_token_model_dir(root / f"m{seed}", seed)), device="cpu")
+        for seed in (1, 2, 3)
+    ]
 
 
 def test_the_formula_on_three_tokens_by_hand():
@@ -75,9 +78,13 @@ def test_the_formula_on_three_tokens_by_hand():
         0.2**0.8 * 0.6**0.5 * 0.3**0.25,
     ]
     expected = [w / sum(weights) for w in weights]
-    got = np.exp(combine_logprobs(patient, [doctor_1, doctor_2], alpha=0.8, betas=[0.5, 0.25]))
+    got = np.exp(
+        combine_logprobs(patient, [doctor_1, doctor_2], alpha=0.8, betas=[0.5, 0.25])
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    np.testing.assert_allclose(got, [0.3190, 0.3317, 0.3493], atol=5e-5)  # the numbers, written out
+    np.testing.assert_allclose(
+        got, [0.3190, 0.3317, 0.3493], atol=5e-5
+    )  # the numbers, written out
     assert math.isclose(got.sum(), 1.0)
 
 
@@ -91,7 +98,9 @@ def test_the_models_next_token_distributions_combine_with_the_formula(trio):
     rows = [encode_prompt(patient, PROMPT), encode_prompt(patient, "b b")]
     got = guided_next_token_logprobs(patient, [(d1, 0.5), (d2, 0.25)], rows, alpha=0.8)
     parts = [next_token_logprobs(m, rows) for m in trio]
-    np.testing.assert_allclose(got, combine_logprobs(parts[0], parts[1:], alpha=0.8, betas=[0.5, 0.25]))
+    np.testing.assert_allclose(
+        got, combine_logprobs(parts[0], parts[1:], alpha=0.8, betas=[0.5, 0.25])
+    )
     assert got.shape == (2, 3)
 
 
@@ -102,29 +111,47 @@ def test_guided_sampling_draws_from_the_combined_distribution(trio):
     expected = np.exp(guided_next_token_logprobs(patient, guides, [row], alpha=0.5)[0])
     plain = np.exp(next_token_logprobs(patient, [row])[0])
     n = 3000
-    pool = guided_sample(patient, PROMPT, guides, alpha=0.5, n=n, seed=0, max_new_tokens=1, batch_size=n)
+    pool = guided_sample(
+        patient, PROMPT, guides, alpha=0.5, n=n, seed=0, max_new_tokens=1, batch_size=n
+    )
     frequencies = np.bincount([s.token_ids[0] for s in pool], minlength=3) / n
     sd = np.sqrt(expected * (1 - expected) / n)
     assert np.all(np.abs(frequencies - expected) < 5 * sd), (frequencies, expected)
-    assert np.max(np.abs(expected - plain) / sd) > 10, "the doctors must move this distribution measurably"
+    assert np.max(np.abs(expected - plain) / sd) > 10, (
+        "the doctors must move this distribution measurably"
+    )
 
 
 def test_greedy_guided_decoding_follows_the_combined_argmax_at_every_step(trio):
     patient, d1, d2 = trio
     guides = [(d1, 1.5), (d2, 0.7)]
-    [sample] = guided_sample(patient, PROMPT, guides, alpha=0.3, n=1, seed=0, max_new_tokens=6, temperature=0)
+    [sample] = guided_sample(
+        patient, PROMPT, guides, alpha=0.3, n=1, seed=0, max_new_tokens=6, temperature=0
+    )
     row = encode_prompt(patient, PROMPT)
     for token in sample.token_ids:
-        assert token == int(np.argmax(guided_next_token_logprobs(patient, guides, [row], alpha=0.3)[0]))
+        assert token == int(
+            np.argmax(guided_next_token_logprobs(patient, guides, [row], alpha=0.3)[0])
+        )
         row = [*row, token]
-    plain = sample_pool(patient, PROMPT, n=1, seed=0, max_new_tokens=6, temperature=0)[0]
+    plain = sample_pool(patient, PROMPT, n=1, seed=0, max_new_tokens=6, temperature=0)[
+        0
+    ]
     assert plain.token_ids != sample.token_ids  # these weights change the greedy path
 
 
 def test_zero_betas_and_alpha_one_reproduce_plain_sampling(trio):
     patient, d1, d2 = trio
     plain = sample_pool(patient, PROMPT, n=8, seed=3, max_new_tokens=5)
-    guided = guided_sample(patient, PROMPT, [(d1, 0.0), (d2, 0.0)], alpha=1.0, n=8, seed=3, max_new_tokens=5)
+    guided = guided_sample(
+        patient,
+        PROMPT,
+        [(d1, 0.0), (d2, 0.0)],
+        alpha=1.0,
+        n=8,
+        seed=3,
+        max_new_tokens=5,
+    )
     assert [s.token_ids for s in guided] == [s.token_ids for s in plain]
 
 
@@ -139,15 +166,26 @@ def test_it_rejects_non_finite_weights(trio):
 
 
 def test_trained_doctors_load_as_guides_and_a_folder_without_one_is_refused(tmp_path):
-    patient = load_model(str(tiny_model_dir(tmp_path / "patient", "llama", seed=5)), device="cpu")
-    pairs = [PreferencePair("What is the capital of France?", "Paris.", "The lazy dog.")]
+    patient = load_model(
+        str(tiny_model_dir(tmp_path / "patient", "llama", seed=5)), device="cpu"
+    )
+    pairs = [
+        PreferencePair("What is the capital of France?", "Paris.", "The lazy dog.")
+    ]
     doctors = [
-        train_doctor_from_pairs(patient, pairs, root=tmp_path / "runs", config=TFPOConfig(steps=2, seed=seed)).path
+        train_doctor_from_pairs(
+            patient,
+            pairs,
+            root=tmp_path / "runs",
+            config=TFPOConfig(steps=2, seed=seed),
+        ).path
         for seed in (0, 1)
     ]
     guides = load_guides([(doctors[0], 0.6), (doctors[1], 0.4)])
     assert [b for _, b in guides] == [0.6, 0.4]
-    pool = guided_sample(patient, "What is the capital of France?", guides, n=3, seed=0, max_new_tokens=4)
+    pool = guided_sample(
+        patient, "What is the capital of France?", guides, n=3, seed=0, max_new_tokens=4
+    )
     assert len(pool) == 3
     with pytest.raises(ValueError, match=r"^specs\[0\].*no trained doctor"):
         load_guides([(tmp_path / "patient", 0.5)])

@@ -69,9 +69,9 @@ def test_the_weighted_rule_does_not_move_when_one_type_is_rescaled_monotonically
         texts = [f"t{i}" for i in range(6)]
         rescaled = u.copy()
         rescaled[1] = np.exp(10 * rescaled[1])
-        assert as_tuples(pairs_from_population("q", texts, u, w, rule="weighted")) == as_tuples(
-            pairs_from_population("q", texts, rescaled, w, rule="weighted")
-        )
+        assert as_tuples(
+            pairs_from_population("q", texts, u, w, rule="weighted")
+        ) == as_tuples(pairs_from_population("q", texts, rescaled, w, rule="weighted"))
 
 
 def test_an_indifferent_population_makes_no_pair():
@@ -83,10 +83,17 @@ def test_an_indifferent_population_makes_no_pair():
 
 
 def test_equal_texts_never_pair_with_each_other():
-    pairs = pairs_from_population("q", ["same", " same ", "other"], np.array([[2.0, 0.0, 1.0]]))
+    pairs = pairs_from_population(
+        "q", ["same", " same ", "other"], np.array([[2.0, 0.0, 1.0]])
+    )
     assert pairs == []  # best and worst are one text
-    pairs = pairs_from_population("q", ["same", " same ", "other"], np.array([[2.0, 0.0, 1.0]]), mode="all")
-    assert as_tuples(pairs) == [("same", "other", 0.5, "type:0"), ("other", " same ", 0.5, "type:0")]
+    pairs = pairs_from_population(
+        "q", ["same", " same ", "other"], np.array([[2.0, 0.0, 1.0]]), mode="all"
+    )
+    assert as_tuples(pairs) == [
+        ("same", "other", 0.5, "type:0"),
+        ("other", " same ", 0.5, "type:0"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -114,13 +121,19 @@ def test_judgments_pair_the_picked_text_with_each_other_shown_text():
         JudgmentRecord("q3", ("m", "m ", "n"), "m"),  # a copy of the pick is a tie
     ]
     pairs = pairs_from_judgments(records)
-    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("q1", "b", "a"), ("q1", "b", "c"), ("q3", "m", "n")]
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [
+        ("q1", "b", "a"),
+        ("q1", "b", "c"),
+        ("q3", "m", "n"),
+    ]
     assert {p.source for p in pairs} == {"judgment"}
 
 
 def test_a_picked_text_that_was_not_shown_is_refused():
     with pytest.raises(ValueError, match=r"records\[1\]"):
-        pairs_from_judgments([JudgmentRecord("q", ("a", "b"), "a"), JudgmentRecord("q", ("a", "b"), "z")])
+        pairs_from_judgments(
+            [JudgmentRecord("q", ("a", "b"), "a"), JudgmentRecord("q", ("a", "b"), "z")]
+        )
 
 
 def test_a_pair_refuses_a_tie_and_a_bad_weight():
@@ -136,7 +149,7 @@ def test_a_pair_refuses_a_tie_and_a_bad_weight():
 def test_the_csv_round_trip_is_exact_even_for_formula_like_texts():
     pairs = [
         PreferencePair("=1+1", "-minus, with a comma", "'quoted", 0.25, "type:x"),
-        PreferencePair("multi\nline", "@at", "plain \"quotes\" ünïcode", 1.0, "judgment"),
+        PreferencePair("multi\nline", "@at", 'plain "quotes" ünïcode', 1.0, "judgment"),
     ]
     text = write_pairs_csv(pairs)
     assert text.splitlines()[0] == "prompt,chosen,rejected,weight,source"
@@ -156,17 +169,28 @@ def test_a_hand_written_csv_needs_only_the_three_columns():
         ("", "line 1: the file is empty"),
         ("prompt,chosen\nq,a\n", "line 1: header: missing column(s) rejected"),
         ("prompt,chosen,rejected,extra\n", "line 1: header: unknown column(s) extra"),
-        ("prompt,chosen,rejected,prompt\n", "line 1: header: repeated column(s) prompt"),
+        (
+            "prompt,chosen,rejected,prompt\n",
+            "line 1: header: repeated column(s) prompt",
+        ),
         ("prompt,chosen,rejected\nq,a\n", "line 2: expected 3 cells, got 2"),
         ("prompt,chosen,rejected\nq, ,b\n", "line 2: chosen: is empty"),
         ("prompt,chosen,rejected\nq,a, a\n", "line 2: chosen: equals rejected"),
-        ("prompt,chosen,rejected,weight\nq,a,b,-1\n", "line 2: weight: expected a finite number > 0"),
-        ("prompt,chosen,rejected,weight\nq,a,b,lots\n", "line 2: weight: expected a number"),
+        (
+            "prompt,chosen,rejected,weight\nq,a,b,-1\n",
+            "line 2: weight: expected a finite number > 0",
+        ),
+        (
+            "prompt,chosen,rejected,weight\nq,a,b,lots\n",
+            "line 2: weight: expected a number",
+        ),
         ("prompt,chosen,rejected\nq,a\x00,b\n", "line 2: chosen: contains a NUL"),
     ],
 )
 def test_a_bad_csv_is_refused_with_the_line_and_the_reason(text, message):
-    with pytest.raises(PairsCSVError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        PairsCSVError, match="^" + message.replace("(", r"\(").replace(")", r"\)")
+    ):
         read_pairs_csv(text)
 
 

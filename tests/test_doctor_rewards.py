@@ -24,7 +24,12 @@ from workers.generation import encode_prompt, load_model
 torch = pytest.importorskip("torch")
 
 PROMPT = "What is the capital of France?"
-CONFIG = RewardConfig(positive_system="You are a helpful assistant.", negative_system="Answer badly.", tau=0.5, theta=0.2)
+CONFIG = RewardConfig(
+    positive_system="You are a helpful assistant.",
+    negative_system="Answer badly.",
+    tau=0.5,
+    theta=0.2,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +39,9 @@ def _one_thread(monkeypatch):
 
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory):
-    path = tiny_model_dir(tmp_path_factory.mktemp("patient"), "llama", seed=5, initializer_range=0.3)
+    path = tiny_model_dir(
+        tmp_path_factory.mktemp("patient"), "llama", seed=5, initializer_range=0.3
+    )
     return load_model(str(path), device="cpu")
 
 
@@ -53,7 +60,9 @@ def test_the_reward_formula_matches_a_hand_computation():
 
 
 def test_identical_log_probabilities_and_empty_responses_give_zero_rewards():
-    assert reward_terms([-1.0, -2.0], [-1.0, -2.0], tau=1.0, theta=0.1).magnitude.tolist() == [0.0, 0.0]
+    assert reward_terms(
+        [-1.0, -2.0], [-1.0, -2.0], tau=1.0, theta=0.1
+    ).magnitude.tolist() == [0.0, 0.0]
     assert reward_terms([], [], tau=1.0, theta=0.1).magnitude.size == 0
 
 
@@ -61,24 +70,46 @@ def single_row_logprobs(handle, context, response):
     """log π(y_t | context, y_<t) with one unpadded forward pass (an independent path)."""
     ids = torch.tensor([context + response])
     with torch.no_grad():
-        logp = torch.log_softmax(handle.model(input_ids=ids).logits[0, :-1].double(), dim=-1)
-    return logp[len(context) - 1 :].gather(-1, torch.tensor(response)[:, None])[:, 0].numpy()
+        logp = torch.log_softmax(
+            handle.model(input_ids=ids).logits[0, :-1].double(), dim=-1
+        )
+    return (
+        logp[len(context) - 1 :]
+        .gather(-1, torch.tensor(response)[:, None])[:, 0]
+        .numpy()
+    )
 
 
 def test_batched_scores_match_one_row_at_a_time_under_both_system_prompts(patient):
-    responses = ["Paris is the capital of France.", "No.", "yes no Yes No maybe maybe maybe"]
-    scored = score_responses(patient, [(PROMPT, r) for r in responses], CONFIG, batch_size=2)
+    responses = [
+        "Paris is the capital of France.",
+        "No.",
+        "yes no Yes No maybe maybe maybe",
+    ]
+    scored = score_responses(
+        patient, [(PROMPT, r) for r in responses], CONFIG, batch_size=2
+    )
     for response, rewards in zip(responses, scored, strict=True):
         ids = tokenize_response(patient, response, CONFIG.max_response_tokens)
         assert list(rewards.token_ids) == ids
-        pos = single_row_logprobs(patient, encode_prompt(patient, PROMPT, system_prompt=CONFIG.positive_system), ids)
-        neg = single_row_logprobs(patient, encode_prompt(patient, PROMPT, system_prompt=CONFIG.negative_system), ids)
+        pos = single_row_logprobs(
+            patient,
+            encode_prompt(patient, PROMPT, system_prompt=CONFIG.positive_system),
+            ids,
+        )
+        neg = single_row_logprobs(
+            patient,
+            encode_prompt(patient, PROMPT, system_prompt=CONFIG.negative_system),
+            ids,
+        )
         np.testing.assert_allclose(rewards.logp_pos, pos, atol=1e-5)
         np.testing.assert_allclose(rewards.logp_neg, neg, atol=1e-5)
         expected = reward_terms(pos, neg, tau=CONFIG.tau, theta=CONFIG.theta).magnitude
         np.testing.assert_allclose(rewards.magnitude, expected, atol=1e-4)
     assert any((r.magnitude > 0).any() for r in scored)
-    assert all(((r.magnitude == 0) | (r.magnitude > CONFIG.theta)).all() for r in scored)
+    assert all(
+        ((r.magnitude == 0) | (r.magnitude > CONFIG.theta)).all() for r in scored
+    )
 
 
 class CountingCache(dict):
@@ -110,9 +141,24 @@ def test_the_cache_key_changes_with_each_input_it_depends_on(patient):
         reward_cache_key(patient, PROMPT, "Paris!", CONFIG),
         reward_cache_key(patient, "Another prompt", "Paris.", CONFIG),
         reward_cache_key("another-patient", PROMPT, "Paris.", CONFIG),
-        reward_cache_key(patient, PROMPT, "Paris.", RewardConfig(CONFIG.positive_system, "Be rude.", 0.5, 0.2)),
-        reward_cache_key(patient, PROMPT, "Paris.", RewardConfig(CONFIG.positive_system, CONFIG.negative_system, 1.0, 0.2)),
-        reward_cache_key(patient, PROMPT, "Paris.", RewardConfig(CONFIG.positive_system, CONFIG.negative_system, 0.5, 0.3)),
+        reward_cache_key(
+            patient,
+            PROMPT,
+            "Paris.",
+            RewardConfig(CONFIG.positive_system, "Be rude.", 0.5, 0.2),
+        ),
+        reward_cache_key(
+            patient,
+            PROMPT,
+            "Paris.",
+            RewardConfig(CONFIG.positive_system, CONFIG.negative_system, 1.0, 0.2),
+        ),
+        reward_cache_key(
+            patient,
+            PROMPT,
+            "Paris.",
+            RewardConfig(CONFIG.positive_system, CONFIG.negative_system, 0.5, 0.3),
+        ),
     ]
     assert len({base, *variants}) == 7
 
@@ -135,4 +181,6 @@ def test_it_rejects_bad_reward_settings(kwargs, name):
 def test_a_response_longer_than_the_context_is_refused(patient):
     config = RewardConfig(max_response_tokens=10_000)
     with pytest.raises(ValueError, match="exceed the context"):
-        score_responses(patient, [(PROMPT, "Paris is the capital of France. " * 200)], config)
+        score_responses(
+            patient, [(PROMPT, "Paris is the capital of France. " * 200)], config
+        )

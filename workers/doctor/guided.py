@@ -38,10 +38,18 @@ def _log_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _check_weights(alpha: float, betas: Sequence[float]) -> None:
-    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and math.isfinite(alpha)):
+    if not (
+        isinstance(alpha, (int, float))
+        and not isinstance(alpha, bool)
+        and math.isfinite(alpha)
+    ):
         raise ValueError(f"alpha: expected a finite number, got {alpha!r}")
     for j, beta in enumerate(betas):
-        if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and math.isfinite(beta)):
+        if not (
+            isinstance(beta, (int, float))
+            and not isinstance(beta, bool)
+            and math.isfinite(beta)
+        ):
             raise ValueError(f"betas[{j}]: expected a finite number, got {beta!r}")
 
 
@@ -60,12 +68,16 @@ def combine_logprobs(
     _check_weights(alpha, betas)
     base = np.asarray(patient_logprobs, dtype=np.float64)
     if len(doctor_logprobs) != len(betas):
-        raise ValueError(f"betas: expected {len(doctor_logprobs)} values (one per doctor), got {len(betas)}")
+        raise ValueError(
+            f"betas: expected {len(doctor_logprobs)} values (one per doctor), got {len(betas)}"
+        )
     total = alpha * base
     for j, (lq, beta) in enumerate(zip(doctor_logprobs, betas, strict=True)):
         lq = np.asarray(lq, dtype=np.float64)
         if lq.shape != base.shape:
-            raise ValueError(f"doctor_logprobs[{j}]: expected shape {base.shape}, got {lq.shape}")
+            raise ValueError(
+                f"doctor_logprobs[{j}]: expected shape {base.shape}, got {lq.shape}"
+            )
         total = total + beta * lq
     return _log_normalise(total)
 
@@ -88,10 +100,15 @@ def guided_next_token_logprobs(
     vocabulary, renormalised, and combined with :func:`combine_logprobs`. Shape (len(rows), V).
     """
     _check_weights(alpha, [b for _, b in guides])
-    tables = [next_token_logprobs(m, rows, batch_size=batch_size) for m in (patient, *(g for g, _ in guides))]
+    tables = [
+        next_token_logprobs(m, rows, batch_size=batch_size)
+        for m in (patient, *(g for g, _ in guides))
+    ]
     width = min(t.shape[1] for t in tables)
     tables = [_shared(t, width) for t in tables]
-    return combine_logprobs(tables[0], tables[1:], alpha=alpha, betas=[b for _, b in guides])
+    return combine_logprobs(
+        tables[0], tables[1:], alpha=alpha, betas=[b for _, b in guides]
+    )
 
 
 def guided_sample(
@@ -111,10 +128,20 @@ def guided_sample(
     ``system_prompt``). Doctors must share the patient's tokenizer and device.
     """
     _check_weights(alpha, [b for _, b in guides])
-    return sample_pool(patient, prompt, n=n, seed=seed, guides=list(guides), alpha=float(alpha), **decoding)
+    return sample_pool(
+        patient,
+        prompt,
+        n=n,
+        seed=seed,
+        guides=list(guides),
+        alpha=float(alpha),
+        **decoding,
+    )
 
 
-def load_guides(specs: Sequence[tuple[str | Path, float]], *, device: str | None = None) -> list[tuple[ModelHandle, float]]:
+def load_guides(
+    specs: Sequence[tuple[str | Path, float]], *, device: str | None = None
+) -> list[tuple[ModelHandle, float]]:
     """``(doctor folder, β)`` → ``(ModelHandle, β)``, checking each folder holds a trained doctor."""
     from workers.doctor.network import load_doctor
 

@@ -44,7 +44,9 @@ class DoctorNet:
 
     def parameters(self) -> list[Any]:
         """The trainable parameters: LoRA adapters (or all LM weights) and the head."""
-        return [p for p in self.lm.parameters() if p.requires_grad] + list(self.head.parameters())
+        return [p for p in self.lm.parameters() if p.requires_grad] + list(
+            self.head.parameters()
+        )
 
     def trainable_state(self) -> dict[str, Any]:
         """Named trainable tensors, for checkpoints (detached, contiguous copies)."""
@@ -64,7 +66,9 @@ class DoctorNet:
             for name, param in own.items():
                 param.copy_(state[name])
 
-    def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any) -> tuple[Any, Any]:
+    def forward(
+        self, input_ids: Any, attention_mask: Any, position_ids: Any
+    ) -> tuple[Any, Any]:
         """``(logits (B, L, V) float32, values (B, L) float32)``; ``values[:, j]`` is V of the prefix ending at j."""
         out = self.lm(
             input_ids=input_ids,
@@ -96,13 +100,19 @@ def build_doctor(patient: ModelHandle, config: Any) -> DoctorNet:
 
         targets = list(config.lora_targets) if config.lora_targets else "all-linear"
         lora = LoraConfig(
-            r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0, bias="none", target_modules=targets
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=0.0,
+            bias="none",
+            target_modules=targets,
         )
         lm = get_peft_model(copy.deepcopy(patient.model), lora)
     else:
         tokenizer = AutoTokenizer.from_pretrained(config.doctor_ref)
         _same_vocabulary(patient, tokenizer, config.doctor_ref)
-        lm = AutoModelForCausalLM.from_pretrained(config.doctor_ref, dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(
+            config.doctor_ref, dtype=torch.float32
+        )
         lm.requires_grad_(True)
     lm.to(patient.device)
     lm.eval()  # no dropout: a step is a deterministic function of the parameters and the batch
@@ -112,7 +122,9 @@ def build_doctor(patient: ModelHandle, config: Any) -> DoctorNet:
     return DoctorNet(lm=lm, head=head, kind=config.doctor)
 
 
-def save_doctor(net: DoctorNet, patient: ModelHandle, folder: Path, meta: dict[str, Any]) -> None:
+def save_doctor(
+    net: DoctorNet, patient: ModelHandle, folder: Path, meta: dict[str, Any]
+) -> None:
     """Write the trained doctor into ``folder`` (which must not exist yet; the caller renames it)."""
     from safetensors.torch import save_file
 
@@ -145,7 +157,9 @@ def load_doctor(folder: str | Path, *, device: str | None = None) -> LoadedDocto
     folder = Path(folder)
     meta_path = folder / DOCTOR_META
     if not meta_path.is_file():
-        raise ValueError(f"folder: {str(folder)!r} holds no trained doctor ({DOCTOR_META} is missing)")
+        raise ValueError(
+            f"folder: {str(folder)!r} holds no trained doctor ({DOCTOR_META} is missing)"
+        )
     meta = json.loads(meta_path.read_text())
     handle = load_model(str(folder), device=device)
     state = load_file(str(folder / VALUE_HEAD))

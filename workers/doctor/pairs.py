@@ -78,8 +78,14 @@ class PreferencePair:
                 raise ValueError(f"{name}: expected a string")
         if self.chosen.strip() == self.rejected.strip():
             raise ValueError("chosen: equals rejected (a tie makes no pair)")
-        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight > 0):
-            raise ValueError(f"weight: expected a finite number > 0, got {self.weight!r}")
+        if not (
+            isinstance(self.weight, (int, float))
+            and math.isfinite(self.weight)
+            and self.weight > 0
+        ):
+            raise ValueError(
+                f"weight: expected a finite number > 0, got {self.weight!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,22 +119,38 @@ def _check_population(texts, utilities, weights, reference):
         w = np.full(u.shape[0], 1.0 / u.shape[0])
     else:
         w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (u.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"weights: expected {u.shape[0]} non-negative finite numbers with a positive sum")
+        if (
+            w.shape != (u.shape[0],)
+            or not np.isfinite(w).all()
+            or (w < 0).any()
+            or w.sum() <= 0
+        ):
+            raise ValueError(
+                f"weights: expected {u.shape[0]} non-negative finite numbers with a positive sum"
+            )
         w = w / w.sum()
     if reference is None:
         mu = np.full(len(texts), 1.0 / len(texts))
     else:
         mu = np.asarray(reference, dtype=np.float64)
-        if mu.shape != (len(texts),) or not np.isfinite(mu).all() or (mu < 0).any() or mu.sum() <= 0:
-            raise ValueError(f"reference: expected {len(texts)} non-negative finite numbers with a positive sum")
+        if (
+            mu.shape != (len(texts),)
+            or not np.isfinite(mu).all()
+            or (mu < 0).any()
+            or mu.sum() <= 0
+        ):
+            raise ValueError(
+                f"reference: expected {len(texts)} non-negative finite numbers with a positive sum"
+            )
         mu = mu / mu.sum()
     return texts, u, w, mu
 
 
 def _split(prompt, texts, winners, losers, weight, source) -> list[PreferencePair]:
     """Every (winner, loser) combination, sharing ``weight`` equally; equal texts make no pair."""
-    combos = [(i, j) for i in winners for j in losers if texts[i].strip() != texts[j].strip()]
+    combos = [
+        (i, j) for i in winners for j in losers if texts[i].strip() != texts[j].strip()
+    ]
     return [
         PreferencePair(prompt, texts[i], texts[j], weight / len(combos), source)
         for i, j in combos
@@ -205,12 +227,25 @@ def pairs_from_population(
             continue
         if mode == "extremes":
             pairs += _split(
-                prompt, texts, np.flatnonzero(row == row.max()), np.flatnonzero(row == row.min()), w[t], source
+                prompt,
+                texts,
+                np.flatnonzero(row == row.max()),
+                np.flatnonzero(row == row.min()),
+                w[t],
+                source,
             )
             continue
-        ordered = [(i, j) for i in range(len(texts)) for j in range(len(texts)) if row[i] > row[j]]
+        ordered = [
+            (i, j)
+            for i in range(len(texts))
+            for j in range(len(texts))
+            if row[i] > row[j]
+        ]
         ordered = [(i, j) for i, j in ordered if texts[i].strip() != texts[j].strip()]
-        pairs += [PreferencePair(prompt, texts[i], texts[j], w[t] / len(ordered), source) for i, j in ordered]
+        pairs += [
+            PreferencePair(prompt, texts[i], texts[j], w[t] / len(ordered), source)
+            for i, j in ordered
+        ]
     return pairs
 
 
@@ -237,9 +272,16 @@ def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[PreferencePa
         if record.picked is None:
             continue
         if record.picked not in record.shown:
-            raise ValueError(f"records[{n}]: the picked text is not one of the shown texts")
-        others = dict.fromkeys(t for t in record.shown if t.strip() != record.picked.strip())
-        pairs += [PreferencePair(record.prompt, record.picked, other, 1.0, "judgment") for other in others]
+            raise ValueError(
+                f"records[{n}]: the picked text is not one of the shown texts"
+            )
+        others = dict.fromkeys(
+            t for t in record.shown if t.strip() != record.picked.strip()
+        )
+        pairs += [
+            PreferencePair(record.prompt, record.picked, other, 1.0, "judgment")
+            for other in others
+        ]
     return pairs
 
 
@@ -257,7 +299,9 @@ def _unsafe(value: str) -> str:
     return value[1:] if value.startswith("'") else value
 
 
-def write_pairs_csv(pairs: Iterable[PreferencePair], out: io.TextIOBase | None = None) -> str | None:
+def write_pairs_csv(
+    pairs: Iterable[PreferencePair], out: io.TextIOBase | None = None
+) -> str | None:
     """Write ``prompt,chosen,rejected,weight,source`` rows; return the text when ``out`` is None.
 
     Text cells that start with ``= + - @``, a tab, a CR or a quote get one quote prepended
@@ -268,7 +312,13 @@ def write_pairs_csv(pairs: Iterable[PreferencePair], out: io.TextIOBase | None =
     writer.writerow(CSV_HEADER)
     for pair in pairs:
         writer.writerow(
-            [_safe(pair.prompt), _safe(pair.chosen), _safe(pair.rejected), repr(float(pair.weight)), _safe(pair.source)]
+            [
+                _safe(pair.prompt),
+                _safe(pair.chosen),
+                _safe(pair.rejected),
+                repr(float(pair.weight)),
+                _safe(pair.source),
+            ]
         )
     return target.getvalue() if out is None else None
 
@@ -307,11 +357,15 @@ def _header(names: list[str] | None) -> tuple[list[str], str | None]:
         parts = [f"missing column(s) {', '.join(missing)}"] if missing else []
         parts += [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
         parts += [f"repeated column(s) {', '.join(duplicated)}"] if duplicated else []
-        return names, "header: " + "; ".join(parts) + f" (expected {', '.join(CSV_HEADER)}; the last two are optional)"
+        return names, "header: " + "; ".join(
+            parts
+        ) + f" (expected {', '.join(CSV_HEADER)}; the last two are optional)"
     return names, None
 
 
-def _row(cells: dict[str, str], max_field_chars: int) -> tuple[PreferencePair | None, str | None]:
+def _row(
+    cells: dict[str, str], max_field_chars: int
+) -> tuple[PreferencePair | None, str | None]:
     for name, value in cells.items():
         if len(value) > max_field_chars:
             return None, f"{name}: longer than {max_field_chars} characters"
@@ -328,9 +382,50 @@ def _row(cells: dict[str, str], max_field_chars: int) -> tuple[PreferencePair | 
     text = {name: _unsafe(cells[name]) for name in ("prompt", "chosen", "rejected")}
     source = _unsafe(cells.get("source", "")) or "csv"
     try:
-        return PreferencePair(text["prompt"], text["chosen"], text["rejected"], weight, source), None
+        return PreferencePair(
+            text["prompt"], text["chosen"], text["rejected"], weight, source
+        ), None
     except ValueError as exc:
         return None, str(exc)
+
+
+def _read_rows(reader, names, errors, max_rows, max_field_chars, max_errors):
+    """The pairs of the data rows; problems go to ``errors`` (reading stops at ``max_errors``)."""
+    pairs: list[PreferencePair] = []
+
+    def fail(line: int, message: str) -> None:
+        errors.append(PairsRowError(line, message))
+        if len(errors) >= max_errors:
+            raise _TooMany
+
+    rows = 0
+    try:
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                fail(reader.line_num, f"unreadable CSV: {exc}")
+                break
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            rows += 1
+            if rows > max_rows:
+                fail(line, f"more than {max_rows} rows")
+                break
+            if len(cells) != len(names):
+                fail(line, f"expected {len(names)} cells, got {len(cells)}")
+                continue
+            pair, problem = _row(dict(zip(names, cells, strict=True)), max_field_chars)
+            if problem:
+                fail(line, problem)
+            else:
+                pairs.append(pair)
+    except _TooMany:
+        pass
+    return pairs
 
 
 def read_pairs_csv(
@@ -358,50 +453,19 @@ def read_pairs_csv(
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise PairsCSVError([PairsRowError(1, f"the file is not UTF-8 (byte {exc.start})")]) from None
+            raise PairsCSVError(
+                [PairsRowError(1, f"the file is not UTF-8 (byte {exc.start})")]
+            ) from None
     data = data.removeprefix("\ufeff")
-    errors: list[PairsRowError] = []
-
-    def fail(line: int, message: str) -> None:
-        errors.append(PairsRowError(line, message))
-        if len(errors) >= max_errors:
-            raise _TooMany
-
     reader = csv.reader(io.StringIO(data, newline=""))
-    pairs: list[PreferencePair] = []
     try:
-        try:
-            names, problem = _header(next(reader, None))
-        except csv.Error as exc:
-            raise PairsCSVError([PairsRowError(1, f"unreadable CSV: {exc}")]) from None
-        if problem:
-            raise PairsCSVError([PairsRowError(1, problem)])
-        rows = 0
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                fail(reader.line_num, f"unreadable CSV: {exc}")
-                break
-            line = reader.line_num
-            if not any(c.strip() for c in cells):
-                continue
-            rows += 1
-            if rows > max_rows:
-                fail(line, f"more than {max_rows} rows")
-                break
-            if len(cells) != len(names):
-                fail(line, f"expected {len(names)} cells, got {len(cells)}")
-                continue
-            pair, problem = _row(dict(zip(names, cells, strict=True)), max_field_chars)
-            if problem:
-                fail(line, problem)
-            else:
-                pairs.append(pair)
-    except _TooMany:
-        pass
+        names, problem = _header(next(reader, None))
+    except csv.Error as exc:
+        raise PairsCSVError([PairsRowError(1, f"unreadable CSV: {exc}")]) from None
+    if problem:
+        raise PairsCSVError([PairsRowError(1, problem)])
+    errors: list[PairsRowError] = []
+    pairs = _read_rows(reader, names, errors, max_rows, max_field_chars, max_errors)
     if errors:
         raise PairsCSVError(errors)
     return pairs

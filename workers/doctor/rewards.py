@@ -46,9 +46,7 @@ __all__ = [
     "tokenize_response",
 ]
 
-DEFAULT_POSITIVE_SYSTEM = (
-    "You are a helpful, accurate and thoughtful assistant. Give the best answer you can."
-)
+DEFAULT_POSITIVE_SYSTEM = "You are a helpful, accurate and thoughtful assistant. Give the best answer you can."
 DEFAULT_NEGATIVE_SYSTEM = (
     "You are a minimal assistant. Give a short, less helpful and less accurate answer."
 )
@@ -79,17 +77,28 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         for name in ("positive_system", "negative_system"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+            if (
+                not isinstance(getattr(self, name), str)
+                or not getattr(self, name).strip()
+            ):
                 raise ValueError(f"{name}: expected a non-empty string")
         if self.positive_system == self.negative_system:
-            raise ValueError("negative_system: equals positive_system, so every Δ_t would be 0")
-        if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(
+                "negative_system: equals positive_system, so every Δ_t would be 0"
+            )
+        if not (
+            isinstance(self.tau, (int, float))
+            and math.isfinite(self.tau)
+            and self.tau > 0
+        ):
             raise ValueError(f"tau: expected a finite number > 0, got {self.tau!r}")
         if not (isinstance(self.theta, (int, float)) and 0 <= self.theta < 1):
             raise ValueError(f"theta: expected a number in [0, 1), got {self.theta!r}")
         n = self.max_response_tokens
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"max_response_tokens: expected an integer >= 1, got {n!r}")
+            raise ValueError(
+                f"max_response_tokens: expected an integer >= 1, got {n!r}"
+            )
 
 
 class RewardTerms(NamedTuple):
@@ -100,12 +109,16 @@ class RewardTerms(NamedTuple):
     magnitude: np.ndarray
 
 
-def reward_terms(logp_pos: np.ndarray, logp_neg: np.ndarray, *, tau: float, theta: float) -> RewardTerms:
+def reward_terms(
+    logp_pos: np.ndarray, logp_neg: np.ndarray, *, tau: float, theta: float
+) -> RewardTerms:
     """Δ_t, S_t and the thresholded magnitude ``S_t·[S_t > θ]`` from the two log-probability rows."""
     pos = np.asarray(logp_pos, dtype=np.float64)
     neg = np.asarray(logp_neg, dtype=np.float64)
     if pos.ndim != 1 or pos.shape != neg.shape:
-        raise ValueError(f"logp_neg: expected the shape of logp_pos {pos.shape}, got {neg.shape}")
+        raise ValueError(
+            f"logp_neg: expected the shape of logp_pos {pos.shape}, got {neg.shape}"
+        )
     if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
         raise ValueError("logp_pos: contains NaN or infinity")
     delta = np.abs(pos - neg)
@@ -155,18 +168,28 @@ class TokenRewards:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TokenRewards:
-        arrays = {k: np.asarray(data[k], dtype=np.float64) for k in ("logp_pos", "logp_neg", "delta", "strength", "magnitude")}
+        arrays = {
+            k: np.asarray(data[k], dtype=np.float64)
+            for k in ("logp_pos", "logp_neg", "delta", "strength", "magnitude")
+        }
         return cls(token_ids=tuple(int(t) for t in data["token_ids"]), **arrays)
 
 
 def patient_identity(handle: ModelHandle | str) -> dict[str, Any]:
     """What identifies the patient in cache keys and doctor hashes: ref, revision, folder, dtype."""
     if isinstance(handle, ModelHandle):
-        return {"ref": handle.ref, "revision": handle.revision, "name_or_path": handle.name_or_path, "dtype": handle.dtype}
+        return {
+            "ref": handle.ref,
+            "revision": handle.revision,
+            "name_or_path": handle.name_or_path,
+            "dtype": handle.dtype,
+        }
     return {"ref": str(handle), "revision": None, "name_or_path": None, "dtype": None}
 
 
-def reward_cache_key(patient: ModelHandle | str, prompt: str, response: str, config: RewardConfig) -> str:
+def reward_cache_key(
+    patient: ModelHandle | str, prompt: str, response: str, config: RewardConfig
+) -> str:
     """sha256 (hex) of (candidate text, its prompt, patient, both system prompts, τ, θ, the token cut)."""
     material = {
         "v": _KEY_VERSION,
@@ -175,12 +198,16 @@ def reward_cache_key(patient: ModelHandle | str, prompt: str, response: str, con
         "response": response,
         **dataclasses.asdict(config),
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(material, sort_keys=True, ensure_ascii=True).encode()
+    ).hexdigest()
 
 
 def tokenize_response(handle: ModelHandle, response: str, max_tokens: int) -> list[int]:
     """Token ids of ``response`` on its own (no special tokens), cut to ``max_tokens``."""
-    return list(handle.tokenizer(response, add_special_tokens=False)["input_ids"])[:max_tokens]
+    return list(handle.tokenizer(response, add_special_tokens=False)["input_ids"])[
+        :max_tokens
+    ]
 
 
 def _pad_id(handle: ModelHandle) -> int:
@@ -197,7 +224,9 @@ def _check_context(handle: ModelHandle, length: int, what: str) -> None:
         limit = getattr(config, name, None)
         if isinstance(limit, int) and limit > 0:
             if length > limit:
-                raise ValueError(f"{what}: {length} tokens exceed the context of {handle.ref!r} ({limit})")
+                raise ValueError(
+                    f"{what}: {length} tokens exceed the context of {handle.ref!r} ({limit})"
+                )
             return
 
 
@@ -217,7 +246,11 @@ def response_logprobs(
     torch = _torch()
     if len(contexts) != len(responses):
         raise ValueError("responses: expected one per context")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     rows = [list(c) + list(r) for c, r in zip(contexts, responses, strict=True)]
     for i, (context, row) in enumerate(zip(contexts, rows, strict=True)):
@@ -229,12 +262,25 @@ def response_logprobs(
     with torch.inference_mode():
         for first in range(0, len(order), batch_size):
             chunk = order[first : first + batch_size]
-            ids, mask, positions = left_pad([rows[i] for i in chunk], pad_id=_pad_id(handle), device=handle.device)
-            logits = handle.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            ids, mask, positions = left_pad(
+                [rows[i] for i in chunk], pad_id=_pad_id(handle), device=handle.device
+            )
+            logits = handle.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=False,
+            ).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(
+                -1, ids[:, 1:, None]
+            )[..., 0]
             for j, i in enumerate(chunk):
                 n = len(responses[i])
-                out[i] = logp[j, logp.shape[1] - n :].double().cpu().numpy() if n else np.zeros(0)
+                out[i] = (
+                    logp[j, logp.shape[1] - n :].double().cpu().numpy()
+                    if n
+                    else np.zeros(0)
+                )
     return out
 
 
@@ -273,13 +319,18 @@ def score_responses(
             where.setdefault(key, request)
     missing = list(where)
     if missing:
-        token_rows = [tokenize_response(patient, where[k][1], config.max_response_tokens) for k in missing]
+        token_rows = [
+            tokenize_response(patient, where[k][1], config.max_response_tokens)
+            for k in missing
+        ]
         contexts = [
             encode_prompt(patient, where[k][0], system_prompt=system)
             for system in (config.positive_system, config.negative_system)
             for k in missing
         ]
-        logps = response_logprobs(patient, contexts, token_rows * 2, batch_size=batch_size)
+        logps = response_logprobs(
+            patient, contexts, token_rows * 2, batch_size=batch_size
+        )
         for n, key in enumerate(missing):
             pos, neg = logps[n], logps[len(missing) + n]
             terms = reward_terms(pos, neg, tau=config.tau, theta=config.theta)

@@ -137,21 +137,42 @@ class TFPOConfig:
         if self.doctor not in ("lora", "model"):
             raise ValueError(f"doctor: expected 'lora' or 'model', got {self.doctor!r}")
         if self.doctor == "model" and not self.doctor_ref:
-            raise ValueError("doctor_ref: a 'model' doctor needs the folder or id of its LM")
+            raise ValueError(
+                "doctor_ref: a 'model' doctor needs the folder or id of its LM"
+            )
         if self.anchor not in ("reward+reference", "reward"):
-            raise ValueError(f"anchor: expected 'reward+reference' or 'reward', got {self.anchor!r}")
-        for name in ("lora_rank", "steps", "pairs_per_step", "checkpoint_every", "keep_checkpoints"):
+            raise ValueError(
+                f"anchor: expected 'reward+reference' or 'reward', got {self.anchor!r}"
+            )
+        for name in (
+            "lora_rank",
+            "steps",
+            "pairs_per_step",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("lora_alpha", "reward_scale", "learning_rate", "head_learning_rate"):
+        for name in (
+            "lora_alpha",
+            "reward_scale",
+            "learning_rate",
+            "head_learning_rate",
+        ):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            ):
                 raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
         for name in ("gamma", "value_weight", "weight_decay", "max_grad_norm"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+            if not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(
+                    f"{name}: expected a finite number >= 0, got {value!r}"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed: expected an integer, got {self.seed!r}")
 
@@ -198,7 +219,10 @@ class TrainedDoctor:
 
 
 def doctor_key(
-    pairs: Sequence[PreferencePair], patient: ModelHandle | str, reward_config: RewardConfig, config: TFPOConfig
+    pairs: Sequence[PreferencePair],
+    patient: ModelHandle | str,
+    reward_config: RewardConfig,
+    config: TFPOConfig,
 ) -> str:
     """sha256 (hex) naming a trained doctor: its pairs (in order), patient and hyper-parameters.
 
@@ -213,7 +237,9 @@ def doctor_key(
         "rewards": dataclasses.asdict(reward_config),
         "tfpo": tfpo,
     }
-    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(material, sort_keys=True, ensure_ascii=True).encode()
+    ).hexdigest()
 
 
 def prepare_examples(
@@ -231,9 +257,18 @@ def prepare_examples(
     nothing). Raises ``ValueError`` when no pair is left.
     """
     requests = [(p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)]
-    scored = score_responses(patient, requests, reward_config, cache=cache, batch_size=batch_size)
-    contexts = {p.prompt: encode_prompt(patient, p.prompt, system_prompt=config.system_prompt) for p in pairs}
-    kept = [n for n in range(len(pairs)) if scored[2 * n].token_ids and scored[2 * n + 1].token_ids]
+    scored = score_responses(
+        patient, requests, reward_config, cache=cache, batch_size=batch_size
+    )
+    contexts = {
+        p.prompt: encode_prompt(patient, p.prompt, system_prompt=config.system_prompt)
+        for p in pairs
+    }
+    kept = [
+        n
+        for n in range(len(pairs))
+        if scored[2 * n].token_ids and scored[2 * n + 1].token_ids
+    ]
     if not kept:
         raise ValueError("pairs: no pair has a non-empty chosen and rejected response")
     if config.anchor == "reward+reference":
@@ -241,7 +276,11 @@ def prepare_examples(
         ctx = [contexts[pairs[n].prompt] for n in kept for _ in (0, 1)]
         reference = response_logprobs(patient, ctx, rows, batch_size=batch_size)
     else:
-        reference = [np.zeros(len(scored[2 * n + side].token_ids)) for n in kept for side in (0, 1)]
+        reference = [
+            np.zeros(len(scored[2 * n + side].token_ids))
+            for n in kept
+            for side in (0, 1)
+        ]
     return [
         TrainingExample(
             prompt_ids=tuple(contexts[pairs[n].prompt]),
@@ -262,7 +301,9 @@ def prepare_examples(
 # --------------------------------------------------------------------------------------------
 
 
-def subtrajectory_balance_loss(token_logp, rewards, reference, values, response_mask, *, reward_scale: float = 1.0):
+def subtrajectory_balance_loss(
+    token_logp, rewards, reference, values, response_mask, *, reward_scale: float = 1.0
+):
     """Per-sequence SubTB loss over all prefix pairs m < n (module docstring), shape (B,).
 
     All inputs are (B, L) tensors aligned on positions of a left-padded batch: ``token_logp``
@@ -276,7 +317,12 @@ def subtrajectory_balance_loss(token_logp, rewards, reference, values, response_
     mask = response_mask.to(torch.float64)
     v = values.to(torch.float64)
     v_prev = torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
-    d = (token_logp.double() - reward_scale * rewards.double() - reference.double() - (v - v_prev)) * mask
+    d = (
+        token_logp.double()
+        - reward_scale * rewards.double()
+        - reference.double()
+        - (v - v_prev)
+    ) * mask
     cumulative = d.cumsum(dim=1)
     # States s_0..s_T: the last prompt position and every response position.
     states = torch.maximum(mask, torch.roll(mask, -1, dims=1) * (1 - mask))
@@ -304,11 +350,19 @@ def _place(batch_rows: list[np.ndarray], width: int, device: str):
     out = torch.zeros((len(batch_rows), width), dtype=torch.float32)
     for i, row in enumerate(batch_rows):
         if len(row):
-            out[i, width - len(row) :] = torch.as_tensor(np.asarray(row), dtype=torch.float32)
+            out[i, width - len(row) :] = torch.as_tensor(
+                np.asarray(row), dtype=torch.float32
+            )
     return out.to(device)
 
 
-def _batch_loss(net: Any, examples: Sequence[TrainingExample], config: TFPOConfig, pad_id: int, device: str):
+def _batch_loss(
+    net: Any,
+    examples: Sequence[TrainingExample],
+    config: TFPOConfig,
+    pad_id: int,
+    device: str,
+):
     """Total loss of one step and its SubTB and hinge parts (tensors)."""
     torch = _torch()
     rows, rewards, reference, lengths = [], [], [], []
@@ -324,7 +378,9 @@ def _batch_loss(net: Any, examples: Sequence[TrainingExample], config: TFPOConfi
     ids, mask, positions = left_pad(rows, pad_id=pad_id, device=device)
     width = ids.shape[1]
     logits, values = net.forward(ids, mask, positions)
-    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[
+        ..., 0
+    ]
     token_logp = torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
     response = _place([np.ones(n) for n in lengths], width, device)
     subtb = subtrajectory_balance_loss(
@@ -336,10 +392,15 @@ def _batch_loss(net: Any, examples: Sequence[TrainingExample], config: TFPOConfi
         reward_scale=config.reward_scale,
     )
     mean_value = (values * response).sum(dim=1) / response.sum(dim=1)
-    weights = torch.tensor([ex.weight for ex in examples], dtype=torch.float32, device=device)
+    weights = torch.tensor(
+        [ex.weight for ex in examples], dtype=torch.float32, device=device
+    )
     weights = weights / weights.sum()
     subtb_part = (weights * (subtb[0::2] + subtb[1::2]) / 2).sum()
-    hinge_part = (weights * value_hinge_loss(mean_value[0::2], mean_value[1::2], gamma=config.gamma)).sum()
+    hinge_part = (
+        weights
+        * value_hinge_loss(mean_value[0::2], mean_value[1::2], gamma=config.gamma)
+    ).sum()
     return subtb_part + config.value_weight * hinge_part, subtb_part, hinge_part
 
 
@@ -358,15 +419,24 @@ def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_checkpoint(run_dir: Path, net: Any, optimizer: Any, step: int, key: str, history, keep: int) -> None:
+def _save_checkpoint(
+    run_dir: Path, net: Any, optimizer: Any, step: int, key: str, history, keep: int
+) -> None:
     import torch
     from safetensors.torch import save_file
 
     def write(folder: Path) -> None:
         folder.mkdir()
-        save_file({n: t.cpu() for n, t in net.trainable_state().items()}, str(folder / "trainable.safetensors"))
+        save_file(
+            {n: t.cpu() for n, t in net.trainable_state().items()},
+            str(folder / "trainable.safetensors"),
+        )
         torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        state = {"key": key, "step": step, "history": [dataclasses.asdict(h) for h in history]}
+        state = {
+            "key": key,
+            "step": step,
+            "history": [dataclasses.asdict(h) for h in history],
+        }
         (folder / "state.json").write_text(json.dumps(state))
 
     checkpoints = run_dir / "checkpoints"
@@ -376,11 +446,17 @@ def _save_checkpoint(run_dir: Path, net: Any, optimizer: Any, step: int, key: st
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
-    done = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if (p / "state.json").is_file())
+    done = sorted(
+        p
+        for p in (run_dir / "checkpoints").glob("step-*")
+        if (p / "state.json").is_file()
+    )
     return done[-1] if done else None
 
 
-def _resume(run_dir: Path, net: Any, optimizer: Any, key: str, device: str) -> tuple[int, list[StepLoss]]:
+def _resume(
+    run_dir: Path, net: Any, optimizer: Any, key: str, device: str
+) -> tuple[int, list[StepLoss]]:
     import torch
     from safetensors.torch import load_file
 
@@ -389,9 +465,15 @@ def _resume(run_dir: Path, net: Any, optimizer: Any, key: str, device: str) -> t
         return 0, []
     state = json.loads((latest / "state.json").read_text())
     if state["key"] != key:
-        raise ValueError(f"run_dir: {str(run_dir)!r} holds checkpoints of another doctor ({state['key'][:16]})")
-    net.load_trainable_state(load_file(str(latest / "trainable.safetensors"), device=device))
-    optimizer.load_state_dict(torch.load(latest / "optimizer.pt", map_location=device, weights_only=True))
+        raise ValueError(
+            f"run_dir: {str(run_dir)!r} holds checkpoints of another doctor ({state['key'][:16]})"
+        )
+    net.load_trainable_state(
+        load_file(str(latest / "trainable.safetensors"), device=device)
+    )
+    optimizer.load_state_dict(
+        torch.load(latest / "optimizer.pt", map_location=device, weights_only=True)
+    )
     return int(state["step"]), [StepLoss(**h) for h in state["history"]]
 
 
@@ -409,7 +491,9 @@ def find_trained_doctor(run_dir: str | Path, key: str) -> TrainedDoctor | None:
     if meta.get("key") != key:
         return None
     history = tuple(StepLoss(**h) for h in meta.get("history", []))
-    return TrainedDoctor(key=key, path=meta_path.parent, history=history, reused=True, seconds=0.0)
+    return TrainedDoctor(
+        key=key, path=meta_path.parent, history=history, reused=True, seconds=0.0
+    )
 
 
 def _pad_id(handle: ModelHandle) -> int:
@@ -428,6 +512,46 @@ def _optimizer(net: Any, config: TFPOConfig):
         {"params": list(net.head.parameters()), "lr": config.head_learning_rate},
     ]
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def _run_steps(
+    net: Any,
+    optimizer: Any,
+    examples: Sequence[TrainingExample],
+    config: TFPOConfig,
+    step: int,
+    history: list[StepLoss],
+    *,
+    run_dir: Path,
+    key: str,
+    pad_id: int,
+    device: str,
+    progress: Callable[[StepLoss], None] | None,
+) -> None:
+    """Optimiser steps ``step + 1 .. config.steps``: loss, update, history, checkpoint, progress."""
+    torch = _torch()
+    while step < config.steps:
+        draw = np.random.default_rng([config.seed, step])
+        size = min(config.pairs_per_step, len(examples))
+        chosen = sorted(draw.choice(len(examples), size=size, replace=False))
+        loss, subtb, hinge = _batch_loss(
+            net, [examples[i] for i in chosen], config, pad_id, device
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+        optimizer.step()
+        step += 1
+        history.append(
+            StepLoss(step, config.steps, loss.item(), subtb.item(), hinge.item())
+        )
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_checkpoint(
+                run_dir, net, optimizer, step, key, history, config.keep_checkpoints
+            )
+        if progress is not None:
+            progress(history[-1])
 
 
 def train_doctor(
@@ -451,35 +575,22 @@ def train_doctor(
     """
     from workers.doctor.network import build_doctor, save_doctor
 
-    torch = _torch()
     run_dir = Path(run_dir)
     done = find_trained_doctor(run_dir, key)
     if done is not None:
         return done
     if (run_dir / "doctor").exists():
-        raise ValueError(f"run_dir: {str(run_dir)!r} already holds a doctor trained with other inputs")
+        raise ValueError(
+            f"run_dir: {str(run_dir)!r} already holds a doctor trained with other inputs"
+        )
     if not examples:
         raise ValueError("examples: expected at least one training example")
     started = time.perf_counter()
     net = build_doctor(patient, config)
     optimizer = _optimizer(net, config)
     step, history = _resume(run_dir, net, optimizer, key, patient.device)
-    pad_id = _pad_id(patient)
-    while step < config.steps:
-        draw = np.random.default_rng([config.seed, step])
-        chosen = draw.choice(len(examples), size=min(config.pairs_per_step, len(examples)), replace=False)
-        loss, subtb, hinge = _batch_loss(net, [examples[i] for i in sorted(chosen)], config, pad_id, patient.device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
-        optimizer.step()
-        step += 1
-        history.append(StepLoss(step, config.steps, loss.item(), subtb.item(), hinge.item()))
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_checkpoint(run_dir, net, optimizer, step, key, history, config.keep_checkpoints)
-        if progress is not None:
-            progress(history[-1])
+    _run_steps(net, optimizer, examples, config, step, history, run_dir=run_dir, key=key,
+               pad_id=_pad_id(patient), device=patient.device, progress=progress)  # fmt: skip
     record = {
         "key": key,
         "patient": patient_identity(patient),
@@ -488,10 +599,16 @@ def train_doctor(
         "history": [dataclasses.asdict(h) for h in history],
         **(meta or {}),
     }
-    _atomic_dir(run_dir / "doctor", lambda folder: save_doctor(net, patient, folder, record))
+    _atomic_dir(
+        run_dir / "doctor", lambda folder: save_doctor(net, patient, folder, record)
+    )
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return TrainedDoctor(
-        key=key, path=run_dir / "doctor", history=tuple(history), reused=False, seconds=time.perf_counter() - started
+        key=key,
+        path=run_dir / "doctor",
+        history=tuple(history),
+        reused=False,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -518,6 +635,16 @@ def train_doctor_from_pairs(
     done = find_trained_doctor(run_dir, key)
     if done is not None:
         return done
-    examples = prepare_examples(patient, pairs, reward_config, config, cache=cache, batch_size=batch_size)
+    examples = prepare_examples(
+        patient, pairs, reward_config, config, cache=cache, batch_size=batch_size
+    )
     meta = {"rewards": dataclasses.asdict(reward_config), "pairs": len(pairs)}
-    return train_doctor(patient, examples, config, run_dir=run_dir, key=key, progress=progress, meta=meta)
+    return train_doctor(
+        patient,
+        examples,
+        config,
+        run_dir=run_dir,
+        key=key,
+        progress=progress,
+        meta=meta,
+    )
