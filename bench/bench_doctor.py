@@ -218,8 +218,9 @@ def markdown(args: argparse.Namespace, result: dict, command: str) -> str:
         f"{args.steps} steps | {train_wall:.1f} | {args.steps / train_wall:.2f} steps/s | {train_cpu:.1f} | "
         f"{args.steps / train_cpu:.2f} |",
         "",
-        f"Training time includes building the doctor and saving it (LoRA merged). Loss "
-        f"{result['loss'][0]:.3f} at step 1, {result['loss'][1]:.3f} at step {args.steps}.",
+        f"Training time includes building the doctor and saving it (LoRA merged). This is a timing run at the "
+        f"default learning rate, not a training run: the loss of step 1's batch was {result['loss'][0]:.1f}, of step "
+        f"{args.steps}'s {result['loss'][1]:.1f} (different pairs).",
         "",
         f"Guided decoding vs plain decoding of the same pool (n = {args.n} candidates, batch {args.n}, "
         f"max_new_tokens = {args.max_new_tokens}, temperature 0.8, top_p 0.95; α = 1 − Σβ). Each doctor is a "
