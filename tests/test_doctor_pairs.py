@@ -212,3 +212,24 @@ def test_row_count_field_size_and_encoding_are_bounded():
     with pytest.raises(PairsCSVError) as caught:
         read_pairs_csv("prompt,chosen,rejected\n" + "q,,b\n" * 50, max_errors=5)
     assert len(caught.value.errors) == 5
+
+
+def test_importing_the_doctor_library_imports_neither_torch_nor_django():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, workers.doctor.pairs, workers.doctor.rewards, workers.doctor.network, "
+        "workers.doctor.tfpo, workers.doctor.guided; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'django') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
