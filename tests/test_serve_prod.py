@@ -83,9 +83,10 @@ def test_serve_prod_serves_a_task_page_with_its_static_files_and_stops_cleanly(s
     assert "unsafe-eval" not in csp
     assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
     assert headers["X-Content-Type-Options"] == "nosniff"
-    session_cookie = next(c for c in browser.jar if c.name == "sessionid")
-    assert session_cookie.secure
-    assert session_cookie.has_nonstandard_attr("HttpOnly")
+    # The participant is bound to this browser by a signed cookie: Secure and HttpOnly here.
+    participant_cookie = next(c for c in browser.jar if c.name == f"ualign_p{study.pk}")
+    assert participant_cookie.secure
+    assert participant_cookie.has_nonstandard_attr("HttpOnly")
 
     # Its CSS and JS: collected, hashed names, served by WhiteNoise with long cache lifetimes.
     assets = ASSETS.findall(task.html)
