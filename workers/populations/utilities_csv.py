@@ -186,7 +186,7 @@ def read_utilities_csv(
 
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     lines = _csv_rows(reader)
-    header = _read_header(lines, _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored)
+    header = _read_header(lines, _CSV_REQUIRED + _CSV_OPTIONAL + checks + ignored, lambda: reader.line_num)
     col = {name: header.columns.index(name) for name in header.columns}
     rows = _RowReader(
         width=len(header.columns),
@@ -231,8 +231,13 @@ class _Header(NamedTuple):
     columns: list[str]
 
 
-def _read_header(reader: Iterator[list[str]], allowed: tuple[str, ...]) -> _Header:
-    """Skip blank lines, read the header and raise at once if its columns are wrong."""
+def _read_header(
+    reader: Iterator[list[str]], allowed: tuple[str, ...], line_num: Callable[[], int]
+) -> _Header:
+    """Skip blank lines, read the header and raise at once if its columns are wrong.
+
+    `line_num` is the csv reader's current line (`reader` may wrap it in a generator).
+    """
     header = next(reader, None)
     while header is not None and not any(cell.strip() for cell in header):
         header = next(reader, None)
@@ -244,7 +249,7 @@ def _read_header(reader: Iterator[list[str]], allowed: tuple[str, ...]) -> _Head
                 )
             ]
         )
-    line = reader.line_num  # type: ignore[attr-defined]
+    line = line_num()
     columns = [cell.strip().lower() for cell in header]
     problems = _header_problems(columns, allowed)
     if problems:
