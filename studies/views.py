@@ -180,7 +180,7 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     A browser that already joined goes straight to its current step.
     """
     study = Study.objects.filter(slug=slug).first()
-    if study is None:
+    if study is None or study.is_pilot:  # a pilot copy is for simulated annotators only
         return _link_invalid(request)
     form = JoinForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
