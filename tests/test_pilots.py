@@ -12,7 +12,6 @@ from studies.annotation import StudyUnavailable, join_study
 from studies.models import (
     Assignment,
     ComparisonItem,
-    ItemCandidate,
     Job,
     Judgment,
     Participant,
@@ -60,13 +59,16 @@ def test_the_pilot_button_copies_the_study_queues_annotators_on_the_copy_and_ope
     assert response.status_code == 302
     assert response["Location"] == reverse("studies:results", args=[pilot.slug]) + "?source=simulated"
     job = Job.objects.get(kind=Job.Kind.SIMULATE)
-    assert job.study == pilot and job.status == Job.Status.QUEUED
+    assert job.study == pilot
+    assert job.status == Job.Status.QUEUED
     assert job.params["annotators"] == annotators_to_fill(pilot) > 0
     assert len(callbacks) == 1
-    assert pilot.is_pilot and pilot.status == Study.Status.LIVE
+    assert pilot.is_pilot
+    assert pilot.status == Study.Status.LIVE
     assert pilot.invite_token != study.invite_token
     # The same items: the same shown texts (the original's candidates) with the same counts.
-    assert snapshot(pilot) != [] and [row[6:] for row in snapshot(pilot)] == [row[6:] for row in snapshot(study)]
+    assert snapshot(pilot) != []
+    assert [row[6:] for row in snapshot(pilot)] == [row[6:] for row in snapshot(study)]
     assert ComparisonItem.objects.filter(study=pilot).count() == ComparisonItem.objects.filter(study=study).count()
     assert PolicyFit.objects.filter(policy__study=pilot).count() == PolicyFit.objects.filter(policy__study=study).count()
     assert real_record(study) == before
@@ -91,7 +93,8 @@ def test_simulated_annotators_fill_the_pilot_and_the_real_study_keeps_its_quota_
     assert annotators_to_fill(pilot) < annotators_to_fill(study)
     assert real_record(study) == before
     results = compute_results(pilot, origin="simulated")
-    assert results.n_judgments == job.result["judgments"] and results.cells
+    assert results.n_judgments == job.result["judgments"]
+    assert results.cells
     assert researcher_client.get(reverse("studies:results", args=[pilot.slug])).status_code == 200
 
     response = researcher_client.post(reverse("admin:studies_study_delete_pilot", args=[pilot.pk]))
@@ -138,8 +141,10 @@ def test_the_study_page_offers_the_pilot_button_and_lists_its_pilots(researcher_
     page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
     pilot_page = researcher_client.get(reverse("admin:studies_study_change", args=[pilot.pk])).content.decode()
 
-    assert 'id="pilot-study"' in page and pilot.slug in page
-    assert 'id="delete-pilot"' in pilot_page and "Pilot copy" in pilot_page
+    assert 'id="pilot-study"' in page
+    assert pilot.slug in page
+    assert 'id="delete-pilot"' in pilot_page
+    assert "Pilot copy" in pilot_page
     assert 'id="pilot-study"' not in pilot_page
 
 
