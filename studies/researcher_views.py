@@ -35,6 +35,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from studies import candidate_import, export, services
 from studies.htmx import HtmxHttpRequest
+from studies.job_rows import chain_rows
 from studies.models import Job, Study
 from studies.results import ORIGINS, compute_results, results_plot_svg
 from studies.simulated_annotators import SimulationError
@@ -177,7 +178,9 @@ def job_status_context(study: Study) -> dict[str, Any]:
     if chain is not None and active and not any(s.status == Job.Status.RUNNING for s in steps):
         moments = [chain.created_at, *(t for s in steps for t in (s.heartbeat_at, s.finished_at) if t)]
         waiting = timezone.now() - max(moments) > WORKER_HINT_AFTER
-    return {"study": study, "chain": chain, "steps": steps, "polling": active, "waiting_for_worker": waiting}
+    rows = chain_rows(chain, steps) if chain is not None else []
+    return {"study": study, "chain": chain, "steps": steps, "rows": rows, "polling": active,
+            "waiting_for_worker": waiting}
 
 
 @staff_member_required

@@ -10,6 +10,7 @@ from studies import planning_views, researcher_views, views
 app_name = "studies"
 
 urlpatterns: list[URLPattern] = [
+    path("", views.home, name="home"),
     # The annotator's flow (studies/views.py); the entry link is what researchers share.
     path("s/<slug:slug>/", views.join, name="join"),
     path("s/<slug:slug>/resume/<slug:token>/", views.resume, name="resume"),

@@ -9,17 +9,39 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from studies import demo as demo_setup
 from studies.management.commands.ensure_admin import ensure_admin
 from studies.models import Study
+
+
+def check_port_free(addr: str) -> None:
+    """Refuse to start when the web server's address is taken (another ualign, often), before
+    anything starts: otherwise the demo would say it is live and then the server would die."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    host = "0.0.0.0" if host == "0" else host
+    if not port.isdigit():
+        raise CommandError(f"--addr {addr!r}: expected host:port, for example 127.0.0.1:8000")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise CommandError(
+                f"Can't serve on {addr}: {exc.strerror or exc}. Another ualign (or another program) is probably "
+                f"listening there. Stop it, or choose another address, for example:\n"
+                f"    python manage.py serve --demo --addr 127.0.0.1:{int(port) + 1}"
+            ) from None
 
 
 class Command(BaseCommand):
@@ -32,6 +54,7 @@ class Command(BaseCommand):
                             help="set up the demo study, prepare it on the worker and make it live when ready")
 
     def handle(self, *args, addr: str, no_worker: bool, demo: bool = False, **options) -> None:
+        check_port_free(addr)
         if not os.environ.get("SITE_URL"):
             # Links printed here and the simulated annotators' requests (from the worker) go to this server.
             os.environ["SITE_URL"] = settings.SITE_URL = f"http://{addr}"
@@ -86,6 +109,7 @@ class Command(BaseCommand):
             return
         if message:
             self.stdout.write(message)
+        self._print_progress()
         error = demo_setup.failure(self.demo_study)
         if error and self.demo_study.status == "draft":
             self.stderr.write(f"The demo's preparation failed: {error}\nRestart to retry.")
@@ -93,6 +117,15 @@ class Command(BaseCommand):
         elif self.demo_study.status == "live":
             self.demo_announced = True
             self._announce_demo()
+
+    def _print_progress(self) -> None:
+        """Each new line of the demo's preparation progress (studies/demo.py `progress_lines`)."""
+        assert self.demo_study is not None
+        printed = self.__dict__.setdefault("_printed", set())
+        for line in demo_setup.progress_lines(self.demo_study):
+            if line not in printed:
+                printed.add(line)
+                self.stdout.write(line)
 
     def _start_worker(self) -> subprocess.Popen:
         return subprocess.Popen(
