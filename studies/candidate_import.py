@@ -65,7 +65,7 @@ class CandidateImportReport:
 
 
 def max_candidates_per_prompt() -> int:
-    return getattr(settings, "UALIGN_IMPORT_MAX_CANDIDATES", 1000)
+    return settings.UALIGN_IMPORT_MAX_CANDIDATES
 
 
 class _Pools:
@@ -243,7 +243,8 @@ def _check_against_study(study: Study, pools: _Pools) -> dict[str, Prompt]:
 
 def check_candidates(*, study: Study, filename: str, data: bytes) -> tuple[_Pools, dict[str, Prompt]]:
     """Parse and check every row; the pools, the prompts they match, and the problems in `pools.errors`."""
-    pools, existing = _Pools(), dict[str, Prompt]()
+    pools = _Pools()
+    existing: dict[str, Prompt] = {}
     pools.errors += [RowError(0, p) for p in study_problems(study)]
     if len(data) > settings.UALIGN_MAX_UPLOAD_BYTES:
         pools.errors.append(RowError(0, f"the file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB"))
