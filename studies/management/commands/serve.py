@@ -95,8 +95,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Results:  {links.results}   (log in to the admin first)")
         self.stdout.write(f"Admin:    {links.admin}   login {username} / {password or '(set with manage.py changepassword)'}")
         self.stdout.write(
-            f"Simulated annotators: select the study in the admin and run “Run simulated annotators”, or\n"
-            f"          python manage.py simulate_annotators {study.slug} -n 10\n"
+            f"Simulated annotators: press “Pilot with simulated annotators” on the study's admin page, or\n"
+            f"          python manage.py simulate_annotators {study.slug} --pilot -n 10\n"
+            f"          (both run them on a pilot copy: the study's own places stay for people)\n"
         )
 
     def _tick_demo(self) -> None:
@@ -107,9 +108,9 @@ class Command(BaseCommand):
         except Exception as exc:  # a locked SQLite file or a racing admin click: try again next tick
             self.stderr.write(f"Demo: {exc}")
             return
+        self._print_progress()
         if message:
             self.stdout.write(message)
-        self._print_progress()
         error = demo_setup.failure(self.demo_study)
         if error and self.demo_study.status == "draft":
             self.stderr.write(f"The demo's preparation failed: {error}\nRestart to retry.")
