@@ -83,7 +83,8 @@ def test_serve_prod_serves_a_task_page_with_its_static_files_and_stops_cleanly(s
     assert "unsafe-eval" not in csp
     assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
     assert headers["X-Content-Type-Options"] == "nosniff"
-    session_cookie = next(c for c in browser.jar if c.name == "sessionid")
+    # The participant's identity is the signed cookie set on joining (studies/views.py), not a session.
+    session_cookie = next(c for c in browser.jar if c.name == f"ualign_p{study.pk}")
     assert session_cookie.secure
     assert session_cookie.has_nonstandard_attr("HttpOnly")
 
