@@ -6,7 +6,9 @@
 Pages: the admin's study form (admin-study.png), the job progress page (jobs.png; take it while
 Prepare runs), the annotator's consent and task pages (annotator-consent.png, annotator-task.png;
 the study must be live; this joins as one invited annotator and answers nothing), and the results
-page with simulated annotators (results.png). Uses Playwright with Debian's Chromium.
+page with simulated annotators (results.png; with --pilot it presses the study page's "Pilot with
+simulated annotators" first and shows the pilot's results once its annotators have worked for
+--wait seconds). Uses Playwright with Debian's Chromium.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> int:
     parser.add_argument("--study-id", type=int, default=1)
     parser.add_argument("--invite", default="", help="the study's invite token (for the annotator pages)")
     parser.add_argument("--only", action="append", choices=SHOTS, help="take only these (repeatable)")
+    parser.add_argument("--pilot", action="store_true", help="results of a new pilot with simulated annotators")
+    parser.add_argument("--wait", type=int, default=90, help="seconds the pilot's annotators get (with --pilot)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     args = parser.parse_args()
     only = set(args.only or SHOTS)
@@ -55,7 +59,14 @@ def main() -> int:
             page.wait_for_timeout(1500)
             page.screenshot(path=args.out / "jobs.png", full_page=True)
         if "results" in only:
-            page.goto(f"{base}/research/{args.slug}/results/?source=simulated")
+            if args.pilot:
+                page.goto(f"{base}/admin/studies/study/{args.study_id}/change/")
+                page.click("#pilot-study")  # opens the pilot's results page
+                page.wait_for_url("**/results/?source=simulated")
+                page.wait_for_timeout(args.wait * 1000)
+                page.reload()
+            else:
+                page.goto(f"{base}/research/{args.slug}/results/?source=simulated")
             page.wait_for_load_state("networkidle")
             page.screenshot(path=args.out / "results.png", full_page=True)
         if "annotator" in only:

@@ -20,6 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from studies import services
 from studies.export import TABLES
@@ -154,8 +155,8 @@ class PromptImportForm(forms.Form):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ["title", "slug", "status", "prompt_count", "k_values", "created_at"]
-    list_filter = ["status"]
+    list_display = ["title", "slug", "status", "prompt_count", "k_values", "pilot_of", "created_at"]
+    list_filter = ["status", ("pilot_of", admin.EmptyFieldListFilter)]
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["status", "invite_token", "participant_links", "created_at", "updated_at", "prompt_tools",
@@ -324,10 +325,15 @@ class StudyAdmin(admin.ModelAdmin):
 
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "study", "external_id", "created_at"]
+    list_display = ["short_text", "external_id", "study", "created_at"]
+    list_display_links = ["short_text"]
     list_filter = ["study"]
     search_fields = ["text", "external_id"]
     list_select_related = ["study"]
+
+    @admin.display(description="text", ordering="text")
+    def short_text(self, prompt: Prompt) -> str:
+        return Truncator(" ".join(prompt.text.split())).chars(90)
 
 
 @admin.register(GeneratorModel)

@@ -156,6 +156,8 @@ def join_study(
     PID racing), StudyUnavailable when the study is closed or full, and TooManyJoins past the
     per-client rate limit (`check_join_rate`).
     """
+    if study.is_pilot and not is_simulated:  # a pilot copy (studies/pilots.py) is never open to people
+        raise StudyUnavailable("closed")
     if prolific_pid and Participant.objects.filter(study=study, external_id=prolific_pid).exists():
         raise AlreadyJoined()
     check_join_rate(study=study, client_key=client_key)

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from studies import services
+from studies.job_rows import step_summary
 from studies.models import GeneratorModel, Job, Policy, PreferenceSource, Prompt, Study
 
 DEMO_SLUG = "demo"
@@ -148,6 +149,24 @@ def links(study: Study) -> DemoLinks:
         results=f"{base}{reverse('studies:results', args=[study.slug])}",
         jobs=f"{base}{reverse('admin:studies_study_jobs', args=[study.pk])}",
     )
+
+
+def progress_lines(study: Study) -> list[str]:
+    """Where the demo's preparation is, one line per step: a summary once it is done, its progress
+    line while it runs. `manage.py serve --demo` prints each new line, so the terminal follows
+    every step (persona judging included) instead of going quiet for minutes."""
+    chain = Job.objects.filter(study=study, kind=Job.Kind.PREPARE).order_by("-created_at", "-id").first()
+    if chain is None:
+        return []
+    lines = []
+    steps = list(chain.steps.order_by("id"))
+    for n, step in enumerate(steps, start=1):
+        head = f"  [{n}/{len(steps)}] {step.get_kind_display()}"
+        if step.status == Job.Status.DONE:
+            lines.append(f"{head}: done, {step_summary(step)}")
+        elif step.status == Job.Status.RUNNING and step.progress_message:
+            lines.append(f"{head}: {step.progress_message} ({round(step.progress * 100)}%)")
+    return lines
 
 
 def failure(study: Study) -> str:

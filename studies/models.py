@@ -98,6 +98,12 @@ class Study(models.Model):
     completion_redirect_url = models.URLField(blank=True, help_text="For example Prolific's completion URL.")
     invite_token = models.CharField(max_length=64, unique=True, default=new_token)
     seed = models.PositiveIntegerField(default=0)
+    # A pilot copy (studies/pilots.py): the original's items on copied prompts and policies, with its
+    # own quota, participants and judgments, for simulated annotators only; never joinable by people.
+    pilot_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="pilots", editable=False,
+        help_text="Set on a throwaway pilot copy: the study it pilots.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -139,6 +145,10 @@ class Study(models.Model):
         if moved != 1:
             raise ValidationError("The study changed meanwhile; reload and try again.")
         self.status = status
+
+    @property
+    def is_pilot(self) -> bool:
+        return self.pilot_of_id is not None
 
     @property
     def is_accepting_participants(self) -> bool:

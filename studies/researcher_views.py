@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -29,12 +31,14 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studies import export, services
+from studies import candidate_import, export, services
 from studies.htmx import HtmxHttpRequest
+from studies.job_rows import chain_rows
 from studies.models import Job, Study
 from studies.results import ORIGINS, compute_results, results_plot_svg
+from studies.simulated_annotators import SimulationError
 
 WORKER_HINT_AFTER = timedelta(seconds=30)
 POLL_SECONDS = 5
@@ -86,6 +90,85 @@ def prepare_study(request: HttpRequest, study_id: int) -> HttpResponse:
     return HttpResponseRedirect(reverse("admin:studies_study_jobs", args=[study.pk]))
 
 
+@staff_member_required
+@require_POST
+def generate_only(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The admin's "Generate only": run just the pool step, then show its progress."""
+    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    try:
+        services.generate_only(study=study)
+    except services.PreparationError as exc:
+        for problem in exc.problems:
+            messages.error(request, problem)
+        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    messages.success(request, f"Generating the candidates of “{study}”; it stays a draft. Then upload the utilities "
+                              "and press Prepare once.")
+    return HttpResponseRedirect(reverse("admin:studies_study_jobs", args=[study.pk]))
+
+
+class CandidateImportForm(forms.Form):
+    file = forms.FileField(help_text=candidate_import.FORMAT_HELP)
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
+            raise ValidationError(f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
+        return upload
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def import_candidates(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Bring your own candidates (`studies.candidate_import`): every row checked, all saved or none."""
+    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    form = CandidateImportForm(request.POST or None, request.FILES or None)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        report = candidate_import.import_candidates(study=study, filename=upload.name, data=upload.read())
+        if report.ok:
+            messages.success(request, f"Imported {report.candidates} candidates for {report.prompts_created} new and "
+                                      f"{report.prompts_matched} existing prompts into “{study}”.")
+            return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    context = {
+        **admin.site.each_context(request), "study": study, "form": form, "report": report,
+        "opts": Study._meta, "title": f"Import candidates into “{study}”",
+        "refused": candidate_import.study_problems(study),
+    }
+    return render(request, "admin/studies/study/import_candidates.html", context, status=400 if report else 200)
+
+
+@staff_member_required
+@require_POST
+def start_pilot(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The admin's "Pilot with simulated annotators": a pilot copy, its annotators queued, its results shown."""
+    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    try:
+        job = services.start_pilot(study=study)
+    except (services.PilotError, SimulationError) as exc:
+        messages.error(request, f"No pilot for “{study}”: {exc}")
+        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    assert job.study is not None  # the simulation job belongs to the pilot
+    messages.success(request, f"Pilot “{job.study.slug}”: {job.params['annotators']} simulated annotators queued "
+                              f"(job #{job.pk}); “{study}” itself is untouched.")
+    return HttpResponseRedirect(reverse("studies:results", args=[job.study.slug]) + "?source=simulated")
+
+
+@staff_member_required
+@require_POST
+def delete_pilot(request: HttpRequest, study_id: int) -> HttpResponse:
+    """Delete a pilot copy (its participants and judgments with it); back to the original study."""
+    pilot = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    original_id = pilot.pilot_of_id
+    try:
+        services.delete_pilot(pilot=pilot)
+    except services.PilotError as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[pilot.pk]))
+    messages.success(request, f"Deleted the pilot “{pilot.slug}”.")
+    return HttpResponseRedirect(reverse("admin:studies_study_change", args=[original_id]))
+
+
 def job_status_context(study: Study) -> dict[str, Any]:
     chain = Job.objects.filter(study=study, kind=Job.Kind.PREPARE).order_by("-created_at", "-id").first()
     steps = list(chain.steps.order_by("id")) if chain else []
@@ -95,7 +178,9 @@ def job_status_context(study: Study) -> dict[str, Any]:
     if chain is not None and active and not any(s.status == Job.Status.RUNNING for s in steps):
         moments = [chain.created_at, *(t for s in steps for t in (s.heartbeat_at, s.finished_at) if t)]
         waiting = timezone.now() - max(moments) > WORKER_HINT_AFTER
-    return {"study": study, "chain": chain, "steps": steps, "polling": active, "waiting_for_worker": waiting}
+    rows = chain_rows(chain, steps) if chain is not None else []
+    return {"study": study, "chain": chain, "steps": steps, "rows": rows, "polling": active,
+            "waiting_for_worker": waiting}
 
 
 @staff_member_required

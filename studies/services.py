@@ -8,7 +8,8 @@ each step for the rules of its own inputs (`studies.steps.fit.policy_params_prob
 moves the study to preparing, creates a parent job and its four step jobs, and enqueues
 the first step after the transaction commits. The tasks (`studies.tasks`) hand the chain on
 (`finish_step` / `fail_step`), moving the study to ready or back to draft.
-`start_simulation` queues simulated annotators for a worker.
+`start_simulation` queues simulated annotators for a worker; `start_pilot` does it on a fresh
+pilot copy of the study (`studies.pilots`), so a pilot spends none of the real study's quota.
 
 Imports point one way: views, admin and commands → services → tasks → steps → `workers`.
 """
@@ -19,8 +20,12 @@ from typing import Any
 
 from django.db import transaction
 
-from studies import tasks
+from studies import pilots, tasks
+from studies.candidate_import import imported_candidates
 from studies.models import Job, Policy, Study
+from studies.pilots import (
+    PilotError as PilotError,  # re-exported for views and commands
+)
 from studies.simulated_annotators import SimulationError, annotators_to_fill
 from studies.steps.fit import policy_params_problems
 from studies.steps.pool import decoding_params, generation_targets
@@ -38,30 +43,55 @@ class PreparationError(Exception):
         super().__init__(" ".join(problems))
 
 
-def preparation_problems(study: Study) -> list[str]:
-    """What must be fixed before Prepare can run (empty when the study is ready to prepare)."""
+def pool_problems(study: Study) -> list[str]:
+    """What the pool step needs: prompts, and a generator or imported candidates for every prompt
+    (`studies.candidate_import`), plus the own generators of checkpoint and doctor policies."""
     problems = []
-    if study.generator_id is None:
-        problems.append("Choose a generator model for the candidate pool.")
-    if not study.prompts.exists():
+    prompts = study.prompts.all()
+    if not prompts.exists():
         problems.append("Import at least one prompt.")
-    if not study.k_values:
-        problems.append("Set the k values, for example [1, 2, 4].")
-    policies = list(study.policies.select_related("generator"))
-    if not policies:
-        problems.append("Add at least one policy.")
+    imported = set(imported_candidates(study).values_list("prompt_id", flat=True).distinct())
+    if study.generator_id is None and not imported:
+        problems.append("Choose a generator model for the candidate pool, or import candidates for every prompt.")
+    elif study.generator_id is None:
+        missing = list(prompts.exclude(pk__in=imported).values_list("external_id", "pk")[:6])
+        if missing:
+            names = ", ".join(key or str(pk) for key, pk in missing[:5]) + (", …" if len(missing) > 5 else "")
+            problems.append(f"Import candidates for every prompt, or choose a generator: these have none: {names}.")
+    elif imported:
+        problems.append(f"The study has imported candidates and the generator “{study.generator}”: clear the "
+                        "generator to prepare from the imported candidates.")
+    return problems + _own_generator_problems(study, list(study.policies.select_related("generator")))
+
+
+def _own_generator_problems(study: Study, policies: list[Policy]) -> list[str]:
+    problems = []
     own: dict[int, Policy] = {}
     for policy in policies:
-        problems += policy_params_problems(policy)
         if policy.kind in (Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR):
             if policy.generator_id is None:
                 problems.append(f"Policy “{policy.name}” ({policy.get_kind_display()}) needs its own generator.")
                 continue
+            if policy.kind == Policy.Kind.DOCTOR and study.generator_id is None:
+                problems.append(f"Doctor policy “{policy.name}” guides the study's generator: choose one.")
             if policy.kind == Policy.Kind.DOCTOR and policy.generator_id == study.generator_id:
                 problems.append(f"Doctor policy “{policy.name}” needs a doctor model other than the study's generator.")
             other = own.setdefault(policy.generator_id, policy)
             if other is not policy and Policy.Kind.DOCTOR in (policy.kind, other.kind):
                 problems.append(f"Policies “{other.name}” and “{policy.name}” can't share the generator “{policy.generator}”.")
+    return problems
+
+
+def preparation_problems(study: Study) -> list[str]:
+    """What must be fixed before Prepare can run (empty when the study is ready to prepare)."""
+    problems = pool_problems(study)
+    if not study.k_values:
+        problems.append("Set the k values, for example [1, 2, 4].")
+    policies = list(study.policies.all())
+    if not policies:
+        problems.append("Add at least one policy.")
+    for policy in policies:
+        problems += policy_params_problems(policy)
     sources = list(study.preference_sources.all())
     if not sources:
         problems.append("Add at least one preference source (persona judges, embeddings, reward model or CSV).")
@@ -101,6 +131,30 @@ def prepare_study(*, study: Study) -> Job:
         for i, kind in enumerate(PIPELINE)
     ]
     tasks.enqueue_step(steps[0])
+    return parent
+
+
+@transaction.atomic
+def generate_only(*, study: Study) -> Job:
+    """Run only the pool step of a draft study (sample its candidates) and leave it a draft.
+
+    For a utilities CSV, which names candidates by id: generate, upload the CSV, then one press
+    of Prepare (whose pool step finds the pools saved and skips them) runs the rest.
+    """
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.status != Study.Status.DRAFT:
+        raise PreparationError([f"“{study}” is {study.get_status_display().lower()}: "
+                                "Generate only runs on a draft study."])
+    problems = pool_problems(study)
+    if study.generator_id is None:
+        problems.insert(0, "Generate only samples with the study's generator: choose one.")
+    if problems:
+        raise PreparationError(problems)
+    study.move_to(Study.Status.PREPARING)
+    parent = Job.objects.create(study=study, kind=Job.Kind.PREPARE,
+                                params={**_launch_record(study), "only": Job.Kind.GENERATE})
+    step = Job.objects.create(study=study, parent=parent, kind=Job.Kind.GENERATE, params={"step": 0, "steps": 1})
+    tasks.enqueue_step(step)
     return parent
 
 
@@ -150,6 +204,24 @@ def start_simulation(*, study: Study, annotators: int | None = None, luce_temper
     job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params=params)
     tasks.simulate_annotators.delay_on_commit(job.pk)
     return job
+
+
+@transaction.atomic
+def start_pilot(*, study: Study, annotators: int | None = None, luce_temperature: float | None = None) -> Job:
+    """Copy the study as a live pilot (`studies.pilots.create_pilot`) and queue simulated annotators
+    on the copy; returns their job (its `study` is the pilot). Raises PilotError or SimulationError."""
+    pilot = pilots.create_pilot(study)
+    return start_simulation(study=pilot, annotators=annotators, luce_temperature=luce_temperature)
+
+
+def create_pilot(*, study: Study) -> Study:
+    """A live pilot copy of the study (`studies.pilots.create_pilot`); raises PilotError."""
+    return pilots.create_pilot(study)
+
+
+def delete_pilot(*, pilot: Study) -> None:
+    """Delete a pilot copy with its participants and judgments (`studies.pilots.delete_pilot`)."""
+    pilots.delete_pilot(pilot)
 
 
 @transaction.atomic

@@ -21,7 +21,9 @@ own scale. Attention-check texts, which are in no population, get a utility one 
 type's worst, so a noiseless annotator always passes the checks.
 
 The participant flow only admits annotators to a live study, and simulated annotators take
-item quota like real ones: pilot a design on a copy of the study, or before sharing its link.
+item quota like real ones: pilot a design on a pilot copy of the study (`studies.pilots`, the
+study page's "Pilot with simulated annotators", `manage.py simulate_annotators --pilot`), which
+has its own quota and judgments.
 `manage.py simulate_annotators` runs them in its own process; the admin's action queues them for
 a worker (`studies.services.start_simulation` → `studies.tasks.simulate_annotators`).
 """
@@ -117,8 +119,17 @@ class Minds:
                 raise SimulationError(str(exc)) from exc
             return PromptMind(pp.candidate_ids, pp.pop.utilities, pp.pop.weights)
         if self._file is None:
-            self._file = _population_file(self.study, self.population_csv)
-        return _mind_from_file(prompt, self._file)
+            # A pilot copy's shown texts are its original's candidates: the file names those.
+            self._file = _population_file(self.study.pilot_of or self.study, self.population_csv)
+        return _mind_from_file(self._original_prompt(prompt), self._file)
+
+    def _original_prompt(self, prompt: Prompt) -> Prompt:
+        """For a pilot copy, the original's prompt it copies (prompts are copied in id order)."""
+        original = self.study.pilot_of
+        if original is None:
+            return prompt
+        pairs = zip(self.study.prompts.order_by("id"), original.prompts.order_by("id"), strict=False)
+        return next((theirs for ours, theirs in pairs if ours.pk == prompt.pk), prompt)
 
 
 def _population_file(study: Study, data: str) -> StudyUtilities:

@@ -189,8 +189,10 @@ def finish_step(job: Job, result: dict[str, Any]) -> None:
         return
     parent.mark_done({s.kind: s.result for s in steps})
     study = Study.objects.select_for_update().get(pk=parent.study_id)
-    if study.can_move_to(Study.Status.READY) and study.status == Study.Status.PREPARING:
-        study.move_to(Study.Status.READY)
+    # A "Generate only" chain (services.generate_only) leaves the study a draft, its pool saved.
+    after = Study.Status.DRAFT if parent.params.get("only") == Job.Kind.GENERATE else Study.Status.READY
+    if study.status == Study.Status.PREPARING and study.can_move_to(after):
+        study.move_to(after)
 
 
 @transaction.atomic

@@ -10,6 +10,7 @@ from studies import planning_views, researcher_views, views
 app_name = "studies"
 
 urlpatterns: list[URLPattern] = [
+    path("", views.home, name="home"),
     # The annotator's flow (studies/views.py); the entry link is what researchers share.
     path("s/<slug:slug>/", views.join, name="join"),
     path("s/<slug:slug>/resume/<slug:token>/", views.resume, name="resume"),
@@ -32,4 +33,9 @@ def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
         path("<int:study_id>/prepare/", admin_view(researcher_views.prepare_study), name="studies_study_prepare"),
         path("<int:study_id>/jobs/", admin_view(researcher_views.study_jobs), name="studies_study_jobs"),
         path("<int:study_id>/plan/", admin_view(planning_views.study_plan), name="studies_study_plan"),
+        path("<int:study_id>/generate/", admin_view(researcher_views.generate_only), name="studies_study_generate"),
+        path("<int:study_id>/import-candidates/", admin_view(researcher_views.import_candidates),
+             name="studies_study_import_candidates"),
+        path("<int:study_id>/pilot/", admin_view(researcher_views.start_pilot), name="studies_study_pilot"),
+        path("<int:study_id>/delete-pilot/", admin_view(researcher_views.delete_pilot), name="studies_study_delete_pilot"),
     ]

@@ -41,6 +41,7 @@ from studies.annotation import (
     StudyUnavailable,
     TooManyJoins,
 )
+from studies.duration import estimated_duration
 from studies.forms import (
     IDENTIFIER,
     ComprehensionForm,
@@ -163,9 +164,20 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
                 return _unavailable(request, study, "closed")
             return view(request, study, participant)
 
-        return wrapper
+        # Every step page is about this participant's state right now: a browser must never show a
+        # stored copy (Back after a pick would show a task already answered).
+        return never_cache(wrapper)
 
     return decorator
+
+
+# --- The site's front page ------------------------------------------------------------------------
+
+
+@require_GET
+def home(request: HtmxHttpRequest) -> HttpResponse:
+    """What ualign is, for anyone who opens `/` (the admin's "View site" too), and the way in for staff."""
+    return render(request, "home.html", {"is_staff": request.user.is_authenticated and request.user.is_staff})
 
 
 # --- Joining -----------------------------------------------------------------------------------
@@ -180,7 +192,7 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     A browser that already joined goes straight to its current step.
     """
     study = Study.objects.filter(slug=slug).first()
-    if study is None:
+    if study is None or study.is_pilot:  # a pilot copy is for simulated annotators only
         return _link_invalid(request)
     form = JoinForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
@@ -249,7 +261,8 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
-    return render(request, "studies/consent.html", {"study": study, "form": form})
+    context = {"study": study, "form": form, "duration": estimated_duration(study)}
+    return render(request, "studies/consent.html", context)
 
 
 @require_http_methods(["GET", "POST"])

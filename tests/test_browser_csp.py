@@ -88,6 +88,8 @@ def _admin_pages(study: Study) -> list[str]:
         reverse("admin:studies_study_change", args=[study.pk]),
         reverse("admin:studies_study_jobs", args=[study.pk]),
         reverse("admin:studies_study_import_prompts", args=[study.pk]),
+        reverse("admin:studies_study_import_candidates", args=[study.pk]),
+        reverse("studies:home"),
     ]
     return pages
 

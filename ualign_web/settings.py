@@ -237,6 +237,8 @@ UALIGN_TRUSTED_PROXY_HOPS = env_int("UALIGN_TRUSTED_PROXY_HOPS", 0)
 # Prompt imports: at most this many rows and bytes (UALIGN_MAX_UPLOAD_BYTES); files larger than
 # UALIGN_IMPORT_BACKGROUND_BYTES are imported by a worker, with progress, instead of in the request.
 UALIGN_IMPORT_MAX_ROWS = env_int("UALIGN_IMPORT_MAX_ROWS", 100_000)
+# Candidate imports (studies/candidate_import.py): distinct candidates per prompt.
+UALIGN_IMPORT_MAX_CANDIDATES = env_int("UALIGN_IMPORT_MAX_CANDIDATES", 1000)
 UALIGN_IMPORT_BACKGROUND_BYTES = env_int("UALIGN_IMPORT_BACKGROUND_BYTES", 1024 * 1024)
 # The longest cell of an imported CSV (prompt text included), in characters.
 UALIGN_IMPORT_MAX_FIELD_CHARS = env_int("UALIGN_IMPORT_MAX_FIELD_CHARS", 100_000)

@@ -49,6 +49,12 @@
 
   // Failed requests (connection lost, 5xx) are said in the page by htmx-errors.js.
 
+  // Back (or Forward) to a task page kept in the back-forward cache would show a task already
+  // answered: ask the server for the current one instead (the pages are also sent no-store).
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && comparison()) window.location.reload();
+  });
+
   // The completion page: go back to the recruiting site after a countdown the person can stop.
   document.addEventListener("DOMContentLoaded", function () {
     var link = document.querySelector("[data-auto-redirect]");

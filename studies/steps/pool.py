@@ -1,5 +1,9 @@
 """The pool step: sample each prompt's candidates with a generator, merge identical texts, save.
 
+A study without a generator uses candidates imported for every prompt instead
+(`studies.candidate_import`): it samples nothing for its pool (checkpoint and doctor policies
+still generate their own), and the later steps run on the imported pool as on a generated one.
+
 Each (prompt, index) has its own seed (`workers.generation.sample_seed`), so a re-run
 reproduces the texts; one prompt's pool is written in one transaction and a pool already saved
 is never sampled again.
@@ -176,9 +180,15 @@ def generate_pools(study: Study, *, on_progress: OnProgress = no_progress) -> di
             tokens += pool["tokens"]
             seconds += pool["seconds"]
             record.setdefault(target.generator.name, {k: v for k, v in pool.items() if k not in _NOT_RECORDED})
+    imported = 0
+    if study.generator_id is None:  # brought-in candidates are the pool (studies/candidate_import.py)
+        imported = Candidate.objects.filter(prompt__study=study, generator__isnull=True, is_attention_check=False) \
+            .values("prompt").distinct().count()
+        on_progress(total, total, f"Using the imported candidates of {imported} prompts")
     return {
         "pools_generated": generated,
         "pools_skipped": skipped,
+        "pools_imported": imported,
         "tokens": tokens,
         "seconds": round(seconds, 3),
         "tokens_per_second": round(tokens / seconds, 2) if seconds else None,

@@ -9,17 +9,39 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from studies import demo as demo_setup
 from studies.management.commands.ensure_admin import ensure_admin
 from studies.models import Study
+
+
+def check_port_free(addr: str) -> None:
+    """Refuse to start when the web server's address is taken (another ualign, often), before
+    anything starts: otherwise the demo would say it is live and then the server would die."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    host = "0.0.0.0" if host == "0" else host
+    if not port.isdigit():
+        raise CommandError(f"--addr {addr!r}: expected host:port, for example 127.0.0.1:8000")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise CommandError(
+                f"Can't serve on {addr}: {exc.strerror or exc}. Another ualign (or another program) is probably "
+                f"listening there. Stop it, or choose another address, for example:\n"
+                f"    python manage.py serve --demo --addr 127.0.0.1:{int(port) + 1}"
+            ) from None
 
 
 class Command(BaseCommand):
@@ -32,6 +54,7 @@ class Command(BaseCommand):
                             help="set up the demo study, prepare it on the worker and make it live when ready")
 
     def handle(self, *args, addr: str, no_worker: bool, demo: bool = False, **options) -> None:
+        check_port_free(addr)
         if not os.environ.get("SITE_URL"):
             # Links printed here and the simulated annotators' requests (from the worker) go to this server.
             os.environ["SITE_URL"] = settings.SITE_URL = f"http://{addr}"
@@ -72,8 +95,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Results:  {links.results}   (log in to the admin first)")
         self.stdout.write(f"Admin:    {links.admin}   login {username} / {password or '(set with manage.py changepassword)'}")
         self.stdout.write(
-            f"Simulated annotators: select the study in the admin and run “Run simulated annotators”, or\n"
-            f"          python manage.py simulate_annotators {study.slug} -n 10\n"
+            f"Simulated annotators: press “Pilot with simulated annotators” on the study's admin page, or\n"
+            f"          python manage.py simulate_annotators {study.slug} --pilot -n 10\n"
+            f"          (both run them on a pilot copy: the study's own places stay for people)\n"
         )
 
     def _tick_demo(self) -> None:
@@ -84,6 +108,7 @@ class Command(BaseCommand):
         except Exception as exc:  # a locked SQLite file or a racing admin click: try again next tick
             self.stderr.write(f"Demo: {exc}")
             return
+        self._print_progress()
         if message:
             self.stdout.write(message)
         error = demo_setup.failure(self.demo_study)
@@ -93,6 +118,15 @@ class Command(BaseCommand):
         elif self.demo_study.status == "live":
             self.demo_announced = True
             self._announce_demo()
+
+    def _print_progress(self) -> None:
+        """Each new line of the demo's preparation progress (studies/demo.py `progress_lines`)."""
+        assert self.demo_study is not None
+        printed = self.__dict__.setdefault("_printed", set())
+        for line in demo_setup.progress_lines(self.demo_study):
+            if line not in printed:
+                printed.add(line)
+                self.stdout.write(line)
 
     def _start_worker(self) -> subprocess.Popen:
         return subprocess.Popen(

@@ -7,6 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from studies import services
 from studies.models import Study
 from studies.simulated_annotators import (
     SimulationError,
@@ -35,12 +36,21 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="default: the study's seed")
         parser.add_argument("--concurrency", type=int, default=1, help="annotators working at once")
         parser.add_argument("--base-url", default="", help=f"the running app (default SITE_URL, {settings.SITE_URL})")
+        parser.add_argument("--pilot", action="store_true",
+                            help="run them on a new pilot copy of the study (same items, its own quota and "
+                                 "judgments), leaving the study itself untouched")
 
     def handle(self, *args, slug: str, annotators: int | None, population: Path | None, luce_temperature: float | None,
-               seed: int | None, concurrency: int, base_url: str, **options) -> None:
+               seed: int | None, concurrency: int, base_url: str, pilot: bool = False, **options) -> None:
         study = Study.objects.filter(slug=slug).first()
         if study is None:
             raise CommandError(f"no study with slug {slug!r}")
+        if pilot:
+            try:
+                study = services.create_pilot(study=study)
+            except services.PilotError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(f"Pilot copy {study.slug!r} of {slug!r}: {slug!r} itself is untouched.")
         population_csv = None
         if population is not None:
             try:

@@ -1,0 +1,44 @@
+"""How long a study takes a participant, for the consent page (and Prolific's "estimated time").
+
+Estimate = items per participant × seconds per item + a fixed allowance for the consent,
+instructions and completion pages, rounded up to whole minutes. Seconds per item is the median
+time on task (`Judgment.latency_ms`, render to pick) of the study's real participants once it has
+`MIN_JUDGMENTS` of them, and `DEFAULT_SECONDS_PER_ITEM` before that: about what reading two to
+four short responses and picking one takes (the demo's tasks take 20–60 s; set your own number
+of items per participant from a pilot with people if your responses are long).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from studies.models import Judgment, Study
+
+DEFAULT_SECONDS_PER_ITEM = 40.0
+SETUP_SECONDS = 90.0  # consent, instructions (and the comprehension question), completion
+MIN_JUDGMENTS = 20  # real judgments before their median replaces the default
+SAMPLE = 1000  # the most recent judgments the median is taken over
+
+
+@dataclass(frozen=True)
+class Duration:
+    minutes: int
+    items: int
+    seconds_per_item: float
+    measured: bool  # True: the median time on task of this study's judgments; False: the default
+
+
+def estimated_duration(study: Study) -> Duration:
+    latencies: list[int] = [
+        ms for ms in Judgment.objects.filter(
+            assignment__item__study=study, assignment__participant__is_simulated=False, latency_ms__isnull=False
+        ).order_by("-id").values_list("latency_ms", flat=True)[:SAMPLE]
+        if ms is not None
+    ]
+    measured = len(latencies) >= MIN_JUDGMENTS
+    per_item = statistics.median(latencies) / 1000 if measured else DEFAULT_SECONDS_PER_ITEM
+    items = study.items_per_participant
+    minutes = max(1, math.ceil((items * per_item + SETUP_SECONDS) / 60))
+    return Duration(minutes, items, per_item, measured)
