@@ -205,23 +205,16 @@ def import_pairs_csv(study: Study, data: bytes) -> PairsImport:
     except wpairs.PairsCSVError as exc:
         return PairsImport(errors=[str(e) for e in exc.errors])
     errors = []
-    for line, pair in enumerate(pairs, start=2):
+    for n, pair in enumerate(pairs, start=1):
         for name in ("prompt", "chosen", "rejected", "source"):
             problem = text_problem(getattr(pair, name))
             if problem:
-                errors.append(f"row {line - 1}: {name}: {problem}")
+                errors.append(f"pair {n}: {name} {problem}")
     if not pairs:
         errors.append("the file has no pairs")
     if errors:
         return PairsImport(errors=errors[:50])
     return PairsImport(created=store_pairs(study, "csv", pairs))
-
-
-def iter_pair_rows(study: Study) -> Iterator[tuple[str, str, str, float, str]]:
-    """(prompt, chosen, rejected, weight, source) of every stored pair, by set then order."""
-    rows = study.preference_pairs.order_by("pair_set", "id").values_list(
-        "prompt_text", "chosen", "rejected", "weight", "source")
-    yield from rows.iterator(chunk_size=2000)
 
 
 # --------------------------------------------------------------------------------------------
