@@ -21,12 +21,14 @@ from studies.models import (
     Study,
     TokenRewardCache,
 )
+from studies.results import compute_results
 from studies.steps import StepError
 from studies.steps import doctor as doctor_step
 from studies.steps.doctor_spec import parse_doctor_params
 from studies.steps.fit import policy_params_problems
 from studies.tasks import STEP_TASKS
-from tests.factories import make_policy
+from tests.factories import make_participant, make_policy
+from tests.judgments import make_judgment
 from tests.test_tasks import POOL, pipeline_study, tiny_model  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db
@@ -105,6 +107,16 @@ def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its
     # Items like any other policy's: per prompt and k, one against the adversary and each other policy.
     assert ComparisonItem.objects.filter(policy=policy).count() == study.prompts.count() * 2 * 3
     assert ComparisonItem.objects.filter(opponent_policy=policy).exists()
+
+
+    # Judged like any other policy, it gets its f̂(k) on the results page.
+    for n in range(3):
+        participant = make_participant(study=study)
+        for item in ComparisonItem.objects.filter(study=study, needs_judgment=True):
+            make_judgment(item=item, participant=participant, pick=n % item.shown.count())
+    robust = [r for r in compute_results(study).robust if r.policy == "doctor"]
+    assert sorted(r.k for r in robust) == [1, 2]
+    assert all(0 <= r.result.estimate <= 1 and not r.missing_opponents for r in robust)
 
 
 def test_pressing_prepare_again_reuses_the_trained_doctor_and_its_cached_rewards(tiny_model):  # noqa: F811
