@@ -20,6 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from studies import services
@@ -29,6 +30,7 @@ from studies.models import (
     Assignment,
     Candidate,
     ComparisonItem,
+    Doctor,
     GeneratorModel,
     ItemCandidate,
     Job,
@@ -36,11 +38,13 @@ from studies.models import (
     Participant,
     Policy,
     PolicyFit,
+    PreferencePair,
     PreferenceSource,
     Prompt,
     Study,
 )
 from studies.simulated_annotators import SimulationError
+from studies.steps.doctor import import_pairs_csv
 from studies.steps.preference_sources import (
     CSV_HELP,
     csv_problems,
@@ -74,10 +78,29 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+def doctor_summary(policy: Policy) -> str:
+    """A doctor policy's doctors: status, step and loss of each (LLMdoctor training progress)."""
+    if policy.kind != Policy.Kind.DOCTOR or not policy.pk:
+        return ""
+    doctors = list(policy.doctors.order_by("position"))
+    if not doctors:
+        return "Not trained yet: Prepare trains its doctors."
+    return format_html_join(
+        mark_safe("<br>"), "doctor {}: {} · step {}/{} · loss {} · key <code>{}</code>",
+        ((d.position, d.get_status_display(), d.step, d.steps, "–" if d.loss is None else f"{d.loss:.4g}",
+          d.key[:16] or "–") for d in doctors),
+    )  # fmt: skip
+
+
 class PolicyInline(admin.TabularInline):
     model = Policy
     extra = 0
-    fields = ["name", "kind", "params", "generator"]
+    fields = ["name", "kind", "params", "generator", "doctors"]
+    readonly_fields = ["doctors"]
+
+    @admin.display(description="LLMdoctor")
+    def doctors(self, policy: Policy) -> str:
+        return doctor_summary(policy)
 
 
 class PreferenceSourceForm(forms.ModelForm):
@@ -143,6 +166,16 @@ class PreferenceSourceInline(admin.StackedInline):
     fields = ["kind", "weight", "params", "data", "data_file"]
 
 
+class PairsImportForm(forms.Form):
+    file = forms.FileField(help_text="A UTF-8 .csv file with columns prompt, chosen, rejected (optional weight, source).")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.UALIGN_MAX_UPLOAD_BYTES:
+            raise ValidationError(f"The file is larger than {settings.UALIGN_MAX_UPLOAD_BYTES // 2**20} MB.")
+        return upload
+
+
 class PromptImportForm(forms.Form):
     file = forms.FileField(help_text="A .csv file with a 'text' column, or a .jsonl file with one object per line.")
 
@@ -160,13 +193,13 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["status", "invite_token", "participant_links", "created_at", "updated_at", "prompt_tools",
-                       "results_links"]
+                       "results_links", "pair_tools"]
     inlines = [PolicyInline, PreferenceSourceInline]
     actions = ["prepare_selected", "run_simulated_annotators", "download_judgments"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "prompt_tools", "results_links"]}),
+        (None, {"fields": ["title", "slug", "status", "prompt_tools", "results_links", "pair_tools"]}),
         ("Annotators see", {"fields": ["consent_text", "instructions"]}),
         (
             "Design",
@@ -222,6 +255,17 @@ class StudyAdmin(admin.ModelAdmin):
             reverse("admin:studies_study_import_prompts", args=[study.pk]),
         )
 
+    @admin.display(description="LLMdoctor pairs")
+    def pair_tools(self, study: Study) -> str:
+        if not study.pk:
+            return "-"
+        return format_html(
+            '{} preference pairs · <a href="{}">import from CSV</a> · <a href="{}" download>export CSV</a>',
+            study.preference_pairs.count(),
+            reverse("admin:studies_study_import_pairs", args=[study.pk]),
+            reverse("studies:export", args=[study.slug, "pairs"]),
+        )
+
     @admin.display(description="links for annotators")
     def participant_links(self, study: Study) -> str:
         if not study.pk:
@@ -260,6 +304,11 @@ class StudyAdmin(admin.ModelAdmin):
                 "<int:study_id>/import-prompts/",
                 self.admin_site.admin_view(self.import_prompts_view),
                 name="studies_study_import_prompts",
+            ),
+            path(
+                "<int:study_id>/import-pairs/",
+                self.admin_site.admin_view(self.import_pairs_view),
+                name="studies_study_import_pairs",
             ),
             *admin_urlpatterns(self.admin_site.admin_view),
         ]
@@ -323,6 +372,27 @@ class StudyAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/studies/prompt/import.html", context)
 
 
+    def import_pairs_view(self, request: HttpRequest, study_id: int) -> HttpResponse:
+        """Import LLMdoctor preference pairs: every row checked; they replace the study's imported pairs."""
+        study = get_object_or_404(Study, pk=study_id)
+        if not self.has_change_permission(request, study):
+            return HttpResponse(status=403)
+        form = PairsImportForm(request.POST or None, request.FILES or None)
+        report = None
+        if request.method == "POST" and form.is_valid():
+            report = import_pairs_csv(study, form.cleaned_data["file"].read())
+            if report.ok:
+                self.message_user(request, f"Imported {report.created} preference pairs into “{study}”.",
+                                  messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta, "original": study, "study": study, "form": form, "report": report,
+            "title": f"Import preference pairs into “{study}”",
+        }  # fmt: skip
+        return TemplateResponse(request, "admin/studies/study/import_pairs.html", context)
+
+
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
     list_display = ["short_text", "external_id", "study", "created_at"]
@@ -349,10 +419,36 @@ class PreferenceSourceAdmin(admin.ModelAdmin):
     list_filter = ["kind"]
 
 
+class DoctorInline(ReadOnlyInline):
+    model = Doctor
+    fields = ["position", "status", "step", "steps", "loss", "pairs", "resumed_from", "seconds", "key", "path"]
+
+
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "study"]
     list_filter = ["kind", "study"]
+    inlines = [DoctorInline]
+
+
+@admin.register(PreferencePair)
+class PreferencePairAdmin(ReadOnlyAdmin):
+    list_display = ["id", "study", "pair_set", "short_prompt", "short_chosen", "short_rejected", "weight", "source"]
+    list_filter = ["study", "pair_set"]
+    search_fields = ["prompt_text", "chosen", "rejected"]
+    list_select_related = ["study"]
+
+    @admin.display(description="prompt")
+    def short_prompt(self, pair: PreferencePair) -> str:
+        return pair.prompt_text[:60]
+
+    @admin.display(description="chosen")
+    def short_chosen(self, pair: PreferencePair) -> str:
+        return pair.chosen[:80]
+
+    @admin.display(description="rejected")
+    def short_rejected(self, pair: PreferencePair) -> str:
+        return pair.rejected[:80]
 
 
 @admin.register(Candidate)

@@ -10,6 +10,10 @@ The demo is small enough to prepare in a few minutes on 2 CPU cores: 5 prompts, 
 samples of at most 56 tokens from the shipped SmolLM2-135M-Instruct, 5 personas judged by the
 same model, the five pool policies (sample, best-of-N, NLHF, CTRL, multiplayer) and k ∈ {1, 2, 4}.
 `UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
+
+`UALIGN_DEMO_DOCTOR=1` (read when the demo study is created) adds an LLMdoctor policy: Prepare
+then also trains a small doctor on the personas' pairs (TFPO, `DEMO_DOCTOR_PARAMS`) and samples
+its guided candidates, which makes the first `make run` several minutes longer (README).
 """
 
 from __future__ import annotations
@@ -54,6 +58,17 @@ receive. There are no right answers: we measure how well different ways of picki
 people with different tastes."""
 
 
+# A short training on the pool's per-persona pairs: enough for the chain to run end to end on two
+# CPU cores in minutes, not a converged doctor (docs/llmdoctor.md has what training costs).
+DEMO_DOCTOR_PARAMS: dict[str, object] = {
+    "alpha": 1.0,
+    "beta": 0.6,
+    "pairs": {"from": "population"},
+    "rewards": {"max_response_tokens": 56},
+    "tfpo": {"steps": 20, "pairs_per_step": 2, "learning_rate": 1e-3, "checkpoint_every": 5},
+}
+
+
 @dataclass(frozen=True)
 class DemoLinks:
     annotator: str
@@ -64,6 +79,11 @@ class DemoLinks:
 
 def demo_model() -> str:
     return os.environ.get("UALIGN_DEMO_MODEL", DEMO_MODEL)
+
+
+def demo_doctor() -> bool:
+    """Whether the demo study gets an LLMdoctor policy (`UALIGN_DEMO_DOCTOR`, off by default)."""
+    return os.environ.get("UALIGN_DEMO_DOCTOR", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @transaction.atomic
@@ -111,6 +131,8 @@ def ensure_demo_study() -> Study:
         ("multiplayer", Policy.Kind.MULTIPLAYER),
     ]:
         Policy.objects.create(study=study, name=name, kind=kind)
+    if demo_doctor():
+        Policy.objects.create(study=study, name="llmdoctor", kind=Policy.Kind.DOCTOR, params=DEMO_DOCTOR_PARAMS)
     return study
 
 

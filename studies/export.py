@@ -1,6 +1,6 @@
 """CSV export of a study: HEADER + row generators per table, streamed in constant memory.
 
-Tables: judgments, items, candidates, prompts, summary. No HTTP here: the views wrap
+Tables: judgments, items, candidates, prompts, summary, pairs (LLMdoctor's preference pairs). No HTTP here: the views wrap
 `iter_csv` in a StreamingHttpResponse, and `manage.py export_study` writes it to a file.
 
 Constant memory: every table is read with `.values_list(...).iterator(chunk_size=...)` (a
@@ -65,6 +65,9 @@ CANDIDATE_HEADER = (
     "token_count", "is_attention_check", "text_sha256", "text",
 )  # fmt: skip
 PROMPT_HEADER = ("study", "prompt_id", "external_id", "text", "metadata", "created_at")
+# LLMdoctor's preference pairs, in the columns the admin's pairs import reads back
+# (workers.doctor.pairs.CSV_HEADER): no study column, so an export imports into another study as is.
+PAIR_HEADER = ("prompt", "chosen", "rejected", "weight", "source")
 
 
 def safe_text(value: str | None) -> str:
@@ -238,6 +241,15 @@ def iter_candidate_rows(study: Study) -> Iterator[tuple]:
                _flag(is_check), sha, safe_text(text))  # fmt: skip
 
 
+def iter_pair_rows(study: Study) -> Iterator[tuple]:
+    """Every stored preference pair of the study, by pair set, in order (text cells guarded)."""
+    rows = study.preference_pairs.order_by("pair_set", "id").values_list(
+        "prompt_text", "chosen", "rejected", "weight", "source"
+    )
+    for prompt, chosen, rejected, weight, source in rows.iterator(chunk_size=CHUNK_SIZE):
+        yield (safe_text(prompt), safe_text(chosen), safe_text(rejected), float(weight), safe_text(source))
+
+
 def iter_prompt_rows(study: Study) -> Iterator[tuple]:
     rows = (
         Prompt.objects.filter(study=study)
@@ -266,6 +278,7 @@ TABLES = {
     "candidates": "One row per distinct response text, with the text.",
     "prompts": "One row per prompt, with the text and metadata.",
     "summary": "The results table: win rate per policy × k × opponent, and f̂(k).",
+    "pairs": "LLMdoctor's preference pairs (prompt, chosen, rejected, weight, source), importable in the admin.",
 }
 
 
@@ -288,6 +301,8 @@ def header_and_rows(
         return PROMPT_HEADER, iter_prompt_rows(study)
     if table == "summary":
         return summary_header(), iter_summary_rows(study, origin=origin or "real")
+    if table == "pairs":
+        return PAIR_HEADER, iter_pair_rows(study)
     raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
 
 

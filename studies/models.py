@@ -250,7 +250,9 @@ class Policy(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="policies",
-        help_text="For checkpoint and doctor policies: the model that generates their own candidates.",
+        help_text="For checkpoint policies: the model that generates their own candidates. For doctor policies: "
+        "the row their guided candidates are saved under, with its decoding settings and seed; it must name the "
+        "study's generator model (the patient). Leave it blank and Prepare makes one.",
     )
 
     class Meta:
@@ -593,6 +595,7 @@ class Job(models.Model):
         GENERATE = "generate", "Generate candidates"
         POPULATE = "populate", "Build populations"
         FIT = "fit", "Fit policies"
+        TRAIN_DOCTORS = "train_doctors", "Train LLMdoctor doctors"
         BUILD_ITEMS = "build_items", "Build comparison items"
         SIMULATE = "simulate", "Simulated annotators"
         IMPORT_PROMPTS = "import_prompts", "Import prompts"
@@ -660,3 +663,92 @@ class Job(models.Model):
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         self.status, self.error, self.finished_at = self.Status.FAILED, message[:5000], timezone.now()
         self.save(update_fields=["status", "error", "finished_at"])
+
+
+# --------------------------------------------------------------------------------------------
+# LLMdoctor (issue #15): preference pairs, token rewards from the patient, trained doctors.
+# The rules are in studies/steps/doctor.py and workers/doctor/; docs/llmdoctor.md.
+
+
+class PreferencePair(models.Model):
+    """`chosen` preferred to `rejected` as an answer to a prompt: what a doctor is trained on.
+
+    Pairs come in sets per study (`pair_set`): "population:per_type:extremes",
+    "population:per_type:all" and "population:weighted" are built from the study's population on
+    its pool, "judgments:real" / "judgments:all" from its judgments, and "csv" is what a
+    researcher imported. The derived sets are rebuilt when doctors are trained; "csv" only by
+    an import. `source` says where one pair came from ("type:<label>", "weighted", "judgment", …).
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="preference_pairs")
+    pair_set = models.CharField(max_length=64)
+    prompt = models.ForeignKey(
+        Prompt, null=True, blank=True, on_delete=models.CASCADE, related_name="preference_pairs",
+        help_text="The study's prompt with this text, when there is one (an imported pair may have none).",
+    )
+    prompt_text = models.TextField()
+    chosen = models.TextField()
+    rejected = models.TextField()
+    weight = models.FloatField(default=1.0)
+    source = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["study", "pair_set"], name="pair_study_set")]
+        constraints = [
+            models.CheckConstraint(condition=Q(weight__gt=0), name="pair_weight_positive"),
+            models.CheckConstraint(condition=~Q(chosen=F("rejected")), name="pair_not_a_tie"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chosen[:30]} ≻ {self.rejected[:30]}"
+
+
+class TokenRewardCache(models.Model):
+    """A candidate's token rewards under the frozen patient (`workers.doctor.rewards.TokenRewards`),
+    keyed by `reward_cache_key` (text, prompt, patient, both system prompts, τ, θ, the token cut)."""
+
+    key = models.CharField(max_length=64, unique=True)
+    rewards = models.JSONField(help_text="TokenRewards.to_json(): token ids, both log-probabilities, Δ, S and |r|.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key[:16]
+
+
+class Doctor(models.Model):
+    """One doctor of a doctor policy (its `position` in the policy's doctors), and its training.
+
+    `key` is `workers.doctor.tfpo.doctor_key` (pairs, patient, hyper-parameters): a doctor with
+    the same key is trained once and found again, in this table and on disk under `path`.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Not trained yet"
+        TRAINING = "training", "Training"
+        DONE = "done", "Trained"
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="doctors")
+    position = models.PositiveSmallIntegerField(default=0)
+    spec = models.JSONField(default=dict, blank=True, help_text="The doctor's training params when it was trained.")
+    key = models.CharField(max_length=64, blank=True)
+    path = models.CharField(max_length=1000, blank=True, help_text="The trained doctor's folder.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    pairs = models.PositiveIntegerField(default=0)
+    step = models.PositiveIntegerField(default=0)
+    steps = models.PositiveIntegerField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    history = models.JSONField(default=list, blank=True, help_text="(step, loss, subtb, hinge) of every step.")
+    resumed_from = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The checkpoint's step a crashed training resumed from."
+    )
+    seconds = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["policy_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["policy", "position"], name="doctor_position_unique")]
+
+    def __str__(self) -> str:
+        return f"doctor {self.position} of {self.policy} ({self.key[:12] or 'untrained'})"

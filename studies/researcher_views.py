@@ -46,8 +46,8 @@ POLL_SECONDS = 5
 VIEW_STUDY = "studies.view_study"
 CHANGE_STUDY = "studies.change_study"
 VIEW_JUDGMENT = "studies.view_judgment"
-# Export tables that hold judgments (or numbers computed from them).
-JUDGMENT_TABLES = ("judgments", "summary")
+# Export tables that hold judgments (or numbers computed from them; pairs may come from judgments).
+JUDGMENT_TABLES = ("judgments", "summary", "pairs")
 
 
 def study_for(request: HttpRequest, *perms: str, pk: int | None = None, slug: str | None = None) -> Study:

@@ -5,7 +5,7 @@ each step for the rules of its own inputs (`studies.steps.fit.policy_params_prob
 `studies.steps.preference_sources.source_problems`) and adds the rules across them.
 
 `prepare_study` is what the admin's Prepare button calls. It checks the configuration,
-moves the study to preparing, creates a parent job and its four step jobs, and enqueues
+moves the study to preparing, creates a parent job and its step jobs (`pipeline`), and enqueues
 the first step after the transaction commits. The tasks (`studies.tasks`) hand the chain on
 (`finish_step` / `fail_step`), moving the study to ready or back to draft.
 `start_simulation` queues simulated annotators for a worker; `start_pilot` does it on a fresh
@@ -27,12 +27,36 @@ from studies.pilots import (
     PilotError as PilotError,  # re-exported for views and commands
 )
 from studies.simulated_annotators import SimulationError, annotators_to_fill
+from studies.steps.doctor import (
+    doctor_policy_problems,
+    ensure_doctor_generators,
+    needs_pool_population,
+)
 from studies.steps.fit import policy_params_problems
 from studies.steps.pool import decoding_params, generation_targets
 from studies.steps.preference_sources import source_problems
 from workers.generation import generation_metadata
 
 PIPELINE = [Job.Kind.GENERATE, Job.Kind.POPULATE, Job.Kind.FIT, Job.Kind.BUILD_ITEMS]
+
+
+def pipeline(study: Study) -> list[tuple[str, dict[str, Any]]]:
+    """The chain's steps (kind, params) for this study.
+
+    With doctor policies, the doctors learn from pairs on the pool's population and guide
+    sampling of their own candidates, which then need their population too:
+    generate (pool) → [populate] → train doctors → generate (doctors) → populate → fit → items.
+    The first populate is left out when no doctor learns from the population. Every step skips
+    what is saved (pools, trained doctors), so pressing Prepare again redoes only what is missing.
+    """
+    if not study.policies.filter(kind=Policy.Kind.DOCTOR).exists():
+        return [(kind, {}) for kind in PIPELINE]
+    steps: list[tuple[str, dict[str, Any]]] = [(Job.Kind.GENERATE, {"doctors": False})]
+    if needs_pool_population(study):
+        steps.append((Job.Kind.POPULATE, {}))
+    steps += [(Job.Kind.TRAIN_DOCTORS, {}), (Job.Kind.GENERATE, {"doctors": True}), (Job.Kind.POPULATE, {}),
+              (Job.Kind.FIT, {}), (Job.Kind.BUILD_ITEMS, {})]
+    return steps
 
 
 class PreparationError(Exception):
@@ -68,14 +92,15 @@ def _own_generator_problems(study: Study, policies: list[Policy]) -> list[str]:
     problems = []
     own: dict[int, Policy] = {}
     for policy in policies:
+        if policy.kind == Policy.Kind.DOCTOR:
+            if study.generator_id is None:
+                problems.append(f"Doctor policy “{policy.name}” guides the study's generator (its patient): choose one.")
+            problems += doctor_policy_problems(study, policy)
         if policy.kind in (Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR):
             if policy.generator_id is None:
-                problems.append(f"Policy “{policy.name}” ({policy.get_kind_display()}) needs its own generator.")
+                if policy.kind == Policy.Kind.CHECKPOINT:
+                    problems.append(f"Policy “{policy.name}” ({policy.get_kind_display()}) needs its own generator.")
                 continue
-            if policy.kind == Policy.Kind.DOCTOR and study.generator_id is None:
-                problems.append(f"Doctor policy “{policy.name}” guides the study's generator: choose one.")
-            if policy.kind == Policy.Kind.DOCTOR and policy.generator_id == study.generator_id:
-                problems.append(f"Doctor policy “{policy.name}” needs a doctor model other than the study's generator.")
             other = own.setdefault(policy.generator_id, policy)
             if other is not policy and Policy.Kind.DOCTOR in (policy.kind, other.kind):
                 problems.append(f"Policies “{other.name}” and “{policy.name}” can't share the generator “{policy.generator}”.")
@@ -125,10 +150,12 @@ def prepare_study(*, study: Study) -> Job:
     if problems:
         raise PreparationError(problems)
     study.move_to(Study.Status.PREPARING)
+    ensure_doctor_generators(study)
     parent = Job.objects.create(study=study, kind=Job.Kind.PREPARE, params=_launch_record(study))
+    chain = pipeline(study)
     steps = [
-        Job.objects.create(study=study, parent=parent, kind=kind, params={"step": i, "steps": len(PIPELINE)})
-        for i, kind in enumerate(PIPELINE)
+        Job.objects.create(study=study, parent=parent, kind=kind, params={**params, "step": i, "steps": len(chain)})
+        for i, (kind, params) in enumerate(chain)
     ]
     tasks.enqueue_step(steps[0])
     return parent
@@ -170,13 +197,10 @@ def _launch_record(study: Study) -> dict[str, Any]:
         "generators": [
             {
                 "name": t.generator.name,
-                "guided": t.guide_beta is not None,
-                **generation_metadata(
-                    (t.patient or t.generator).model_ref,
-                    **decoding_params(t.patient or t.generator) | {"seed": t.generator.seed},
-                ),
-                "revision": (t.patient or t.generator).revision,
-                "gguf_file": (t.patient or t.generator).gguf_file,
+                "guided": t.doctor_policy is not None,
+                **generation_metadata(t.sampler.model_ref, **decoding_params(t.generator)),
+                "revision": t.sampler.revision,
+                "gguf_file": t.sampler.gguf_file,
             }
             for t in generation_targets(study)
         ],

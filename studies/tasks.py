@@ -9,6 +9,11 @@ The "Prepare" chain (`studies.services.prepare_study`) is four step jobs under o
 
     generate_candidates (gpu)  →  build_populations (gpu)  →  fit_policies  →  build_items
 
+and, in a study with LLMdoctor policies (`studies.services.pipeline`), seven:
+
+    generate_candidates (the pool) → build_populations → train_doctors (gpu) →
+    generate_candidates (the doctor policies' guided candidates) → build_populations → fit → items
+
 Each step, when done, enqueues the next on commit (`finish_step`); the last moves the study to
 ready. A failure marks the step and the chain failed and returns the study to draft
 (`fail_step`); pressing Prepare again continues from what is saved. The hand-offs live here,
@@ -40,7 +45,7 @@ from django.utils import timezone
 
 from studies import importing, simulated_annotators
 from studies.models import Job, Study
-from studies.steps import OnProgress, StepError, fit, items, pool, population
+from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 
 logger = logging.getLogger(__name__)
 
@@ -138,8 +143,18 @@ def reporter(job: Job) -> OnProgress:
 
 @shared_task(bind=True, acks_late=True)
 def generate_candidates(self: Task, job_id: int) -> None:
-    """Sample every prompt's pool (and checkpoint/doctor candidates); one prompt per transaction."""
-    run_step(self, job_id, lambda job: pool.generate_pools(study_of(job), on_progress=reporter(job)))
+    """Sample every prompt's pool (and checkpoint/doctor candidates); one prompt per transaction.
+
+    A job with params {"doctors": false} leaves the doctor policies' candidates for a later step.
+    """
+    run_step(self, job_id, lambda job: pool.generate_pools(
+        study_of(job), doctors=bool(job.params.get("doctors", True)), on_progress=reporter(job)))
+
+
+@shared_task(bind=True, acks_late=True)
+def train_doctors(self: Task, job_id: int) -> None:
+    """Build the doctors' preference pairs, token rewards and TFPO training (resuming from checkpoints)."""
+    run_step(self, job_id, lambda job: doctor.train_doctors(study_of(job), on_progress=reporter(job)))
 
 
 @shared_task(bind=True, acks_late=True)
@@ -163,6 +178,7 @@ def build_items(self: Task, job_id: int) -> None:
 STEP_TASKS: dict[str, Task] = {
     Job.Kind.GENERATE: generate_candidates,
     Job.Kind.POPULATE: build_populations,
+    Job.Kind.TRAIN_DOCTORS: train_doctors,
     Job.Kind.FIT: fit_policies,
     Job.Kind.BUILD_ITEMS: build_items,
 }

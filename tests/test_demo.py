@@ -136,3 +136,16 @@ def test_serve_demo_runs_the_whole_demo_on_sqlite_and_ctrl_c_stops_everything(tm
                 os.killpg(serve.pid, signal.SIGKILL)
     assert "Stopping" in "".join(lines)
     assert not alive, "the web server or the worker outlived Ctrl-C"
+
+
+@pytest.mark.django_db
+def test_the_demo_adds_an_llmdoctor_policy_only_when_asked(monkeypatch):
+    from studies.services import preparation_problems
+
+    assert not demo.ensure_demo_study().policies.filter(kind=Policy.Kind.DOCTOR).exists()
+    Study.objects.all().delete()
+    monkeypatch.setenv("UALIGN_DEMO_DOCTOR", "1")
+    study = demo.ensure_demo_study()
+    doctor = study.policies.get(kind=Policy.Kind.DOCTOR)
+    assert doctor.params == demo.DEMO_DOCTOR_PARAMS
+    assert preparation_problems(study) == []

@@ -325,21 +325,3 @@ def test_model_backed_sources_give_one_type_per_persona_or_reward_model(tiny_mod
     assert matrix.type_labels[0].startswith("persona_judge")
     assert _step(parent, "populate").status == Job.Status.DONE
 
-
-def test_a_doctor_policy_gets_its_own_guided_candidates(tiny_models):
-    study = pipeline_study(tiny_models["judge"], n_prompts=1)
-    doctor = make_generator(model_ref=str(tiny_models["doctor"]), seed=5)
-    make_policy(study=study, name="doctor", kind="doctor", generator=doctor, params={"beta": 0.7})
-    parent = services.prepare_study(study=study)
-    for kind, task in [("generate", generate_candidates), ("populate", build_populations), ("fit", fit_policies)]:
-        task(_step(parent, kind).pk)
-
-    guided = Candidate.objects.filter(generator=doctor)
-    assert sum(guided.values_list("multiplicity", flat=True)) == POOL
-    meta = guided.first().metadata
-    assert meta["model"]["ref"] == str(tiny_models["judge"])  # the patient samples…
-    assert meta["guides"][0]["ref"] == str(tiny_models["doctor"])  # …guided by the doctor
-    assert meta["guides"][0]["beta"] == 0.7
-    fit = PolicyFit.objects.get(policy__name="doctor", k=1)
-    by_id = dict(zip(fit.candidate_ids, fit.probabilities, strict=True))
-    assert sum(by_id[c.pk] for c in guided) == pytest.approx(1)

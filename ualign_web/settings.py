@@ -292,6 +292,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "inte
 CELERY_TASK_ROUTES = {
     "studies.tasks.generate_*": {"queue": "gpu"},
     "studies.tasks.build_populations": {"queue": "gpu"},
+    "studies.tasks.train_doctors": {"queue": "gpu"},
 }
 # Periodic tasks for `celery beat` (serve-prod runs it); none yet.
 CELERY_BEAT_SCHEDULE: dict = {}
@@ -305,6 +306,8 @@ UALIGN_JOB_MAX_ATTEMPTS = env_int("UALIGN_JOB_MAX_ATTEMPTS", 3)
 UALIGN_JOB_STALE_SECONDS = env_int("UALIGN_JOB_STALE_SECONDS", 60)
 # Model weights converted for fast loading (see workers/generation.py).
 UALIGN_MODEL_CACHE = env_str("UALIGN_MODEL_CACHE", str(VAR_DIR / "models"))
+# LLMdoctor's trained doctors and their training checkpoints, one folder per doctor key (issue #15).
+UALIGN_DOCTOR_DIR = env_str("UALIGN_DOCTOR_DIR", str(VAR_DIR / "doctors"))
 
 LOGGING = {
     "version": 1,

@@ -2,6 +2,8 @@
 
     pool        prompt → merged Candidates of one generator            (workers.generation)
     population  prompt's candidates → PopulationMatrix U (T × N)        (workers.populations)
+    doctor      pool population / judgments / CSV → pairs → token rewards → trained doctors
+                (LLMdoctor policies only; then pool again for their guided candidates)  (workers.doctor)
     fit         population → one PolicyFit per (policy, k)             (workers.policies)
     items       fits → ComparisonItems with provenance counts, attention checks (workers.policies.credit)
 

@@ -20,7 +20,8 @@ from django.db import transaction
 import workers.policies as wp
 from studies.models import Policy, PolicyFit, Prompt, Study
 from studies.steps import OnProgress, StepError, no_progress
-from studies.steps.pool import DOCTOR_BETA
+from studies.steps.doctor_spec import PARAMS_HELP as DOCTOR_PARAMS
+from studies.steps.doctor_spec import parse_doctor_params
 from studies.steps.population import PromptPopulation, load_population
 from workers.policies.ctrl import CTRL_TARGET_KL, fit_ctrl
 
@@ -31,7 +32,7 @@ POLICY_PARAMS: dict[str, dict[str, str]] = {
     Policy.Kind.MULTIPLAYER: {"beta": "a number ≥ 0 (default 0: the exact equilibrium)"},
     Policy.Kind.CTRL: {"target_kl": f"a number > 0 (default {CTRL_TARGET_KL})", "t": "a number > 0 (default: tuned for N = k)"},
     Policy.Kind.CHECKPOINT: {},
-    Policy.Kind.DOCTOR: {"beta": f"a number > 0 (default {DOCTOR_BETA})"},
+    Policy.Kind.DOCTOR: DOCTOR_PARAMS,
 }
 
 
@@ -41,6 +42,8 @@ def policy_params_problems(policy: Policy) -> list[str]:
     if allowed is None:
         return [f"Policy “{policy.name}”: unknown kind {policy.kind!r}."]
     params = policy.params or {}
+    if policy.kind == Policy.Kind.DOCTOR:
+        return [f"Policy “{policy.name}”: {p}" for p in parse_doctor_params(params)[1]]
     problems = []
     for key, value in params.items():
         if key not in allowed:
@@ -48,7 +51,7 @@ def policy_params_problems(policy: Policy) -> list[str]:
             problems.append(f"Policy “{policy.name}”: unknown param {key!r}; {policy.kind} takes {known}.")
             continue
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        strict = key in ("target_kl", "t") or (key == "beta" and policy.kind == Policy.Kind.DOCTOR)
+        strict = key in ("target_kl", "t")
         if key == "n":
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
         else:

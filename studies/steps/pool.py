@@ -3,6 +3,9 @@
 A study without a generator uses candidates imported for every prompt instead
 (`studies.candidate_import`): it samples nothing for its pool (checkpoint and doctor policies
 still generate their own), and the later steps run on the imported pool as on a generated one.
+A doctor policy's candidates are sampled by the study's generator (the patient) guided by the
+policy's trained doctors (`workers.doctor.guided`'s formula, on `workers.generation.sample_pool`),
+and saved under the policy's own generator row.
 
 Each (prompt, index) has its own seed (`workers.generation.sample_seed`), so a re-run
 reproduces the texts; one prompt's pool is written in one transaction and a pool already saved
@@ -19,40 +22,45 @@ from typing import Any
 from django.db import transaction
 
 from studies.models import Candidate, GeneratorModel, Policy, Prompt, Study
-from studies.steps import OnProgress, no_progress
+from studies.steps import OnProgress, StepError, no_progress
+from studies.steps.doctor_spec import doctor_guides
 from workers import generation
-
-# LLMdoctor decoding weight of the doctor's log-probabilities (theory.md §6.3: β ≈ 0.5–0.8).
-DOCTOR_BETA = 0.6
 
 
 @dataclass(frozen=True)
 class GenerationTarget:
-    """Candidates to sample for each prompt: `generator`'s rows, sampled by `patient` guided by
-    `generator` when `guide_beta` is set (an LLMdoctor policy), else by `generator` itself."""
+    """Candidates to sample for each prompt, saved under `generator` with its decoding and seed.
+
+    `model` is the model that samples when it is not `generator` itself: for an LLMdoctor policy
+    the study's generator (the patient), guided by the policy's trained doctors
+    (`studies.steps.doctor_spec.doctor_guides`).
+    """
 
     generator: GeneratorModel
-    patient: GeneratorModel | None = None
-    guide_beta: float | None = None
+    model: GeneratorModel | None = None
+    doctor_policy: Policy | None = None
     policy_name: str = ""
 
     @property
     def sampler(self) -> GeneratorModel:
         """The model whose decoding draws the samples."""
-        return self.patient or self.generator
+        return self.model or self.generator
 
 
 def generation_targets(study: Study) -> list[GenerationTarget]:
-    """What a study needs generated: its pool, then each checkpoint's and doctor's own candidates."""
+    """What a study needs generated: its pool, then each checkpoint's and doctor's own candidates.
+
+    A doctor policy without a generator row yet (Prepare makes one) has no target.
+    """
     targets = [GenerationTarget(study.generator)] if study.generator is not None else []
     seen = {study.generator_id}
-    for policy in study.policies.filter(kind__in=[Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR]).select_related("generator"):
+    policies = study.policies.filter(kind__in=[Policy.Kind.CHECKPOINT, Policy.Kind.DOCTOR]).select_related("generator")
+    for policy in policies.order_by("id"):
         if policy.generator is None or policy.generator_id in seen:
             continue
         seen.add(policy.generator_id)
         if policy.kind == Policy.Kind.DOCTOR:
-            beta = float((policy.params or {}).get("beta", DOCTOR_BETA))
-            targets.append(GenerationTarget(policy.generator, study.generator, beta, policy.name))
+            targets.append(GenerationTarget(policy.generator, study.generator, policy, policy.name))
         else:
             targets.append(GenerationTarget(policy.generator, policy_name=policy.name))
     return targets
@@ -67,28 +75,60 @@ def decoding_params(generator: GeneratorModel) -> dict[str, Any]:
     return params
 
 
-def _load(generator: GeneratorModel) -> generation.ModelHandle:
+def load_generator(generator: GeneratorModel) -> generation.ModelHandle:
+    """The generator row's model, loaded once per process (`workers.generation.load_model`)."""
     return generation.load_model(
         generator.model_ref, revision=generator.revision or None, gguf_file=generator.gguf_file or None
     )
 
 
-def generate_prompt_pool(prompt: Prompt, target: GenerationTarget, *, n: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Guidance:
+    """A doctor policy's decoding weights: α for the patient, (trained doctor folder, β) per doctor."""
+
+    alpha: float
+    guides: tuple[tuple[str, float], ...]
+
+    def matches(self, metadata: dict[str, Any]) -> bool:
+        """Whether candidates with this generation record were sampled with these doctors and weights."""
+        recorded = [(g.get("ref"), g.get("beta")) for g in metadata.get("guides", [])]
+        return metadata.get("alpha") == self.alpha and recorded == [(p, float(b)) for p, b in self.guides]
+
+
+def _check_saved_pool(prompt: Prompt, target: GenerationTarget, guidance: Guidance | None) -> bool:
+    """True when the target's candidates of `prompt` are saved; a doctor policy's must come from
+    its current doctors and weights (they are never sampled again, so a change must be seen)."""
+    saved = Candidate.objects.filter(prompt=prompt, generator=target.generator).order_by("sample_index").first()
+    if saved is None:
+        return False
+    if guidance is not None and not guidance.matches(saved.metadata):
+        raise StepError(
+            f"policy {target.policy_name}: its candidates for prompt {prompt.pk} were sampled with other doctors "
+            "or weights; add a new doctor policy to sample with the new ones"
+        )
+    return True
+
+
+def generate_prompt_pool(prompt: Prompt, target: GenerationTarget, *, n: int,
+                         guidance: Guidance | None = None) -> dict[str, Any]:
     """Sample, merge and save one prompt's pool for one target; returns the pool's record.
 
     Skips the sampling entirely when the pool is already saved (a re-run after a crash).
+    `guidance` is a doctor policy's (`doctor_spec.doctor_guides`); the doctors are loaded by
+    folder and must share the patient's tokenizer (they are trained on it).
     """
-    if Candidate.objects.filter(prompt=prompt, generator=target.generator).exists():
+    if _check_saved_pool(prompt, target, guidance):
         return {"skipped": True, "tokens": 0, "seconds": 0.0}
-    params = {**decoding_params(target.sampler), "seed": target.generator.seed}
-    handle = _load(target.sampler)
-    guides = ((_load(target.generator), target.guide_beta),) if target.guide_beta is not None else ()
+    params = decoding_params(target.generator)
+    handle = load_generator(target.sampler)
+    guides = tuple((generation.load_model(path), beta) for path, beta in guidance.guides) if guidance else ()
+    alpha = guidance.alpha if guidance else 1.0
     started = time.perf_counter()
-    samples = generation.sample_pool(handle, prompt.text, n=n, guides=guides, **params)
+    samples = generation.sample_pool(handle, prompt.text, n=n, guides=guides, alpha=alpha, **params)
     seconds = time.perf_counter() - started
     merged = generation.merge_identical(samples)
     record = {
-        **generation.generation_metadata(handle, guides=guides, **params),
+        **generation.generation_metadata(handle, guides=guides, alpha=alpha, **params),
         "pool_size": n,
         "policy": target.policy_name,
         "tokens": sum(s.token_count for s in samples),
@@ -158,20 +198,29 @@ def save_prompt_pool(prompt: Prompt, generator: GeneratorModel, merged: Sequence
 _NOT_RECORDED = ("tokens", "seconds", "distinct", "skipped")
 
 
-def generate_pools(study: Study, *, on_progress: OnProgress = no_progress) -> dict[str, Any]:
+def generate_pools(study: Study, *, doctors: bool = True, on_progress: OnProgress = no_progress) -> dict[str, Any]:
     """Sample every prompt's pool (and checkpoint/doctor candidates); one prompt per transaction.
+
+    With `doctors` False the doctor policies' candidates are left for later: the Prepare chain of
+    a study with doctor policies generates the pool, builds its population, trains the doctors
+    (`studies.steps.doctor`) and then calls this again for the guided candidates.
 
     Returns the step's record: pools generated and skipped, tokens, throughput, and per
     generator what the run depends on (`workers.generation.generation_metadata`).
     """
-    targets = generation_targets(study)
+    targets = [t for t in generation_targets(study) if doctors or t.doctor_policy is None]
+    guidance = {}
+    for target in targets:
+        if target.doctor_policy is not None:
+            alpha, guides = doctor_guides(target.doctor_policy)
+            guidance[target.generator.pk] = Guidance(alpha, tuple(guides))
     prompts = list(study.prompts.order_by("id"))
     total, done, generated, skipped, tokens, seconds = len(targets) * len(prompts), 0, 0, 0, 0, 0.0
     record: dict[str, dict[str, Any]] = {}
     for target in targets:
         for i, prompt in enumerate(prompts):
             on_progress(done, total, f"Generating with {target.generator.name}: prompt {i + 1} of {len(prompts)}")
-            pool = generate_prompt_pool(prompt, target, n=study.pool_size)
+            pool = generate_prompt_pool(prompt, target, n=study.pool_size, guidance=guidance.get(target.generator.pk))
             done += 1
             if pool["skipped"]:
                 skipped += 1

@@ -34,7 +34,8 @@ __all__ = [
 
 def _log_normalise(x: np.ndarray) -> np.ndarray:
     top = x.max(axis=-1, keepdims=True)
-    return x - (top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))
+    out: np.ndarray = x - (top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))
+    return out
 
 
 def _check_weights(alpha: float, betas: Sequence[float]) -> None:

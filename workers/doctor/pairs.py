@@ -30,7 +30,7 @@ import dataclasses
 import io
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -106,7 +106,19 @@ class JudgmentRecord:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_population(texts, utilities, weights, reference):
+class _CheckedPopulation(NamedTuple):
+    texts: list[str]
+    utilities: np.ndarray
+    weights: np.ndarray
+    reference: np.ndarray
+
+
+def _check_population(
+    texts: Sequence[str],
+    utilities: np.ndarray,
+    weights: Sequence[float] | np.ndarray | None,
+    reference: Sequence[float] | np.ndarray | None,
+) -> _CheckedPopulation:
     texts = list(texts)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError("texts: expected a non-empty sequence of strings")
@@ -143,10 +155,17 @@ def _check_population(texts, utilities, weights, reference):
                 f"reference: expected {len(texts)} non-negative finite numbers with a positive sum"
             )
         mu = mu / mu.sum()
-    return texts, u, w, mu
+    return _CheckedPopulation(texts, u, w, mu)
 
 
-def _split(prompt, texts, winners, losers, weight, source) -> list[PreferencePair]:
+def _split(
+    prompt: str,
+    texts: Sequence[str],
+    winners: Iterable[int],
+    losers: Iterable[int],
+    weight: float,
+    source: str,
+) -> list[PreferencePair]:
     """Every (winner, loser) combination, sharing ``weight`` equally; equal texts make no pair."""
     combos = [
         (i, j) for i in winners for j in losers if texts[i].strip() != texts[j].strip()
@@ -162,7 +181,8 @@ def mid_quantiles(utilities: np.ndarray, reference: np.ndarray) -> np.ndarray:
     u = np.asarray(utilities, dtype=np.float64)
     below = (u[:, None, :] < u[:, :, None]) @ reference
     tied = (u[:, None, :] == u[:, :, None]) @ reference
-    return below + 0.5 * tied
+    out: np.ndarray = below + 0.5 * tied
+    return out
 
 
 def pairs_from_population(
@@ -307,7 +327,8 @@ def write_pairs_csv(
     Text cells that start with ``= + - @``, a tab, a CR or a quote get one quote prepended
     (as in the study exports); :func:`read_pairs_csv` strips it again, so a round trip is exact.
     """
-    target = io.StringIO() if out is None else out
+    buffer = io.StringIO()
+    target: io.TextIOBase = buffer if out is None else out
     writer = csv.writer(target, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for pair in pairs:
@@ -320,7 +341,7 @@ def write_pairs_csv(
                 _safe(pair.source),
             ]
         )
-    return target.getvalue() if out is None else None
+    return buffer.getvalue() if out is None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,7 +410,14 @@ def _row(
         return None, str(exc)
 
 
-def _read_rows(reader, names, errors, max_rows, max_field_chars, max_errors):
+def _read_rows(
+    reader: Any,
+    names: list[str],
+    errors: list[PairsRowError],
+    max_rows: int,
+    max_field_chars: int,
+    max_errors: int,
+) -> list[PreferencePair]:
     """The pairs of the data rows; problems go to ``errors`` (reading stops at ``max_errors``)."""
     pairs: list[PreferencePair] = []
 
@@ -419,8 +447,8 @@ def _read_rows(reader, names, errors, max_rows, max_field_chars, max_errors):
                 fail(line, f"expected {len(names)} cells, got {len(cells)}")
                 continue
             pair, problem = _row(dict(zip(names, cells, strict=True)), max_field_chars)
-            if problem:
-                fail(line, problem)
+            if pair is None:
+                fail(line, problem or "invalid row")
             else:
                 pairs.append(pair)
     except _TooMany:

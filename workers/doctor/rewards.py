@@ -284,8 +284,8 @@ def response_logprobs(
     return out
 
 
-def _torch():
-    import torch
+def _torch() -> Any:
+    import torch  # in-function import: keeps torch out of the web process
 
     return torch
 

@@ -302,8 +302,14 @@ def prepare_examples(
 
 
 def subtrajectory_balance_loss(
-    token_logp, rewards, reference, values, response_mask, *, reward_scale: float = 1.0
-):
+    token_logp: Any,
+    rewards: Any,
+    reference: Any,
+    values: Any,
+    response_mask: Any,
+    *,
+    reward_scale: float = 1.0,
+) -> Any:
     """Per-sequence SubTB loss over all prefix pairs m < n (module docstring), shape (B,).
 
     All inputs are (B, L) tensors aligned on positions of a left-padded batch: ``token_logp``
@@ -332,19 +338,19 @@ def subtrajectory_balance_loss(
     return (k * spread / (k * (k - 1) / 2)).to(values.dtype)
 
 
-def value_hinge_loss(value_chosen, value_rejected, *, gamma: float):
+def value_hinge_loss(value_chosen: Any, value_rejected: Any, *, gamma: float) -> Any:
     """``max(0, γ − (V(x, y_w) − V(x, y_l)))`` per pair."""
     torch = _torch()
     return torch.clamp(gamma - (value_chosen - value_rejected), min=0.0)
 
 
-def _torch():
-    import torch
+def _torch() -> Any:
+    import torch  # in-function import: keeps torch out of the web process
 
     return torch
 
 
-def _place(batch_rows: list[np.ndarray], width: int, device: str):
+def _place(batch_rows: list[np.ndarray], width: int, device: str) -> Any:
     """Right-align 1-D arrays into a (B, width) float32 tensor of zeros."""
     torch = _torch()
     out = torch.zeros((len(batch_rows), width), dtype=torch.float32)
@@ -362,7 +368,7 @@ def _batch_loss(
     config: TFPOConfig,
     pad_id: int,
     device: str,
-):
+) -> tuple[Any, Any, Any]:
     """Total loss of one step and its SubTB and hinge parts (tensors)."""
     torch = _torch()
     rows, rewards, reference, lengths = [], [], [], []
@@ -420,7 +426,13 @@ def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
 
 
 def _save_checkpoint(
-    run_dir: Path, net: Any, optimizer: Any, step: int, key: str, history, keep: int
+    run_dir: Path,
+    net: Any,
+    optimizer: Any,
+    step: int,
+    key: str,
+    history: Sequence[StepLoss],
+    keep: int,
 ) -> None:
     import torch
     from safetensors.torch import save_file
@@ -504,7 +516,7 @@ def _pad_id(handle: ModelHandle) -> int:
     return 0
 
 
-def _optimizer(net: Any, config: TFPOConfig):
+def _optimizer(net: Any, config: TFPOConfig) -> Any:
     torch = _torch()
     lm_params = [p for p in net.lm.parameters() if p.requires_grad]
     groups = [

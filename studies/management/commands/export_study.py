@@ -13,7 +13,7 @@ from studies.results import ORIGINS
 
 
 class Command(BaseCommand):
-    help = "Export a study's judgments, items, candidates, prompts or summary as CSV (streamed)."
+    help = "Export a study's judgments, items, candidates, prompts, summary or preference pairs as CSV (streamed)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("slug", help="The study's slug.")

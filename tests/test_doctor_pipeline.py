@@ -1,0 +1,278 @@
+"""LLMdoctor in a study (issue #15 phase 2): pairs, token rewards, training and guided candidates
+through the Prepare chain's steps, called directly with ids, on a tiny random patient."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from studies import services
+from studies.models import (
+    Candidate,
+    ComparisonItem,
+    Doctor,
+    Job,
+    Policy,
+    PolicyFit,
+    PreferencePair,
+    Study,
+    TokenRewardCache,
+)
+from studies.results import compute_results
+from studies.steps import StepError
+from studies.steps import doctor as doctor_step
+from studies.steps.doctor_spec import parse_doctor_params
+from studies.steps.fit import policy_params_problems
+from studies.tasks import STEP_TASKS
+from tests.factories import make_participant, make_policy
+from tests.judgments import make_judgment
+from tests.test_tasks import POOL, pipeline_study, tiny_model  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db
+
+# A handful of steps: enough to write checkpoints and move the adapters, quick on a tiny model.
+TFPO = {"steps": 4, "pairs_per_step": 2, "checkpoint_every": 2, "learning_rate": 1e-3, "lora_rank": 2}
+REWARDS = {"max_response_tokens": 8, "positive_system": "Answer well.", "negative_system": "Answer badly."}
+
+
+@pytest.fixture(autouse=True)
+def doctor_dir(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("UALIGN_TORCH_THREADS", "1")
+    settings.UALIGN_DOCTOR_DIR = str(tmp_path / "doctors")
+    return tmp_path / "doctors"
+
+
+def doctor_study(model_dir, params=None, **kwargs) -> Study:
+    study = pipeline_study(model_dir, **kwargs)
+    params = params or {"alpha": 0.5, "beta": 0.7, "rewards": REWARDS, "tfpo": TFPO}
+    make_policy(study=study, name="doctor", kind=Policy.Kind.DOCTOR, params=params)
+    return study
+
+
+def run_chain(parent: Job) -> None:
+    """Run the chain's steps in order, as the worker would, each after the one before."""
+    for step in parent.steps.order_by("id"):
+        STEP_TASKS[step.kind](step.pk)
+        step.refresh_from_db()
+        assert step.status == Job.Status.DONE, step.error
+
+
+def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its_own_candidates(tiny_model):  # noqa: F811
+    study = doctor_study(tiny_model)
+    parent = services.prepare_study(study=study)
+    steps = list(parent.steps.order_by("id"))
+    assert [s.kind for s in steps] == ["generate", "populate", "train_doctors", "generate", "populate", "fit",
+                                       "build_items"]
+    assert [s.params.get("doctors") for s in steps[:4:3]] == [False, True]
+    policy = study.policies.get(name="doctor")
+    assert policy.generator is not None  # Prepare gave it a row for its candidates…
+    assert policy.generator.model_ref == study.generator.model_ref  # …sampled by the patient
+
+    run_chain(parent)
+
+    study.refresh_from_db()
+    assert study.status == Study.Status.READY
+    pairs = PreferencePair.objects.filter(study=study, pair_set="population:per_type:extremes")
+    assert pairs.exists()
+    assert all(p.source.startswith("type:persona_judge") for p in pairs)
+    pool_texts = set(Candidate.objects.filter(generator=study.generator).values_list("text", flat=True))
+    assert all(p.chosen in pool_texts and p.rejected in pool_texts for p in pairs)
+    # Token rewards: one cache row per distinct (prompt, text) of the pairs.
+    distinct = {(p.prompt_text, t) for p in pairs for t in (p.chosen, p.rejected)}
+    assert TokenRewardCache.objects.count() == len(distinct)
+
+    doctor = Doctor.objects.get(policy=policy)
+    assert doctor.status == Doctor.Status.DONE
+    assert len(doctor.key) == 64
+    assert [h["step"] for h in doctor.history] == [1, 2, 3, 4]
+    assert doctor.loss == doctor.history[-1]["loss"]
+    assert Path(doctor.path, "doctor.json").is_file()
+    assert doctor.resumed_from is None
+    train = parent.steps.get(kind="train_doctors")
+    assert "step 4 of 4" in train.progress_message
+    assert train.result["doctors"][0]["key"] == doctor.key
+
+    guided = Candidate.objects.filter(generator=policy.generator)
+    assert sum(guided.values_list("multiplicity", flat=True)) == POOL * study.prompts.count()
+    meta = guided.first().metadata
+    assert meta["model"]["ref"] == str(tiny_model)  # the patient samples…
+    assert [(g["ref"], g["beta"]) for g in meta["guides"]] == [(doctor.path, 0.7)]  # …guided by the trained doctor
+    assert meta["alpha"] == 0.5
+    fit = PolicyFit.objects.get(policy=policy, k=1, prompt=study.prompts.first())
+    by_id = dict(zip(fit.candidate_ids, fit.probabilities, strict=True))
+    assert sum(by_id[c.pk] for c in guided.filter(prompt=fit.prompt)) == pytest.approx(1)
+    # Items like any other policy's: per prompt and k, one against the adversary and each other policy.
+    assert ComparisonItem.objects.filter(policy=policy).count() == study.prompts.count() * 2 * 3
+    assert ComparisonItem.objects.filter(opponent_policy=policy).exists()
+
+
+    # Judged like any other policy, it gets its f̂(k) on the results page.
+    for n in range(3):
+        participant = make_participant(study=study)
+        for item in ComparisonItem.objects.filter(study=study, needs_judgment=True):
+            make_judgment(item=item, participant=participant, pick=n % item.shown.count())
+    robust = [r for r in compute_results(study).robust if r.policy == "doctor"]
+    assert sorted(r.k for r in robust) == [1, 2]
+    assert all(0 <= r.result.estimate <= 1 and not r.missing_opponents for r in robust)
+
+
+def test_pressing_prepare_again_reuses_the_trained_doctor_and_its_cached_rewards(tiny_model):  # noqa: F811
+    study = doctor_study(tiny_model, n_prompts=1)
+    run_chain(services.prepare_study(study=study))
+    first = Doctor.objects.get(policy__study=study)
+    cached = TokenRewardCache.objects.count()
+
+    parent = services.prepare_study(study=Study.objects.get(pk=study.pk))
+    run_chain(parent)
+
+    again = Doctor.objects.get(pk=first.pk)
+    assert (again.key, again.path, again.seconds, again.history) == (first.key, first.path, first.seconds,
+                                                                    first.history)
+    record = parent.steps.get(kind="train_doctors").result["doctors"][0]
+    assert record["reused"] is True
+    assert TokenRewardCache.objects.count() == cached
+    assert Study.objects.get(pk=study.pk).status == Study.Status.READY
+
+
+def test_a_crashed_training_resumes_from_its_last_checkpoint_when_the_step_runs_again(tiny_model, monkeypatch):  # noqa: F811
+    study = doctor_study(tiny_model, n_prompts=1)
+    parent = services.prepare_study(study=study)
+    steps = list(parent.steps.order_by("id"))
+    for step in steps[:2]:
+        STEP_TASKS[step.kind](step.pk)
+    train = steps[2]
+
+    calls = []
+
+    def crash_after_three(self, step):  # the worker dies after step 3 (its checkpoint is at step 2)
+        calls.append(step.step)
+        if step.step == 3:
+            raise KeyboardInterrupt("worker killed")
+        return original(self, step)
+
+    original = doctor_step._Progress.__call__
+    monkeypatch.setattr(doctor_step._Progress, "__call__", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        STEP_TASKS[train.kind](train.pk)
+    monkeypatch.setattr(doctor_step._Progress, "__call__", original)
+    assert Doctor.objects.get(policy__study=study).status == Doctor.Status.TRAINING
+    # The re-delivered task finds the job running with a stale heartbeat and reclaims it.
+    Job.objects.filter(pk=train.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    STEP_TASKS[train.kind](train.pk)
+
+    train.refresh_from_db()
+    assert train.status == Job.Status.DONE
+    assert train.attempts == 2
+    doctor = Doctor.objects.get(policy__study=study)
+    assert doctor.resumed_from == 2
+    assert [h["step"] for h in doctor.history] == [1, 2, 3, 4]
+
+
+def test_several_doctors_each_have_their_own_pairs_and_weight(tiny_model):  # noqa: F811
+    study = doctor_study(tiny_model, n_prompts=1, params={"alpha": 1.0, "doctors": [
+        {"beta": 0.3, "pairs": {"from": "population", "types": []}, "rewards": REWARDS, "tfpo": TFPO},
+        {"beta": 0.5, "pairs": {"from": "population", "rule": "weighted"}, "rewards": REWARDS, "tfpo": TFPO},
+    ]})
+    run_chain(services.prepare_study(study=study))
+
+    policy = study.policies.get(name="doctor")
+    doctors = list(Doctor.objects.filter(policy=policy).order_by("position"))
+    assert len(doctors) == 2
+    assert doctors[0].key != doctors[1].key
+    assert PreferencePair.objects.filter(study=study, pair_set="population:weighted").exists()
+    meta = Candidate.objects.filter(generator=policy.generator).first().metadata
+    assert [(g["ref"], g["beta"]) for g in meta["guides"]] == [(doctors[0].path, 0.3), (doctors[1].path, 0.5)]
+
+
+def test_one_persona_s_doctor_learns_only_from_that_type_s_pairs(tiny_model):  # noqa: F811
+    study = doctor_study(tiny_model, n_prompts=1)
+    services.prepare_study(study=study)
+    for step in Job.objects.filter(study=study).exclude(kind="prepare").order_by("id")[:2]:
+        STEP_TASKS[step.kind](step.pk)
+    label = study.prompts.get().population.type_labels[0]
+    doctor_step.refresh_pairs(study, doctor_step.PairSpec())
+    spec = doctor_step.PairSpec(types=(label,))
+    picked = doctor_step.stored_pairs(study, spec)
+    everything = doctor_step.stored_pairs(study, doctor_step.PairSpec())
+    assert picked
+    assert len(picked) < len(everything)
+    assert {p.source for p in picked} == {f"type:{label}"}
+
+
+def test_changing_a_doctor_s_weight_after_its_candidates_exist_is_refused_not_ignored(tiny_model):  # noqa: F811
+    study = doctor_study(tiny_model, n_prompts=1)
+    run_chain(services.prepare_study(study=study))
+    policy = study.policies.get(name="doctor")
+    policy.params = {**policy.params, "beta": 0.2}
+    policy.save()
+
+    parent = services.prepare_study(study=Study.objects.get(pk=study.pk))
+    for step in parent.steps.order_by("id"):
+        if step.kind == "generate" and step.params["doctors"]:
+            with pytest.raises(StepError, match="other doctors or weights"):
+                STEP_TASKS[step.kind](step.pk)
+            break
+        STEP_TASKS[step.kind](step.pk)
+    assert Study.objects.get(pk=study.pk).status == Study.Status.DRAFT
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"beta": 0}, "beta must be"),
+        ({"alpha": -1}, "alpha must be"),
+        ({"pairs": {"from": "nowhere"}}, "pairs.from must be"),
+        ({"pairs": {"from": "judgments", "rule": "weighted"}}, "unknown key 'rule'"),
+        ({"rewards": {"tau": 0}}, "rewards.tau"),
+        ({"rewards": {"gamma": 1}}, "unknown key(s) 'gamma'"),
+        ({"tfpo": {"steps": 0}}, "tfpo.steps"),
+        ({"tfpo": {"system_prompt": "x"}}, "unknown key(s) 'system_prompt'"),
+        ({"doctors": []}, "non-empty list"),
+        ({"doctors": [{"beta": 1}], "beta": 1}, "inside each of"),
+        ({"doctors": [{"beta": 1}, {"beta": -2}]}, "doctors[1].beta must be"),
+        ({"guide": "x"}, "unknown param 'guide'"),
+    ],
+)
+def test_doctor_params_are_checked_with_readable_messages(params, fragment):
+    spec, problems = parse_doctor_params(params)
+    assert spec is None
+    assert any(fragment in p for p in problems), problems
+
+
+def test_valid_doctor_params_give_one_spec_per_doctor():
+    spec, problems = parse_doctor_params({"alpha": 0.4, "doctors": [
+        {"beta": 0.5, "pairs": {"from": "judgments", "origin": "all"}, "tfpo": {"steps": 3, "lora_targets": ["q_proj"]}},
+        {"pairs": {"from": "csv"}, "rewards": {"tau": 2.0, "theta": 0.0}},
+    ]})
+    assert problems == []
+    assert spec.alpha == 0.4
+    assert [d.beta for d in spec.doctors] == [0.5, 0.6]
+    assert [d.pairs.pair_set for d in spec.doctors] == ["judgments:all", "csv"]
+    assert spec.doctors[0].tfpo.lora_targets == ("q_proj",)
+    assert spec.doctors[1].rewards.tau == 2.0
+    assert parse_doctor_params({})[1] == []
+
+
+def test_prepare_refuses_a_doctor_without_pairs_to_learn_from_or_with_another_model(tiny_model):  # noqa: F811
+    study = doctor_study(tiny_model, params={"pairs": {"from": "csv"}})
+    make_policy(study=study, name="judged", kind=Policy.Kind.DOCTOR, params={"pairs": {"from": "judgments"}})
+    other = study.generator.__class__.objects.create(name="another", model_ref="somewhere-else")
+    make_policy(study=study, name="elsewhere", kind=Policy.Kind.DOCTOR, generator=other)
+    make_policy(study=study, name="bad", kind=Policy.Kind.DOCTOR, params={"beta": "high"})
+    with pytest.raises(services.PreparationError) as caught:
+        services.prepare_study(study=study)
+    text = " ".join(caught.value.problems)
+    assert "import a pairs CSV first" in text
+    assert "learns from judgments, and the study has none yet" in text
+    assert "must name the study's generator model" in text
+    assert "Policy “bad”: beta must be" in text
+    assert policy_params_problems(study.policies.get(name="doctor")) == []
+
+
+def test_training_runs_on_the_gpu_queue():
+    from ualign_web.celery import app
+
+    assert app.amqp.router.route({}, STEP_TASKS[Job.Kind.TRAIN_DOCTORS].name)["queue"].name == "gpu"
