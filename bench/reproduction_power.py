@@ -59,7 +59,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from studies import analysis, reproduction
     from studies.models import ComparisonItem, Policy
-    from workers.policies.text_choice import ChoiceModel, choose
+    from workers.policies import Population, choose
 
     population = reproduction.parse_population(args.population)
     k_values = tuple(int(k) for k in args.k.split(","))
@@ -93,7 +93,8 @@ def main() -> None:
                 annotator = (g, pos // args.items_per_participant)
                 shown = list(item.shown.all())
                 cand_cols = [s.candidate.sample_index for s in shown]
-                pick = choose(ChoiceModel(population.utilities[:, cand_cols], population.weights), rng)
+                positions = [s.count_policy + s.count_opponent for s in shown]  # per-position ties (§1)
+                pick = int(choose(Population(population.utilities[:, cand_cols], population.weights), positions, rng))
                 s = shown[pick]
                 cells[(item.policy.kind, item.k)].append(
                     (s.count_policy / (s.count_policy + s.count_opponent), item.prompt_id, hash(annotator),
