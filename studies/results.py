@@ -536,7 +536,8 @@ def results_plot_svg(results: StudyResults) -> str:
     series: dict[tuple[str, int], list[RobustRow]] = defaultdict(list)
     for row in rows:
         series[(row.policy, row.m)].append(row)
-    offsets = np.linspace(-0.12, 0.12, len(series)) if len(series) > 1 else [0.0] * len(series)
+    spread = min(0.3, 0.05 * len(series))  # side by side at each k, so the interval bars don't overlap
+    offsets = np.linspace(-spread, spread, len(series)) if len(series) > 1 else [0.0] * len(series)
     for n, (offset, ((policy, m), members)) in enumerate(zip(offsets, sorted(series.items()), strict=True)):
         x = np.array([row.k for row in members], dtype=float) + offset
         heads = [cast(analysis.WinRateInterval, row.headline) for row in members]
