@@ -366,7 +366,7 @@ class _FitPredictions(NamedTuple):
     held_out: float | None
 
 
-def _fit_predictions(study: Study) -> dict[tuple[int, int, int], _FitPredictions]:
+def _fit_predictions(study: Study) -> dict[tuple[int | None, int, int], _FitPredictions]:
     """(policy id, prompt id, k) → the fit's robust win rates (`studies.steps.fit.predictions`)."""
     return {
         (policy_id, prompt, k): _FitPredictions(overall, pool, held)
