@@ -3,9 +3,10 @@
 Annotators work one at a time (concurrency 1) and draw from fixed seeds, so which annotator meets
 which item, and every pick, is the same on every run: a pass here is deterministic, not lucky
 timing. Sizes were chosen with bench/reproduction_power.py, which replays the same designs without
-HTTP over 60 seeds: the majority design at 16 prompts tells NLHF from the multiplayer policy at
-k = 4 for 60 of 60 seeds (58 of 60 at 10 prompts), and every interval covers the theory for 56 of
-60 (each interval is a 95% one, so some seeds miss). The Condorcet design passes for 59 of 60.
+HTTP over 60 seeds (docs/reproduction.md): the majority design at 16 prompts tells NLHF from the
+multiplayer policy at k = 4 for 60 of 60 seeds, and its headline interval and min band cover the
+theory for 56 of 60 (each is a 95% interval, so some seeds miss); the Condorcet and tied designs
+pass for 58 of 60, the cycle against m = 2 for 60 of 60.
 """
 
 from __future__ import annotations
