@@ -92,11 +92,20 @@ def doctor_summary(policy: Policy) -> str:
     )  # fmt: skip
 
 
+def guarantee(policy: Policy) -> str:
+    """The policy's regularisation flag (β > 0: not the equilibrium, no k/(k+1) guarantee), or "–"."""
+    return policy.regularisation_note or "–"
+
+
 class PolicyInline(admin.TabularInline):
     model = Policy
     extra = 0
-    fields = ["name", "kind", "params", "generator", "doctors"]
-    readonly_fields = ["doctors"]
+    fields = ["name", "kind", "params", "generator", "guarantee", "doctors"]
+    readonly_fields = ["guarantee", "doctors"]
+
+    @admin.display(description="guarantee")
+    def guarantee(self, policy: Policy) -> str:
+        return guarantee(policy)
 
     @admin.display(description="LLMdoctor")
     def doctors(self, policy: Policy) -> str:
@@ -214,6 +223,7 @@ class StudyAdmin(admin.ModelAdmin):
                     "items_per_participant",
                     "max_participants",
                     "seed",
+                    "held_out_fraction",
                 ]
             },
         ),
@@ -426,9 +436,13 @@ class DoctorInline(ReadOnlyInline):
 
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "study"]
+    list_display = ["name", "kind", "study", "guarantee"]
     list_filter = ["kind", "study"]
     inlines = [DoctorInline]
+
+    @admin.display(description="guarantee")
+    def guarantee(self, policy: Policy) -> str:
+        return guarantee(policy)
 
 
 @admin.register(PreferencePair)
@@ -472,9 +486,14 @@ class CandidateAdmin(ReadOnlyAdmin):
 
 @admin.register(PolicyFit)
 class PolicyFitAdmin(ReadOnlyAdmin):
-    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate", "converged", "predicted_robust_win_rate"]
+    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate", "converged", "predicted_robust_win_rate",
+                    "pool_robust_win_rate", "held_out_robust_win_rate", "guarantee"]
     list_filter = ["policy__study", "policy__kind", "k", "converged"]
     list_select_related = ["policy", "prompt"]
+
+    @admin.display(description="guarantee")
+    def guarantee(self, fit: PolicyFit) -> str:
+        return guarantee(fit.policy)
 
 
 class ItemCandidateInline(ReadOnlyInline):

@@ -48,8 +48,10 @@ __all__ = [
     "proportion",
     "robust_win_rate_interval",
     "time_on_task",
+    "design_interval",
     "few_clusters_warning",
     "few_clusters_interval",
+    "uses_few_clusters_interval",
     "win_rate_interval",
 ]
 
@@ -534,15 +536,52 @@ def few_clusters_interval(
     y, p, a, w, d, confidence, _ = _iv_win_rate(
         credit, prompt_ids, annotator_ids, confidence, 1, weights, decided
     )
-    cell = _cell(y, p, a, confidence, w, d)
+    return _with_few_clusters_df(_cell(y, p, a, confidence, w, d), p, a, d)
+
+
+def _with_few_clusters_df(
+    cell: WinRateInterval, p: IntArray, a: IntArray, d: npt.NDArray[np.bool_]
+) -> WinRateInterval:
+    """`cell` (from `_cell` on these rows) with the conservative Satterthwaite df and its interval."""
     if cell.method == METHOD_TOO_FEW:
         return cell
     human = ~d
     n_pa = _intersection_codes(p[human], _recode(a[human]))[1] if human.any() else 0
     df = _few_clusters_df(cell, n_pa)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * cell.se
+    half = float(stats.t.ppf(0.5 + cell.confidence / 2.0, df)) * cell.se
     return dataclasses.replace(cell, low=max(0.0, cell.estimate - half),
                                high=min(1.0, cell.estimate + half), df=df, method=METHOD_FEW)
+
+
+def uses_few_clusters_interval(n_prompts: int, n_annotators: int) -> bool:
+    """Whether a cell's interval should be `few_clusters_interval` rather than `win_rate_interval`.
+
+    The rule of the results page: at most FEW_CLUSTERS (5) prompts or annotators, the range where
+    `few_clusters_interval` was validated (93-97% coverage with 3-5 annotators, 7-46% narrower;
+    docs/benchmarks.md "Few clusters"). Past it the two agree to within about 2%, and the
+    usual min(G) - 1 df is the better-studied reference. (`few_clusters_warning` speaks below 5.)
+    """
+    return min(int(n_prompts), int(n_annotators)) <= FEW_CLUSTERS
+
+
+def design_interval(
+    credit: npt.ArrayLike,
+    prompt_ids: npt.ArrayLike,
+    annotator_ids: npt.ArrayLike,
+    *,
+    weights: npt.ArrayLike | None = None,
+    decided: npt.ArrayLike | None = None,
+    confidence: float = 0.95,
+) -> WinRateInterval:
+    """`win_rate_interval`, or `few_clusters_interval` when `uses_few_clusters_interval` says so
+    for the cell's own prompts and annotators (the interval of every cell on the results page)."""
+    y, p, a, w, d, confidence, _ = _iv_win_rate(
+        credit, prompt_ids, annotator_ids, confidence, 1, weights, decided
+    )
+    cell = _cell(y, p, a, confidence, w, d)
+    if uses_few_clusters_interval(cell.n_prompts, cell.n_annotators):
+        return _with_few_clusters_df(cell, p, a, d)
+    return cell
 
 
 def few_clusters_warning(n_prompts: int, n_annotators: int) -> str | None:
@@ -617,6 +656,7 @@ def robust_win_rate_interval(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     rng: np.random.Generator | int | None = None,
+    few_clusters: bool = False,
 ) -> RobustWinRate:
     """f̂(k) = min over opponents of the opponent win rates, with a conservative interval.
 
@@ -632,6 +672,10 @@ def robust_win_rate_interval(
     n_resamples : int
         Draws used to find the simultaneous critical value.
     rng : numpy Generator, seed or None
+    few_clusters : bool
+        With True, each opponent's cell for which `uses_few_clusters_interval` holds takes the
+        conservative Satterthwaite df of `few_clusters_interval` (same estimate and standard
+        error), and the band's df is the smallest of the opponents' df as before.
 
     Method
     ------
@@ -664,7 +708,10 @@ def robust_win_rate_interval(
     cells = []
     for j in range(labels.size):
         mask = o == j
-        cells.append(_cell(y[mask], p[mask], a[mask], confidence, w[mask], d[mask]))
+        cell = _cell(y[mask], p[mask], a[mask], confidence, w[mask], d[mask])
+        if few_clusters and uses_few_clusters_interval(cell.n_prompts, cell.n_annotators):
+            cell = _with_few_clusters_df(cell, p[mask], a[mask], d[mask])
+        cells.append(cell)
     if any(c.method == METHOD_TOO_FEW for c in cells):
         crit = math.inf
     elif len(cells) == 1:

@@ -32,6 +32,11 @@ def _validate_k_values(value: object) -> None:
         raise ValidationError("k values must not repeat.")
 
 
+def _validate_held_out_fraction(value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValidationError("The held-out share must be at least 0 and below 1, such as 0.25.")
+
+
 def _validate_object(value: object) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Must be a JSON object.")
@@ -104,6 +109,12 @@ class Study(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="pilots", editable=False,
         help_text="Set on a throwaway pilot copy: the study it pilots.",
     )
+    held_out_fraction = models.FloatField(
+        default=0.25,
+        validators=[_validate_held_out_fraction],
+        help_text="Share of each prompt's pool kept out of fitting (0 to below 1), so the results can say how a "
+        "fitted policy fares against responses it never saw. Pools of fewer than 4 distinct texts hold none out.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -120,6 +131,9 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(attention_check_rate__gte=0) & Q(attention_check_rate__lte=1),
                 name="study_attention_rate_unit",
+            ),
+            models.CheckConstraint(
+                condition=Q(held_out_fraction__gte=0) & Q(held_out_fraction__lt=1), name="study_held_out_fraction_unit"
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "preparing", "ready", "live", "closed"]),
@@ -233,7 +247,7 @@ class PreferenceSource(models.Model):
 class Policy(models.Model):
     class Kind(models.TextChoices):
         SAMPLE = "sample", "Plain sampling (the reference μ)"
-        BEST_OF_N = "best_of_n", "Best-of-N by mean utility"
+        BEST_OF_N = "best_of_n", "Best-of-N by the population's mean quantile"
         NLHF = "nlhf", "NLHF (maximal lottery)"
         CTRL = "ctrl", "CTRL (InfAlign)"
         MULTIPLAYER = "multiplayer", "Multi-player equilibrium (U-alignment)"
@@ -266,6 +280,19 @@ class Policy(models.Model):
     def clean(self) -> None:
         if self.kind == self.Kind.CHECKPOINT and self.generator_id is None:
             raise ValidationError({"generator": "A checkpoint policy needs its own generator."})
+
+    @property
+    def regularisation_note(self) -> str:
+        """Why this policy's fits don't carry the equilibrium's guarantee ("" when they do or none is claimed).
+
+        A KL-regularised fit (β > 0) is the fixed point π = softmax(log μ + g_π/β), not the
+        (k+1)-player equilibrium (or the maximal lottery): it has no k/(k+1) guarantee (theory.md §3).
+        """
+        beta = (self.params or {}).get("beta", 0)
+        if self.kind not in (self.Kind.MULTIPLAYER, self.Kind.NLHF) or not isinstance(beta, int | float) or beta <= 0:
+            return ""
+        what = "k/(k+1) guarantee" if self.kind == self.Kind.MULTIPLAYER else "maximal lottery's ½"
+        return f"regularised (β = {beta:g}): not the {what}"
 
 
 class Candidate(models.Model):
@@ -342,7 +369,19 @@ class PolicyFit(models.Model):
     certificate_kind = models.CharField(max_length=16, choices=Certificate.choices)
     certificate = models.FloatField(null=True, blank=True)
     converged = models.BooleanField(default=True)
-    predicted_robust_win_rate = models.FloatField(null=True, blank=True)
+    predicted_robust_win_rate = models.FloatField(
+        null=True, blank=True,
+        help_text="Robust win rate against the worst m-output opponent over every candidate of the prompt (fitted "
+        "and held out): the adversary that the items field.",
+    )
+    pool_robust_win_rate = models.FloatField(
+        null=True, blank=True, help_text="The certificate: robust win rate against the worst m responses of the fitted pool."
+    )
+    held_out_robust_win_rate = models.FloatField(
+        null=True, blank=True,
+        help_text="The prediction for a fresh opponent: robust win rate against the worst m held-out responses "
+        "(empty when nothing was held out).",
+    )
     solver_stats = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

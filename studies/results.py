@@ -8,7 +8,13 @@ home of the rule). (For picks the two agree; the stored credit is exported besid
 so both can be checked.)
 
 Win rates use the judgments on non-attention items only. Judgments are grouped per
-(policy, k, opponent, m); f̂(k) is the min over the opponents of one (policy, k, m).
+(policy, k, opponent, m). Per (policy, k, m) the **headline** f̂(k) is the pre-registered cell,
+the policy against the adversary (the worst m-output opponent under the population, fixed when
+the items were built), with its two-way interval; the minimum over every tested opponent stays
+beside it as a **conservative summary** with its simultaneous band (a min of noisy estimates is
+biased low, and more so with more or thinner opponents). Cells with at most
+`analysis.FEW_CLUSTERS` prompts or annotators take `analysis.few_clusters_interval`
+(`analysis.design_interval`), and the page shows `analysis.few_clusters_warning`.
 
 Items decided by construction (`ComparisonItem.needs_judgment` False: all k + m draws gave one
 text, so the only possible pick credits k/(k+m)) are never shown to anyone, but they are part
@@ -40,6 +46,7 @@ from django.db.models import Count, QuerySet
 
 from studies import analysis
 from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
+from workers.policies import MOutputBound, m_output_bound
 from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
 
 # Whose judgments the results count: the "origin" of a judgment (the `source` query parameter
@@ -134,16 +141,31 @@ class CellRow:
         return self.interval.low <= self.predicted <= self.interval.high
 
 
+HEADLINE_ROLE = "headline: the pre-registered adversary cell, two-way interval"
+CONSERVATIVE_ROLE = "conservative summary: min over all tested opponents, simultaneous band"
+
+
 @dataclass(frozen=True)
 class RobustRow:
-    """f̂(k) of one policy at one k (and opponent size m)."""
+    """f̂(k) of one policy at one k (and opponent size m): the headline and the conservative summary.
+
+    headline: the adversary cell's interval (None while it has no data); result: the min over
+    every opponent with data, with its simultaneous band. The predictions are means over the
+    judged prompts of the fits' robust win rates against the worst m-output opponent: over every
+    candidate (`predicted`, what the adversary items measure), the fitted pool (`predicted_pool`,
+    the certificate) and the held-out texts (`predicted_held_out`, a fresh opponent).
+    """
 
     policy: str
     k: int
     m: int
     result: analysis.RobustWinRate
-    predicted: float | None  # mean PolicyFit.predicted_robust_win_rate over the judged prompts
-    optimum: float  # k / (k + m): the rate of the (k+1)-player equilibrium when m = 1
+    predicted: float | None
+    bound: MOutputBound  # guaranteed 1 - m/(k+1) for an equilibrium; no policy exceeds k/(k+m)
+    headline: analysis.WinRateInterval | None = None
+    predicted_pool: float | None = None
+    predicted_held_out: float | None = None
+    regularised: str = ""  # why the policy has no equilibrium guarantee (β > 0), else ""
     missing_opponents: tuple[str, ...] = ()  # opponents with items but no data yet: not in the min
 
 
@@ -163,6 +185,7 @@ class StudyResults:
     agreement: analysis.Agreement | None = None
     timing: analysis.TimeOnTask | None = None
     attention: analysis.Proportion | None = None
+    few_clusters_warning: str | None = None  # `analysis.few_clusters_warning` for the analysed rows
 
     @property
     def position_rows(self) -> list[tuple]:
@@ -328,7 +351,7 @@ def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[Cell
 def _cell_rows(analysed: _Analysed, to_judge: Counter[CellKey], confidence: float) -> list[CellRow]:
     cells = []
     for key, idx in sorted(analysed.groups.items()):
-        interval = analysis.win_rate_interval(**analysed.arrays(idx), confidence=confidence)
+        interval = analysis.design_interval(**analysed.arrays(idx), confidence=confidence)
         cells.append(CellRow(
             key.policy, key.k, key.opponent, key.m, interval, analysed.predicted_mean(idx),
             judged_items=len(analysed.judged_items[key]), items_to_judge=to_judge[key],
@@ -337,15 +360,29 @@ def _cell_rows(analysed: _Analysed, to_judge: Counter[CellKey], confidence: floa
     return cells
 
 
-def _robust_rows(analysed: _Analysed, study: Study, cells_with_items: set[CellKey], *, confidence: float,
-                 n_resamples: int, rng: np.random.Generator) -> list[RobustRow]:
-    """f̂(k) per (policy, k, m): the min over the opponents with data (simultaneous intervals)."""
-    fits: dict[tuple[int | None, int, int], float | None] = {
-        (policy_id, prompt, k): value
-        for policy_id, prompt, k, value in PolicyFit.objects.filter(policy__study=study).values_list(
-            "policy_id", "prompt_id", "k", "predicted_robust_win_rate"
+class _FitPredictions(NamedTuple):
+    overall: float | None
+    pool: float | None
+    held_out: float | None
+
+
+def _fit_predictions(study: Study) -> dict[tuple[int | None, int, int], _FitPredictions]:
+    """(policy id, prompt id, k) → the fit's robust win rates (`studies.steps.fit.predictions`)."""
+    return {
+        (policy_id, prompt, k): _FitPredictions(overall, pool, held)
+        for policy_id, prompt, k, overall, pool, held in PolicyFit.objects.filter(policy__study=study).values_list(
+            "policy_id", "prompt_id", "k", "predicted_robust_win_rate", "pool_robust_win_rate",
+            "held_out_robust_win_rate",
         )
     }
+
+
+def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_with_items: set[CellKey], *,
+                 confidence: float, n_resamples: int, rng: np.random.Generator) -> list[RobustRow]:
+    """Per (policy, k, m): the headline adversary cell and the min over the opponents with data."""
+    fits = _fit_predictions(study)
+    notes = {policy.name: policy.regularisation_note for policy in study.policies.all()}
+    headline = {(c.policy, c.k, c.m): c.interval for c in cells if c.opponent == ComparisonItem.ADVERSARY}
     by_policy_k: dict[tuple[str, int, int], list[tuple[str, list[int]]]] = defaultdict(list)
     for key, idx in analysed.groups.items():
         by_policy_k[(key.policy, key.k, key.m)].append((key.opponent, idx))
@@ -358,11 +395,19 @@ def _robust_rows(analysed: _Analysed, study: Study, cells_with_items: set[CellKe
         labels = [opponent for opponent, members_idx in members for _ in members_idx]
         result = analysis.robust_win_rate_interval(
             **analysed.arrays(idx), opponent_ids=labels, confidence=confidence, n_resamples=n_resamples, rng=rng,
+            few_clusters=True,
         )
-        predicted = _mean_or_none([fits.get((analysed.policy_ids[i], analysed.prompts[i], k)) for i in idx],
-                                  [analysed.weights[i] for i in idx])
+        per_row = [fits.get((analysed.policy_ids[i], analysed.prompts[i], k)) for i in idx]
+        weights = [analysed.weights[i] for i in idx]
+        predicted = [
+            _mean_or_none([None if f is None else f[j] for f in per_row], weights) for j in range(3)
+        ]
         missing = tuple(sorted(opponents_with_items[(policy, k, m)] - {opponent for opponent, _ in members}))
-        robust.append(RobustRow(policy, k, m, result, predicted, k / (k + m), missing))
+        robust.append(RobustRow(
+            policy, k, m, result, predicted[0], m_output_bound(k, m), headline=headline.get((policy, k, m)),
+            predicted_pool=predicted[1], predicted_held_out=predicted[2], regularised=notes.get(policy, ""),
+            missing_opponents=missing,
+        ))  # fmt: skip
     return robust
 
 
@@ -384,6 +429,8 @@ def compute_results(
     n_analysed = len(analysed.credit)
     to_judge, decided_items = _item_cells(study)
     _add_decided_items(analysed, study, to_judge, decided_items)
+    cells = _cell_rows(analysed, to_judge, confidence)
+    judged = [a for a, decided in zip(analysed.annotators, analysed.decided, strict=True) if not decided]
     return StudyResults(
         study_id=study.pk,
         origin=origin,
@@ -393,9 +440,11 @@ def compute_results(
         n_excluded=quality.n_excluded,
         n_annotators=len({row.participant for row in rows}),
         n_decided=sum(analysed.decided),
-        cells=_cell_rows(analysed, to_judge, confidence),
-        robust=_robust_rows(analysed, study, set(to_judge) | set(decided_items), confidence=confidence,
+        cells=cells,
+        robust=_robust_rows(analysed, study, cells, set(to_judge) | set(decided_items), confidence=confidence,
                             n_resamples=n_resamples, rng=rng),
+        few_clusters_warning=analysis.few_clusters_warning(len(set(analysed.prompts)), len(set(judged)))
+        if analysed.credit else None,
         position=analysis.position_bias(quality.positions, quality.position_k),
         agreement=analysis.annotator_agreement(quality.agree_items, quality.agree_choices, quality.agree_k),
         timing=analysis.time_on_task([np.nan if row.latency_ms is None else row.latency_ms for row in rows] or np.zeros(0)),
@@ -406,71 +455,111 @@ def compute_results(
 SUMMARY_HEADER = (
     "row", "policy", "k", "opponent", "m", "n", "n_prompts", "n_annotators", "estimate", "ci_low", "ci_high",
     "confidence", "predicted", "reference_k_over_k_plus_m", "method", "n_decided_items", "decided_weight_share",
+    "role", "predicted_pool", "predicted_held_out", "guaranteed_1_minus_m_over_k_plus_1", "regularised",
 )  # fmt: skip
 
 
-def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
-    """The summary table as CSV-ready tuples: one row per cell, then one per f̂(k).
+def _interval_fields(r: analysis.WinRateInterval) -> tuple[object, ...]:
+    """n … decided_weight_share of one two-way interval, as the header orders them."""
+    return (r.n, r.n_prompts, r.n_annotators, r.estimate, r.low, r.high, r.confidence)
 
-    n counts judgments; n_decided_items the items decided by construction in the same estimate,
-    and decided_weight_share their share of its weight (for f̂(k), the worst opponent's).
+
+def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
+    """The summary table as CSV-ready tuples: one row per cell, then per (policy, k, m) the headline
+    (the adversary cell, `HEADLINE_ROLE`) and the conservative summary (`CONSERVATIVE_ROLE`).
+
+    `role` says which is which. n counts judgments; n_decided_items the items decided by
+    construction in the same estimate, and decided_weight_share their share of its weight (for the
+    min over opponents, the worst opponent's). reference_k_over_k_plus_m is the ceiling no policy
+    exceeds; guaranteed_1_minus_m_over_k_plus_1 what an equilibrium is guaranteed (theory.md §2).
     """
     for row in results.cells:
         r = row.interval
-        yield ("win_rate", row.policy, row.k, row.opponent, row.m, r.n, r.n_prompts, r.n_annotators,
-               r.estimate, r.low, r.high, r.confidence, row.predicted, row.k / (row.k + row.m), r.method,
-               r.n_decided, r.decided_share)  # fmt: skip
+        yield ("win_rate", row.policy, row.k, row.opponent, row.m, *_interval_fields(r), row.predicted,
+               row.k / (row.k + row.m), r.method, r.n_decided, r.decided_share, "cell", None, None, None, "")  # fmt: skip
     for robust in results.robust:
+        tail = (robust.bound.ceiling,)
+        extra = (robust.predicted_pool, robust.predicted_held_out, robust.bound.guaranteed, robust.regularised)
+        if robust.headline is not None:
+            h = robust.headline
+            yield ("headline_adversary_cell", robust.policy, robust.k, ComparisonItem.ADVERSARY, robust.m,
+                   *_interval_fields(h), robust.predicted, *tail, h.method, h.n_decided, h.decided_share,
+                   HEADLINE_ROLE, *extra)  # fmt: skip
         f = robust.result
         n = sum(c.n for c in f.per_opponent)
         worst = f.per_opponent[f.opponents.index(f.worst_opponent)]
         yield ("robust_min_over_opponents", robust.policy, robust.k, f"worst: {f.worst_opponent}", robust.m, n,
                max(c.n_prompts for c in f.per_opponent), max(c.n_annotators for c in f.per_opponent),
-               f.estimate, f.low, f.high, f.confidence, robust.predicted, robust.optimum, f.method,
-               sum(c.n_decided for c in f.per_opponent), worst.decided_share)  # fmt: skip
+               f.estimate, f.low, f.high, f.confidence, robust.predicted, *tail, f.method,
+               sum(c.n_decided for c in f.per_opponent), worst.decided_share, CONSERVATIVE_ROLE, *extra)  # fmt: skip
+
+
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+
+
+def _plot_bounds(ax: Any, ks: list[int], ms: list[int]) -> None:
+    """The bound that holds for each m (theory.md §2): k/(k+1) at m = 1; for m > 1 the band from
+    what an equilibrium is guaranteed, 1 − m/(k+1), to what no policy exceeds, k/(k+m)."""
+    grid = np.linspace(min(ks), max(ks), 200) if len(ks) > 1 else np.array([ks[0] - 0.5, ks[0] + 0.5])
+    for m in ms:
+        ceiling = grid / (grid + m)
+        if m == 1:
+            ax.plot(grid, ceiling, color="black", linestyle="--", linewidth=1.2,
+                    label="k/(k+1): the (k+1)-player equilibrium's guarantee")
+            continue
+        guaranteed = np.clip(1 - m / (grid + 1), 0, None)
+        ax.fill_between(grid, guaranteed, ceiling, color="grey", alpha=0.15,
+                        label=f"m = {m}: from 1−{m}/(k+1) (an equilibrium's guarantee) to k/(k+{m}) (no policy exceeds)")
+        ax.plot(grid, ceiling, color="black", linestyle="--", linewidth=1)
+        ax.plot(grid, guaranteed, color="black", linestyle=":", linewidth=1)
 
 
 def results_plot_svg(results: StudyResults) -> str:
-    """f̂(k) per policy against k, with interval bars and the k/(k+m) and ½ reference lines (SVG text).
+    """The headline f̂(k) per policy against k: the adversary cell with its two-way interval, one
+    marker shape per policy at each k, the bound that holds for m, and ½ (SVG text).
 
     Drawn with matplotlib's SVG canvas on a bare Figure (no pyplot, so no global state and no
-    GUI backend: safe in a threaded web process); matplotlib is imported here so that only this view loads it.
+    GUI backend: safe in a threaded web process); matplotlib is imported here so that only this view
+    loads it. The legend sits outside the axes, right of the lines.
     """
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.2))
+    fig = Figure(figsize=(10, 5.2))
     FigureCanvasSVG(fig)
     ax = fig.add_subplot()
-    ks = sorted({row.k for row in results.robust}) or [1, 2, 4]
-    ms = sorted({row.m for row in results.robust}) or [1]
-    grid = np.linspace(min(ks), max(ks), 200) if len(ks) > 1 else np.array([ks[0] - 0.5, ks[0] + 0.5])
-    for m in ms:
-        ax.plot(grid, grid / (grid + m), color="black", linestyle="--", linewidth=1, label=f"k/(k+{m}) (optimum)")
+    rows = [row for row in results.robust if row.headline is not None]
+    ks = sorted({row.k for row in rows}) or [1, 2, 4]
+    ms = sorted({row.m for row in rows}) or [1]
+    _plot_bounds(ax, ks, ms)
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="½")
     series: dict[tuple[str, int], list[RobustRow]] = defaultdict(list)
-    for row in results.robust:
+    for row in rows:
         series[(row.policy, row.m)].append(row)
-    offsets = np.linspace(-0.12, 0.12, len(series)) if len(series) > 1 else [0.0] * len(series)
-    for offset, ((policy, m), rows) in zip(offsets, sorted(series.items()), strict=True):
-        x = np.array([row.k for row in rows], dtype=float) + offset
-        y = np.array([row.result.estimate for row in rows])
-        low = np.array([row.result.low for row in rows])
-        high = np.array([row.result.high for row in rows])
+    spread = min(0.3, 0.05 * len(series))  # side by side at each k, so the interval bars don't overlap
+    offsets = np.linspace(-spread, spread, len(series)) if len(series) > 1 else [0.0] * len(series)
+    for n, (offset, ((policy, m), members)) in enumerate(zip(offsets, sorted(series.items()), strict=True)):
+        x = np.array([row.k for row in members], dtype=float) + offset
+        heads = [cast(analysis.WinRateInterval, row.headline) for row in members]
+        y = np.array([h.estimate for h in heads])
+        err = [y - np.array([h.low for h in heads]), np.array([h.high for h in heads]) - y]
         label = policy if len(ms) == 1 else f"{policy} (m={m})"
-        ax.errorbar(x, y, yerr=[y - low, high - y], marker="o", capsize=3, label=label)
+        if members[0].regularised:
+            label += " (regularised, β > 0)"
+        ax.errorbar(x, y, yerr=err, marker=MARKERS[n % len(MARKERS)], markersize=7, capsize=4, linewidth=1.5,
+                    label=label)
     ax.set_xticks(ks)
     ax.set_xlabel("k (responses shown by the policy)")
-    ax.set_ylabel("f̂(k): min over opponents")
+    ax.set_ylabel("f̂(k) against the adversary")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    if not results.robust:
-        ax.text(0.5, 0.5, "no judgments yet", transform=ax.transAxes, ha="center", va="center")
-    ax.set_title(f"Robust win rate with {round(results.confidence * 100)}% simultaneous intervals")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small", frameon=False)
+    if not rows:
+        ax.text(0.5, 0.5, "no judgments against the adversary yet", transform=ax.transAxes, ha="center", va="center")
+    ax.set_title(f"Headline f̂(k): the pre-registered adversary cell, {round(results.confidence * 100)}% two-way intervals")
     fig.tight_layout()
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
     return buffer.getvalue()
 
 

@@ -15,10 +15,12 @@ columns in the prompt's PopulationMatrix, or in a population given as a file ins
 long CSV format as the CSV preference source, `type,candidate_id,utility[,weight]`, candidates
 named by their id as in the candidates export; see `studies.steps.preference_sources.CSV_HELP`). A
 population other than the one the policies were fitted on checks how robust a design is when
-the model is wrong. It then picks with `workers.policies.choice.choose`: a type drawn by weight,
-maximal utility with uniform ties, or Luce (softmax) choice at a temperature on the utilities'
-own scale. Attention-check texts, which are in no population, get a utility one below every
-type's worst, so a noiseless annotator always passes the checks.
+the model is wrong. It then picks with `workers.policies.choose`, theory.md §1's rule, the one
+of the solver and the item predictions: each shown text fills as many positions as the k + m
+draws gave it (c_A + c_B), a person of a random type picks a position of maximal utility with
+ties split per position, or, with Luce noise at a temperature on the utilities' own scale, each
+position is a Luce alternative. Attention-check texts, which are in no population, get a
+utility one below every type's worst, so a noiseless annotator always passes the checks.
 
 The participant flow only admits annotators to a live study, and simulated annotators take
 item quota like real ones: pilot a design on a pilot copy of the study (`studies.pilots`, the
@@ -53,7 +55,7 @@ from studies.models import Assignment, ComparisonItem, Participant, Prompt, Stud
 from studies.steps import StepError
 from studies.steps.population import load_population
 from studies.steps.preference_sources import StudyUtilities, csv_utilities, prompt_key
-from workers.policies.text_choice import ChoiceModel, choose
+from workers.policies import Population, choose
 from workers.populations import UtilitiesCSVError
 
 logger = logging.getLogger(__name__)
@@ -80,15 +82,15 @@ class PromptMind:
     utilities: np.ndarray
     weights: np.ndarray
 
-    def choice_model(self, candidate_ids: list[int]) -> ChoiceModel:
-        """Utilities of the shown texts, in the order given; texts outside the population
+    def shown_population(self, candidate_ids: list[int]) -> Population:
+        """The population over the shown texts, in the order given; texts outside the population
         (attention-check texts) rank one below every type's worst."""
         column = {cid: j for j, cid in enumerate(self.candidate_ids)}
         floor = self.utilities.min(axis=1) - 1.0
         cols = [self.utilities[:, column[c]] if c in column else floor for c in candidate_ids]
         if not any(c in column for c in candidate_ids):
             raise SimulationError(f"none of the shown candidates {candidate_ids} is in the population")
-        return ChoiceModel(np.stack(cols, axis=1), self.weights)
+        return Population(np.stack(cols, axis=1), self.weights)
 
 
 class Minds:
@@ -331,8 +333,9 @@ def _pick(participant: Participant, assignment_id: int, positions: list[int], mi
     shown = shown_in_order(assignment)
     if sorted(positions) != list(range(1, len(shown) + 1)):
         raise SimulationError(f"the page offers positions {positions} but assignment {assignment_id} shows {len(shown)} texts")
-    model = minds.for_prompt(assignment.item.prompt).choice_model([s.candidate_id for s in shown])
-    return choose(model, rng, luce_temperature=luce_temperature) + 1
+    pop = minds.for_prompt(assignment.item.prompt).shown_population([s.candidate_id for s in shown])
+    positions_filled = [s.count_policy + s.count_opponent for s in shown]  # draws behind each text
+    return int(choose(pop, positions_filled, rng, luce_temperature=luce_temperature)) + 1
 
 
 def _title(html: str) -> str:

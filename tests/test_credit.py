@@ -5,21 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workers.policies import Population, expected_credit
 from workers.policies.credit import (
     decided_item_weight,
     judgment_credit,
     pick_credit,
-    shown_set_credit,
     tie_credit,
 )
 
 
-def test_shown_set_credit_splits_ties_among_shown_texts_as_the_human_credit_does():
-    u = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
-    # Type 0 ties texts 0 and 1 (credits 1 and 0) → ½; type 1 picks text 1 (credit 0) → 0.
-    assert shown_set_credit(u, np.array([0.5, 0.5]), [0, 1, 2], [1, 0, 2], [0, 1, 1]) == pytest.approx(0.25)
+def test_the_items_expected_credit_splits_a_tie_per_position_not_per_text():
+    pop = Population(np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0]]))
+    # Type 0 ties texts 0 (one policy position) and 1 (one opponent position) → ½; with text 0
+    # filling two policy positions it holds 2 of the 3 tied positions → ⅔ (per text it would be ½).
+    assert expected_credit(pop, [1, 0, 0], [0, 1, 0]) == pytest.approx(0.25)
+    assert expected_credit(pop, [2, 0, 0], [0, 1, 0]) == pytest.approx(1 / 3)
     # A text drawn by both sides is credited c_A / (c_A + c_B).
-    assert shown_set_credit(u, np.array([0.5, 0.5]), [1], [2], [1]) == pytest.approx(2 / 3)
+    assert expected_credit(pop, [0, 2, 0], [0, 1, 0]) == pytest.approx(2 / 3)
 
 
 def test_a_pick_credits_the_policys_share_of_the_chosen_texts_draws():
@@ -46,5 +48,10 @@ def test_a_decided_item_weighs_its_share_of_the_judged_items_or_a_full_annotatio
 
 
 def test_the_expected_credit_of_a_single_text_is_its_tie_credit():
-    u = np.array([[0.0, 1.0]])
-    assert shown_set_credit(u, np.array([1.0]), [1], [2], [1]) == pytest.approx(tie_credit(2, 1))
+    pop = Population(np.array([[0.0, 1.0]]))
+    assert expected_credit(pop, [0, 2], [0, 1]) == pytest.approx(tie_credit(2, 1))
+
+
+def test_cant_decide_as_a_tie_is_the_credit_of_a_user_indifferent_between_every_shown_text():
+    indifferent = Population(np.zeros((1, 3)))
+    assert expected_credit(indifferent, [2, 1, 0], [0, 1, 1]) == pytest.approx(tie_credit(3, 2))

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
-from studies import export
+from studies import export, results
 from studies.models import Candidate, ComparisonItem, Judgment
 from tests.factories import (
     make_attention_item,
@@ -144,7 +144,8 @@ def test_prompts_csv_round_trips_texts(study):
 
 def test_summary_csv_holds_the_results_table(study):
     rows = read(study, "summary", origin="all")
-    assert [row["row"] for row in rows] == ["win_rate", "robust_min_over_opponents"]
+    assert [row["row"] for row in rows] == ["win_rate", "headline_adversary_cell", "robust_min_over_opponents"]
+    assert [row["role"] for row in rows] == ["cell", results.HEADLINE_ROLE, results.CONSERVATIVE_ROLE]
     assert float(rows[0]["ci_low"]) <= float(rows[0]["estimate"]) <= float(rows[0]["ci_high"])
 
 

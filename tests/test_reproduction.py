@@ -3,9 +3,10 @@
 Annotators work one at a time (concurrency 1) and draw from fixed seeds, so which annotator meets
 which item, and every pick, is the same on every run: a pass here is deterministic, not lucky
 timing. Sizes were chosen with bench/reproduction_power.py, which replays the same designs without
-HTTP over 60 seeds: the majority design at 16 prompts tells NLHF from the multiplayer policy at
-k = 4 for 60 of 60 seeds (58 of 60 at 10 prompts), and every interval covers the theory for 56 of
-60 (each interval is a 95% one, so some seeds miss). The Condorcet design passes for 59 of 60.
+HTTP over 60 seeds (docs/reproduction.md): the majority design at 16 prompts tells NLHF from the
+multiplayer policy at k = 4 for 60 of 60 seeds, and its headline interval and min band cover the
+theory for 56 of 60 (each is a 95% interval, so some seeds miss); the Condorcet and tied designs
+pass for 58 of 60, the cycle against m = 2 for 60 of 60.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
+import workers.policies as wp
 from studies import reproduction
 from studies.models import PolicyFit, Study
 
@@ -78,13 +80,58 @@ def test_nlhf_theory_is_capped_by_the_copy_opponent_when_alpha_exceeds_k_over_k_
     assert population.theory("multiplayer", 4) == pytest.approx(0.8)
 
 
+def test_on_tied_utilities_the_theory_counts_ties_per_position():
+    population = reproduction.tied()
+    assert population.condorcet_winner() == 0
+    assert population.theory("multiplayer", 3) == pytest.approx(0.75)
+    assert population.theory("nlhf", 1) == 0.5
+    # δ_a against c: a wins 2/5 outright and holds k/(k+1) of the 2/5 who tie a with c.
+    assert population.theory("nlhf", 4) == pytest.approx(0.4 + 0.8 * 0.4)
+
+
+def test_against_two_outputs_the_cycles_theory_is_the_worst_pair_for_the_uniform_policy():
+    population = reproduction.condorcet()
+    for k, expected in ((1, 5 / 18), (2, 4 / 9)):
+        rate = population.theory("multiplayer", k, 2)
+        assert rate == pytest.approx(expected)
+        assert population.theory("nlhf", k, 2) == rate
+        guaranteed, ceiling = wp.m_output_bound(k, 2)
+        assert guaranteed - 1e-12 <= rate <= ceiling
+    assert reproduction.parse_check("condorcet@m=2")[1] == 2
+    with pytest.raises(ValueError, match="@m="):
+        reproduction.parse_check("condorcet@k=2")
+
+
+def test_tied_utilities_and_two_output_opponents_are_reproduced_over_http(live_server):
+    tied = reproduction.run_check(
+        reproduction.tied(),
+        reproduction.Design(prompts=8, k_values=(4,), replicates=2, annotations_per_item=2, seed=5),
+        base_url=live_server.url, slug="tied", concurrency=1,
+    )
+    cycle = reproduction.run_check(
+        reproduction.condorcet(),
+        reproduction.Design(prompts=6, k_values=(2,), replicates=2, annotations_per_item=2, seed=5,
+                            opponent_outputs=2, policies=("multiplayer",)),
+        base_url=live_server.url, slug="cycle-m2", concurrency=1,
+    )
+    assert tied.row("multiplayer", 4).theory == pytest.approx(0.8)
+    assert tied.row("nlhf", 4).theory == pytest.approx(0.72)
+    (row,) = cycle.rows
+    assert (row.m, row.theory) == (2, pytest.approx(4 / 9))
+    # The adversary fields the worst pair: two distinct texts in every adversary item.
+    for item in cycle.study.items.filter(opponent_label="adversary"):
+        assert len(set(item.draw["opponent"])) == 2
+    assert tied.passed, reproduction.table([tied])
+    assert cycle.passed, reproduction.table([cycle])
+
+
 def test_the_command_prints_the_table_and_removes_its_studies(capsys):
     call_command("reproduce_theory", "--population", "condorcet", "--prompts", "2", "--k", "1",
                  "--replicates", "1", "--annotations", "1", "--concurrency", "1")
 
     out = capsys.readouterr().out
-    assert "| condorcet | nlhf | 1 |" in out
-    assert "| condorcet | multiplayer | 1 |" in out
+    assert "| condorcet | nlhf | 1 | 1 |" in out
+    assert "| condorcet | multiplayer | 1 | 1 |" in out
     assert "Every interval covers the theory." in out
     assert not Study.objects.exists()
 

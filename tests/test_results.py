@@ -72,14 +72,18 @@ def test_predicted_win_rate_is_the_mean_over_the_judged_items(judged_study):
     assert cell(results, "beta").predicted == pytest.approx(0.5)
 
 
-def test_robust_win_rate_is_the_worst_opponent(judged_study):
-    (robust,) = compute_results(judged_study).robust
+def test_the_conservative_summary_is_the_worst_opponent_and_the_headline_the_adversary_cell(judged_study):
+    results = compute_results(judged_study)
+    (robust,) = results.robust
     assert (robust.policy, robust.k, robust.m) == ("alpha", 2, 1)
     assert robust.result.worst_opponent == "beta"
     assert robust.result.estimate == pytest.approx(4 / 9)
     assert robust.result.low <= cell(compute_results(judged_study), "beta").interval.low
     assert robust.predicted == pytest.approx(0.7)
-    assert robust.optimum == pytest.approx(2 / 3)
+    assert robust.bound == (pytest.approx(2 / 3), pytest.approx(2 / 3))  # m = 1: guarantee = ceiling
+    # The headline is the pre-registered adversary cell with its own two-way interval, not the min.
+    assert robust.headline == cell(results, "adversary").interval
+    assert robust.headline.estimate == pytest.approx(5 / 6)
 
 
 def test_attention_checks_are_kept_out_of_win_rates_and_counted_as_failures(judged_study):
@@ -117,7 +121,7 @@ def test_quality_stats_count_positions_agreement_and_time(judged_study):
 
 def test_summary_rows_hold_cells_then_robust_rows(judged_study):
     rows = list(summary_rows(compute_results(judged_study)))
-    assert [row[0] for row in rows] == ["win_rate", "win_rate", "robust_min_over_opponents"]
+    assert [row[0] for row in rows] == ["win_rate", "win_rate", "headline_adversary_cell", "robust_min_over_opponents"]
     assert rows[-1][3] == "worst: beta"
 
 

@@ -2,9 +2,13 @@
 
 Pool-based kinds (sample, best-of-N, NLHF, CTRL, the (k+1)-player equilibrium) reweight the
 study generator's pool with reference μ = multiplicities; own-candidate kinds (checkpoint,
-doctor) are their own generator's empirical distribution. Each fit carries the certificate
-measured on it (exploitability or fixed-point residual) and its predicted robust win rate. The
-maths is `workers.policies`; what each kind's params mean is `POLICY_PARAMS`.
+doctor) are their own generator's empirical distribution. A share of each pool is held out of
+fitting (`held_out_columns`, the study's `held_out_fraction`). Each fit carries the certificate
+measured on it (exploitability or fixed-point residual) and its robust win rates against the
+worst m-output opponent (m = the study's opponent outputs): over the fitted pool (the
+certificate), over the held-out texts (the prediction for a fresh opponent) and over every
+candidate (the adversary the items field; `predicted_robust_win_rate`). The maths is
+`workers.policies`; what each kind's params mean is `POLICY_PARAMS`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from studies.steps.doctor_spec import PARAMS_HELP as DOCTOR_PARAMS
 from studies.steps.doctor_spec import parse_doctor_params
 from studies.steps.population import PromptPopulation, load_population
 from workers.policies.ctrl import CTRL_TARGET_KL, fit_ctrl
+
+#: Pools with fewer distinct texts than this hold nothing out (fitting on 1–2 texts says little).
+MIN_POOL_FOR_HELD_OUT = 4
+#: Seed stream of the held-out split (items draw from other streams of the same study seed).
+HELD_OUT_STREAM = 11
 
 POLICY_PARAMS: dict[str, dict[str, str]] = {
     Policy.Kind.SAMPLE: {},
@@ -105,14 +114,52 @@ def _ctrl_fit(rewards: npt.NDArray[np.float64], mu: npt.NDArray[np.float64], k: 
     return fit.policy, stats
 
 
-def fit_policy(policy: Policy, pp: PromptPopulation, k: int, pool_generator_id: int | None,
+@dataclass(frozen=True)
+class PoolColumns:
+    """A prompt's pool (the study generator's candidates) as population columns, split for fitting.
+
+    `fitted` are the columns the population-based policies are fitted on; `held_out` the ones
+    kept out (`held_out_columns`), on which the fits' predictions for a fresh opponent are measured.
+    """
+
+    generator_id: int | None
+    pool: npt.NDArray[np.intp]
+    fitted: npt.NDArray[np.intp]
+    held_out: npt.NDArray[np.intp]
+
+
+def held_out_columns(study: Study, pp: PromptPopulation) -> PoolColumns:
+    """Split the prompt's pool into fitted and held-out columns, reproducibly from the study's seed.
+
+    The rule: a pool of fewer than MIN_POOL_FOR_HELD_OUT distinct texts, or a study whose
+    `held_out_fraction` is 0, holds nothing out; otherwise `workers.policies.split_pool` holds out
+    round(fraction × N) texts (at least one, never all), drawn from `[study.seed, prompt id]`.
+    """
+    columns = pp.columns(study.generator_id)
+    if len(columns) < MIN_POOL_FOR_HELD_OUT or study.held_out_fraction <= 0:
+        return PoolColumns(study.generator_id, columns, columns, columns[:0])
+    rng = np.random.default_rng([study.seed, pp.prompt.pk, HELD_OUT_STREAM])
+    split = wp.split_pool(len(columns), rng, fraction=study.held_out_fraction)
+    return PoolColumns(study.generator_id, columns, columns[split.fitted], columns[split.held_out])
+
+
+def _reference(pp: PromptPopulation, columns: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+    """μ on `columns`: the candidates' multiplicities, normalised."""
+    mult = np.array([pp.candidates[int(i)].multiplicity for i in columns], dtype=np.float64)
+    return mult / mult.sum()
+
+
+def fit_policy(policy: Policy, pp: PromptPopulation, k: int, pool: PoolColumns,
                cache: dict[tuple[str, int], Any]) -> Fit:
     """One policy's distribution over the prompt's candidates for k shown samples.
 
-    Pool-based kinds (sample, best_of_n, nlhf, ctrl, multiplayer) reweight the study
-    generator's pool with reference μ = multiplicities; own-candidate kinds (checkpoint,
-    doctor) are their own generator's empirical distribution. `cache` carries k-independent
-    solutions (NLHF) between calls for the same prompt.
+    Pool-based kinds reweight the study generator's pool with reference μ = multiplicities:
+    plain sampling is μ on the whole pool (it uses no utilities); best-of-N, NLHF, CTRL and the
+    multiplayer equilibrium are fitted on `pool.fitted` only, so they put no mass on held-out
+    texts. CTRL and best-of-N score a text with `workers.policies.quantile_rewards` (the
+    type-weighted mean of its per-type quantile under μ: no monotone rescaling of a type moves
+    it). Own-candidate kinds (checkpoint, doctor) are their own generator's empirical
+    distribution. `cache` carries k-independent solutions (NLHF) between calls for one prompt.
     """
     n = len(pp.candidates)
     params = policy.params or {}
@@ -121,48 +168,84 @@ def fit_policy(policy: Policy, pp: PromptPopulation, k: int, pool_generator_id: 
             raise StepError(f"policy {policy.name}: a {policy.kind} policy needs its own generator")
         basis = "guided decoding" if policy.kind == Policy.Kind.DOCTOR else "own candidates"
         return Fit(pp.empirical(policy.generator_id), PolicyFit.Certificate.NONE, stats={"source": basis})
-
-    columns = pp.columns(pool_generator_id)
-    if len(columns) == 0:
+    if len(pool.pool) == 0:
         raise StepError(f"prompt {pp.prompt.pk} has no pool candidates")
-    mu = pp.empirical(pool_generator_id)[columns]
-    pool = pp.pop.subset(columns)
-    rewards = pool.weights @ pool.utilities  # mean utility over the population's types
-
     if policy.kind == Policy.Kind.SAMPLE:
-        return Fit(_embed(mu, columns, n), PolicyFit.Certificate.NONE, stats={"source": "reference"})
-    if policy.kind == Policy.Kind.BEST_OF_N:
-        best_n = int(params.get("n", k))
-        pi = wp.best_of_n_policy(rewards, mu, best_n)
-        return Fit(_embed(np.asarray(pi), columns, n), PolicyFit.Certificate.NONE, stats={"n": best_n})
-    if policy.kind == Policy.Kind.CTRL:
+        return Fit(pp.empirical(pool.generator_id), PolicyFit.Certificate.NONE, stats={"source": "reference"})
+
+    columns = pool.fitted
+    mu = _reference(pp, columns)
+    fitted = pp.pop.subset(columns)
+    if policy.kind in (Policy.Kind.BEST_OF_N, Policy.Kind.CTRL):
+        rewards = wp.quantile_rewards(fitted, mu)
+        if policy.kind == Policy.Kind.BEST_OF_N:
+            best_n = int(params.get("n", k))
+            pi = np.asarray(wp.best_of_n_policy(rewards, mu, best_n))
+            return Fit(_embed(pi, columns, n), PolicyFit.Certificate.NONE, stats={"n": best_n, "reward": "quantile"})
         pi, stats = _ctrl_fit(rewards, mu, k, params)
-        return Fit(_embed(pi, columns, n), PolicyFit.Certificate.NONE, stats=stats)
+        return Fit(_embed(pi, columns, n), PolicyFit.Certificate.NONE, stats={**stats, "reward": "quantile"})
     beta = float(params.get("beta", 0.0))
     reference = mu if beta > 0 else None
     if policy.kind == Policy.Kind.NLHF:
         key = ("nlhf", policy.pk)
         if key not in cache:
-            cache[key] = wp.solve_nlhf(pool, beta=beta, reference=reference)
+            cache[key] = wp.solve_nlhf(fitted, beta=beta, reference=reference)
         return _solution_fit(cache[key], columns, n, beta)
     if policy.kind == Policy.Kind.MULTIPLAYER:
-        return _solution_fit(wp.solve_multiplayer(pool, k, beta=beta, reference=reference), columns, n, beta)
+        return _solution_fit(wp.solve_multiplayer(fitted, k, beta=beta, reference=reference), columns, n, beta)
     raise StepError(f"policy {policy.name}: unknown kind {policy.kind!r}")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A fit's robust win rates against the worst m-output opponent (theory.md §2), by where
+    the opponent's responses come from."""
+
+    overall: float  # any candidate of the prompt: the adversary the items field
+    pool: float  # the fitted pool: the certificate
+    held_out: float | None  # the held-out texts: the prediction for a fresh opponent (None: none held out)
+    adversary: tuple[int, ...]  # the overall adversary's columns
+    exact: bool
+    gap: float  # how much better an opponent the search may have missed (0 when exact)
+
+
+def predictions(pp: PromptPopulation, pi: npt.NDArray[np.float64], k: int, m: int, pool: PoolColumns) -> Predictions:
+    """`workers.policies.find_adversary` over every candidate, the fitted pool and the held-out texts.
+
+    This is `workers.policies.held_out_certificate`'s triple on the prompt's columns, which may
+    also hold other generators' candidates (a checkpoint's) that a policy can put mass on.
+    """
+    overall = wp.find_adversary(pp.pop, pi, k, m)
+    on_pool = wp.find_adversary(pp.pop, pi, k, m, candidates=pool.fitted)
+    on_held = wp.find_adversary(pp.pop, pi, k, m, candidates=pool.held_out) if len(pool.held_out) else None
+    # a search (not an enumeration) over everything may miss what a restricted one found
+    found = [adv for adv in (overall, on_pool, on_held) if adv is not None]
+    worst = min(found, key=lambda adv: adv.win_rate)
+    return Predictions(
+        overall=worst.win_rate, pool=on_pool.win_rate, held_out=None if on_held is None else on_held.win_rate,
+        adversary=worst.responses, exact=all(adv.exact for adv in found), gap=max(adv.gap for adv in found),
+    )
 
 
 def fit_prompt_policies(prompt: Prompt, policies: list[Policy], k_values: list[int]) -> int:
     """Fit every policy at every k on one prompt; replaces that prompt's fits in one transaction."""
     study = prompt.study
     pp = load_population(prompt)
+    pool = held_out_columns(study, pp)
+    m = study.opponent_outputs
     cache: dict[tuple[str, int], Any] = {}
     fits = []
     for policy in policies:
         for k in k_values:
-            fit = fit_policy(policy, pp, k, study.generator_id, cache)
-            fits.append((policy, k, fit, wp.robust_win_rate(pp.pop, fit.probabilities, k)))
+            fit = fit_policy(policy, pp, k, pool, cache)
+            fits.append((policy, k, fit, predictions(pp, fit.probabilities, k, m, pool)))
+    held_out_ids = [pp.candidates[int(i)].pk for i in pool.held_out]
     with transaction.atomic():
         PolicyFit.objects.filter(prompt=prompt).exclude(k__in=k_values).delete()
-        for policy, k, fit, robust in fits:
+        for policy, k, fit, predicted in fits:
+            stats = {**fit.stats, "m": m, "held_out_candidates": held_out_ids,
+                     "adversary": [pp.candidates[i].pk for i in predicted.adversary],
+                     "adversary_exact": predicted.exact, "adversary_gap": predicted.gap}
             PolicyFit.objects.update_or_create(
                 policy=policy,
                 prompt=prompt,
@@ -173,8 +256,10 @@ def fit_prompt_policies(prompt: Prompt, policies: list[Policy], k_values: list[i
                     "certificate_kind": fit.certificate_kind,
                     "certificate": fit.certificate,
                     "converged": fit.converged,
-                    "predicted_robust_win_rate": float(robust),
-                    "solver_stats": fit.stats,
+                    "predicted_robust_win_rate": predicted.overall,
+                    "pool_robust_win_rate": predicted.pool,
+                    "held_out_robust_win_rate": predicted.held_out,
+                    "solver_stats": stats,
                 },
             )
     return len(fits)

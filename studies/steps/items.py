@@ -1,9 +1,11 @@
 """The items step: fits → blinded comparison items with provenance counts, and attention checks.
 
 An item is k draws from the policy and m from an opponent (another policy, or the adversary:
-the response that beats the policy most often under the population); each distinct text is
-shown once, with its counts (c_A, c_B) and the population's predicted credit for that shown set
-(`workers.policies.credit.shown_set_credit`). An item whose k + m draws are all one text is
+the m-multiset of responses that minimises the policy's win rate under the population, over
+every candidate of the prompt, held-out ones included: `studies.steps.fit.predictions`); each
+distinct text is shown once, with its counts (c_A, c_B) and the population's predicted credit for
+that shown set (`workers.policies.expected_credit`: theory.md §1's per-position tie rule, the
+rule of the solver, the certificate and the simulated annotators). An item whose k + m draws are all one text is
 decided by construction (needs_judgment False, credit k/(k+m)) and never shown to anyone.
 Attention checks (good pool texts plus one deliberately broken text) come at the study's rate.
 
@@ -33,8 +35,8 @@ from studies.models import (
     Study,
 )
 from studies.steps import OnProgress, StepError, no_progress
+from studies.steps.fit import held_out_columns, predictions
 from studies.steps.population import PromptPopulation, load_population
-from workers.policies.credit import shown_set_credit
 
 # Attention-check candidates use negative sample indices, which generation never produces.
 ATTENTION_LABEL = "attention"
@@ -106,18 +108,19 @@ def draft_prompt_items(prompt: Prompt, policies: list[Policy], pp: PromptPopulat
         (f.policy_id, f.k): np.asarray(f.probabilities, dtype=np.float64)
         for f in PolicyFit.objects.filter(prompt=prompt, policy__in=policies)
     }
+    pool = held_out_columns(study, pp)
     drafts = []
     for policy in policies:
         for k in study.k_values:
             if (policy.pk, k) not in fits:
                 raise StepError(f"policy {policy.name} has no fit at k={k} for prompt {prompt.pk}")
             pi = fits[(policy.pk, k)]
-            adversary = int(np.argmax(wp.pick_probability(pp.pop, pi, k)))
+            adversary = list(predictions(pp, pi, k, m, pool).adversary)  # the worst m-multiset
             for label, other, sigma in _opponents(policy, policies, fits, k, m):
                 for replicate in range(study.replicates):
                     rng = _item_rng(study, prompt.pk, policy.pk, k, other.pk if other else 0, m, replicate)
                     draws_a = wp.sample_responses(pi, k, rng)
-                    draws_b = [adversary] * m if sigma is None else wp.sample_responses(sigma, m, rng)
+                    draws_b = adversary if sigma is None else wp.sample_responses(sigma, m, rng)
                     key = {"prompt": prompt, "policy": policy, "k": k, "opponent_label": label, "m": m,
                            "replicate": replicate, "is_attention_check": False}
                     drafts.append(_item_draft(rng, pp, key, other, draws_a, draws_b))
@@ -128,10 +131,14 @@ def _item_draft(rng: np.random.Generator, pp: PromptPopulation, key: dict[str, A
                 draws_a: Sequence[int] | npt.NDArray[np.intp], draws_b: Sequence[int] | npt.NDArray[np.intp]) -> ItemDraft:
     """The draft of one regular item from its draws: shown texts in a shuffled slot order."""
     shown, c_a, c_b = _shown_rows(rng, pp, draws_a, draws_b)
+    n = pp.pop.n_responses
     values = {
         "study": key["prompt"].study,
         "opponent_policy": other,
-        "predicted_win_rate": shown_set_credit(pp.pop.utilities, pp.pop.weights, shown, c_a, c_b),
+        "predicted_win_rate": wp.expected_credit(
+            pp.pop, np.bincount(np.asarray(draws_a, dtype=np.intp), minlength=n),
+            np.bincount(np.asarray(draws_b, dtype=np.intp), minlength=n),
+        ),
         "needs_judgment": needs_judgment(shown),
         "draw": {
             "policy": [pp.candidates[int(i)].pk for i in draws_a],

@@ -10,20 +10,16 @@ the results and the exports all call these functions rather than recomputing the
   text, so every pick is that text).
 - An item decided by construction enters a results cell as one row of credit k / (k + m) whose
   weight makes every item of the cell count alike (`decided_item_weight`).
-- `shown_set_credit`: the population's expected credit for one shown set (the item's prediction).
 
-Pure NumPy; no Django. Not re-exported from `workers.policies` (issue #11 adds a public
-`expected_credit` with another rule and signature there).
+The population's *expected* credit for a shown set (an item's prediction) is
+`workers.policies.expected_credit` (theory.md §1's per-position rule; `workers/policies/choice.py`).
+A uniform pick over the k + m positions is that rule's credit when every position ties, so
+`tie_credit` is the same rule applied to a "can't decide".
+
+Pure Python; no Django. Not re-exported from `workers.policies`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
-
-FloatArray = npt.NDArray[np.float64]
 
 
 def pick_credit(count_policy: int, count_opponent: int) -> float:
@@ -65,27 +61,3 @@ def decided_item_weight(n_judged: int, n_to_judge: int, annotations_per_item: in
     if n_to_judge and n_judged:
         return n_judged / n_to_judge
     return float(annotations_per_item)
-
-
-def shown_set_credit(
-    utilities: FloatArray,
-    weights: FloatArray,
-    shown: Sequence[int],
-    count_policy: Sequence[int],
-    count_opponent: Sequence[int],
-) -> float:
-    """The population's expected credit for one shown set (theory.md §1).
-
-    Each type t picks a shown text of maximal utility, splitting ties among the distinct shown
-    texts uniformly; choosing text j credits the policy c_A(j) / (c_A(j) + c_B(j)):
-    Σ_t w_t Σ_{j ∈ argmax_t} (1/|argmax_t|) · c_A(j)/(c_A(j)+c_B(j)).
-
-    utilities: (T, N); weights: (T,); shown: column indices of the distinct texts;
-    count_policy, count_opponent: c_A and c_B per shown text.
-    """
-    sub = utilities[:, list(shown)]
-    c_a = np.asarray(count_policy, dtype=np.float64)
-    credit = c_a / (c_a + np.asarray(count_opponent, dtype=np.float64))
-    top = sub == sub.max(axis=1, keepdims=True)
-    per_type = (top * credit).sum(axis=1) / top.sum(axis=1)
-    return float(weights @ per_type)
