@@ -32,4 +32,8 @@ def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
         path("<int:study_id>/prepare/", admin_view(researcher_views.prepare_study), name="studies_study_prepare"),
         path("<int:study_id>/jobs/", admin_view(researcher_views.study_jobs), name="studies_study_jobs"),
         path("<int:study_id>/plan/", admin_view(planning_views.study_plan), name="studies_study_plan"),
+        path("<int:study_id>/status/<slug:action>/", admin_view(researcher_views.study_status),
+             name="studies_study_status"),
+        path("<int:study_id>/copy/", admin_view(researcher_views.copy_study), name="studies_study_copy"),
+        path("<int:study_id>/places/", admin_view(researcher_views.study_places), name="studies_study_places"),
     ]

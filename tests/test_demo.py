@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from studies import demo
 from studies.models import Job, Policy, PreferenceSource, Study
+from tests.factories import make_item
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,8 @@ def test_the_demo_is_prepared_when_draft_and_made_live_when_ready(django_capture
     assert demo.advance(study) == ""  # still preparing: nothing to do
 
     Study.objects.filter(pk=study.pk).update(status=Study.Status.READY)
+    make_item(study=study, prompt=study.prompts.first(), policy=study.policies.first(), texts=["a", "b"],
+              counts=[(1, 0), (0, 1)], k=1)  # going live needs items to judge
     assert "live" in demo.advance(study)
     assert study.status == Study.Status.LIVE
 
