@@ -94,7 +94,8 @@ class DesignInlineMixin:
 
 class DesignPartAdmin(admin.ModelAdmin):
     """The standalone admin of a part of a study's design (prompts, policies, preference sources):
-    rows of a study whose design is fixed can't be added, changed or deleted."""
+    rows of a study whose design is fixed can't be added, changed or deleted (the bulk delete
+    action asks `has_delete_permission` of every row too)."""
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return not (obj is not None and _design_fixed(obj.study)) and super().has_change_permission(request, obj)
@@ -114,13 +115,6 @@ class DesignPartAdmin(admin.ModelAdmin):
                 return cleaned
 
         return GuardedForm
-
-    def delete_queryset(self, request: HttpRequest, queryset) -> None:
-        fixed = [s for s in Study.objects.filter(pk__in=queryset.values("study")) if s.design_fixed_reason()]
-        if fixed:
-            self.message_user(request, " ".join(s.design_fixed_message() for s in fixed), messages.ERROR)
-            queryset = queryset.exclude(study__in=fixed)
-        super().delete_queryset(request, queryset)
 
 
 class PolicyInline(DesignInlineMixin, admin.TabularInline):
