@@ -67,6 +67,11 @@ def _free(ids: list[int], status: str) -> int:
     return Participant.objects.filter(pk__in=ids).update(status=status)
 
 
+def _plain(participants: QuerySet[Participant]) -> QuerySet[Participant]:
+    """The same rows without annotations or ordering (the admin's list adds both), so they can be locked."""
+    return Participant.objects.filter(pk__in=list(participants.values_list("pk", flat=True)))
+
+
 def _locked_ids(participants: QuerySet[Participant]) -> list[int]:
     """Lock the rows (skipping any a pick is being saved on) and return their ids."""
     if connection.features.has_select_for_update_skip_locked:
@@ -97,8 +102,9 @@ def return_participants(*, participants: QuerySet[Participant]) -> Outcome:
 
     Participants who completed are skipped (their work is done; review them instead).
     """
-    wanted = participants.count()
-    ids = _locked_ids(participants.exclude(status__in=[Status.COMPLETED, Status.RETURNED]))
+    chosen = _plain(participants)
+    wanted = chosen.count()
+    ids = _locked_ids(chosen.exclude(status__in=[Status.COMPLETED, Status.RETURNED]))
     changed = _free(ids, Status.RETURNED) if ids else 0
     return Outcome(changed=changed, skipped=wanted - changed)
 
@@ -108,8 +114,9 @@ def review_participants(*, participants: QuerySet[Participant], verdict: str) ->
     """Record the researcher's verdict (approved or rejected) on finished participants."""
     if verdict not in REVIEWABLE:
         raise ValueError(f"unknown verdict {verdict!r}")
-    wanted = participants.count()
-    changed = participants.filter(status__in=REVIEWABLE[verdict]).update(review_status=verdict)
+    chosen = _plain(participants)
+    wanted = chosen.count()
+    changed = chosen.filter(status__in=REVIEWABLE[verdict]).update(review_status=verdict)
     return Outcome(changed=changed, skipped=wanted - changed)
 
 
