@@ -138,4 +138,5 @@ def test_serve_demo_runs_the_whole_demo_on_sqlite_and_ctrl_c_stops_everything(tm
             if alive:
                 os.killpg(serve.pid, signal.SIGKILL)
     assert "Stopping" in "".join(lines)
-    assert not alive, "the web server or the worker outlived Ctrl-C"
+    assert not alive, "the web server, the worker or beat outlived Ctrl-C"
+    assert list((tmp_path / "var").glob("celerybeat-schedule*")), "beat ran, its schedule file under var/"
