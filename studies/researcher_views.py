@@ -169,13 +169,12 @@ def study_places(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
     study = study_for(request, VIEW_STUDY, pk=study_id)
     changelist = reverse("admin:studies_participant_changelist") + f"?study__id__exact={study.pk}"
     context = {
-        "study": study,
         "places": participants.places(study),
         "changelist": changelist,
         "poll_seconds": POLL_SECONDS if study.status in POLLED_STATUSES else None,
     }
     if request.htmx:
-        return render(request, "studies/study_places.html#places", context)
+        return render(request, "studies/study_places.html#places", {"study": study, **context})
     return _admin_page(request, "studies/study_places.html", study, f"Places and participants of “{study}”", **context)
 
 

@@ -226,6 +226,14 @@ def test_the_study_page_shows_places_filled_and_participants_by_status(researche
     assert "hx-trigger" not in closed.content.decode()
 
 
+def test_the_places_page_also_renders_as_a_page_of_its_own(researcher_client):
+    study = live_study(max_participants=4)
+    page = researcher_client.get(reverse("admin:studies_study_places", args=[study.pk]))
+    assert page.status_code == 200
+    assert '<strong id="places-filled">0 / 4</strong>' in page.content.decode()
+    assert "<html" in page.content.decode()
+
+
 def test_the_places_page_needs_the_view_study_permission(client, django_user_model):
     study = live_study()
     client.force_login(django_user_model.objects.create_user("staff", password="pw", is_staff=True))
