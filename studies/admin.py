@@ -23,7 +23,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from studies import services
+from studies import participants, services
+from studies.annotation import seats_taken
 from studies.export import TABLES
 from studies.importing import import_prompts
 from studies.models import (
@@ -97,7 +98,50 @@ def guarantee(policy: Policy) -> str:
     return policy.regularisation_note or "–"
 
 
-class PolicyInline(admin.TabularInline):
+def _design_fixed(study: Study | None) -> bool:
+    return study is not None and bool(study.design_fixed_reason())
+
+
+class DesignInlineMixin:
+    """An inline that is part of the study's design (policies, preference sources): read-only
+    once the design is fixed (`Study.design_fixed_reason`)."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _design_fixed(obj) and super().has_add_permission(request, obj)  # type: ignore[misc]
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _design_fixed(obj) and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _design_fixed(obj) and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+class DesignPartAdmin(admin.ModelAdmin):
+    """The standalone admin of a part of a study's design (prompts, policies, preference sources):
+    rows of a study whose design is fixed can't be added, changed or deleted (the bulk delete
+    action asks `has_delete_permission` of every row too)."""
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not (obj is not None and _design_fixed(obj.study)) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not (obj is not None and _design_fixed(obj.study)) and super().has_delete_permission(request, obj)
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+
+        class GuardedForm(form):  # type: ignore[valid-type, misc]
+            def clean(self):
+                cleaned = super().clean()
+                study = cleaned.get("study")
+                if study is not None and study.design_fixed_message():
+                    self.add_error("study", study.design_fixed_message())
+                return cleaned
+
+        return GuardedForm
+
+
+class PolicyInline(DesignInlineMixin, admin.TabularInline):
     model = Policy
     extra = 0
     fields = ["name", "kind", "params", "generator", "guarantee", "doctors"]
@@ -168,11 +212,16 @@ class PreferenceSourceForm(forms.ModelForm):
         return Study.objects.filter(pk=study_id).first() if study_id else None
 
 
-class PreferenceSourceInline(admin.StackedInline):
+class PreferenceSourceInline(DesignInlineMixin, admin.StackedInline):
     model = PreferenceSource
     form = PreferenceSourceForm
     extra = 0
     fields = ["kind", "weight", "params", "data", "data_file"]
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        if _design_fixed(obj):  # read-only: no upload field, and no page-long CSV
+            return ["kind", "weight", "params"]
+        return super().get_fields(request, obj)
 
 
 class PairsImportForm(forms.Form):
@@ -202,18 +251,22 @@ class StudyAdmin(admin.ModelAdmin):
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
     readonly_fields = ["status", "invite_token", "participant_links", "created_at", "updated_at", "prompt_tools",
-                       "results_links", "pair_tools"]
+                       "results_links", "pair_tools", "places", "design_lock"]
+    # What makes the items: read-only once the design is fixed (Study.design_fixed_reason).
+    DESIGN_FIELDS = ["generator", "pool_size", "k_values", "opponent_outputs", "replicates", "annotations_per_item",
+                     "attention_check_rate", "held_out_fraction", "seed"]
     inlines = [PolicyInline, PreferenceSourceInline]
     actions = ["prepare_selected", "run_simulated_annotators", "download_judgments"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "prompt_tools", "results_links", "pair_tools"]}),
+        (None, {"fields": ["title", "slug", "status", "places", "prompt_tools", "results_links", "pair_tools"]}),
         ("Annotators see", {"fields": ["consent_text", "instructions"]}),
         (
             "Design",
             {
                 "fields": [
+                    "design_lock",
                     "generator",
                     "pool_size",
                     "k_values",
@@ -248,6 +301,32 @@ class StudyAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).annotate(_prompt_count=Count("prompts"))
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return fields + self.DESIGN_FIELDS if _design_fixed(obj) else fields
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        study = self.get_object(request, object_id)
+        extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else []}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    @admin.display(description="design")
+    def design_lock(self, study: Study) -> str:
+        message = study.design_fixed_message()
+        if not message:
+            return "Editable while the study is a draft without comparison items; fixed once it is prepared."
+        return format_html('<span class="design-fixed" id="design-fixed">{} <a href="{}">Copy as a new draft study</a></span>',
+                           message, reverse("admin:studies_study_copy", args=[study.pk]))
+
+    @admin.display(description="places filled")
+    def places(self, study: Study) -> str:
+        if not study.pk:
+            return "-"
+        target = study.max_participants or "no limit"
+        return format_html('<span id="places-summary">{} / {}</span> · <a href="{}">participants</a>',
+                           seats_taken(study), target,
+                           reverse("admin:studies_participant_changelist") + f"?study__id__exact={study.pk}")
 
     @admin.display(description="prompts", ordering="_prompt_count")
     def prompt_count(self, study: Study) -> int:
@@ -357,20 +436,24 @@ class StudyAdmin(admin.ModelAdmin):
             return HttpResponse(status=403)
         form = PromptImportForm(request.POST or None, request.FILES or None)
         report, here = None, reverse("admin:studies_study_import_prompts", args=[study.pk])
-        if request.method == "POST" and form.is_valid():
+        fixed = study.design_fixed_message()  # only a draft takes prompts (the services check it again)
+        if request.method == "POST" and not fixed and form.is_valid():
             upload = form.cleaned_data["file"]
-            if upload.size > settings.UALIGN_IMPORT_BACKGROUND_BYTES:  # too big for a web request
-                started = services.start_prompt_import(study=study, filename=upload.name, data=upload.read())
-                return HttpResponseRedirect(f"{here}?job={started.pk}")
-            report = import_prompts(study=study, filename=upload.name, data=upload.read())
-            if report.ok:
+            try:
+                if upload.size > settings.UALIGN_IMPORT_BACKGROUND_BYTES:  # too big for a web request
+                    started = services.start_prompt_import(study=study, filename=upload.name, data=upload.read())
+                    return HttpResponseRedirect(f"{here}?job={started.pk}")
+                report = import_prompts(study=study, filename=upload.name, data=upload.read())
+            except services.DesignFixed as exc:
+                fixed = str(exc)
+            if report is not None and report.ok:
                 self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
         job_id = request.GET.get("job", "")
         job: Job | None = None
         if re.fullmatch(r"[0-9]{1,18}", job_id, flags=re.ASCII):
             job = study.jobs.filter(pk=int(job_id), kind=Job.Kind.IMPORT_PROMPTS).first()
-        context = {"study": study, "form": form, "report": report, "job": job, "here": here}
+        context = {"study": study, "form": form, "report": report, "job": job, "here": here, "fixed": fixed}
         if getattr(request, "htmx", False) and job is not None:
             return TemplateResponse(request, "admin/studies/prompt/import.html#import-job", context)
         context |= {
@@ -379,7 +462,8 @@ class StudyAdmin(admin.ModelAdmin):
             "original": study,
             "title": f"Import prompts into “{study}”",
         }
-        return TemplateResponse(request, "admin/studies/prompt/import.html", context)
+        refused = request.method == "POST" and bool(fixed)
+        return TemplateResponse(request, "admin/studies/prompt/import.html", context, status=409 if refused else 200)
 
 
     def import_pairs_view(self, request: HttpRequest, study_id: int) -> HttpResponse:
@@ -404,7 +488,7 @@ class StudyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(DesignPartAdmin):
     list_display = ["short_text", "external_id", "study", "created_at"]
     list_display_links = ["short_text"]
     list_filter = ["study"]
@@ -422,7 +506,7 @@ class GeneratorModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(PreferenceSource)
-class PreferenceSourceAdmin(admin.ModelAdmin):
+class PreferenceSourceAdmin(DesignPartAdmin):
     form = PreferenceSourceForm
     fields = ["study", "kind", "weight", "params", "data", "data_file"]
     list_display = ["study", "kind", "weight"]
@@ -435,7 +519,7 @@ class DoctorInline(ReadOnlyInline):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(DesignPartAdmin):
     list_display = ["name", "kind", "study", "guarantee"]
     list_filter = ["kind", "study"]
     inlines = [DoctorInline]
@@ -527,17 +611,70 @@ class FailedAttentionFilter(admin.SimpleListFilter):
 
 @admin.register(Participant)
 class ParticipantAdmin(ReadOnlyAdmin):
-    list_display = ["pseudonym", "study", "status", "consent_at", "attention_failures", "is_simulated", "created_at"]
-    list_filter = ["study", "status", FailedAttentionFilter, "is_simulated"]
+    """Read-only rows, with the actions a Prolific researcher needs (studies/participants.py):
+    approve, reject, mark returned (frees the seat and open assignments), and the approve/reject
+    list as CSV with PROLIFIC_PIDs."""
+
+    list_display = ["pseudonym", "external_id", "study", "status", "review_status", "picks", "attention_failures",
+                    "created_at", "last_active_at", "time_on_task", "is_simulated"]
+    list_filter = ["study", "status", "review_status", FailedAttentionFilter, "is_simulated",
+                   ("created_at", admin.DateFieldListFilter), ("last_active_at", admin.DateFieldListFilter)]
     search_fields = ["pseudonym", "external_id"]
+    list_select_related = ["study"]
     exclude = ["access_token", "resume_token", "client_key"]
     readonly_fields = ["resume_link"]
+    actions = ["mark_approved", "mark_rejected", "mark_returned", "export_review_list"]
+
+    def get_queryset(self, request: HttpRequest):
+        return participants.with_picks(super().get_queryset(request))
+
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        """Reviewing changes only the verdict and seat of a participant, never their picks."""
+        return request.user.has_perm("studies.change_participant")
+
+    @admin.display(description="picks", ordering="picks")
+    def picks(self, participant: Participant) -> int:
+        return participant.picks  # type: ignore[attr-defined]  # annotated by get_queryset
+
+    @admin.display(description="time on task", ordering="task_ms")
+    def time_on_task(self, participant: Participant) -> str:
+        task_ms = participant.task_ms  # type: ignore[attr-defined]  # annotated by get_queryset
+        return "-" if task_ms is None else f"{task_ms / 1000:.0f} s"
 
     @admin.display(description="resume link")
     def resume_link(self, participant: Participant) -> str:
         """For a participant who lost the browser they started in: it continues their session."""
         path = reverse("studies:resume", args=[participant.study.slug, participant.resume_token])
         return format_html("<code>{}</code> (send it only to this participant)", settings.SITE_URL.rstrip("/") + path)
+
+    def _report(self, request: HttpRequest, outcome: participants.Outcome, done: str, rule: str) -> None:
+        self.message_user(request, f"{outcome.changed} {done}.", messages.SUCCESS)
+        if outcome.skipped:
+            self.message_user(request, f"{outcome.skipped} skipped: {rule}", messages.WARNING)
+
+    @admin.action(description="Mark approved (completed participants)", permissions=["review"])
+    def mark_approved(self, request: HttpRequest, queryset) -> None:
+        outcome = participants.review_participants(participants=queryset, verdict=Participant.Review.APPROVED)
+        self._report(request, outcome, "approved", "only participants who completed can be approved.")
+
+    @admin.action(description="Mark rejected (completed, screened out or failed attention)", permissions=["review"])
+    def mark_rejected(self, request: HttpRequest, queryset) -> None:
+        outcome = participants.review_participants(participants=queryset, verdict=Participant.Review.REJECTED)
+        self._report(request, outcome, "rejected",
+                     "only participants who completed, were screened out or failed attention checks can be rejected.")
+
+    @admin.action(description="Mark returned on Prolific (frees their seats and open tasks)", permissions=["review"])
+    def mark_returned(self, request: HttpRequest, queryset) -> None:
+        outcome = participants.return_participants(participants=queryset)
+        self._report(request, outcome, "marked returned; their seats and open tasks are free again",
+                     "participants who completed (review them instead), already returned, or busy saving a pick.")
+
+    @admin.action(description="Export the approve/reject list (CSV with PROLIFIC_PIDs)", permissions=["view"])
+    def export_review_list(self, request: HttpRequest, queryset) -> HttpResponse:
+        response = HttpResponse(participants.review_csv(queryset), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="participants-review.csv"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 @admin.register(Assignment)

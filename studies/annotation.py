@@ -52,7 +52,11 @@ FINISHED = {
     Participant.Status.ENDED,
     Participant.Status.DECLINED,
     Participant.Status.SCREENED_OUT,
+    Participant.Status.TIMED_OUT,
+    Participant.Status.RETURNED,
 }
+# Statuses that give a consented participant's seat back (studies/participants.py sets them).
+SEAT_FREED = (Participant.Status.TIMED_OUT, Participant.Status.RETURNED)
 COMPREHENSION_ATTEMPTS = 2
 
 
@@ -61,7 +65,7 @@ class StudyUnavailable(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason  # "closed" or "full"
+        self.reason = reason  # "closed", "paused" or "full"
 
 
 class AssignmentLost(Exception):
@@ -96,14 +100,20 @@ def is_valid_invite(study: Study, token: str) -> bool:
 
 
 def seats_taken(study: Study) -> int:
-    """Participants who consented: they hold a seat against `Study.max_participants`."""
-    return study.participants.filter(consent_at__isnull=False).count()
+    """Participants who consented hold a seat against `Study.max_participants`, until they time
+    out or return (SEAT_FREED); finishing keeps it (their work fills the place)."""
+    return study.participants.filter(consent_at__isnull=False).exclude(status__in=SEAT_FREED).count()
+
+
+def closed_reason(study: Study) -> str:
+    """Why a study that takes nobody now says so: "paused" (it reopens) or "closed"."""
+    return "paused" if study.status == Study.Status.PAUSED else "closed"
 
 
 def ensure_open_for_newcomers(study: Study) -> None:
     """Raise StudyUnavailable unless a new participant could start annotating now."""
     if not study.is_accepting_participants:
-        raise StudyUnavailable("closed")
+        raise StudyUnavailable(closed_reason(study))
     if study.max_participants is not None and seats_taken(study) >= study.max_participants:
         raise StudyUnavailable("full")
     if not _open_items(study).exists():
@@ -188,9 +198,9 @@ def record_consent(*, participant: Participant, accepted: bool, now: datetime | 
         return participant
     study = Study.objects.select_for_update(no_key=True).get(pk=participant.study_id)  # seats, one at a time
     ensure_open_for_newcomers(study)
-    participant.consent_at = now or timezone.now()
+    participant.consent_at = participant.last_active_at = now or timezone.now()
     participant.status = Participant.Status.CONSENTED
-    participant.save(update_fields=["consent_at", "status"])
+    participant.save(update_fields=["consent_at", "last_active_at", "status"])
     return participant
 
 
@@ -214,7 +224,8 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
         if not participant.comprehension_passed:
             return participant
     participant.status = Participant.Status.ACTIVE
-    participant.save(update_fields=["status"])
+    participant.last_active_at = timezone.now()
+    participant.save(update_fields=["status", "last_active_at"])
     return participant
 
 
@@ -354,14 +365,20 @@ def assign_next_item(*, participant: Participant, now: datetime | None = None) -
     for item_id in _preference_order(participant):
         outcome = _try_assign(participant, item_id, wait=False, now=now)
         if isinstance(outcome, Assignment):
-            return outcome
+            return _active(participant, outcome, now)
         if outcome is True:
             busy.append(item_id)
     for item_id in busy:
         outcome = _try_assign(participant, item_id, wait=True, now=now)
         if isinstance(outcome, Assignment):
-            return outcome
+            return _active(participant, outcome, now)
     return None
+
+
+def _active(participant: Participant, assignment: Assignment, now: datetime) -> Assignment:
+    """Note the participant's activity (the periodic sweep times out the idle ones); pass `assignment` on."""
+    Participant.objects.filter(pk=participant.pk).update(last_active_at=now)
+    return assignment
 
 
 def mark_rendered(assignment: Assignment, now: datetime | None = None) -> None:
@@ -486,6 +503,7 @@ def record_judgment(
     assignment.status = Assignment.Status.COMPLETED
     assignment.completed_at = now
     assignment.save(update_fields=["status", "completed_at"])
+    _active(participant, assignment, now)
     _after_judgment(participant=participant, study=study, attention_passed=attention_passed, now=now)
     return JudgmentResult(judgment, created=True)
 

@@ -149,7 +149,7 @@ def advance(study: Study, *, retry_failed: bool = False) -> str:
         services.prepare_study(study=study)
         return "Preparing the demo study: generating candidates, judging them with the personas, fitting policies…"
     if study.status == Study.Status.READY:
-        study.move_to(Study.Status.LIVE)
+        study.status = services.change_study_status(study=study, action="go-live").status
         return "The demo study is prepared; making it live."
     return ""
 

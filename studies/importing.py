@@ -9,7 +9,8 @@ Hostile files get a list of problems with line numbers, never a server error: th
 in bytes (`UALIGN_MAX_UPLOAD_BYTES`) and rows (`UALIGN_IMPORT_MAX_ROWS`), CSV cells in length
 (`UALIGN_IMPORT_MAX_FIELD_CHARS`); JSON refuses NaN and Infinity and bounds nesting
 (`UALIGN_JSON_MAX_DEPTH`); NUL, lone surrogates and control characters other than tab and
-newlines are refused anywhere (`studies.validation`). Files larger than
+newlines are refused anywhere (`studies.validation`). Only a draft study takes prompts
+(`Study.design_fixed_message` says why another is refused). Files larger than
 `UALIGN_IMPORT_BACKGROUND_BYTES` are imported by a worker (`studies.services.start_prompt_import`): the job checks
 every row with progress on its row, then saves them in batches in one transaction.
 """
@@ -216,6 +217,10 @@ def _check_duplicates(study: Study, rows: _Rows) -> None:
 def check_prompts(*, study: Study, filename: str, data: bytes, progress: Progress | None = None) -> _Rows:
     """Parse and check every row of `data`; the rows, and the problems (empty when all are good)."""
     rows = _Rows(progress=progress)
+    fixed = study.design_fixed_message()
+    if fixed:  # prompts are part of the design: only a draft takes new ones
+        rows.errors.append(RowError(0, fixed))
+        return rows
     limit = settings.UALIGN_MAX_UPLOAD_BYTES
     if len(data) > limit:
         rows.errors.append(RowError(0, f"the file is larger than {limit // 1024 // 1024} MB"))
@@ -251,6 +256,9 @@ def _save(study: Study, rows: _Rows, *, job: Job | None = None) -> ImportReport:
         prompt.study = study
     try:
         with transaction.atomic():
+            fixed = Study.objects.select_for_update().get(pk=study.pk).design_fixed_message()
+            if fixed:  # it left draft while the rows were checked
+                return ImportReport(errors=[RowError(0, fixed)])
             Prompt.objects.bulk_create(prompts, batch_size=SAVE_BATCH)
             if job is not None:  # done in the same commit: a redelivered task can't import twice
                 Job.objects.filter(pk=job.pk).update(

@@ -56,19 +56,23 @@ class Study(models.Model):
         PREPARING = "preparing", "Preparing"
         READY = "ready", "Ready"
         LIVE = "live", "Live"
+        PAUSED = "paused", "Paused"
         CLOSED = "closed", "Closed"
 
     class CantDecide(models.TextChoices):
         EXCLUDE = "exclude", "Excluded from win rates"
         TIE = "tie", "Counted as a tie over all shown positions (credit k/(k+m))"
 
-    # Allowed moves of the status machine; preparing may fall back to draft when a job fails.
+    # Allowed moves of the status machine: draft → preparing → ready → live ⇄ paused → closed.
+    # Preparing falls back to draft when a job fails; closing is final. The researcher's moves
+    # (live, paused, closed) are checked by `studies.services.change_study_status`.
     TRANSITIONS = {
         Status.DRAFT: {Status.PREPARING},
         Status.PREPARING: {Status.READY, Status.DRAFT},
         Status.READY: {Status.LIVE, Status.PREPARING, Status.CLOSED},
-        Status.LIVE: {Status.CLOSED},
-        Status.CLOSED: {Status.LIVE},
+        Status.LIVE: {Status.PAUSED, Status.CLOSED},
+        Status.PAUSED: {Status.LIVE, Status.CLOSED},
+        Status.CLOSED: set(),
     }
 
     slug = models.SlugField(max_length=64, unique=True)
@@ -136,7 +140,7 @@ class Study(models.Model):
                 condition=Q(held_out_fraction__gte=0) & Q(held_out_fraction__lt=1), name="study_held_out_fraction_unit"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["draft", "preparing", "ready", "live", "closed"]),
+                condition=Q(status__in=["draft", "preparing", "ready", "live", "paused", "closed"]),
                 name="study_status_valid",
             ),
         ]
@@ -167,6 +171,29 @@ class Study(models.Model):
     @property
     def is_accepting_participants(self) -> bool:
         return self.status == self.Status.LIVE
+
+    def design_fixed_reason(self) -> str:
+        """Why the design can no longer change, or "" while it can (a draft without items).
+
+        Once a study leaves draft or has comparison items, its prompts, k values, m, policies,
+        preference sources and the other fields that make its items (`DESIGN_FIELDS` in the
+        admin) stay as they are: changing them would change what the items and judgments mean.
+        """
+        if self.pk is None:
+            return ""
+        if self.status != self.Status.DRAFT:
+            return f"“{self}” is {self.get_status_display().lower()}"
+        if self.items.exists():
+            return f"“{self}” already has comparison items"
+        return ""
+
+    def design_fixed_message(self) -> str:
+        reason = self.design_fixed_reason()
+        if not reason:
+            return ""
+        return (f"{reason}, so its design is fixed: changing its prompts, k values, m, policies, preference "
+                "sources, generator, pool size, replicates, annotations per item or attention-check rate would "
+                "change what its items and judgments mean. Copy it as a new draft study to change them.")
 
     def participant_link(self, *, prolific: bool = False) -> str:
         """The path (and query) annotators join by; it carries the study's secret (invite_token).
@@ -502,6 +529,15 @@ class Participant(models.Model):
         ENDED = "ended", "Ended (failed attention checks)"
         DECLINED = "declined", "Declined consent"
         SCREENED_OUT = "screened_out", "Ended (failed the comprehension check twice)"
+        TIMED_OUT = "timed_out", "Timed out (inactive; seat freed)"
+        RETURNED = "returned", "Returned (on Prolific; seat freed)"
+
+    class Review(models.TextChoices):
+        """The researcher's verdict on a participant's submission, as on Prolific."""
+
+        PENDING = "pending", "Not reviewed"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     external_id = models.CharField(max_length=200, blank=True, help_text="Prolific PID or invite label.")
@@ -521,7 +557,10 @@ class Participant(models.Model):
     attention_failures = models.PositiveSmallIntegerField(default=0)
     completion_code = models.CharField(max_length=64, blank=True)
     is_simulated = models.BooleanField(default=False)
+    review_status = models.CharField(max_length=16, choices=Review.choices, default=Review.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Moved on by every step and pick; the periodic sweep times out who stays idle past the study's timeout.
+    last_active_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -530,8 +569,14 @@ class Participant(models.Model):
             models.UniqueConstraint(
                 fields=["study", "external_id"], condition=~Q(external_id=""), name="participant_external_unique"
             ),
+            models.CheckConstraint(
+                condition=Q(review_status__in=["pending", "approved", "rejected"]), name="participant_review_valid"
+            ),
         ]
-        indexes = [models.Index(fields=["study", "client_key", "created_at"], name="participant_join_rate")]
+        indexes = [
+            models.Index(fields=["study", "client_key", "created_at"], name="participant_join_rate"),
+            models.Index(fields=["study", "status", "last_active_at"], name="participant_activity"),
+        ]
 
     def __str__(self) -> str:
         return self.pseudonym

@@ -1,5 +1,6 @@
-"""The researcher's pages outside the admin's CRUD: Prepare and its polled jobs, the results page,
-its plot, and the CSV downloads.
+"""The researcher's pages outside the admin's CRUD: Prepare and its polled jobs, the lifecycle
+buttons (go live, pause, resume, close) and "copy as a new draft" with their confirmation pages,
+the polled places and participants, the results page, its plot, and the CSV downloads.
 
 Every page asks `study_for` for its study: it answers 403 unless the user holds the same model
 permissions the admin would ask for (`studies.view_study` to see a study, `studies.change_study`
@@ -33,7 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studies import candidate_import, export, services
+from studies import candidate_import, export, participants, services
 from studies.htmx import HtmxHttpRequest
 from studies.job_rows import chain_rows
 from studies.models import Job, Study
@@ -42,9 +43,12 @@ from studies.simulated_annotators import SimulationError
 
 WORKER_HINT_AFTER = timedelta(seconds=30)
 POLL_SECONDS = 5
+# Participants come and go (or picks land) in these statuses: the places figure keeps polling.
+POLLED_STATUSES = (Study.Status.READY, Study.Status.LIVE, Study.Status.PAUSED)
 
 VIEW_STUDY = "studies.view_study"
 CHANGE_STUDY = "studies.change_study"
+ADD_STUDY = "studies.add_study"
 VIEW_JUDGMENT = "studies.view_judgment"
 # Export tables that hold judgments (or numbers computed from them; pairs may come from judgments).
 JUDGMENT_TABLES = ("judgments", "summary", "pairs")
@@ -195,6 +199,70 @@ def study_jobs(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
     return render(request, "studies/study_jobs.html", page)
 
 
+def _admin_page(request: HttpRequest, template: str, study: Study, title: str, **context: Any) -> HttpResponse:
+    page = {**admin.site.each_context(request), "study": study, "opts": Study._meta, "title": title, **context}
+    return render(request, template, page)
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def study_status(request: HttpRequest, study_id: int, action: str) -> HttpResponse:
+    """A lifecycle button of the study's page: GET asks to confirm, POST makes the move.
+
+    Every rule is checked by `services.change_study_status`; the page shows what it would refuse.
+    """
+    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    move = services.LIFECYCLE_ACTIONS.get(action)
+    if move is None:
+        raise Http404("No such move.")
+    if request.method == "POST":
+        try:
+            study = services.change_study_status(study=study, action=action)
+        except services.LifecycleError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"“{study}” is now {study.get_status_display().lower()}.")
+        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    return _admin_page(
+        request, "studies/study_confirm.html", study, f"{move.label}: “{study}”",
+        heading=f"{move.label}?", explanation=move.explanation, button=move.label,
+        problem=services.lifecycle_problem(study, action), action_url=request.path,
+    )
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def copy_study(request: HttpRequest, study_id: int) -> HttpResponse:
+    """"Copy as a new draft study": GET asks to confirm, POST copies (`services.copy_study_as_draft`)."""
+    study = study_for(request, VIEW_STUDY, ADD_STUDY, pk=study_id)
+    if request.method == "POST":
+        copy = services.copy_study_as_draft(study=study)
+        messages.success(request, f"“{copy}” is a new draft with the settings, policies, preference sources and "
+                                  f"prompts of “{study}”. Change its design, then press Prepare.")
+        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[copy.pk]))
+    return _admin_page(
+        request, "studies/study_confirm.html", study, f"Copy “{study}” as a new draft study",
+        heading="Copy as a new draft study?", explanation=services.COPY_EXPLANATION, button="Copy as a new draft",
+        problem="", action_url=request.path,
+    )
+
+
+@staff_member_required
+@require_GET
+def study_places(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
+    """Places filled out of the target and participants by status, polled on the study's page."""
+    study = study_for(request, VIEW_STUDY, pk=study_id)
+    changelist = reverse("admin:studies_participant_changelist") + f"?study__id__exact={study.pk}"
+    context = {
+        "places": participants.places(study),
+        "changelist": changelist,
+        "poll_seconds": POLL_SECONDS if study.status in POLLED_STATUSES else None,
+    }
+    if request.htmx:
+        return render(request, "studies/study_places.html#places", {"study": study, **context})
+    return _admin_page(request, "studies/study_places.html", study, f"Places and participants of “{study}”", **context)
+
+
 # --------------------------------------------------------------------------------------------
 # Results and exports (/research/)
 
@@ -211,7 +279,7 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "results": compute_results(study, origin=origin),
         "tables": list(export.TABLES.items()),  # a dict with an "items" key confuses templates
         # Judgments arrive while a study is live (or being simulated when ready): keep polling.
-        "poll_seconds": POLL_SECONDS if study.status in (Study.Status.READY, Study.Status.LIVE) else None,
+        "poll_seconds": POLL_SECONDS if study.status in POLLED_STATUSES else None,
     }
     template = "studies/results.html#results" if request.htmx else "studies/results.html"
     return render(request, template, context)

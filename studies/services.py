@@ -11,18 +11,24 @@ the first step after the transaction commits. The tasks (`studies.tasks`) hand t
 `start_simulation` queues simulated annotators for a worker; `start_pilot` does it on a fresh
 pilot copy of the study (`studies.pilots`), so a pilot spends none of the real study's quota.
 
+`change_study_status` is the one place that checks the researcher's moves of a study's
+lifecycle (go live, pause, resume, close; the admin's buttons call it), and
+`copy_study_as_draft` starts a new draft from a study whose design is fixed.
+
 Imports point one way: views, admin and commands → services → tasks → steps → `workers`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
-from studies import pilots, tasks
+from studies import participants, pilots, tasks
 from studies.candidate_import import imported_candidates
-from studies.models import Job, Policy, Study
+from studies.models import Job, Policy, PreferenceSource, Prompt, Study
 from studies.pilots import (
     PilotError as PilotError,  # re-exported for views and commands
 )
@@ -57,6 +63,10 @@ def pipeline(study: Study) -> list[tuple[str, dict[str, Any]]]:
     steps += [(Job.Kind.TRAIN_DOCTORS, {}), (Job.Kind.GENERATE, {"doctors": True}), (Job.Kind.POPULATE, {}),
               (Job.Kind.FIT, {}), (Job.Kind.BUILD_ITEMS, {})]
     return steps
+
+
+class DesignFixed(Exception):
+    """The study's design can no longer change (`Study.design_fixed_message` says why)."""
 
 
 class PreparationError(Exception):
@@ -250,8 +260,150 @@ def delete_pilot(*, pilot: Study) -> None:
 
 @transaction.atomic
 def start_prompt_import(*, study: Study, filename: str, data: bytes) -> Job:
-    """Queue an import for a worker (large files): the upload travels in the job row."""
+    """Queue an import for a worker (large files): the upload travels in the job row.
+
+    Raises DesignFixed when the study is no longer a draft (`Study.design_fixed_message`).
+    """
+    fixed = Study.objects.select_for_update().get(pk=study.pk).design_fixed_message()
+    if fixed:
+        raise DesignFixed(fixed)
     job = Job.objects.create(study=study, kind=Job.Kind.IMPORT_PROMPTS, params={"filename": filename[:200]},
                              payload=data)
     tasks.import_prompts.delay_on_commit(job.pk)
     return job
+
+
+# --- The lifecycle: live ⇄ paused → closed ---------------------------------------------------------
+
+
+class LifecycleError(Exception):
+    """The study can't make this move; the message says why, in a sentence."""
+
+
+@dataclass(frozen=True)
+class LifecycleAction:
+    """A move the researcher makes on the study's admin page, with what the confirmation says."""
+
+    name: str  # in the URL
+    target: str  # a Study.Status
+    label: str  # the button
+    explanation: str  # the confirmation page
+
+
+LIFECYCLE_ACTIONS = {
+    action.name: action
+    for action in [
+        LifecycleAction("go-live", Study.Status.LIVE, "Go live",
+                        "Annotators with the study's link can join and start annotating."),
+        LifecycleAction("pause", Study.Status.PAUSED, "Pause",
+                        "Nobody new can join. Participants in the middle of the study finish the task they "
+                        "have open, then see a page saying the study is paused; they continue when you resume. "
+                        "Nobody times out while it is paused."),
+        LifecycleAction("resume", Study.Status.LIVE, "Resume",
+                        "The study takes participants again; those who were waiting continue where they were."),
+        LifecycleAction("close", Study.Status.CLOSED, "Close",
+                        "Closing is final. Nobody can join or start a new task. Every participant who made at "
+                        "least one pick is given the completion code, now or when they come back."),
+    ]
+}
+
+
+def lifecycle_actions(study: Study) -> list[LifecycleAction]:
+    """The moves the study's status allows now, in the order the admin shows them."""
+    allowed = [a for a in LIFECYCLE_ACTIONS.values() if study.can_move_to(a.target)]
+    # Resume is the way back from a pause; "go live" names the first time.
+    paused = study.status == Study.Status.PAUSED
+    return [a for a in allowed if a.name != ("go-live" if paused else "resume")]
+
+
+def lifecycle_problem(study: Study, action: str) -> str:
+    """Why the study can't make this move now, or "" when it can (the rules of `change_study_status`)."""
+    move = LIFECYCLE_ACTIONS.get(action)
+    if move is None:
+        return f"There is no move called “{action}”."
+    if move not in lifecycle_actions(study):
+        if study.status == Study.Status.CLOSED:
+            return f"“{study}” is closed, and closing is final: copy it as a new draft study to run it again."
+        return f"“{study}” is {study.get_status_display().lower()}, so it can't {move.label.lower()} now."
+    if move.target == Study.Status.LIVE and not study.items.filter(needs_judgment=True, is_attention_check=False).exists():
+        return f"“{study}” has no comparison items to judge yet: press Prepare first."
+    return ""
+
+
+@transaction.atomic
+def change_study_status(*, study: Study, action: str) -> Study:
+    """Make one of the researcher's lifecycle moves (LIFECYCLE_ACTIONS), checking every rule.
+
+    - a study goes live (or resumes) only when it has comparison items that need judging;
+    - closing is final: a closed study moves nowhere;
+    - on resume, the participants' idle clocks restart (a pause times nobody out);
+    - on close, everyone with at least one pick completes and gets the code, and open
+      assignments are released (`participants.close_out_study`).
+    Raises LifecycleError with a readable reason.
+    """
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    problem = lifecycle_problem(study, action)
+    if problem:
+        raise LifecycleError(problem)
+    move = LIFECYCLE_ACTIONS[action]
+    now = timezone.now()
+    was = study.status
+    study.move_to(move.target)
+    if was == Study.Status.PAUSED and move.target == Study.Status.LIVE:
+        participants.restart_clocks(study=study, now=now)
+    if move.target == Study.Status.CLOSED:
+        participants.close_out_study(study=study, now=now)
+    return study
+
+
+# --- Copy as a new draft ---------------------------------------------------------------------------
+
+COPY_EXPLANATION = (
+    "A new draft study gets this study's settings, policies, preference sources and prompts, so you can change "
+    "its design and prepare it afresh. Not copied: candidates, populations, fits, comparison items, participants "
+    "and judgments; the invite token and completion code (the copy gets new ones) and the completion URL (set the "
+    "copy's own); and the data of CSV preference sources, which name this study's candidates (upload them again "
+    "once the copy's candidates exist). This study stays as it is."
+)
+
+# Study fields that are not copied: identity, state, secrets, and what belongs to one Prolific study.
+NOT_COPIED = {"id", "slug", "title", "status", "invite_token", "completion_code", "completion_redirect_url",
+              "created_at", "updated_at"}
+
+
+def _free_slug(slug: str) -> str:
+    base = f"{slug[:50]}-copy"
+    candidate, n = base, 1
+    while Study.objects.filter(slug=candidate).exists():
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+@transaction.atomic
+def copy_study_as_draft(*, study: Study) -> Study:
+    """A new draft study with this one's settings, policies, preference sources and prompts.
+
+    Not copied: candidates, populations, fits, items, participants and judgments (the copy is
+    prepared afresh); the invite token and completion code (new ones: it is another study for
+    annotators); the completion URL (it belongs to one Prolific study); and the data of CSV
+    preference sources, which name the original's candidates by id (upload them again once
+    the copy's candidates exist).
+    """
+    fields = {f.attname: getattr(study, f.attname) for f in Study._meta.concrete_fields if f.name not in NOT_COPIED}
+    copy = Study.objects.create(**fields, slug=_free_slug(study.slug), title=f"{study.title} (copy)"[:200])
+    Policy.objects.bulk_create([
+        Policy(study=copy, name=p.name, kind=p.kind, params=p.params, generator_id=p.generator_id)
+        for p in study.policies.order_by("id")
+    ])
+    PreferenceSource.objects.bulk_create([
+        PreferenceSource(study=copy, kind=s.kind, params=s.params, weight=s.weight,
+                         data="" if s.kind == PreferenceSource.Kind.CSV else s.data)
+        for s in study.preference_sources.order_by("id")
+    ])
+    Prompt.objects.bulk_create(
+        (Prompt(study=copy, text=p.text, external_id=p.external_id, metadata=p.metadata)
+         for p in study.prompts.order_by("id").iterator()),
+        batch_size=1000,
+    )
+    return copy

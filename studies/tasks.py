@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from studies import importing, simulated_annotators
+from studies import importing, participants, simulated_annotators
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 
@@ -258,3 +258,23 @@ def _simulate(job: Job) -> dict[str, Any]:
 def import_prompts(self: Task, job_id: int) -> None:
     """Run an IMPORT_PROMPTS job: check every row of the uploaded file, then save all of them or none."""
     run_step(self, job_id, importing.run_import_job)
+
+
+# --------------------------------------------------------------------------------------------
+# The periodic sweep (celery beat: settings.CELERY_BEAT_SCHEDULE, every UALIGN_SWEEP_SECONDS)
+
+
+@shared_task(acks_late=True)
+def sweep_abandoned() -> dict[str, int]:
+    """Give seats and assignments back on time, in every live study: release assignments older
+    than the study's `assignment_timeout`, and time out participants idle for longer.
+
+    No job row: the sweep is idempotent (conditional updates; rows a pick is being saved on are
+    skipped), so a duplicate or a missed run changes nothing but the timing. Paused and closed
+    studies are left alone (a pause stops the clock; closing released everything).
+    """
+    results = [participants.sweep_study(study=study) for study in Study.objects.filter(status=Study.Status.LIVE)]
+    total = participants.counts(results)
+    if total.released or total.timed_out:
+        logger.info("sweep: released %d assignments, timed out %d participants", total.released, total.timed_out)
+    return {"studies": len(results), "released": total.released, "timed_out": total.timed_out}

@@ -38,4 +38,8 @@ def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
              name="studies_study_import_candidates"),
         path("<int:study_id>/pilot/", admin_view(researcher_views.start_pilot), name="studies_study_pilot"),
         path("<int:study_id>/delete-pilot/", admin_view(researcher_views.delete_pilot), name="studies_study_delete_pilot"),
+        path("<int:study_id>/status/<slug:action>/", admin_view(researcher_views.study_status),
+             name="studies_study_status"),
+        path("<int:study_id>/copy/", admin_view(researcher_views.copy_study), name="studies_study_copy"),
+        path("<int:study_id>/places/", admin_view(researcher_views.study_places), name="studies_study_places"),
     ]

@@ -33,7 +33,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from studies import annotation
+from studies import annotation, participants
 from studies.annotation import (
     AlreadyJoined,
     AssignmentLost,
@@ -137,8 +137,28 @@ def _link_invalid(request: HtmxHttpRequest, *, status: int = 404, problems: list
     return render(request, "studies/link_invalid.html", context, status=status)
 
 
-def _unavailable(request: HtmxHttpRequest, study: Study, reason: str) -> HttpResponse:
-    return render(request, "studies/unavailable.html", {"study": study, "reason": reason})
+def _unavailable(request: HtmxHttpRequest, study: Study, reason: str,
+                 participant: Participant | None = None) -> HttpResponse:
+    return render(request, "studies/unavailable.html", {"study": study, "reason": reason, "participant": participant})
+
+
+def _not_open(request: HtmxHttpRequest, study: Study, participant: Participant, step: str,
+              view: Callable) -> HttpResponse:
+    """A participant's page while the study takes no one: paused or closed.
+
+    Paused: the participant finishes the task they have open, then sees that the study is
+    paused (they continue when it resumes). Closed: a participant who made a pick completes and
+    goes to the completion code; anyone else sees that the study is closed.
+    """
+    if study.status == Study.Status.CLOSED:
+        participant = participants.complete_after_close(participant=participant)
+        if participant.status != Participant.Status.ACTIVE:
+            return _go(request, _step_url(participant))
+    elif step == "task" and annotation.current_assignment(participant) is not None:
+        return view(request, study, participant)
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse(f"studies:{step}", args=[study.slug]))
+    return _unavailable(request, study, annotation.closed_reason(study), participant)
 
 
 def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
@@ -161,7 +181,7 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
             if STEP_FOR_STATUS.get(participant.status, "done") != step:
                 return _go(request, _step_url(participant))
             if step != "done" and not open_when_closed and not study.is_accepting_participants:
-                return _unavailable(request, study, "closed")
+                return _not_open(request, study, participant, step, view)
             return view(request, study, participant)
 
         # Every step page is about this participant's state right now: a browser must never show a
@@ -317,12 +337,15 @@ def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant,
     """The next task, as the full page or (htmx) as the `comparison` partial."""
     assignment = annotation.assign_next_item(participant=participant)
     if assignment is None:
+        study.refresh_from_db(fields=["status"])
+        if not study.is_accepting_participants:  # paused or closed meanwhile: the task page says which
+            return _go(request, reverse("studies:task", args=[study.slug]))
         participant = annotation.finish_if_out_of_tasks(participant=participant)
         if participant.status != Participant.Status.ACTIVE:
             return _go(request, _step_url(participant))
         if request.htmx:
             return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
-        return _unavailable(request, study, "closed" if not study.is_accepting_participants else "full")
+        return _unavailable(request, study, "full")
     context = _task_context(request, study, participant, assignment, notice=notice)
     if request.htmx:
         return _partial(request, context)

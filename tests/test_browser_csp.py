@@ -90,6 +90,9 @@ def _admin_pages(study: Study) -> list[str]:
         reverse("admin:studies_study_import_prompts", args=[study.pk]),
         reverse("admin:studies_study_import_candidates", args=[study.pk]),
         reverse("studies:home"),
+        reverse("admin:studies_study_status", args=[study.pk, "go-live"]),
+        reverse("admin:studies_study_copy", args=[study.pk]),
+        reverse("admin:studies_study_places", args=[study.pk]),
     ]
     return pages
 

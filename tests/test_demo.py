@@ -16,6 +16,7 @@ from django.test import override_settings
 
 from studies import demo
 from studies.models import Job, Policy, PreferenceSource, Study
+from tests.factories import make_item
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,8 @@ def test_the_demo_is_prepared_when_draft_and_made_live_when_ready(django_capture
     assert demo.advance(study) == ""  # still preparing: nothing to do
 
     Study.objects.filter(pk=study.pk).update(status=Study.Status.READY)
+    make_item(study=study, prompt=study.prompts.first(), policy=study.policies.first(), texts=["a", "b"],
+              counts=[(1, 0), (0, 1)], k=1)  # going live needs items to judge
     assert "live" in demo.advance(study)
     assert study.status == Study.Status.LIVE
 
@@ -135,7 +138,8 @@ def test_serve_demo_runs_the_whole_demo_on_sqlite_and_ctrl_c_stops_everything(tm
             if alive:
                 os.killpg(serve.pid, signal.SIGKILL)
     assert "Stopping" in "".join(lines)
-    assert not alive, "the web server or the worker outlived Ctrl-C"
+    assert not alive, "the web server, the worker or beat outlived Ctrl-C"
+    assert list((tmp_path / "var").glob("celerybeat-schedule*")), "beat ran, its schedule file under var/"
 
 
 @pytest.mark.django_db

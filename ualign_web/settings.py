@@ -294,8 +294,25 @@ CELERY_TASK_ROUTES = {
     "studies.tasks.build_populations": {"queue": "gpu"},
     "studies.tasks.train_doctors": {"queue": "gpu"},
 }
-# Periodic tasks for `celery beat` (serve-prod runs it); none yet.
-CELERY_BEAT_SCHEDULE: dict = {}
+# Periodic tasks for `celery beat` (serve-prod and `manage.py serve` run it).
+# https://docs.celeryq.dev/en/stable/userguide/periodic-tasks.html
+# The sweep gives back the seats and assignments of participants idle past their study's
+# assignment_timeout, every UALIGN_SWEEP_SECONDS (0 turns it off). A sweep nobody ran before the
+# next one is due expires, so a stopped worker doesn't come back to a backlog of them.
+UALIGN_SWEEP_SECONDS = env_int("UALIGN_SWEEP_SECONDS", 60)
+CELERY_BEAT_SCHEDULE: dict = (
+    {
+        "sweep-abandoned": {
+            "task": "studies.tasks.sweep_abandoned",
+            "schedule": float(UALIGN_SWEEP_SECONDS),
+            "options": {"expires": float(UALIGN_SWEEP_SECONDS)},
+        }
+    }
+    if UALIGN_SWEEP_SECONDS > 0
+    else {}
+)
+# Where beat keeps when each entry last ran (serve-prod passes the same path).
+CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = False
 

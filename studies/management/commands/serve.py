@@ -1,5 +1,7 @@
-"""The main job: migrate, make sure there is an admin, and run the web server and a Celery
-worker together. Ctrl-C stops both.
+"""The main job: migrate, make sure there is an admin, and run the web server, a Celery worker
+and Celery beat together (beat sends the periodic sweep that gives back abandoned seats and
+assignments; its schedule file is settings.CELERY_BEAT_SCHEDULE_FILENAME, under var/). Ctrl-C
+stops all three.
 
 With --demo (what `make run` uses) it also sets up the demo study (studies/demo.py), prepares
 it on the worker, makes it live once it is ready, and prints the annotator link, the admin and
@@ -45,11 +47,11 @@ def check_port_free(addr: str) -> None:
 
 
 class Command(BaseCommand):
-    help = "Run ualign: the web server and a Celery worker, on embedded defaults unless configured."
+    help = "Run ualign: the web server, a Celery worker and beat, on embedded defaults unless configured."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
-        parser.add_argument("--no-worker", action="store_true", help="run the web server only")
+        parser.add_argument("--no-worker", action="store_true", help="run the web server only (no worker, no beat)")
         parser.add_argument("--demo", action="store_true",
                             help="set up the demo study, prepare it on the worker and make it live when ready")
 
@@ -64,13 +66,13 @@ class Command(BaseCommand):
         username, password = ensure_admin()
         processes = []
         if not no_worker:
-            processes.append(self._start_worker())
+            processes += [self._start_worker(), self._start_beat()]
         processes.append(subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", addr]))
         self.stdout.write(self.style.SUCCESS(f"\nAdmin:    http://{addr}/admin/"))
         self.stdout.write(f"Login:    {username} / {password or '(set with manage.py changepassword)'}")
         if demo:
             self._start_demo(username, password)
-        self.stdout.write("Press Ctrl-C to stop the web server and the worker.\n")
+        self.stdout.write("Press Ctrl-C to stop the web server, the worker and beat.\n")
         self._wait(processes)
 
     def _start_demo(self, username: str, password: str | None) -> None:
@@ -132,6 +134,12 @@ class Command(BaseCommand):
         return subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "ualign_web", "worker", "-Q", "gpu,default",
              "--concurrency", "1", "--loglevel", "INFO", "--hostname", "ualign@%h"]
+        )
+
+    def _start_beat(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "ualign_web", "beat", "--loglevel", "INFO",
+             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]
         )
 
     def _wait(self, processes: list[subprocess.Popen]) -> None:

@@ -1,0 +1,273 @@
+"""Places and participants: who holds a seat, and the moves that free one or end a session.
+
+A participant holds a seat against `Study.max_participants` from consent on, and gives it back
+when they time out or return (`annotation.seats_taken`, `annotation.SEAT_FREED`). The moves:
+
+- `sweep_study`: what the periodic task `studies.tasks.sweep_abandoned` (celery beat) does for
+  each live study: release assignments older than the study's `assignment_timeout` and time out
+  the participants idle for longer (`time_out_inactive`), which frees their seats and their
+  open assignments. Their picks are kept.
+- `return_participants`: the researcher marks participants who returned the study on Prolific;
+  their seats and open assignments come back the same way.
+- `review_participants`: the researcher's verdict (approve or reject), kept for the CSV that
+  `review_csv_rows` writes for Prolific's bulk review.
+- `close_out_study` (when a study closes) and `complete_after_close` (a participant who comes
+  back after that): everyone who made at least one pick gets the completion code.
+- `restart_clocks`: a pause stops the clock, so nobody times out for the researcher's pause.
+- `places`: the study page's figures (places filled, participants by status, with times).
+
+Every function that writes is keyword-only and atomic. Rows that a pick is being saved on are
+skipped by the sweep (`select_for_update(skip_locked=True)`), so a pick in flight wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+
+from studies import annotation
+from studies.export import safe_text
+from studies.models import Assignment, Participant, Study
+
+Status = Participant.Status
+# Consented and not finished: they hold a seat and may hold an assignment.
+IN_PROGRESS = (Status.CONSENTED, Status.ACTIVE)
+# What the researcher may review: sessions that reached an end in ualign.
+REVIEWABLE: dict[str, tuple[str, ...]] = {
+    Participant.Review.APPROVED: (Status.COMPLETED,),
+    Participant.Review.REJECTED: (Status.COMPLETED, Status.ENDED, Status.SCREENED_OUT),
+}
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    released: int  # assignments given back to their items
+    timed_out: int  # participants whose seats were freed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    changed: int
+    skipped: int
+
+
+def _free(ids: list[int], status: str) -> int:
+    """Give back the open assignments of these participants and set their (seat-freeing) status."""
+    Assignment.objects.filter(participant_id__in=ids, status=Assignment.Status.ASSIGNED).update(
+        status=Assignment.Status.RELEASED
+    )
+    return Participant.objects.filter(pk__in=ids).update(status=status)
+
+
+def _plain(participants: QuerySet[Participant]) -> QuerySet[Participant]:
+    """The same rows without annotations or ordering (the admin's list adds both), so they can be locked."""
+    return Participant.objects.filter(pk__in=list(participants.values_list("pk", flat=True)))
+
+
+def _locked_ids(participants: QuerySet[Participant]) -> list[int]:
+    """Lock the rows (skipping any a pick is being saved on) and return their ids."""
+    if connection.features.has_select_for_update_skip_locked:
+        participants = participants.select_for_update(skip_locked=True, no_key=True)
+    return list(participants.values_list("pk", flat=True))
+
+
+@transaction.atomic
+def time_out_inactive(*, study: Study, now: datetime | None = None) -> int:
+    """Time out the participants in progress who were idle past the study's `assignment_timeout`."""
+    cutoff = (now or timezone.now()) - study.assignment_timeout
+    idle = Participant.objects.filter(study=study, status__in=IN_PROGRESS, last_active_at__lt=cutoff)
+    ids = _locked_ids(idle)
+    return _free(ids, Status.TIMED_OUT) if ids else 0
+
+
+@transaction.atomic
+def sweep_study(*, study: Study, now: datetime | None = None) -> SweepResult:
+    """Release abandoned assignments and free the seats of idle participants of one study."""
+    now = now or timezone.now()
+    released = annotation.release_expired_assignments(study=study, now=now)
+    return SweepResult(released=released, timed_out=time_out_inactive(study=study, now=now))
+
+
+@transaction.atomic
+def return_participants(*, participants: QuerySet[Participant]) -> Outcome:
+    """Mark participants as returned on Prolific: their seats and open assignments come back.
+
+    Participants who completed are skipped (their work is done; review them instead).
+    """
+    chosen = _plain(participants)
+    wanted = chosen.count()
+    ids = _locked_ids(chosen.exclude(status__in=[Status.COMPLETED, Status.RETURNED]))
+    changed = _free(ids, Status.RETURNED) if ids else 0
+    return Outcome(changed=changed, skipped=wanted - changed)
+
+
+@transaction.atomic
+def review_participants(*, participants: QuerySet[Participant], verdict: str) -> Outcome:
+    """Record the researcher's verdict (approved or rejected) on finished participants."""
+    if verdict not in REVIEWABLE:
+        raise ValueError(f"unknown verdict {verdict!r}")
+    chosen = _plain(participants)
+    wanted = chosen.count()
+    changed = chosen.filter(status__in=REVIEWABLE[verdict]).update(review_status=verdict)
+    return Outcome(changed=changed, skipped=wanted - changed)
+
+
+def close_out_study(*, study: Study, now: datetime | None = None) -> int:
+    """When a study closes: everyone in progress with at least one pick completes (and gets the
+    code); every open assignment is released. Returns the number completed. Call it inside the
+    transaction that closes the study."""
+    now = now or timezone.now()
+    worked = Participant.objects.filter(
+        study=study, status=Status.ACTIVE, assignments__status=Assignment.Status.COMPLETED
+    ).values("pk")
+    completed = Participant.objects.filter(pk__in=worked, status=Status.ACTIVE).update(
+        status=Status.COMPLETED, completion_code=study.completion_code, completed_at=now, last_active_at=now
+    )
+    Assignment.objects.filter(item__study=study, status=Assignment.Status.ASSIGNED).update(
+        status=Assignment.Status.RELEASED
+    )
+    return completed
+
+
+@transaction.atomic
+def complete_after_close(*, participant: Participant) -> Participant:
+    """A participant of a closed study who made a pick (one that landed as it closed) completes."""
+    participant = (
+        Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
+    )
+    if (
+        participant.study.status == Study.Status.CLOSED
+        and participant.status == Status.ACTIVE
+        and annotation.completed_count(participant) > 0
+    ):
+        annotation.complete_participant(participant=participant)
+    return participant
+
+
+def restart_clocks(*, study: Study, now: datetime | None = None) -> None:
+    """When a paused study reopens, its participants' idle time starts again from now."""
+    Participant.objects.filter(study=study, status__in=IN_PROGRESS).update(last_active_at=now or timezone.now())
+
+
+# --- The study page's figures --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusGroup:
+    label: str
+    statuses: tuple[str, ...]
+    count: int
+    last_joined: datetime | None
+    last_active: datetime | None
+    median_time_on_task: timedelta | None  # per participant: the sum of their picks' latencies
+
+
+@dataclass(frozen=True)
+class Places:
+    filled: int
+    target: int | None  # max_participants; None for no limit
+    groups: list[StatusGroup]
+
+    @property
+    def total(self) -> int:
+        return sum(group.count for group in self.groups)
+
+
+GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("Joined, not yet consented", (Status.JOINED,)),
+    ("Active", IN_PROGRESS),
+    ("Completed", (Status.COMPLETED,)),
+    ("Returned or timed out", annotation.SEAT_FREED),
+    ("Screened out", (Status.SCREENED_OUT,)),
+    ("Failed attention checks", (Status.ENDED,)),
+    ("Declined consent", (Status.DECLINED,)),
+]
+
+
+@dataclass(frozen=True)
+class _Row:
+    status: str
+    created_at: datetime
+    last_active_at: datetime
+    task_ms: int | None
+
+
+def _group(label: str, statuses: tuple[str, ...], rows: list[_Row]) -> StatusGroup:
+    mine = [row for row in rows if row.status in statuses]
+    task = [row.task_ms for row in mine if row.task_ms is not None]
+    return StatusGroup(
+        label=label,
+        statuses=statuses,
+        count=len(mine),
+        last_joined=max((row.created_at for row in mine), default=None),
+        last_active=max((row.last_active_at for row in mine), default=None),
+        median_time_on_task=timedelta(milliseconds=statistics.median(task)) if task else None,
+    )
+
+
+def places(study: Study) -> Places:
+    """Places filled out of the target, and the participants by status with their times."""
+    rows = [
+        _Row(*values)
+        for values in study.participants.annotate(task_ms=Sum("assignments__judgment__latency_ms")).values_list(
+            "status", "created_at", "last_active_at", "task_ms"
+        )
+    ]
+    groups = [_group(label, statuses, rows) for label, statuses in GROUPS]
+    return Places(filled=annotation.seats_taken(study), target=study.max_participants, groups=groups)
+
+
+# --- The review list for Prolific ----------------------------------------------------------------
+
+REVIEW_HEADER = (
+    "study", "PROLIFIC_PID", "decision", "status", "review_status", "picks", "attention_failures",
+    "completion_code", "joined_at", "last_active_at", "completed_at", "participant", "is_simulated",
+)  # fmt: skip
+DECISIONS: dict[str, str] = {Participant.Review.APPROVED: "APPROVE", Participant.Review.REJECTED: "REJECT"}
+
+
+def with_picks(participants: QuerySet[Participant]) -> QuerySet[Participant]:
+    """Participants annotated with `picks` (their judgments) and `task_ms` (the sum of latencies)."""
+    return participants.annotate(
+        picks=Count("assignments__judgment"), task_ms=Sum("assignments__judgment__latency_ms")
+    )
+
+
+def review_csv(participants: QuerySet[Participant]) -> str:
+    """The approve/reject list as CSV: one row per participant, text cells formula-safe (`export.safe_text`).
+
+    `decision` is APPROVE or REJECT once reviewed (empty before): the column to filter on when
+    pasting PROLIFIC_PIDs into Prolific's bulk approval.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(REVIEW_HEADER)
+    for p in with_picks(participants.select_related("study")).order_by("study_id", "id"):
+        picks = p.picks  # type: ignore[attr-defined]  # annotated by with_picks
+        writer.writerow([
+            safe_text(p.study.slug), safe_text(p.external_id), DECISIONS.get(p.review_status, ""), p.status,
+            p.review_status, picks, p.attention_failures, safe_text(p.completion_code), _iso(p.created_at),
+            _iso(p.last_active_at), _iso(p.completed_at), p.pseudonym, "true" if p.is_simulated else "false",
+        ])  # fmt: skip
+    return buffer.getvalue()
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else ""
+
+
+def counts(results: Iterable[SweepResult]) -> SweepResult:
+    """The sum of several studies' sweeps."""
+    released = timed_out = 0
+    for result in results:
+        released += result.released
+        timed_out += result.timed_out
+    return SweepResult(released=released, timed_out=timed_out)
