@@ -7,13 +7,13 @@ demo is made live. Only the demo goes live by itself; a real study goes live whe
 says so.
 
 The demo is designed to show a finding, not only the machinery (README, "The demo's design"; the
-plan that chose it is in docs/planning.md): 12 one-sentence prompts, a pool of 8 samples of at
-most 80 tokens from the shipped SmolLM2-135M-Instruct, a population with a bare majority (0.52)
-whose taste SmolLM2 judges and two minorities (0.24 each) read by embedding similarity, the
-policies sample, NLHF and multiplayer at k ∈ {1, 2, 4, 8}, 3 items per (prompt, policy, k,
-opponent) and 2 annotations per item. Prepared in about 1.5 CPU-minutes; the simulated
-annotators that fill it make about 2,100 judgments, after which the results page tells
-multiplayer (≈ 8/9 at k = 8) from NLHF (≈ 0.52–0.56, collapsed onto the majority's favourite).
+plan that chose it is in docs/planning.md, from bench/demo_design.py): 12 one-sentence prompts, a
+pool of 8 samples of at most 80 tokens from the shipped SmolLM2-135M-Instruct, a population with
+a bare majority (0.52) whose taste SmolLM2 judges and two minorities (0.24 each) read by
+embedding similarity, the policies sample, NLHF and multiplayer at k ∈ {1, 2, 4, 8}, 4 items per
+(prompt, policy, k, opponent) and 2 annotations per item. Prepared in about 1.5 CPU-minutes; the
+simulated annotators that fill it make about 2,800 judgments, after which the results page
+tells multiplayer (≈ 8/9 at k = 8) from NLHF (≈ 0.56, collapsed onto the majority's favourite).
 `UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
 """
 
@@ -70,7 +70,7 @@ POLICIES = (
 )
 K_VALUES = (1, 2, 4, 8)
 POOL_SIZE = 8
-REPLICATES = 3
+REPLICATES = 4
 ANNOTATIONS_PER_ITEM = 2
 
 CONSENT = """This is a **demo study** running on your own machine. Nothing you do here is sent anywhere.
@@ -155,7 +155,8 @@ def advance(study: Study, *, retry_failed: bool = False) -> str:
         if not retry_failed and failure(study):
             return ""
         services.prepare_study(study=study)
-        return "Preparing the demo study: generating candidates, judging them with the personas, fitting policies…"
+        return (f"Preparing the demo study: generating {study.prompts.count()} × {study.pool_size} answers, scoring "
+                "them for each user type, fitting the policies, building the items (about 1.5 CPU-minutes)…")
     if study.status == Study.Status.READY:
         study.move_to(Study.Status.LIVE)
         return "The demo study is prepared; making it live."

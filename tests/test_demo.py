@@ -29,7 +29,7 @@ def test_the_demo_study_is_created_once_with_its_design():
     assert Study.objects.count() == 1
     assert first.prompts.count() == len(demo.PROMPTS) == 12
     assert first.k_values == [1, 2, 4, 8]
-    assert (first.pool_size, first.replicates, first.annotations_per_item) == (8, 3, 2)
+    assert (first.pool_size, first.replicates, first.annotations_per_item) == (8, 4, 2)
     assert first.generator.model_ref == "smollm2-135m-instruct"
     assert first.generator.decoding["system_prompt"] == demo.SYSTEM_PROMPT
     assert sorted(first.policies.values_list("kind", flat=True)) == sorted(
