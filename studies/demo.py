@@ -6,9 +6,14 @@ preparing has its current step re-enqueued (harmless, see services.prepare_study
 demo is made live. Only the demo goes live by itself; a real study goes live when a researcher
 says so.
 
-The demo is small enough to prepare in a few minutes on 2 CPU cores: 5 prompts, a pool of 8
-samples of at most 56 tokens from the shipped SmolLM2-135M-Instruct, 5 personas judged by the
-same model, the five pool policies (sample, best-of-N, NLHF, CTRL, multiplayer) and k ∈ {1, 2, 4}.
+The demo is designed to show a finding, not only the machinery (README, "The demo's design"; the
+plan that chose it is in docs/planning.md, from bench/demo_design.py): 12 one-sentence prompts, a
+pool of 8 samples of at most 80 tokens from the shipped SmolLM2-135M-Instruct, a population with
+a bare majority (0.52) whose taste SmolLM2 judges and two minorities (0.24 each) read by
+embedding similarity, the policies sample, NLHF and multiplayer at k ∈ {1, 2, 4, 8}, 4 items per
+(prompt, policy, k, opponent) and 2 annotations per item. Prepared in about 1.5 CPU-minutes; the
+simulated annotators that fill it make about 2,800 judgments, after which the results page
+tells multiplayer (≈ 8/9 at k = 8) from NLHF (≈ 0.56, collapsed onto the majority's favourite).
 `UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
 
 `UALIGN_DEMO_DOCTOR=1` (read when the demo study is created) adds an LLMdoctor policy: Prepare
@@ -33,20 +38,45 @@ DEMO_SLUG = "demo"
 DEMO_MODEL = "smollm2-135m-instruct"
 
 PROMPTS = [
-    ("tea", "Explain how to brew a good cup of green tea."),
-    ("rainbow", "Why do rainbows appear after rain? Answer for a curious ten-year-old."),
-    ("email", "Write a short, polite email declining a meeting invitation."),
-    ("budget", "Give three tips for sticking to a monthly budget."),
-    ("sleep", "What can I do to fall asleep faster?"),
+    ("tea", "In one sentence: how do I brew a good cup of green tea?"),
+    ("rainbow", "In one sentence: why do rainbows appear after rain?"),
+    ("email", "Write a one-sentence reply that politely declines a meeting invitation."),
+    ("budget", "In one sentence: how can I stick to a monthly budget?"),
+    ("sleep", "In one sentence: what can I do to fall asleep faster?"),
+    ("cactus", "In one sentence: how often should I water a cactus?"),
+    ("running", "In one sentence: how should a beginner start running?"),
+    ("stars", "In one sentence: why do stars twinkle?"),
+    ("gift", "In one sentence: what is a good birthday gift for a friend who loves cooking?"),
+    ("focus", "In one sentence: how can I stay focused while studying?"),
+    ("sea", "In one sentence: why is the sea salty?"),
+    ("autumn", "Describe a walk in an autumn forest in one sentence."),
 ]
 
-PERSONAS = [
-    "A busy nurse who wants short, practical answers she can act on right away.",
-    "A retired physics teacher who values accurate explanations and correct facts.",
-    "A ten-year-old who likes simple words, friendly tone and fun examples.",
-    "A software engineer who prefers structured answers with numbered steps.",
-    "A poet who enjoys vivid, warm and imaginative language.",
-]
+# Who the demo's users are (theory.md §7, "two responses, majority α", with the minority split
+# in two as in its Condorcet-winner example 0.52/0.24/0.24): a bare majority of general readers,
+# whose taste SmolLM2 judges, and two minorities with a taste of their own, read from each text
+# by its embedding similarity to a description of that taste. README, "The demo's design", says
+# why: SmolLM2-135M asked as five different personas ranks the answers almost identically
+# (correlation 0.96-0.98), so a population of persona judges alone is one taste, every policy
+# collapses onto its favourite, and there is nothing to find.
+MAJORITY_WEIGHT = 0.52
+MAJORITY = ("general reader", "A general reader who wants a clear, correct and helpful answer.")
+MINORITIES = (
+    ("child", "A ten-year-old who likes simple words, friendly tone and fun examples."),
+    ("poet", "A poet who enjoys vivid, warm and imaginative language."),
+)
+SYSTEM_PROMPT = "You are a helpful assistant. Answer in one sentence."
+MAX_NEW_TOKENS = 80
+
+POLICIES = (
+    ("sample", Policy.Kind.SAMPLE),
+    ("nlhf", Policy.Kind.NLHF),
+    ("multiplayer", Policy.Kind.MULTIPLAYER),
+)
+K_VALUES = (1, 2, 4, 8)
+POOL_SIZE = 8
+REPLICATES = 4
+ANNOTATIONS_PER_ITEM = 2
 
 CONSENT = """This is a **demo study** running on your own machine. Nothing you do here is sent anywhere.
 
@@ -97,8 +127,9 @@ def ensure_demo_study() -> Study:
         name=f"demo: {model}"[:100],
         defaults={
             "model_ref": model,
-            "decoding": {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 56},
-            "batch_size": 8,
+            "decoding": {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": MAX_NEW_TOKENS,
+                         "system_prompt": SYSTEM_PROMPT},
+            "batch_size": POOL_SIZE,
             "seed": 1,
         },
     )
@@ -108,28 +139,28 @@ def ensure_demo_study() -> Study:
         consent_text=CONSENT,
         instructions=INSTRUCTIONS,
         generator=generator,
-        pool_size=8,
-        k_values=[1, 2, 4],
+        pool_size=POOL_SIZE,
+        k_values=list(K_VALUES),
         opponent_outputs=1,
-        annotations_per_item=2,
+        annotations_per_item=ANNOTATIONS_PER_ITEM,
         items_per_participant=12,
-        replicates=1,
+        replicates=REPLICATES,
         attention_check_rate=0.1,
         seed=7,
     )
     for key, text in PROMPTS:
         Prompt.objects.create(study=study, external_id=key, text=text)
-    params: dict[str, object] = {"personas": PERSONAS, "labels": ["nurse", "physics teacher", "child", "engineer", "poet"]}
+    label, persona = MAJORITY
+    judge: dict[str, object] = {"personas": [persona], "labels": [label]}
     if model != DEMO_MODEL:
-        params["model"] = model
-    PreferenceSource.objects.create(study=study, kind=PreferenceSource.Kind.PERSONA_JUDGE, params=params)
-    for name, kind in [
-        ("sample", Policy.Kind.SAMPLE),
-        ("best-of-n", Policy.Kind.BEST_OF_N),
-        ("nlhf", Policy.Kind.NLHF),
-        ("ctrl", Policy.Kind.CTRL),
-        ("multiplayer", Policy.Kind.MULTIPLAYER),
-    ]:
+        judge["model"] = model
+    PreferenceSource.objects.create(study=study, kind=PreferenceSource.Kind.PERSONA_JUDGE, params=judge,
+                                    weight=MAJORITY_WEIGHT)
+    PreferenceSource.objects.create(
+        study=study, kind=PreferenceSource.Kind.EMBEDDING, weight=1 - MAJORITY_WEIGHT,
+        params={"personas": [p for _, p in MINORITIES], "labels": [name for name, _ in MINORITIES]},
+    )
+    for name, kind in POLICIES:
         Policy.objects.create(study=study, name=name, kind=kind)
     if demo_doctor():
         Policy.objects.create(study=study, name="llmdoctor", kind=Policy.Kind.DOCTOR, params=DEMO_DOCTOR_PARAMS)
@@ -147,7 +178,8 @@ def advance(study: Study, *, retry_failed: bool = False) -> str:
         if not retry_failed and failure(study):
             return ""
         services.prepare_study(study=study)
-        return "Preparing the demo study: generating candidates, judging them with the personas, fitting policies…"
+        return (f"Preparing the demo study: generating {study.prompts.count()} × {study.pool_size} answers, scoring "
+                "them for each user type, fitting the policies, building the items (about 1.5 CPU-minutes)…")
     if study.status == Study.Status.READY:
         study.status = services.change_study_status(study=study, action="go-live").status
         return "The demo study is prepared; making it live."

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from studies import demo
+from studies import demo, services
 from studies.models import Job, Policy, PreferenceSource, Study
 from tests.factories import make_item
 
@@ -28,15 +28,30 @@ def test_the_demo_study_is_created_once_with_its_design():
 
     assert again.pk == first.pk
     assert Study.objects.count() == 1
-    assert first.prompts.count() == len(demo.PROMPTS)
-    assert first.k_values == [1, 2, 4]
+    assert first.prompts.count() == len(demo.PROMPTS) == 12
+    assert first.k_values == [1, 2, 4, 8]
+    assert (first.pool_size, first.replicates, first.annotations_per_item) == (8, 4, 2)
     assert first.generator.model_ref == "smollm2-135m-instruct"
+    assert first.generator.decoding["system_prompt"] == demo.SYSTEM_PROMPT
     assert sorted(first.policies.values_list("kind", flat=True)) == sorted(
-        [Policy.Kind.SAMPLE, Policy.Kind.BEST_OF_N, Policy.Kind.NLHF, Policy.Kind.CTRL, Policy.Kind.MULTIPLAYER]
+        [Policy.Kind.SAMPLE, Policy.Kind.NLHF, Policy.Kind.MULTIPLAYER]
     )
-    source = first.preference_sources.get()
-    assert source.kind == PreferenceSource.Kind.PERSONA_JUDGE
-    assert len(source.params["personas"]) == len(demo.PERSONAS)
+
+
+@pytest.mark.django_db
+def test_the_demos_population_is_a_bare_majority_judged_by_smollm2_and_two_minorities():
+    """theory.md §7: a majority of 0.52 shares a favourite, two minorities of 0.24 each differ."""
+    study = demo.ensure_demo_study()
+    judge, embedding = study.preference_sources.order_by("id")
+
+    assert judge.kind == PreferenceSource.Kind.PERSONA_JUDGE
+    assert judge.params["personas"] == [demo.MAJORITY[1]]
+    assert judge.params.get("model", demo.DEMO_MODEL) == demo.demo_model()  # SmolLM2 unless swapped
+    assert embedding.kind == PreferenceSource.Kind.EMBEDDING
+    assert embedding.params["labels"] == ["child", "poet"]
+    assert judge.weight == pytest.approx(0.52)
+    assert embedding.weight == pytest.approx(0.48)
+    assert not services.preparation_problems(study)
 
 
 @pytest.mark.django_db
