@@ -8,7 +8,9 @@ each step for the rules of its own inputs (`studies.steps.fit.policy_params_prob
 moves the study to preparing, creates a parent job and its four step jobs, and enqueues
 the first step after the transaction commits. The tasks (`studies.tasks`) hand the chain on
 (`finish_step` / `fail_step`), moving the study to ready or back to draft.
-`start_simulation` queues simulated annotators for a worker.
+`start_simulation` queues simulated annotators for a worker. `results_for_page` serves the results
+page from its snapshot and queues a recomputation when a large study's snapshot is out of date
+(`studies.results_cache`).
 
 Imports point one way: views, admin and commands → services → tasks → steps → `workers`.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from django.db import transaction
 
-from studies import tasks
+from studies import results_cache, tasks
 from studies.models import Job, Policy, Study
 from studies.simulated_annotators import SimulationError, annotators_to_fill
 from studies.steps.fit import policy_params_problems
@@ -159,3 +161,17 @@ def start_prompt_import(*, study: Study, filename: str, data: bytes) -> Job:
                              payload=data)
     tasks.import_prompts.delay_on_commit(job.pk)
     return job
+
+
+def results_for_page(study: Study, origin: str) -> results_cache.CachedResults:
+    """The results the page (and its poll, and the plot) show: the current snapshot; else, for a
+    small study, results computed now; else the last snapshot, with a recomputation queued."""
+    snapshot, current = results_cache.current_snapshot(study, origin)
+    if current:
+        return results_cache.cached(snapshot, study, origin, current=True)
+    if results_cache.small_enough_to_compute_now(study, origin):
+        return results_cache.compute_and_store(study, origin)
+    if results_cache.claim_refresh(study, origin):
+        tasks.refresh_results.delay_on_commit(study.pk, origin)
+    return results_cache.cached(snapshot, study, origin, current=False)
+

@@ -38,7 +38,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from studies import importing, simulated_annotators
+from studies import importing, results_cache, simulated_annotators
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, fit, items, pool, population
 
@@ -240,3 +240,16 @@ def _simulate(job: Job) -> dict[str, Any]:
 def import_prompts(self: Task, job_id: int) -> None:
     """Run an IMPORT_PROMPTS job: check every row of the uploaded file, then save all of them or none."""
     run_step(self, job_id, importing.run_import_job)
+
+
+# --------------------------------------------------------------------------------------------
+# Results too large to compute in a web request (queued by `studies.services.results_for_page`)
+
+
+@shared_task(acks_late=True)
+def refresh_results(study_id: int, origin: str) -> None:
+    """Recompute a study's results for one origin and keep them as its snapshot (issue #14)."""
+    study = Study.objects.filter(pk=study_id).first()
+    if study is not None:
+        results_cache.compute_and_store(study, origin)
+

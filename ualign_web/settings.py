@@ -243,6 +243,13 @@ UALIGN_IMPORT_MAX_FIELD_CHARS = env_int("UALIGN_IMPORT_MAX_FIELD_CHARS", 100_000
 # The deepest nesting accepted in imported JSON (prompt metadata).
 UALIGN_JSON_MAX_DEPTH = env_int("UALIGN_JSON_MAX_DEPTH", 20)
 
+# --- Results at scale (studies/results_cache.py, issue #14) ---------------------------------
+# Results of studies with at most this many judgments are recomputed inside the request when new
+# judgments arrived; larger ones are served from their last snapshot while a worker recomputes.
+UALIGN_RESULTS_INLINE_MAX_JUDGMENTS = env_int("UALIGN_RESULTS_INLINE_MAX_JUDGMENTS", 20_000)
+# At most one background recomputation per study and origin is queued in this many seconds.
+UALIGN_RESULTS_REFRESH_SECONDS = env_int("UALIGN_RESULTS_REFRESH_SECONDS", 300)
+
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 REDIS_URL = env_str("REDIS_URL", "")
