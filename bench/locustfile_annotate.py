@@ -1,0 +1,112 @@
+"""Locust users for `bench/load_annotate.py` (run by it, headless; not a Django module).
+
+Annotators walk the real pages as a browser with htmx does: the study link's landing page, Start
+(the join POST), consent, instructions, then picks, each an htmx POST that returns the next task.
+A participant who finishes their share joins again as a new one. Every request carries the
+headers of a TLS-terminating proxy (X-Forwarded-Proto, an https Origin), as in production.
+
+Environment: BENCH_SLUG, BENCH_INVITE (the study), BENCH_ACK_FILE (where each process writes
+how many picks the server acknowledged, for the bench to check against the database).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+
+from locust import FastHttpUser, between, constant, events, task
+
+SLUG = os.environ.get("BENCH_SLUG", "")
+INVITE = os.environ.get("BENCH_INVITE", "")
+ACK_FILE = os.environ.get("BENCH_ACK_FILE", "")
+ASSIGNMENT = re.compile(r'name="assignment" value="(\d+)"')
+CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+ACKED = {"picks": 0, "completed_participants": 0, "refused": 0}
+
+
+class Healthz(FastHttpUser):
+    """The baseline: the load balancer's probe, answered before any view or database."""
+
+    wait_time = constant(0)
+
+    @task
+    def healthz(self) -> None:
+        self.client.get("/healthz", name="healthz")
+
+
+class Annotator(FastHttpUser):
+    """A closed-loop annotator: the next pick as soon as the task arrives."""
+
+    wait_time = constant(0)
+    abstract = True
+
+    def on_start(self) -> None:
+        self.origin = "https://" + self.host.split("://", 1)[1].rstrip("/")
+        self.headers = {"X-Forwarded-Proto": "https", "Origin": self.origin}
+        self.assignment: str | None = None
+        self.csrf = ""
+        self.join()
+
+    def join(self) -> None:
+        """Landing page → Start → consent → instructions → the first task (full pages, no htmx)."""
+        self.client.cookiejar.clear()
+        base = f"/s/{SLUG}/"
+        page = self.client.get(f"{base}?invite={INVITE}", name="onboarding: landing", headers=self.headers)
+        self.csrf = _first(CSRF, page.text)
+        form = {"invite": INVITE, "csrfmiddlewaretoken": self.csrf}
+        self.client.post(base, data=form, name="onboarding: join", headers=self._referer(base))
+        self.client.post(f"{base}consent/", data={"decision": "accept", "csrfmiddlewaretoken": self.csrf},
+                         name="onboarding: consent", headers=self._referer(f"{base}consent/"))  # fmt: skip
+        page = self.client.post(f"{base}instructions/", data={"csrfmiddlewaretoken": self.csrf},
+                                name="onboarding: instructions and first task",
+                                headers=self._referer(f"{base}instructions/"))  # fmt: skip
+        self.assignment = _first(ASSIGNMENT, page.text)
+
+    def _referer(self, path: str) -> dict[str, str]:
+        return {**self.headers, "Referer": self.origin + path}
+
+    @task
+    def pick(self) -> None:
+        if not self.assignment:
+            self.join()
+            return
+        data = {"assignment": self.assignment, "choice": str(random.randint(1, 2))}
+        headers = {**self._referer(f"/s/{SLUG}/task/"), "HX-Request": "true", "X-CSRFToken": self.csrf}
+        with self.client.post(f"/s/{SLUG}/judgments/", data=data, headers=headers, name="pick",
+                              catch_response=True) as response:  # fmt: skip
+            if response.status_code != 200:
+                response.failure(f"status {response.status_code}")
+                self.assignment = None
+                return
+            ACKED["picks"] += 1
+            if "HX-Redirect" in response.headers:  # the share is done: the completion page
+                ACKED["completed_participants"] += 1
+                self.assignment = None
+                return
+            self.assignment = _first(ASSIGNMENT, response.text)
+            if self.assignment is None:
+                response.failure("no next task in the response")
+
+
+class ClosedLoopAnnotator(Annotator):
+    wait_time = constant(0)
+
+
+class RealisticAnnotator(Annotator):
+    """Reads both responses before picking: 3-8 s between picks."""
+
+    wait_time = between(3, 8)
+
+
+def _first(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text or "")
+    return match.group(1) if match else None
+
+
+@events.test_stop.add_listener
+def _write_acknowledged(**_kwargs) -> None:
+    if ACK_FILE:
+        with open(ACK_FILE, "w") as out:
+            json.dump(ACKED, out)
