@@ -100,8 +100,9 @@ def build(n_judgments: int):
         cand0 = cur.fetchone()[0]
         cur.execute(
             """INSERT INTO studies_comparisonitem (study_id, prompt_id, policy_id, k, opponent_label, m, replicate,
-                   is_attention_check, predicted_win_rate, draw, live_assignments, rotation_use, spread, created_at)
-               SELECT %s, %s + g %% %s, %s, 2, 'adversary', 1, g / %s, false, 0.7, '{}', %s, '{}',
+                   is_attention_check, needs_judgment, predicted_win_rate, draw, live_assignments, rotation_use, spread,
+                   created_at)
+               SELECT %s, %s + g %% %s, %s, 2, 'adversary', 1, g / %s, false, true, 0.7, '{}', %s, '{}',
                       (random() * 2147483647)::int, now()
                  FROM generate_series(0, %s - 1) g""",
             [study.pk, prompt0, PROMPTS, policy.pk, PROMPTS, PER_ITEM, n_items],

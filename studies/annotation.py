@@ -323,12 +323,11 @@ def _count_open(study: Study, limit: int, participant: Participant | None = None
     """Open items (unseen by `participant`, if given), counted up to `limit` of each kind, in one
     statement. Each kind is read in index order and stops at `limit`: however many items the study
     has, and whatever the planner estimates, no query reads them all."""
-    def kind(attention: bool) -> QuerySet[ComparisonItem]:
+    def kind(attention: bool) -> SubqueryCount:
         items = _open_items(study, attention) if participant is None else _unseen_open_items(participant, attention)
-        return items.values("pk")[:limit]
+        return SubqueryCount(items.values("pk")[:limit])
 
-    counts = Study.objects.filter(pk=study.pk).annotate(regular=SubqueryCount(kind(False)),
-                                                        attention=SubqueryCount(kind(True)))  # fmt: skip
+    counts = Study.objects.filter(pk=study.pk).annotate(regular=kind(False), attention=kind(True))
     regular, attention = counts.values_list("regular", "attention").get()
     return regular + attention
 

@@ -108,13 +108,13 @@ def compute_and_store(study: Study, origin: str) -> CachedResults:
     started = time.perf_counter()
     results = compute_results(study, origin=origin)
     seconds = time.perf_counter() - started
-    fields = {"payload": pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL), "judgment_watermark": watermark,
-              "study_updated_at": study.updated_at, "computed_at": timezone.now(), "compute_seconds": seconds}  # fmt: skip
+    computed_at = timezone.now()
     with transaction.atomic():
         snapshot, _ = ResultsSnapshot.objects.select_for_update().get_or_create(study=study, origin=origin)
         if snapshot.judgment_watermark is None or snapshot.judgment_watermark <= watermark:
-            for name, value in fields.items():
-                setattr(snapshot, name, value)
+            snapshot.payload = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+            snapshot.judgment_watermark, snapshot.study_updated_at = watermark, study.updated_at
+            snapshot.computed_at, snapshot.compute_seconds = computed_at, seconds
             snapshot.refresh_requested_at = None
             snapshot.save()
-    return CachedResults(results, fields["computed_at"], seconds)
+    return CachedResults(results, computed_at, seconds)
