@@ -23,7 +23,9 @@ INVITE = os.environ.get("BENCH_INVITE", "")
 ACK_FILE = os.environ.get("BENCH_ACK_FILE", "")
 ASSIGNMENT = re.compile(r'name="assignment" value="(\d+)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-ACKED = {"picks": 0, "completed_participants": 0, "refused": 0}
+# Picks sent, acknowledged (a 200 with the next task or the completion redirect) and refused.
+# A pick still in flight when locust stops may be saved without being acknowledged.
+ACKED = {"sent": 0, "picks": 0, "failed": 0, "completed_participants": 0}
 
 
 class Healthz(FastHttpUser):
@@ -74,9 +76,11 @@ class Annotator(FastHttpUser):
             return
         data = {"assignment": self.assignment, "choice": str(random.randint(1, 2))}
         headers = {**self._referer(f"/s/{SLUG}/task/"), "HX-Request": "true", "X-CSRFToken": self.csrf}
+        ACKED["sent"] += 1
         with self.client.post(f"/s/{SLUG}/judgments/", data=data, headers=headers, name="pick",
                               catch_response=True) as response:  # fmt: skip
             if response.status_code != 200:
+                ACKED["failed"] += 1
                 response.failure(f"status {response.status_code}")
                 self.assignment = None
                 return

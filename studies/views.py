@@ -79,7 +79,7 @@ def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant 
     return Participant.objects.filter(study=study, access_token=token).select_related("study").first()
 
 
-def _participant_for_slug(request: HtmxHttpRequest, slug: str) -> Participant | None:
+def _participant_for_slug(request: HtmxHttpRequest, slug: str, *, with_done: bool = False) -> Participant | None:
     """The participant this browser joined the study `slug` as, with the study, in one query.
 
     The cookie's name carries the study's id (its path scopes it to the study's pages), so no
@@ -92,7 +92,8 @@ def _participant_for_slug(request: HtmxHttpRequest, slug: str) -> Participant | 
         token = request.get_signed_cookie(
             name, default="", salt=COOKIE_SALT, max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400
         )
-        participant = annotation.find_participant(study_id=int(study_id), slug=slug, access_token=token) if token else None
+        participant = annotation.find_participant(study_id=int(study_id), slug=slug, access_token=token,
+                                                  with_done=with_done) if token else None  # fmt: skip
         if participant is not None:
             return participant
     return None
@@ -166,16 +167,17 @@ def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     return render(request, "studies/started_elsewhere.html", {"study": study}, status=403)
 
 
-def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
+def participant_step(step: str, *, open_when_closed: bool = False, with_done: bool = False) -> Callable:
     """Load the study and this browser's participant; send them to their current step.
 
     A browser without a participant for this study gets the "link not valid" page (404).
+    `with_done`: count the participant's completed tasks in the same query (for the task page).
     """
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-            participant = _participant_for_slug(request, slug)
+            participant = _participant_for_slug(request, slug, with_done=with_done)
             if participant is None:
                 return _link_invalid(request)
             study = participant.study
@@ -358,7 +360,7 @@ def _partial(request: HtmxHttpRequest, context: dict, status: int = 200) -> Http
 
 
 @require_GET
-@participant_step("task")
+@participant_step("task", with_done=True)
 def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     return _next_task(request, study, participant)
 
