@@ -320,16 +320,17 @@ def _unseen_open_items(participant: Participant, attention: bool) -> QuerySet[Co
 
 
 def _count_open(study: Study, limit: int, participant: Participant | None = None) -> int:
-    """Open items (unseen by `participant`, if given), counted up to `limit` of each kind, in one
-    statement. Each kind is read in index order and stops at `limit`: however many items the study
-    has, and whatever the planner estimates, no query reads them all."""
-    def kind(attention: bool) -> SubqueryCount:
+    """Open items (unseen by `participant`, if given), counted up to `limit`: regular items first,
+    attention checks only when those fall short (near the end of a study). Each kind is read in
+    index order and stops at the limit: however many items the study has, and whatever the planner
+    estimates, no query reads them all."""
+    counted = 0
+    for attention in (False, True):
         items = _open_items(study, attention) if participant is None else _unseen_open_items(participant, attention)
-        return SubqueryCount(items.values("pk")[:limit])
-
-    counts = Study.objects.filter(pk=study.pk).annotate(regular=kind(False), attention=kind(True))
-    regular, attention = counts.values_list("regular", "attention").get()
-    return regular + attention
+        counted += items.values("pk")[: limit - counted].count()
+        if counted >= limit:
+            break
+    return counted
 
 
 def _attention_due(study: Study, done: int, attention_done: int) -> bool:
