@@ -166,6 +166,31 @@ def build_study(items: int, share: int) -> tuple[str, str]:
     return study.slug, study.invite_token
 
 
+def prepare_participants(slug: str, n: int) -> list[dict]:
+    """n active participants, each with a first task, as a browser that joined would hold them:
+    the signed participant cookie, a CSRF cookie and its token (the closed-loop run's users)."""
+    from django.http import HttpResponse
+    from django.utils.crypto import get_random_string
+
+    from studies import annotation
+    from studies.models import Study
+    from studies.views import COOKIE_SALT
+
+    study = Study.objects.get(slug=slug)
+    prepared = []
+    for _ in range(n):
+        participant = annotation.join_study(study=study, is_simulated=False)
+        participant = annotation.record_consent(participant=participant, accepted=True)
+        participant = annotation.start_tasks(participant=participant)
+        assignment = annotation.assign_next_item(participant=participant, shown_now=True)
+        name, csrf = f"ualign_p{study.pk}", get_random_string(32)
+        response = HttpResponse()
+        response.set_signed_cookie(name, participant.access_token, salt=COOKIE_SALT)  # what joining sets
+        value = response.cookies[name].value
+        prepared.append({"cookies": {name: value, "csrftoken": csrf}, "csrf": csrf, "assignment": assignment.pk})
+    return prepared
+
+
 def _wait_for_health(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -185,7 +210,8 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
                 spawn_rate: int) -> Phase:
     prefix = tmp / phase.name.replace(" ", "_")
     ack_file = tmp / f"{prefix.name}_ack.json"
-    env = {**os.environ, "BENCH_SLUG": study[0], "BENCH_INVITE": study[1], "BENCH_ACK_FILE": str(ack_file)}
+    env = {**os.environ, "BENCH_SLUG": study[0], "BENCH_INVITE": study[1], "BENCH_ACK_FILE": str(ack_file),
+           "BENCH_PARTICIPANTS": str(tmp / "participants.json") if user_class == "ClosedLoopAnnotator" else ""}
     command = [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "--host", base_url, "-u", str(phase.users),
                "-r", str(spawn_rate), "-t", f"{phase.seconds}s", "--stop-timeout", "30", "--reset-stats",
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
@@ -304,7 +330,9 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         started = time.monotonic()
         study = build_study(args.items, args.share)
-        print(f"built a study of {args.items} items in {time.monotonic() - started:.0f} s")
+        (tmp / "participants.json").write_text(json.dumps(prepare_participants(study[0], args.closed_users)))
+        print(f"built a study of {args.items} items and {args.closed_users} participants in "
+              f"{time.monotonic() - started:.0f} s")  # fmt: skip
         from django.db import connections
 
         connections.close_all()

@@ -5,22 +5,31 @@ Annotators walk the real pages as a browser with htmx does: the study link's lan
 A participant who finishes their share joins again as a new one. Every request carries the
 headers of a TLS-terminating proxy (X-Forwarded-Proto, an https Origin), as in production.
 
+Closed-loop annotators start as participants the bench created server-side (as the simulated
+annotators of studies/simulated_annotators.py join), with their first task handed out, so that
+the run measures picks rather than a burst of 100 simultaneous onboardings; the realistic ones
+onboard over HTTP.
+
 Environment: BENCH_SLUG, BENCH_INVITE (the study), BENCH_ACK_FILE (where each process writes
-how many picks the server acknowledged, for the bench to check against the database).
+how many picks the server acknowledged, for the bench to check against the database),
+BENCH_PARTICIPANTS (a JSON list of prepared participants: cookies and first assignment).
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import random
 import re
+from pathlib import Path
 
 from locust import FastHttpUser, between, constant, events, task
 
 SLUG = os.environ.get("BENCH_SLUG", "")
 INVITE = os.environ.get("BENCH_INVITE", "")
 ACK_FILE = os.environ.get("BENCH_ACK_FILE", "")
+PREPARED = json.loads(Path(os.environ["BENCH_PARTICIPANTS"]).read_text()) if os.environ.get("BENCH_PARTICIPANTS") else []
 ASSIGNMENT = re.compile(r'name="assignment" value="(\d+)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 # Picks sent, acknowledged (a 200 with the next task or the completion redirect) and refused.
@@ -95,13 +104,33 @@ class Annotator(FastHttpUser):
 
 
 class ClosedLoopAnnotator(Annotator):
+    """Starts as a prepared participant (when one is left), then picks without pause."""
+
     wait_time = constant(0)
+
+    def on_start(self) -> None:
+        if not PREPARED:
+            super().on_start()
+            return
+        prepared = PREPARED.pop()
+        self.origin = "https://" + self.host.split("://", 1)[1].rstrip("/")
+        self.headers = {"X-Forwarded-Proto": "https", "Origin": self.origin}
+        host = self.host.split("://", 1)[1].split(":")[0]
+        for name, value in prepared["cookies"].items():
+            self.client.cookiejar.set_cookie(_cookie(host, name, value))
+        self.csrf = prepared["csrf"]
+        self.assignment = str(prepared["assignment"])
 
 
 class RealisticAnnotator(Annotator):
     """Reads both responses before picking: 3-8 s between picks."""
 
     wait_time = between(3, 8)
+
+
+def _cookie(host: str, name: str, value: str) -> http.cookiejar.Cookie:
+    return http.cookiejar.Cookie(0, name, value, None, False, host, False, False, "/", True, False, None, False,
+                                 None, None, {})  # fmt: skip
 
 
 def _first(pattern: re.Pattern[str], text: str) -> str | None:
