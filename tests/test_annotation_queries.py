@@ -2,7 +2,7 @@
 
 Two live studies, built with bulk_create as the items step leaves them (each candidate's Markdown
 rendered): a small one and a large one whose items are a third taken by earlier annotators. A newcomer walks each from the landing page to several picks; every
-step is counted with CaptureQueriesContext, must stay within 10 SQL statements (transaction
+step is counted with CaptureQueriesContext, must stay within 11 SQL statements (transaction
 control aside: BEGIN, COMMIT and savepoints touch no table) and must cost the same in both studies. On the large one, every query of the walk, re-run under EXPLAIN ANALYZE, reads a
 few pages, not the study's thousand (updates and inserts go by primary key).
 """
@@ -36,7 +36,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 HX = {"HX-Request": "true"}
 ITEMS_PER_PROMPT = 10
-MAX_QUERIES = 10
+# 10 in #14; plus one, on a pick: the UPDATE of the participant's last_active_at (#12 part A: the
+# sweep times out idle participants), by primary key on the row the pick already holds locked. No
+# other statement of the pick writes that row, so it can't be folded into one (on a failed attention
+# check it is the same UPDATE).
+MAX_QUERIES = 11
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 PICKS = 6
 # Counting what is left of a participant's share reads a few pages per item of it (20 here).
