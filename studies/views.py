@@ -305,7 +305,7 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
-    context = {"study": study, "form": form, "duration": estimated_duration(study)}
+    context = {"study": study, "form": form, "duration": estimated_duration(study, measure=False)}
     return render(request, "studies/consent.html", context)
 
 
