@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-results browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,3 +72,12 @@ bench-all: bench
 	$(PY) bench/bench_export.py
 	$(PY) bench/bench_generation.py
 	$(PY) bench/bench_pipeline.py
+
+# The annotator's path under load, served by serve-prod (issue #14): /healthz and picks with locust,
+# on 127.0.0.1 only, in a throwaway database (BENCH_PG: the PostgreSQL server; REDIS_URL: a Redis db).
+bench-load: install
+	$(PY) bench/load_annotate.py
+
+# The results page at 1,000,000 judgments, served from its snapshot, against a full recompute.
+bench-results: install
+	$(PY) bench/bench_results.py

@@ -91,8 +91,8 @@ def build(n_judgments: int):
         person0 = cur.fetchone()[0]
         cur.execute(
             """INSERT INTO studies_candidate (prompt_id, generator_id, sample_index, text, text_sha256, multiplicity,
-                   token_count, metadata, is_attention_check, created_at)
-               SELECT %s + g / 3, %s, g %% 3, 'response ' || g, md5(g::text), 1, 5, '{}', false, now()
+                   token_count, metadata, is_attention_check, text_html, created_at)
+               SELECT %s + g / 3, %s, g %% 3, 'response ' || g, md5(g::text), 1, 5, '{}', false, '', now()
                  FROM generate_series(0, %s - 1) g""",
             [prompt0, generator.pk, 3 * PROMPTS],
         )
@@ -100,10 +100,12 @@ def build(n_judgments: int):
         cand0 = cur.fetchone()[0]
         cur.execute(
             """INSERT INTO studies_comparisonitem (study_id, prompt_id, policy_id, k, opponent_label, m, replicate,
-                   is_attention_check, predicted_win_rate, draw, created_at)
-               SELECT %s, %s + g %% %s, %s, 2, 'adversary', 1, g / %s, false, 0.7, '{}', now()
+                   is_attention_check, needs_judgment, predicted_win_rate, draw, live_assignments, rotation_use, spread,
+                   created_at)
+               SELECT %s, %s + g %% %s, %s, 2, 'adversary', 1, g / %s, false, true, 0.7, '{}', %s, '{}',
+                      (random() * 2147483647)::int, now()
                  FROM generate_series(0, %s - 1) g""",
-            [study.pk, prompt0, PROMPTS, policy.pk, PROMPTS, n_items],
+            [study.pk, prompt0, PROMPTS, policy.pk, PROMPTS, PER_ITEM, n_items],
         )
         cur.execute("SELECT min(id) FROM studies_comparisonitem")
         item0 = cur.fetchone()[0]

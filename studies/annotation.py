@@ -8,7 +8,7 @@ function is keyword-only and atomic. The rules they keep:
   `UALIGN_JOIN_LIMIT` participants per study and window (`check_join_rate`);
 
 - each item gets at most `Study.annotations_per_item` live assignments (assigned or completed),
-  even with concurrent participants: the item row is locked before its quota is counted
+  even with concurrent participants: the item row is locked before its quota is read
   (`select_for_update(skip_locked=True)` on PostgreSQL, so participants skip a busy item instead
   of queueing on it; SQLite serialises write transactions, see settings.py);
 - no participant is assigned the same item twice (and the database backs it with the
@@ -19,30 +19,54 @@ function is keyword-only and atomic. The rules they keep:
   existing judgment when there is one (a double click, a resubmitted form, a replayed request);
 - items decided by construction (`ComparisonItem.needs_judgment` False: one text shown, credit
   k/(k+m) whatever the pick) are never assigned, and count in no quota, "full" or progress.
+
+Constant cost (issue #14). No query on the annotator's path reads the whole study: an item
+carries its live assignments and the rotations they show (`ComparisonItem.live_assignments`,
+`rotation_use`), changed only here, in the transaction that assigns, releases or reclaims, under
+the item's row lock; the next item is the first row of the `item_open_slots` index (open items of
+a kind, fewest live assignments first, then a per-item shuffle key) that this participant has not
+seen; what a participant did is counted over their own assignments (at most their share). So a
+pick costs the same number of queries, each O(log n), at 200 items and at 50,000
+(tests/test_annotation_queries.py). Abandoned assignments are released when a participant finds
+no free item, when a newcomer finds the study full, and by anyone calling
+`release_expired_assignments`; a study's or some participants' open ones by
+`release_open_assignments` (studies/participants.py: sweep, returned, close-out). Those two are
+the only functions that release, so the counters stay true.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import (
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models import prefetch_related_objects as _prefetch
 from django.utils import timezone
 
 from studies.models import (
     Assignment,
+    Candidate,
     ComparisonItem,
     ItemCandidate,
     Judgment,
     Participant,
     Study,
 )
+from studies.templatetags.safe_markdown import is_current_html, versioned_html
 from workers.policies.credit import judgment_credit
 
 LIVE_ASSIGNMENT = Q(status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
@@ -58,6 +82,8 @@ FINISHED = {
 # Statuses that give a consented participant's seat back (studies/participants.py sets them).
 SEAT_FREED = (Participant.Status.TIMED_OUT, Participant.Status.RETURNED)
 COMPREHENSION_ATTEMPTS = 2
+# The shown texts of an item, in canonical slot order, with their candidates (one query).
+SHOWN = Prefetch("shown", queryset=ItemCandidate.objects.select_related("candidate").order_by("slot"))
 
 
 class StudyUnavailable(Exception):
@@ -88,8 +114,21 @@ class Progress:
 
 @dataclass(frozen=True)
 class JudgmentResult:
+    """A saved pick. With `record_judgment(assign_next=True)` a new pick also carries the
+    participant as it is now and their next task (None when they are done or none is left)."""
+
     judgment: Judgment
     created: bool
+    participant: Participant | None = None
+    next_assignment: Assignment | None = None
+    done: int | None = None  # the participant's completed tasks, this pick included
+
+
+class SubqueryCount(Subquery):
+    """`(SELECT COUNT(*) FROM (<queryset>))` as an expression: a count inside another query."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) _count)"
+    output_field = IntegerField()
 
 
 # --- Joining ------------------------------------------------------------------------------
@@ -99,10 +138,14 @@ def is_valid_invite(study: Study, token: str) -> bool:
     return bool(token) and hmac.compare_digest(token.encode(), study.invite_token.encode())
 
 
-def seats_taken(study: Study) -> int:
+def seats_taken(study: Study, *, up_to: int | None = None) -> int:
     """Participants who consented hold a seat against `Study.max_participants`, until they time
-    out or return (SEAT_FREED); finishing keeps it (their work fills the place)."""
-    return study.participants.filter(consent_at__isnull=False).exclude(status__in=SEAT_FREED).count()
+    out or return (SEAT_FREED); finishing keeps it (their work fills the place).
+
+    `up_to`: count no further (a count of at most that many rows).
+    """
+    seated = study.participants.filter(consent_at__isnull=False).exclude(status__in=SEAT_FREED).order_by()
+    return (seated[:up_to] if up_to is not None else seated).count()
 
 
 def closed_reason(study: Study) -> str:
@@ -114,10 +157,21 @@ def ensure_open_for_newcomers(study: Study) -> None:
     """Raise StudyUnavailable unless a new participant could start annotating now."""
     if not study.is_accepting_participants:
         raise StudyUnavailable(closed_reason(study))
-    if study.max_participants is not None and seats_taken(study) >= study.max_participants:
+    cap = study.max_participants
+    if cap is not None and seats_taken(study, up_to=cap) >= cap:
         raise StudyUnavailable("full")
-    if not _open_items(study).exists():
+    if not _count_open(study, 1):
         raise StudyUnavailable("full")
+
+
+def _ensure_open_releasing(study: Study) -> None:
+    """`ensure_open_for_newcomers`, trying again once abandoned tasks have freed their places."""
+    try:
+        ensure_open_for_newcomers(study)
+    except StudyUnavailable as exc:
+        if exc.reason != "full" or not release_expired_assignments(study=study):
+            raise
+        ensure_open_for_newcomers(study)
 
 
 class AlreadyJoined(Exception):
@@ -171,8 +225,7 @@ def join_study(
     if prolific_pid and Participant.objects.filter(study=study, external_id=prolific_pid).exists():
         raise AlreadyJoined()
     check_join_rate(study=study, client_key=client_key)
-    release_expired_assignments(study=study)  # abandoned tasks free places for newcomers
-    ensure_open_for_newcomers(study)
+    _ensure_open_releasing(study)  # abandoned tasks free places for newcomers
     fields = {"study": study, "external_id": prolific_pid, "client_key": client_key, "is_simulated": is_simulated}
     if prolific_pid:
         fields |= {"prolific_study_id": prolific_study_id, "prolific_session_id": prolific_session_id}
@@ -197,7 +250,7 @@ def record_consent(*, participant: Participant, accepted: bool, now: datetime | 
         participant.save(update_fields=["status"])
         return participant
     study = Study.objects.select_for_update(no_key=True).get(pk=participant.study_id)  # seats, one at a time
-    ensure_open_for_newcomers(study)
+    _ensure_open_releasing(study)
     participant.consent_at = participant.last_active_at = now or timezone.now()
     participant.status = Participant.Status.CONSENTED
     participant.save(update_fields=["consent_at", "last_active_at", "status"])
@@ -232,35 +285,91 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
 # --- Assignment ---------------------------------------------------------------------------
 
 
+@transaction.atomic
 def release_expired_assignments(*, study: Study, now: datetime | None = None) -> int:
     """Release assignments older than the study's timeout; their items become available again.
 
     The participant who abandoned one keeps the released row, so they never get it again. Rows
     locked by a pick being saved right now are skipped (that pick wins; see record_judgment).
+    This and `release_open_assignments` are the only code that releases assignments: both give
+    their places back on the items' counters (`_release`).
     """
     cutoff = (now or timezone.now()) - study.assignment_timeout
-    expired = Assignment.objects.filter(item__study=study, status=Assignment.Status.ASSIGNED, assigned_at__lt=cutoff)
-    if connection.features.has_select_for_update_skip_locked:
-        expired = expired.select_for_update(skip_locked=True, of=("self",), no_key=True)
-    ids = list(expired.values_list("pk", flat=True))
-    if not ids:
+    expired = Assignment.objects.filter(status=Assignment.Status.ASSIGNED, assigned_at__lt=cutoff, item__study=study)
+    return _release(expired, skip_locked=True)
+
+
+@transaction.atomic
+def release_open_assignments(*, study: Study | None = None, participant_ids: list[int] | None = None) -> int:
+    """Release every open assignment of a study (it closes) or of some participants (they timed
+    out or returned: studies/participants.py), with the counters. Waits for a pick in flight on
+    one of them; once it is saved, that assignment is completed and no longer released."""
+    if study is None and participant_ids is None:
+        raise ValueError("release_open_assignments needs a study or participant ids")
+    open_ = Assignment.objects.filter(status=Assignment.Status.ASSIGNED)
+    if study is not None:
+        open_ = open_.filter(item__study=study)
+    if participant_ids is not None:
+        open_ = open_.filter(participant_id__in=participant_ids)
+    return _release(open_, skip_locked=False)
+
+
+def _release(assignments: QuerySet[Assignment], *, skip_locked: bool) -> int:
+    """Mark these open assignments released (locking them first) and take their places and
+    rotations off their items' counters, under the items' row locks (in pk order)."""
+    if skip_locked and connection.features.has_select_for_update_skip_locked:
+        assignments = assignments.select_for_update(skip_locked=True, of=("self",), no_key=True)
+    else:
+        assignments = assignments.select_for_update(of=("self",), no_key=True)
+    rows = list(assignments.values_list("pk", "item_id", "display_order"))
+    if not rows:
         return 0
-    return Assignment.objects.filter(pk__in=ids, status=Assignment.Status.ASSIGNED).update(
-        status=Assignment.Status.RELEASED
-    )
+    Assignment.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(status=Assignment.Status.RELEASED)
+    firsts: dict[int, list[int | None]] = defaultdict(list)
+    for _, item_id, order in rows:
+        firsts[item_id].append(order[0] if order else None)
+    items = list(
+        ComparisonItem.objects.select_for_update(no_key=True).filter(pk__in=firsts).order_by("pk")
+        .only("pk", "live_assignments", "rotation_use")
+    )  # fmt: skip
+    for item in items:
+        item.live_assignments = max(0, item.live_assignments - len(firsts[item.pk]))
+        use = Counter(item.rotation_use)
+        use.subtract(str(first) for first in firsts[item.pk] if first is not None)
+        item.rotation_use = {key: n for key, n in use.items() if n > 0}
+    ComparisonItem.objects.bulk_update(items, ["live_assignments", "rotation_use"])
+    return len(rows)
 
 
-def _open_items(study: Study):
-    """Items that need judging with quota left, annotated with `taken` (their live assignments)."""
-    return (
-        ComparisonItem.objects.filter(study=study, needs_judgment=True)
-        .annotate(taken=Count("assignments", filter=Q(assignments__status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])))
-        .filter(taken__lt=study.annotations_per_item)
-    )
+def _open_items(study: Study, attention: bool) -> QuerySet[ComparisonItem]:
+    """Items of one kind (attention check or not) that need judging with quota left, fewest live
+    assignments first, then shuffled: a range of the `item_open_slots` index, read in its order."""
+    return ComparisonItem.objects.filter(
+        study=study,
+        needs_judgment=True,
+        is_attention_check=attention,
+        live_assignments__lt=study.annotations_per_item,
+    ).order_by("live_assignments", "spread")
 
 
-def _available_items(participant: Participant):
-    return _open_items(participant.study).exclude(assignments__participant=participant)
+def _unseen_open_items(participant: Participant, attention: bool) -> QuerySet[ComparisonItem]:
+    """Open items of one kind that this participant was never assigned (released ones included)."""
+    mine = Assignment.objects.filter(participant_id=participant.pk, item=OuterRef("pk"))
+    return _open_items(participant.study, attention).filter(~Exists(mine))
+
+
+def _count_open(study: Study, limit: int, participant: Participant | None = None) -> int:
+    """Open items (unseen by `participant`, if given), counted up to `limit`: regular items first,
+    attention checks only when those fall short (near the end of a study). Each kind is read in
+    index order and stops at the limit: however many items the study has, and whatever the planner
+    estimates, no query reads them all."""
+    counted = 0
+    for attention in (False, True):
+        items = _open_items(study, attention) if participant is None else _unseen_open_items(participant, attention)
+        counted += items.values("pk")[: limit - counted].count()
+        if counted >= limit:
+            break
+    return counted
 
 
 def _attention_due(study: Study, done: int, attention_done: int) -> bool:
@@ -268,72 +377,109 @@ def _attention_due(study: Study, done: int, attention_done: int) -> bool:
     return attention_done < math.floor((done + 1) * study.attention_check_rate + 0.5)
 
 
-def _spread(participant_id: int, item_id: int) -> bytes:
-    """A stable per-participant shuffle, so concurrent newcomers start on different items."""
-    return hashlib.blake2b(f"{participant_id}:{item_id}".encode(), digest_size=8).digest()
+@dataclass(frozen=True)
+class _Done:
+    """A participant's completed tasks, and how many of them were attention checks."""
+
+    tasks: int
+    attention: int
 
 
-def _preference_order(participant: Participant) -> list[int]:
-    """Available item ids, best first: attention checks when due (else last), fewest live
-    assignments, prompts this participant has seen least, then a per-participant shuffle."""
-    mine = list(participant.assignments.exclude(status=Assignment.Status.RELEASED).values_list(
-        "item__prompt_id", "item__is_attention_check"
-    ))
-    prompt_seen = Counter(prompt_id for prompt_id, _ in mine)
-    attention_due = _attention_due(participant.study, len(mine), sum(1 for _, att in mine if att))
-    rows = _available_items(participant).values_list("id", "prompt_id", "is_attention_check", "taken")
-    return [
-        row[0]
-        for row in sorted(
-            rows,
-            key=lambda r: (r[2] != attention_due, r[3], prompt_seen[r[1]], _spread(participant.pk, r[0])),
-        )
-    ]
+def _done_annotations(participant_field: str) -> dict[str, SubqueryCount]:
+    """Counts of a participant's completed tasks, to annotate on a query of their row or of one of
+    their assignments (`participant_field`: the path to the participant's id)."""
+    completed = Assignment.objects.filter(participant_id=OuterRef(participant_field), status=Assignment.Status.COMPLETED)
+    return {
+        "done_tasks": SubqueryCount(completed.values("pk")),
+        "done_attention": SubqueryCount(completed.filter(item__is_attention_check=True).values("pk")),
+    }
 
 
-def _lock_item(item_id: int, *, wait: bool) -> ComparisonItem | None:
-    """Lock an item row before counting its quota; None if busy and `wait` is false.
-
-    SQLite has no row locks, but its write transaction (BEGIN IMMEDIATE) already serialises us.
-    """
-    items = ComparisonItem.objects.filter(pk=item_id)
-    if connection.features.has_select_for_update_skip_locked and not wait:
-        return items.select_for_update(skip_locked=True, no_key=True).first()
-    return items.select_for_update(no_key=True).first()
-
-
-def _try_assign(participant: Participant, item_id: int, *, wait: bool, now: datetime) -> Assignment | bool:
-    """Assign the item if it still has quota: the Assignment, False if full, True if busy.
-
-    Each try runs in a savepoint, so a rejected item's row lock is released at once and a
-    participant never holds one item while waiting for another (no deadlocks).
-    """
-    with transaction.atomic():
-        item = _lock_item(item_id, wait=wait)
-        if item is None:
-            return True
-        if item.assignments.filter(LIVE_ASSIGNMENT).count() < participant.study.annotations_per_item:
-            return Assignment.objects.create(
-                participant=participant, item=item, display_order=_balanced_order(item), assigned_at=now
-            )
-        transaction.set_rollback(True)
-        return False
-
-
-def _balanced_order(item: ComparisonItem) -> list[int]:
-    """The least-used cyclic rotation of the canonical slot order among live annotators."""
-    canonical = list(item.shown.order_by("slot").values_list("id", flat=True))
-    used = Counter(
-        order[0]
-        for order in item.assignments.filter(LIVE_ASSIGNMENT).values_list("display_order", flat=True)
-        if order
+def find_participant(*, study_id: int, slug: str, access_token: str, with_done: bool = False) -> Participant | None:
+    """The participant a browser's token names, with their study (one query); `with_done`: with
+    their completed tasks counted as `done_tasks`, in the same query."""
+    participants = Participant.objects.select_related("study").filter(
+        study_id=study_id, study__slug=slug, access_token=access_token
     )
-    rotation = min(range(len(canonical)), key=lambda r: (used[canonical[r]], r))
+    return (participants.annotate(**_done_annotations("pk")) if with_done else participants).first()
+
+
+def _locked_participant(participant: Participant) -> tuple[Participant, _Done]:
+    """The participant's row, locked, with their study and what they did (one query)."""
+    locked = (
+        Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study")
+        .annotate(**_done_annotations("pk")).get(pk=participant.pk)
+    )  # fmt: skip
+    return locked, _Done(locked.done_tasks, locked.done_attention)  # type: ignore[attr-defined]
+
+
+def _balanced_order(item: ComparisonItem, canonical: list[int]) -> list[int]:
+    """The least-used cyclic rotation of the canonical slot order among the item's live annotators
+    (`rotation_use`: how many live assignments show each ItemCandidate first)."""
+    use = item.rotation_use or {}
+    rotation = min(range(len(canonical)), key=lambda r: (use.get(str(canonical[r]), 0), r))
     return canonical[rotation:] + canonical[:rotation]
 
 
+def _assign(participant: Participant, item: ComparisonItem, *, now: datetime, shown_now: bool) -> Assignment:
+    """Give the locked `item` to the participant and count the place taken on the item."""
+    _prefetch([item], SHOWN)
+    order = _balanced_order(item, [shown.pk for shown in item.shown.all()])
+    assignment = Assignment.objects.create(
+        participant=participant, item=item, display_order=order, assigned_at=now, rendered_at=now if shown_now else None
+    )
+    first = str(order[0])
+    item.rotation_use = {**(item.rotation_use or {}), first: (item.rotation_use or {}).get(first, 0) + 1}
+    item.live_assignments += 1
+    ComparisonItem.objects.filter(pk=item.pk).update(
+        live_assignments=F("live_assignments") + 1, rotation_use=item.rotation_use
+    )
+    return assignment
+
+
+def _claim(participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool) -> Assignment | None:
+    """Assign the first open item of one kind that the participant hasn't seen; None if none.
+
+    Without `wait` (PostgreSQL), the first such row that nobody else holds (SKIP LOCKED), so
+    concurrent participants spread over the items instead of queueing. With `wait`, the first
+    such row once its holder is done: PostgreSQL re-checks the quota on the locked row, so nobody
+    is told "nothing left" while an item still has room. SQLite has no row locks, but its write
+    transaction (BEGIN IMMEDIATE) already serialises us.
+    """
+    candidates = _unseen_open_items(participant, attention).select_related("prompt")
+    if connection.features.has_select_for_update_skip_locked and not wait:
+        item = candidates.select_for_update(skip_locked=True, no_key=True, of=("self",)).first()
+    else:
+        item = candidates.select_for_update(no_key=True, of=("self",)).first()
+    if item is None or item.live_assignments >= participant.study.annotations_per_item:
+        return None
+    return _assign(participant, item, now=now, shown_now=shown_now)
+
+
+def _assign_next(participant: Participant, done: _Done, *, now: datetime, shown_now: bool) -> Assignment | None:
+    """A new task for an active participant without one: an attention check when one is due
+    (else last); items nobody holds first, then the busy ones (PostgreSQL); when no item is free,
+    once more after releasing abandoned assignments."""
+    due = _attention_due(participant.study, done.tasks, done.attention)
+    kinds = [(due, False), (not due, False)]
+    if connection.features.has_select_for_update_skip_locked:
+        kinds += [(due, True), (not due, True)]
+    for attempt in range(2):
+        for attention, wait in kinds:
+            assignment = _claim(participant, attention, wait=wait, now=now, shown_now=shown_now)
+            if assignment is not None:
+                return assignment
+        if attempt or not release_expired_assignments(study=participant.study, now=now):
+            return None
+    return None
+
+
 def current_assignment(participant: Participant) -> Assignment | None:
-    return participant.assignments.filter(status=Assignment.Status.ASSIGNED).order_by("id").first()
+    """The participant's open assignment (at most one: they are handed out under their row lock)."""
+    return (
+        participant.assignments.filter(status=Assignment.Status.ASSIGNED)
+        .select_related("item__prompt").order_by("id").first()
+    )  # fmt: skip
 
 
 def completed_count(participant: Participant) -> int:
@@ -341,44 +487,34 @@ def completed_count(participant: Participant) -> int:
 
 
 @transaction.atomic
-def assign_next_item(*, participant: Participant, now: datetime | None = None) -> Assignment | None:
+def assign_next_item(*, participant: Participant, now: datetime | None = None, shown_now: bool = False) -> Assignment | None:
     """The participant's open assignment, or a new one; None when they have nothing left to do.
 
     Returns None when the participant is finished, has done `items_per_participant`, or no
-    item with quota left remains that they haven't seen (the study ran out).
+    item with quota left remains that they haven't seen (the study ran out). `shown_now`: the
+    caller displays a new assignment at once, so its render time is now (no second write).
     """
     now = now or timezone.now()
-    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
-    study = participant.study
-    release_expired_assignments(study=study, now=now)
+    participant, done = _locked_participant(participant)
     if participant.status != Participant.Status.ACTIVE:
         return None
     open_assignment = current_assignment(participant)
     if open_assignment is not None:
         return open_assignment
-    if not study.is_accepting_participants or completed_count(participant) >= study.items_per_participant:
+    study = participant.study
+    if not study.is_accepting_participants or done.tasks >= study.items_per_participant:
         return None
-    # First pass: skip items another participant is being given right now (SKIP LOCKED), so
-    # concurrent newcomers spread out instead of queueing. Second pass: wait for the busy ones,
-    # so nobody is told "nothing left" while an item still has room.
-    busy = []
-    for item_id in _preference_order(participant):
-        outcome = _try_assign(participant, item_id, wait=False, now=now)
-        if isinstance(outcome, Assignment):
-            return _active(participant, outcome, now)
-        if outcome is True:
-            busy.append(item_id)
-    for item_id in busy:
-        outcome = _try_assign(participant, item_id, wait=True, now=now)
-        if isinstance(outcome, Assignment):
-            return _active(participant, outcome, now)
-    return None
-
-
-def _active(participant: Participant, assignment: Assignment, now: datetime) -> Assignment:
-    """Note the participant's activity (the periodic sweep times out the idle ones); pass `assignment` on."""
-    Participant.objects.filter(pk=participant.pk).update(last_active_at=now)
+    assignment = _assign_next(participant, done, now=now, shown_now=shown_now)
+    if assignment is not None:
+        _active(participant, now)
     return assignment
+
+
+def _active(participant: Participant, now: datetime) -> None:
+    """Note the participant's activity (the periodic sweep times out the idle ones): one UPDATE by
+    primary key, on the row the caller already holds locked."""
+    participant.last_active_at = now
+    Participant.objects.filter(pk=participant.pk).update(last_active_at=now)
 
 
 def mark_rendered(assignment: Assignment, now: datetime | None = None) -> None:
@@ -390,21 +526,36 @@ def mark_rendered(assignment: Assignment, now: datetime | None = None) -> None:
 
 
 def shown_in_order(assignment: Assignment) -> list[ItemCandidate]:
-    """The item's responses in the order this participant sees them (positions 1..n)."""
-    by_id = {shown.pk: shown for shown in assignment.item.shown.select_related("candidate")}
+    """The item's responses in the order this participant sees them (positions 1..n).
+
+    Their candidates' rendered Markdown is stored on first display when the items step did not
+    store it (or stored it with an older renderer), so later pages reuse it.
+    """
+    _prefetch([assignment.item], SHOWN)
+    by_id = {shown.pk: shown for shown in assignment.item.shown.all()}
+    stale = [shown.candidate for shown in by_id.values() if not is_current_html(shown.candidate.text_html)]
+    for candidate in stale:
+        candidate.text_html = versioned_html(candidate.text)
+    if stale:
+        Candidate.objects.bulk_update(stale, ["text_html"])
     order = assignment.display_order or sorted(by_id, key=lambda pk: by_id[pk].slot)
     return [by_id[pk] for pk in order]
 
 
-def progress(participant: Participant) -> Progress:
-    """Done out of `items_per_participant`, or fewer when the study runs out."""
+def progress(participant: Participant, *, done: int | None = None, pending: bool | None = None) -> Progress:
+    """Done out of `items_per_participant`, or fewer when the study runs out.
+
+    `done` and `pending` (an open task) when the caller knows them already; the items left are
+    counted only up to what the participant's share still needs.
+    """
     study = participant.study
-    done = completed_count(participant)
-    pending = 1 if current_assignment(participant) else 0
-    if done + pending >= study.items_per_participant:
+    done = completed_count(participant) if done is None else done
+    pending = (current_assignment(participant) is not None) if pending is None else pending
+    room = study.items_per_participant - done - int(pending)
+    if room <= 0:
         return Progress(done=done, total=study.items_per_participant)
-    left = _available_items(participant).count() if study.is_accepting_participants else 0
-    return Progress(done=done, total=min(study.items_per_participant, done + pending + left))
+    left = min(room, _count_open(study, room, participant)) if study.is_accepting_participants else 0
+    return Progress(done=done, total=done + int(pending) + left)
 
 
 # --- Judgments ----------------------------------------------------------------------------
@@ -425,11 +576,19 @@ def _credit(item: ComparisonItem, chosen: ItemCandidate | None, study: Study) ->
 
 
 def _reclaim(assignment: Assignment, study: Study) -> None:
-    """A pick for a timed-out assignment counts if its item still has room; else it is lost."""
-    _lock_item(assignment.item_id, wait=True)  # rare: only picks that arrive after a timeout
-    taken = assignment.item.assignments.filter(LIVE_ASSIGNMENT).count()
-    if taken >= study.annotations_per_item:
+    """A pick for a timed-out assignment counts if its item still has room; else it is lost.
+
+    Rare (only picks that arrive after a timeout), so the live assignments are counted on the
+    locked item rather than read from its counter; the counters then take the place back.
+    """
+    item = ComparisonItem.objects.select_for_update(no_key=True).only("pk", "rotation_use").get(pk=assignment.item_id)
+    if Assignment.objects.filter(LIVE_ASSIGNMENT, item_id=item.pk).count() >= study.annotations_per_item:
         raise AssignmentLost()
+    use = dict(item.rotation_use or {})
+    if assignment.display_order:
+        first = str(assignment.display_order[0])
+        use[first] = use.get(first, 0) + 1
+    ComparisonItem.objects.filter(pk=item.pk).update(live_assignments=F("live_assignments") + 1, rotation_use=use)
 
 
 def _chosen(assignment: Assignment, study: Study, position: int | None, cant_decide: bool) -> ItemCandidate | None:
@@ -445,7 +604,18 @@ def _chosen(assignment: Assignment, study: Study, position: int | None, cant_dec
     return ItemCandidate.objects.select_related("candidate").get(pk=order[position - 1], item=item)
 
 
-@transaction.atomic
+def _locked_assignment(participant: Participant, assignment_id: int) -> Assignment:
+    """The participant's assignment with its item, study and the participant's counts, the
+    assignment and participant rows locked (one query). Raises Assignment.DoesNotExist."""
+    # Both rows in one statement: nothing else locks a participant's assignment and then their row.
+    return (
+        Assignment.objects.select_for_update(of=("self", "participant"), no_key=True)
+        .select_related("item", "participant__study")
+        .annotate(**_done_annotations("participant_id"))
+        .get(pk=assignment_id, participant_id=participant.pk)
+    )
+
+
 def record_judgment(
     *,
     participant: Participant,
@@ -454,29 +624,39 @@ def record_judgment(
     cant_decide: bool = False,
     rationale: str = "",
     now: datetime | None = None,
+    assign_next: bool = False,
+    shown_now: bool = False,
 ) -> JudgmentResult:
     """Save one pick exactly once. `position` is the displayed position, from 1.
 
     A second call for the same assignment returns the first judgment unchanged. Raises
     Assignment.DoesNotExist for someone else's assignment, InvalidChoice for a bad position,
     AssignmentLost when a timed-out assignment's item was filled meanwhile.
+
+    `assign_next`: in the same transaction, also hand out the participant's next task (the pick's
+    round trip: `JudgmentResult.next_assignment`, displayed at once when `shown_now`).
     """
     now = now or timezone.now()
-    # Lock order participant → assignment → item, as in assign_next_item, so the two never deadlock.
-    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("item", "participant__study")
-        .get(pk=assignment_id, participant=participant)
-    )
-    existing = Judgment.objects.filter(assignment=assignment).first()
-    if existing is not None:
-        return JudgmentResult(existing, created=False)
-    study = assignment.participant.study
-    item = assignment.item
+    try:
+        with transaction.atomic():
+            return _record(participant=participant, assignment_id=assignment_id, position=position,
+                           cant_decide=cant_decide, rationale=rationale, now=now, assign_next=assign_next,
+                           shown_now=shown_now)  # fmt: skip
+    except IntegrityError:
+        # Only a judgment saved without the assignment's lock can get here; the first one stands.
+        return JudgmentResult(Judgment.objects.get(assignment_id=assignment_id), created=False)
+
+
+def _record(*, participant: Participant, assignment_id: int, position: int | None, cant_decide: bool,
+            rationale: str, now: datetime, assign_next: bool, shown_now: bool) -> JudgmentResult:
+    assignment = _locked_assignment(participant, assignment_id)
+    if assignment.status == Assignment.Status.COMPLETED:
+        existing = Judgment.objects.filter(assignment=assignment).first()
+        if existing is not None:
+            return JudgmentResult(existing, created=False)
+    participant, study, item = assignment.participant, assignment.participant.study, assignment.item
+    done = _Done(assignment.done_tasks, assignment.done_attention)  # type: ignore[attr-defined]
     chosen = _chosen(assignment, study, position, cant_decide)
-    if chosen is None:
-        position = None
     if assignment.status == Assignment.Status.RELEASED:
         _reclaim(assignment, study)
     attention_passed = None
@@ -485,42 +665,56 @@ def record_judgment(
     latency = None
     if assignment.rendered_at is not None:
         latency = max(0, round((now - assignment.rendered_at).total_seconds() * 1000))
-    try:
-        with transaction.atomic():
-            judgment = Judgment.objects.create(
-                assignment=assignment,
-                chosen_slot=position,
-                chosen=chosen,
-                cant_decide=cant_decide,
-                credit=_credit(item, chosen, study),
-                attention_passed=attention_passed,
-                rationale=rationale.strip()[:5000],
-                latency_ms=latency,
-                rendered_at=assignment.rendered_at,
-            )
-    except IntegrityError:
-        return JudgmentResult(Judgment.objects.get(assignment=assignment), created=False)
+    judgment = Judgment.objects.create(
+        assignment=assignment,
+        chosen_slot=None if chosen is None else position,
+        chosen=chosen,
+        cant_decide=cant_decide,
+        credit=_credit(item, chosen, study),
+        attention_passed=attention_passed,
+        rationale=rationale.strip()[:5000],
+        latency_ms=latency,
+        rendered_at=assignment.rendered_at,
+    )
     assignment.status = Assignment.Status.COMPLETED
     assignment.completed_at = now
     assignment.save(update_fields=["status", "completed_at"])
-    _active(participant, assignment, now)
-    _after_judgment(participant=participant, study=study, attention_passed=attention_passed, now=now)
-    return JudgmentResult(judgment, created=True)
+    done = _Done(done.tasks + 1, done.attention + int(item.is_attention_check))
+    next_assignment = _after_judgment(participant=participant, done=done, attention_passed=attention_passed, now=now,
+                                      assign_next=assign_next, shown_now=shown_now)  # fmt: skip
+    return JudgmentResult(judgment, created=True, participant=participant, next_assignment=next_assignment,
+                          done=done.tasks)  # fmt: skip
 
 
-def _after_judgment(*, participant: Participant, study: Study, attention_passed: bool | None, now: datetime) -> None:
-    participant.study = study
+def _after_judgment(*, participant: Participant, done: _Done, attention_passed: bool | None, now: datetime,
+                    assign_next: bool, shown_now: bool) -> Assignment | None:
+    """Count a failed attention check (ending the session at the study's limit), then give the
+    participant their next task or, when their share is done or the study has nothing left they
+    haven't seen, the completion code: they did the work and get it now, not on a later page."""
+    study = participant.study
+    # One UPDATE of the (locked) participant row per pick: their activity, for the sweep that
+    # times out idle participants (#12), and a failed attention check, if any.
+    participant.last_active_at = now
+    fields = ["last_active_at"]
     if attention_passed is False:
         participant.attention_failures += 1
-        participant.save(update_fields=["attention_failures"])
+        fields.append("attention_failures")
         if study.max_attention_failures and participant.attention_failures >= study.max_attention_failures:
             participant.status = Participant.Status.ENDED
-            participant.save(update_fields=["status"])
-            return
-    if completed_count(participant) >= study.items_per_participant or not _available_items(participant).exists():
-        # Their share is done, or the study has nothing left they haven't seen: either way
-        # they did the work and get the code now, not on a later page load.
-        complete_participant(participant=participant, now=now)
+            fields.append("status")
+    participant.save(update_fields=fields)
+    if participant.status != Participant.Status.ACTIVE:
+        return None
+    next_assignment = None
+    if done.tasks < study.items_per_participant:
+        if assign_next and study.is_accepting_participants:
+            next_assignment = _assign_next(participant, done, now=now, shown_now=shown_now)
+            if next_assignment is not None:
+                return next_assignment
+        elif _count_open(study, 1, participant):
+            return None
+    complete_participant(participant=participant, now=now)
+    return None
 
 
 def complete_participant(*, participant: Participant, now: datetime | None = None) -> Participant:
@@ -537,11 +731,7 @@ def complete_participant(*, participant: Participant, now: datetime | None = Non
 def finish_if_out_of_tasks(*, participant: Participant) -> Participant:
     """When the study runs out before a participant's share: complete them if they did any
     work (they get the code), else leave them as they are (the view says the study is full)."""
-    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
-    if (
-        participant.status == Participant.Status.ACTIVE
-        and current_assignment(participant) is None
-        and completed_count(participant) > 0
-    ):
+    participant, done = _locked_participant(participant)
+    if participant.status == Participant.Status.ACTIVE and done.tasks > 0 and current_assignment(participant) is None:
         complete_participant(participant=participant)
     return participant

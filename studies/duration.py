@@ -5,7 +5,9 @@ instructions and completion pages, rounded up to whole minutes. Seconds per item
 time on task (`Judgment.latency_ms`, render to pick) of the study's real participants once it has
 `MIN_JUDGMENTS` of them, and `DEFAULT_SECONDS_PER_ITEM` before that: about what reading two to
 four short responses and picking one takes (the demo's tasks take 20–60 s; set your own number
-of items per participant from a pilot with people if your responses are long).
+of items per participant from a pilot with people if your responses are long). The consent page
+shows the default-based estimate: the median reads a sample of the study's judgments, a cost that
+grows with the study and has no place on the annotators' path (issue #14).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ class Duration:
     measured: bool  # True: the median time on task of this study's judgments; False: the default
 
 
-def estimated_duration(study: Study) -> Duration:
-    latencies: list[int] = [
+def estimated_duration(study: Study, *, measure: bool = True) -> Duration:
+    """The estimate; `measure=False` skips the median (the consent page: on the annotators' path,
+    where a read that grows with the study's judgments has no place), using the default per item."""
+    latencies: list[int] = [] if not measure else [
         ms for ms in Judgment.objects.filter(
             assignment__item__study=study, assignment__participant__is_simulated=False, latency_ms__isnull=False
         ).order_by("-id").values_list("latency_ms", flat=True)[:SAMPLE]

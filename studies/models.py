@@ -50,6 +50,11 @@ def new_completion_code() -> str:
     return secrets.token_hex(4).upper()
 
 
+def new_spread() -> int:
+    """A random sort key for an item, so that annotators meet items in a shuffled order (issue #14)."""
+    return secrets.randbits(31)
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -341,6 +346,9 @@ class Candidate(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     metadata = models.JSONField(default=dict, blank=True)
     is_attention_check = models.BooleanField(default=False)
+    # The text rendered by the safe Markdown renderer (studies/templatetags/safe_markdown.py), with
+    # its version mark: filled by the items step, or on first display (studies/annotation.py).
+    text_html = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -455,10 +463,25 @@ class ComparisonItem(models.Model):
         null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
     )
     draw = models.JSONField(default=dict, blank=True, help_text="The sampled candidate ids, for provenance.")
+    # Counters kept by studies/annotation.py in the transaction that assigns or releases (issue #14):
+    # live (assigned or completed) assignments, and how many of them show each rotation of the slot
+    # order, keyed by the ItemCandidate id shown first. `spread` shuffles the order items are handed out.
+    live_assignments = models.PositiveIntegerField(default=0, editable=False)
+    rotation_use = models.JSONField(default=dict, blank=True, editable=False)
+    spread = models.PositiveIntegerField(default=new_spread, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            # The next item to hand out, in O(log n): open items of a study by kind, fewest live
+            # assignments first, then in a shuffled order (studies/annotation.py `_next_open_item`).
+            models.Index(
+                fields=["study", "is_attention_check", "live_assignments", "spread"],
+                condition=Q(needs_judgment=True),
+                name="item_open_slots",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["prompt", "policy", "k", "opponent_label", "m", "replicate", "is_attention_check"],
@@ -576,6 +599,9 @@ class Participant(models.Model):
         indexes = [
             models.Index(fields=["study", "client_key", "created_at"], name="participant_join_rate"),
             models.Index(fields=["study", "status", "last_active_at"], name="participant_activity"),
+            # Seats taken (consented participants whose status keeps a seat), counted up to
+            # Study.max_participants from the index alone (the status is in it: #12's SEAT_FREED).
+            models.Index(fields=["study", "status"], condition=Q(consent_at__isnull=False), name="participant_seated"),
         ]
 
     def __str__(self) -> str:
@@ -606,6 +632,11 @@ class Assignment(models.Model):
         constraints = [
             # No participant sees the same item twice.
             models.UniqueConstraint(fields=["participant", "item"], name="assignment_once_per_participant"),
+        ]
+        indexes = [
+            # A participant's open assignment, and the expired ones to release, without a scan.
+            models.Index(fields=["participant"], condition=Q(status="assigned"), name="assignment_open"),
+            models.Index(fields=["assigned_at"], condition=Q(status="assigned"), name="assignment_open_since"),
         ]
 
     def __str__(self) -> str:
@@ -646,6 +677,32 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"judgment on {self.assignment}"
+
+
+class ResultsSnapshot(models.Model):
+    """The last computed results of a study for one origin, kept until newer judgments arrive.
+
+    `studies/results_cache.py` serves the results page and its poll from here; the task
+    `refresh_results` recomputes in the background once a study has too many judgments to do it
+    inside a request (issue #14). `judgment_watermark` is the highest Judgment id (of any study)
+    when the computation started: a judgment of this study with a higher id makes the snapshot
+    stale, and so does a change of the study row (`study_updated_at`).
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="results_snapshots")
+    origin = models.CharField(max_length=16)
+    payload = models.BinaryField(null=True, blank=True, editable=False, help_text="The pickled StudyResults.")
+    judgment_watermark = models.BigIntegerField(null=True, blank=True)
+    study_updated_at = models.DateTimeField(null=True, blank=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    compute_seconds = models.FloatField(null=True, blank=True)
+    refresh_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "origin"], name="results_snapshot_unique")]
+
+    def __str__(self) -> str:
+        return f"results of {self.study_id} ({self.origin}) at {self.computed_at}"
 
 
 class JobQuerySet(models.QuerySet):

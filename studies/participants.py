@@ -61,9 +61,7 @@ class Outcome:
 
 def _free(ids: list[int], status: str) -> int:
     """Give back the open assignments of these participants and set their (seat-freeing) status."""
-    Assignment.objects.filter(participant_id__in=ids, status=Assignment.Status.ASSIGNED).update(
-        status=Assignment.Status.RELEASED
-    )
+    annotation.release_open_assignments(participant_ids=ids)  # with the items' counters (#14)
     return Participant.objects.filter(pk__in=ids).update(status=status)
 
 
@@ -131,9 +129,7 @@ def close_out_study(*, study: Study, now: datetime | None = None) -> int:
     completed = Participant.objects.filter(pk__in=worked, status=Status.ACTIVE).update(
         status=Status.COMPLETED, completion_code=study.completion_code, completed_at=now, last_active_at=now
     )
-    Assignment.objects.filter(item__study=study, status=Assignment.Status.ASSIGNED).update(
-        status=Assignment.Status.RELEASED
-    )
+    annotation.release_open_assignments(study=study)  # with the items' counters (#14)
     return completed
 
 

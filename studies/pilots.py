@@ -126,7 +126,7 @@ def _copy_items(study: Study, pilot: Study, prompts: dict[int, Prompt], policies
             k=item.k, opponent_label=item.opponent_label, m=item.m, replicate=item.replicate,
             is_attention_check=item.is_attention_check, needs_judgment=item.needs_judgment,
             predicted_win_rate=item.predicted_win_rate, draw=item.draw,
-        ))
+        ))  # the counters (#14) start at their defaults: no live assignments, a fresh `spread` each
     ComparisonItem.objects.bulk_create(copies)  # PostgreSQL returns the new ids
     new_id = {old.pk: new.pk for old, new in zip(originals, copies, strict=True)}
     ItemCandidate.objects.bulk_create(

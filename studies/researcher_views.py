@@ -38,7 +38,7 @@ from studies import candidate_import, export, participants, services
 from studies.htmx import HtmxHttpRequest
 from studies.job_rows import chain_rows
 from studies.models import Job, Study
-from studies.results import ORIGINS, compute_results, results_plot_svg
+from studies.results import ORIGINS, StudyResults, results_plot_svg
 from studies.simulated_annotators import SimulationError
 
 WORKER_HINT_AFTER = timedelta(seconds=30)
@@ -272,14 +272,16 @@ def study_places(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
 def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
     origin = _origin(request)
+    cached = services.results_for_page(study, origin)  # a snapshot, refreshed when judgments arrive
     context = {
         "study": study,
         "origin": origin,
         "origins": list(ORIGINS.items()),
-        "results": compute_results(study, origin=origin),
+        "results": cached.results,
+        "freshness": cached,
         "tables": list(export.TABLES.items()),  # a dict with an "items" key confuses templates
         # Judgments arrive while a study is live (or being simulated when ready): keep polling.
-        "poll_seconds": POLL_SECONDS if study.status in POLLED_STATUSES else None,
+        "poll_seconds": POLL_SECONDS if study.status in POLLED_STATUSES or not cached.is_current else None,
     }
     template = "studies/results.html#results" if request.htmx else "studies/results.html"
     return render(request, template, context)
@@ -289,7 +291,11 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @staff_member_required
 def results_plot(request: HttpRequest, slug: str) -> HttpResponse:
     study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
-    svg = results_plot_svg(compute_results(study, origin=_origin(request)))
+    origin = _origin(request)
+    results = services.results_for_page(study, origin).results
+    empty = StudyResults(study_id=study.pk, origin=origin, confidence=0.95, n_judgments=0, n_analysed=0,
+                         n_excluded=0, n_annotators=0)  # the first computation is still running
+    svg = results_plot_svg(results or empty)
     response = HttpResponse(svg, content_type="image/svg+xml")
     # The SVG is served as an image: no script in it may run even if a label were hostile.
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"

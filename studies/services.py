@@ -10,6 +10,8 @@ the first step after the transaction commits. The tasks (`studies.tasks`) hand t
 (`finish_step` / `fail_step`), moving the study to ready or back to draft.
 `start_simulation` queues simulated annotators for a worker; `start_pilot` does it on a fresh
 pilot copy of the study (`studies.pilots`), so a pilot spends none of the real study's quota.
+`results_for_page` serves the results page from its snapshot and queues a recomputation when a
+large study's snapshot is out of date (`studies.results_cache`).
 
 `change_study_status` is the one place that checks the researcher's moves of a study's
 lifecycle (go live, pause, resume, close; the admin's buttons call it), and
@@ -26,7 +28,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from studies import participants, pilots, tasks
+from studies import participants, pilots, results_cache, tasks
 from studies.candidate_import import imported_candidates
 from studies.models import Job, Policy, PreferenceSource, Prompt, Study
 from studies.pilots import (
@@ -407,3 +409,17 @@ def copy_study_as_draft(*, study: Study) -> Study:
         batch_size=1000,
     )
     return copy
+
+
+def results_for_page(study: Study, origin: str) -> results_cache.CachedResults:
+    """The results the page (and its poll, and the plot) show: the current snapshot; else, for a
+    small study, results computed now; else the last snapshot, with a recomputation queued."""
+    snapshot, current = results_cache.current_snapshot(study, origin)
+    if current:
+        return results_cache.cached(snapshot, study, origin, current=True)
+    if results_cache.small_enough_to_compute_now(study, origin):
+        return results_cache.compute_and_store(study, origin)
+    if results_cache.claim_refresh(study, origin):
+        tasks.refresh_results.delay_on_commit(study.pk, origin)
+    return results_cache.cached(snapshot, study, origin, current=False)
+

@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from studies import importing, participants, simulated_annotators
+from studies import importing, participants, results_cache, simulated_annotators
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 
@@ -278,3 +278,16 @@ def sweep_abandoned() -> dict[str, int]:
     if total.released or total.timed_out:
         logger.info("sweep: released %d assignments, timed out %d participants", total.released, total.timed_out)
     return {"studies": len(results), "released": total.released, "timed_out": total.timed_out}
+
+
+# --------------------------------------------------------------------------------------------
+# Results too large to compute in a web request (queued by `studies.services.results_for_page`)
+
+
+@shared_task(acks_late=True)
+def refresh_results(study_id: int, origin: str) -> None:
+    """Recompute a study's results for one origin and keep them as its snapshot (issue #14)."""
+    study = Study.objects.filter(pk=study_id).first()
+    if study is not None:
+        results_cache.compute_and_store(study, origin)
+

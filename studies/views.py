@@ -63,8 +63,11 @@ COOKIE_SALT = "ualign.participant"
 # --- Which participant is this browser? ------------------------------------------------------
 
 
+COOKIE_PREFIX = "ualign_p"
+
+
 def _cookie_name(study: Study) -> str:
-    return f"ualign_p{study.pk}"
+    return f"{COOKIE_PREFIX}{study.pk}"
 
 
 def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant | None:
@@ -75,6 +78,26 @@ def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant 
     if not token:
         return None
     return Participant.objects.filter(study=study, access_token=token).select_related("study").first()
+
+
+def _participant_for_slug(request: HtmxHttpRequest, slug: str, *, with_done: bool = False) -> Participant | None:
+    """The participant this browser joined the study `slug` as, with the study, in one query.
+
+    The cookie's name carries the study's id (its path scopes it to the study's pages), so no
+    study lookup comes first; the query checks that id against the slug.
+    """
+    for name in request.COOKIES:
+        study_id = name[len(COOKIE_PREFIX):]
+        if not (name.startswith(COOKIE_PREFIX) and study_id.isascii() and study_id.isdigit()):
+            continue
+        token = request.get_signed_cookie(
+            name, default="", salt=COOKIE_SALT, max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400
+        )
+        participant = annotation.find_participant(study_id=int(study_id), slug=slug, access_token=token,
+                                                  with_done=with_done) if token else None  # fmt: skip
+        if participant is not None:
+            return participant
+    return None
 
 
 def _bind(response: HttpResponse, study: Study, participant: Participant) -> HttpResponse:
@@ -165,19 +188,20 @@ def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     return render(request, "studies/started_elsewhere.html", {"study": study}, status=403)
 
 
-def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
+def participant_step(step: str, *, open_when_closed: bool = False, with_done: bool = False) -> Callable:
     """Load the study and this browser's participant; send them to their current step.
 
     A browser without a participant for this study gets the "link not valid" page (404).
+    `with_done`: count the participant's completed tasks in the same query (for the task page).
     """
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-            study = Study.objects.filter(slug=slug).first()
-            participant = _browser_participant(request, study) if study else None
-            if study is None or participant is None:
+            participant = _participant_for_slug(request, slug, with_done=with_done)
+            if participant is None:
                 return _link_invalid(request)
+            study = participant.study
             if STEP_FOR_STATUS.get(participant.status, "done") != step:
                 return _go(request, _step_url(participant))
             if step != "done" and not open_when_closed and not study.is_accepting_participants:
@@ -281,7 +305,7 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
-    context = {"study": study, "form": form, "duration": estimated_duration(study)}
+    context = {"study": study, "form": form, "duration": estimated_duration(study, measure=False)}
     return render(request, "studies/consent.html", context)
 
 
@@ -313,9 +337,10 @@ def _instructions_context(request: HtmxHttpRequest, study: Study, participant: P
 
 
 def _task_context(
-    request: HtmxHttpRequest, study: Study, participant: Participant, assignment: Assignment, form=None,
-    error: str = "", notice: str = "",
+    request: HtmxHttpRequest, study: Study, participant: Participant, assignment: Assignment, *, done: int,
+    form=None, error: str = "", notice: str = "",
 ) -> dict:
+    """What the task page shows; `done`: the participant's completed tasks (they have this one open)."""
     annotation.mark_rendered(assignment)
     item = assignment.item
     shown = annotation.shown_in_order(assignment)
@@ -324,7 +349,7 @@ def _task_context(
         "assignment": assignment,
         "item": item,
         "shown": list(enumerate(shown, start=1)),
-        "progress": annotation.progress(participant),
+        "progress": annotation.progress(participant, done=done, pending=True),
         "allow_cant_decide": study.allow_cant_decide and not item.is_attention_check,
         "form": form or JudgmentForm(initial={"assignment": assignment.pk}),
         "error": error,
@@ -333,9 +358,15 @@ def _task_context(
     }
 
 
+def _done_tasks(participant: Participant) -> int:
+    """Completed tasks, as counted when the participant was loaded (`annotation.find_participant`)."""
+    done = getattr(participant, "done_tasks", None)
+    return annotation.completed_count(participant) if done is None else done
+
+
 def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
     """The next task, as the full page or (htmx) as the `comparison` partial."""
-    assignment = annotation.assign_next_item(participant=participant)
+    assignment = annotation.assign_next_item(participant=participant, shown_now=True)
     if assignment is None:
         study.refresh_from_db(fields=["status"])
         if not study.is_accepting_participants:  # paused or closed meanwhile: the task page says which
@@ -346,7 +377,12 @@ def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant,
         if request.htmx:
             return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
         return _unavailable(request, study, "full")
-    context = _task_context(request, study, participant, assignment, notice=notice)
+    return _show_task(request, study, participant, assignment, done=_done_tasks(participant), notice=notice)
+
+
+def _show_task(request: HtmxHttpRequest, study: Study, participant: Participant, assignment: Assignment, *,
+               done: int, notice: str = "") -> HttpResponse:
+    context = _task_context(request, study, participant, assignment, done=done, notice=notice)
     if request.htmx:
         return _partial(request, context)
     return render(request, "studies/annotate.html", context)
@@ -360,7 +396,7 @@ def _partial(request: HtmxHttpRequest, context: dict, status: int = 200) -> Http
 
 
 @require_GET
-@participant_step("task")
+@participant_step("task", with_done=True)
 def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     return _next_task(request, study, participant)
 
@@ -368,52 +404,79 @@ def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> Ht
 @require_POST
 @participant_step("task", open_when_closed=True)
 def submit_judgment(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
-    """Record a pick (at most once per assignment), then show the next task."""
+    """Record a pick (at most once per assignment), then show the next task.
+
+    The pick and the handing out of the next task share one transaction
+    (`annotation.record_judgment(assign_next=True)`), so the round trip costs a fixed number of
+    queries whatever the size of the study.
+    """
     form = JudgmentForm(request.POST)
     valid = form.is_valid()
     assignment_id = form.cleaned_data.get("assignment")
-    assignment = participant.assignments.filter(pk=assignment_id).first() if assignment_id else None
-    if assignment is None:
+    if not assignment_id:
         return _link_invalid(request)
     error = ""
     if valid:
         try:
-            annotation.record_judgment(
+            result = annotation.record_judgment(
                 participant=participant,
-                assignment_id=assignment.pk,
+                assignment_id=assignment_id,
                 position=form.cleaned_data["choice"],
                 cant_decide=form.cleaned_data["cant_decide"],
                 rationale=form.cleaned_data["rationale"],
+                assign_next=True,
+                shown_now=bool(request.htmx),
             )
+        except Assignment.DoesNotExist:
+            return _link_invalid(request)
         except InvalidChoice as exc:
             error = str(exc)
         except AssignmentLost:
             notice = "That task had timed out and was given to someone else, so here is a new one."
-            return _after_pick(request, study, participant, notice)
+            return _after_pick(request, study, participant, notice=notice)
         else:
-            return _after_pick(request, study, participant)
+            return _after_pick(request, study, participant, result=result)
     elif "rationale" in form.errors:
         error = " ".join(str(e) for e in form.errors["rationale"])
         form = None  # type: ignore[assignment]  # a fresh form: an oversized note is never echoed back
     else:
         error = " ".join(str(e) for e in form.non_field_errors()) or "Choose one of the responses."
+    return _pick_refused(request, study, participant, assignment_id, form, error)
+
+
+def _pick_refused(request: HtmxHttpRequest, study: Study, participant: Participant, assignment_id: int,
+                  form: JudgmentForm | None, error: str) -> HttpResponse:
+    """The same task again with the error (400 without htmx), or the next one if it was answered."""
+    assignment = participant.assignments.select_related("item__prompt").filter(pk=assignment_id).first()
+    if assignment is None:
+        return _link_invalid(request)
     if assignment.status != Assignment.Status.ASSIGNED:
         return _after_pick(request, study, participant)
-    context = _task_context(request, study, participant, assignment, form=form, error=error)
+    context = _task_context(request, study, participant, assignment, done=_done_tasks(participant), form=form,
+                            error=error)  # fmt: skip
     if request.htmx:
         return _partial(request, context)
     return render(request, "studies/annotate.html", context, status=400)
 
 
-def _after_pick(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
-    participant.refresh_from_db()
+def _after_pick(request: HtmxHttpRequest, study: Study, participant: Participant, *,
+                result: annotation.JudgmentResult | None = None, notice: str = "") -> HttpResponse:
+    """Where a pick leads: the next task (handed out with the pick when it was a new one), the
+    completion page, or the task page by redirect without htmx (PRG: a reload never re-posts)."""
+    if result is not None and result.participant is not None:
+        participant = result.participant
+    else:
+        participant = annotation.find_participant(study_id=study.pk, slug=study.slug,
+                                                  access_token=participant.access_token) or participant  # fmt: skip
     if participant.status != Participant.Status.ACTIVE or not study.is_accepting_participants:
         return _go(request, _step_url(participant) if participant.status != Participant.Status.ACTIVE
                    else reverse("studies:task", args=[study.slug]))
     if not request.htmx:
         if notice:
             messages.info(request, notice)
-        return redirect("studies:task", study.slug)  # PRG: a reload never re-posts the pick
+        return redirect("studies:task", study.slug)
+    if result is not None and result.next_assignment is not None and result.done is not None:
+        return _show_task(request, study, participant, result.next_assignment, done=result.done)
     return _next_task(request, study, participant, notice=notice)
 
 

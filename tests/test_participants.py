@@ -57,6 +57,8 @@ def test_a_returned_or_timed_out_participant_frees_their_seat_and_open_task(leav
     task.refresh_from_db()
     assert first.status == (Participant.Status.RETURNED if leave == "returned" else Participant.Status.TIMED_OUT)
     assert task.status == Assignment.Status.RELEASED
+    task.item.refresh_from_db()
+    assert (task.item.live_assignments, task.item.rotation_use) == (0, {})  # #14's counters gave it back
     assert annotation.seats_taken(study) == 0
     second = start(Client(), study)  # the place is free again
     assert second.status == Participant.Status.ACTIVE
@@ -238,3 +240,20 @@ def test_the_places_page_needs_the_view_study_permission(client, django_user_mod
     study = live_study()
     client.force_login(django_user_model.objects.create_user("staff", password="pw", is_staff=True))
     assert client.get(reverse("admin:studies_study_places", args=[study.pk])).status_code == 403
+
+
+def test_closing_a_study_releases_open_tasks_and_gives_their_places_back_on_the_items_counters():
+    study = live_study()
+    browser = Client()
+    person = start(browser, study)
+    browser.get(url("task", study))
+    task = open_assignment(person)
+    task.item.refresh_from_db()
+    assert task.item.live_assignments == 1
+
+    services.change_study_status(study=study, action="close")
+
+    task.refresh_from_db()
+    task.item.refresh_from_db()
+    assert task.status == Assignment.Status.RELEASED
+    assert (task.item.live_assignments, task.item.rotation_use) == (0, {})

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from studies import services
+from studies import annotation, services
 from studies.annotation import StudyUnavailable, join_study
 from studies.models import (
     Assignment,
@@ -161,3 +161,20 @@ def test_the_command_pilots_on_a_copy_and_points_at_the_pilots_results(live_serv
     assert f"/research/{pilot.slug}/results/?source=simulated" in out
     assert Participant.objects.filter(study=pilot, is_simulated=True).count() == 2
     assert real_record(study) == before
+
+
+@pytest.mark.django_db
+def test_a_pilot_copys_items_start_with_no_live_assignments_and_their_own_shuffle_keys():
+    study = prepared_study()
+    person = annotation.join_study(study=study, prolific_pid="PID-1")
+    annotation.record_consent(participant=person, accepted=True)
+    annotation.start_tasks(participant=person)
+    taken = annotation.assign_next_item(participant=person)
+    assert ComparisonItem.objects.get(pk=taken.item_id).live_assignments == 1
+
+    pilot = services.create_pilot(study=study)
+
+    copies = list(ComparisonItem.objects.filter(study=pilot))
+    assert len(copies) == ComparisonItem.objects.filter(study=study).count()
+    assert all(item.live_assignments == 0 and item.rotation_use == {} for item in copies)
+    assert len({item.spread for item in copies}) > 1  # a key per item, not one shared default

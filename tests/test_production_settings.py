@@ -131,7 +131,7 @@ def test_a_page_whose_database_is_unavailable_answers_503_with_retry_after_and_a
     def unavailable(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(views, "_browser_participant", unavailable)
+    monkeypatch.setattr(views, "_participant_for_slug", unavailable)  # what participant_step loads with (#14)
     client.raise_request_exception = False
     response = client.get(reverse("studies:consent", args=[study.slug]))
     assert response.status_code == 503
@@ -146,7 +146,7 @@ def test_an_unexpected_error_answers_a_500_page_that_says_the_picks_are_saved(cl
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(views, "_browser_participant", broken)
+    monkeypatch.setattr(views, "_participant_for_slug", broken)
     client.raise_request_exception = False
     response = client.get(reverse("studies:consent", args=[study.slug]))
     assert response.status_code == 500

@@ -111,23 +111,34 @@ TEMPLATES = [
 ]
 
 # https://github.com/jazzband/dj-database-url
+# Connections: DB_CONN_MAX_AGE seconds of reuse per web worker (0: one per request; 60 or so in
+# production, and behind PgBouncer), checked before reuse (DB_CONN_HEALTH_CHECKS) so a restarted
+# database or pooler costs one reconnect, not an error. docs/deployment.md explains the choices.
 DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'ualign.sqlite3'}"),
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
-        conn_health_checks=True,
+        conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", True),
     )
 }
+# DB_PGBOUNCER=true: DATABASE_URL points at PgBouncer in transaction mode, where a server
+# connection serves one transaction at a time. Server-side cursors (iterator() outside a
+# transaction) would be lost between transactions, so Django uses client-side ones; and PgBouncer
+# refuses the `options` startup parameter, so the statement timeout is set on the database role
+# instead (ALTER ROLE ... SET statement_timeout). Django's psycopg 3 backend binds parameters on
+# the client, so no prepared statements cross transactions either.
+# https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors
+DB_PGBOUNCER = env_bool("DB_PGBOUNCER", False)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_DISABLE_SERVER_SIDE_CURSORS", DB_PGBOUNCER)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database that hangs must not hang the site: give up connecting after DB_CONNECT_TIMEOUT
     # seconds, and let PostgreSQL cancel any statement that runs past DB_STATEMENT_TIMEOUT_MS
     # (default: gunicorn's 30 s worker timeout, after which the request is lost anyway; 0 = none).
     # The request then fails with OperationalError, which ualign_web.errors answers with a 503.
     # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
-    DATABASES["default"].setdefault("OPTIONS", {}).update({
-        "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5),
-        "options": f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30_000)}",
-    })
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5)})
+    if not DB_PGBOUNCER:
+        DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30_000)}"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web server and the worker write to one file: wait for the lock instead of failing,
@@ -244,6 +255,13 @@ UALIGN_IMPORT_BACKGROUND_BYTES = env_int("UALIGN_IMPORT_BACKGROUND_BYTES", 1024 
 UALIGN_IMPORT_MAX_FIELD_CHARS = env_int("UALIGN_IMPORT_MAX_FIELD_CHARS", 100_000)
 # The deepest nesting accepted in imported JSON (prompt metadata).
 UALIGN_JSON_MAX_DEPTH = env_int("UALIGN_JSON_MAX_DEPTH", 20)
+
+# --- Results at scale (studies/results_cache.py, issue #14) ---------------------------------
+# Results of studies with at most this many judgments are recomputed inside the request when new
+# judgments arrived; larger ones are served from their last snapshot while a worker recomputes.
+UALIGN_RESULTS_INLINE_MAX_JUDGMENTS = env_int("UALIGN_RESULTS_INLINE_MAX_JUDGMENTS", 20_000)
+# At most one background recomputation per study and origin is queued in this many seconds.
+UALIGN_RESULTS_REFRESH_SECONDS = env_int("UALIGN_RESULTS_REFRESH_SECONDS", 300)
 
 # --- Celery -------------------------------------------------------------------------------
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html

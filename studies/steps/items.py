@@ -37,6 +37,7 @@ from studies.models import (
 from studies.steps import OnProgress, StepError, no_progress
 from studies.steps.fit import held_out_columns, predictions
 from studies.steps.population import PromptPopulation, load_population
+from studies.templatetags.safe_markdown import is_current_html, versioned_html
 
 # Attention-check candidates use negative sample indices, which generation never produces.
 ATTENTION_LABEL = "attention"
@@ -268,7 +269,19 @@ def save_prompt_items(prompt: Prompt, drafts: list[ItemDraft]) -> ItemCounts:
             if key not in wanted and item.pk not in assigned:
                 item.delete()
                 counts.removed += 1
+        render_shown_candidates(prompt)
     return counts
+
+
+def render_shown_candidates(prompt: Prompt) -> int:
+    """Store the rendered Markdown of the prompt's candidates that items show (`Candidate.text_html`,
+    by the annotator pages' safe renderer), so no task page renders it per request. Returns how many."""
+    shown = Candidate.objects.filter(prompt=prompt, shown_in__isnull=False).distinct().only("pk", "text", "text_html")
+    stale = [candidate for candidate in shown if not is_current_html(candidate.text_html)]
+    for candidate in stale:
+        candidate.text_html = versioned_html(candidate.text)
+    Candidate.objects.bulk_update(stale, ["text_html"], batch_size=500)
+    return len(stale)
 
 
 def _refresh_derived(item: ComparisonItem, draft: ItemDraft) -> None:

@@ -1,0 +1,378 @@
+"""Load benchmark of the annotator's path, served as in production (`make bench-load`; issue #14).
+
+One run:
+1. creates a throwaway PostgreSQL database, migrates it and builds a live study of its own with
+   bulk_create (two-text items and attention checks; no language model);
+2. serves it with the production command (`scripts/serve-prod`: DEBUG off, gunicorn + Celery
+   worker + beat) on 127.0.0.1, with `UALIGN_JOIN_LIMIT=0` (every simulated annotator comes from
+   this one address);
+3. drives it with locust, headless (`bench/locustfile_annotate.py`), three times, on 127.0.0.1
+   only, each bounded in users and seconds:
+   - `/healthz` with 100 closed-loop users: the baseline throughput;
+   - picks with 100 closed-loop annotators (the next pick as soon as the task arrives);
+   - picks with 300 annotators who think 3-8 s per task (a realistic study): p50/p95/p99;
+4. checks the database: judgments saved = picks acknowledged, no assignment judged twice, no item
+   past its quota, and every item's counter equal to its live assignments;
+5. prints the table for docs/benchmarks.md (and writes it as JSON with --out), stops the
+   server and drops the database.
+
+Targets (issue #14): closed-loop picks/s at least 30% of /healthz's in the same run, and a pick's
+p99 under 150 ms in the realistic run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = Path(sys.executable)
+LOCUST = PY.parent / "locust"
+LOCUSTFILE = ROOT / "bench" / "locustfile_annotate.py"
+
+
+@dataclass
+class Phase:
+    """One locust run: what it drove, and what locust measured (times in ms)."""
+
+    name: str
+    users: int
+    seconds: int
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    p99: float = 0.0
+    onboarding_p50: float | None = None
+    acknowledged: int = 0
+    sent: int = 0  # picks sent; sent - acknowledged - refused were in flight when locust stopped
+    refused: int = 0
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-url", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"),
+                        help="PostgreSQL server (no database name); a throwaway database is made there")  # fmt: skip
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
+    parser.add_argument("--database", default=f"ualign_bench_load_{os.getpid()}")
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--share", type=int, default=50, help="items per participant (Prolific studies: 20-50)")
+    parser.add_argument("--web-concurrency", default=os.environ.get("WEB_CONCURRENCY", "3"))
+    parser.add_argument("--healthz-seconds", type=int, default=20)
+    parser.add_argument("--closed-seconds", type=int, default=30)
+    parser.add_argument("--realistic-seconds", type=int, default=90)
+    parser.add_argument("--closed-users", type=int, default=100)
+    parser.add_argument("--realistic-users", type=int, default=300)
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--keep-db", action="store_true")
+    return parser.parse_args()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _admin_sql(server_url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{server_url}/postgres", autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def _server_env(args: argparse.Namespace, database_url: str, port: int, tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": args.redis_url,
+        "CELERY_BROKER_URL": args.redis_url,
+        "BIND": f"127.0.0.1:{port}",
+        "STATIC_ROOT": str(tmp / "static"),
+        "UALIGN_VAR_DIR": str(tmp / "var"),
+        "UALIGN_JOIN_LIMIT": "0",  # every simulated annotator comes from 127.0.0.1
+        "DB_CONN_MAX_AGE": "60",  # docs/deployment.md: keep a connection per worker in production
+        # Requests arrive as from the TLS-terminating proxy (X-Forwarded-Proto: https), but over plain
+        # HTTP: locust's cookie jar would not send cookies marked Secure back over it.
+        "SECURE_COOKIES": "false",
+        "WEB_CONCURRENCY": str(args.web_concurrency),
+        "CELERY_QUEUES": "default",
+        "LOG_LEVEL": "WARNING",
+        "PYTHON": str(PY),
+    }
+
+
+def build_study(items: int, share: int) -> tuple[str, str]:
+    """A live study of `items` two-text items over items/10 prompts, plus one attention check per
+    prompt, rendered as the items step leaves them. Returns (slug, invite token)."""
+    from studies.models import (
+        Candidate,
+        ComparisonItem,
+        GeneratorModel,
+        ItemCandidate,
+        Policy,
+        Prompt,
+        Study,
+    )
+    from studies.templatetags.safe_markdown import versioned_html
+
+    study = Study.objects.create(slug="bench-load", title="Load benchmark", consent_text="I agree.",
+                                 instructions="Pick the response you prefer.", status=Study.Status.LIVE,
+                                 k_values=[1], annotations_per_item=3, items_per_participant=share,
+                                 attention_check_rate=0.1)  # fmt: skip
+    policy = Policy.objects.create(study=study, name="sample", kind=Policy.Kind.SAMPLE)
+    generator = GeneratorModel.objects.create(name="bench", model_ref="none")
+    prompts = Prompt.objects.bulk_create(
+        Prompt(study=study, text=f"Prompt {i}: explain **why** the sky is blue.") for i in range(items // 10)
+    )
+    texts = [(p, j, f"Answer {j} to prompt {p.pk}:\n\n- Rayleigh scattering\n- *shorter* wavelengths")
+             for p in prompts for j in (0, 1, -1)]  # fmt: skip
+    candidates = Candidate.objects.bulk_create(
+        (Candidate(prompt=p, generator=None if j < 0 else generator, sample_index=j, text=t,
+                   is_attention_check=j < 0, text_sha256=Candidate.hash_text(t), text_html=versioned_html(t))
+         for p, j, t in texts), batch_size=5000,
+    )  # fmt: skip
+    by_prompt = {p.pk: candidates[3 * i : 3 * i + 3] for i, p in enumerate(prompts)}
+    rows = [ComparisonItem(study=study, prompt=p, policy=policy, k=1, m=1, opponent_label="adversary", replicate=r)
+            for p in prompts for r in range(10)]  # fmt: skip
+    rows += [ComparisonItem(study=study, prompt=p, policy=None, k=1, m=1, opponent_label="attention",
+                            is_attention_check=True) for p in prompts]  # fmt: skip
+    made = ComparisonItem.objects.bulk_create(rows, batch_size=5000)
+    shown = []
+    for item in made:
+        good, other, broken = by_prompt[item.prompt_id]
+        shown += [ItemCandidate(item=item, candidate=good, slot=0, count_policy=1),
+                  ItemCandidate(item=item, candidate=broken if item.is_attention_check else other, slot=1,
+                                count_opponent=1)]  # fmt: skip
+    ItemCandidate.objects.bulk_create(shown, batch_size=5000)
+    return study.slug, study.invite_token
+
+
+def prepare_participants(slug: str, n: int) -> list[dict]:
+    """n active participants, each with a first task, as a browser that joined would hold them:
+    the signed participant cookie, a CSRF cookie and its token (the closed-loop run's users)."""
+    from django.http import HttpResponse
+    from django.utils.crypto import get_random_string
+
+    from studies import annotation
+    from studies.models import Study
+    from studies.views import COOKIE_SALT
+
+    study = Study.objects.get(slug=slug)
+    prepared = []
+    for _ in range(n):
+        participant = annotation.join_study(study=study, is_simulated=False)
+        participant = annotation.record_consent(participant=participant, accepted=True)
+        participant = annotation.start_tasks(participant=participant)
+        assignment = annotation.assign_next_item(participant=participant, shown_now=True)
+        name, csrf = f"ualign_p{study.pk}", get_random_string(32)
+        response = HttpResponse()
+        response.set_signed_cookie(name, participant.access_token, salt=COOKIE_SALT)  # what joining sets
+        value = response.cookies[name].value
+        prepared.append({"cookies": {name: value, "csrftoken": csrf}, "csrf": csrf, "assignment": assignment.pk})
+    return prepared
+
+
+def _wait_for_health(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"serve-prod exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(base_url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"no /healthz after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: tuple[str, str],
+                spawn_rate: int) -> Phase:
+    prefix = tmp / phase.name.replace(" ", "_")
+    ack_file = tmp / f"{prefix.name}_ack.json"
+    env = {**os.environ, "BENCH_SLUG": study[0], "BENCH_INVITE": study[1], "BENCH_ACK_FILE": str(ack_file),
+           "BENCH_PARTICIPANTS": str(tmp / "participants.json") if user_class == "ClosedLoopAnnotator" else ""}
+    command = [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "--host", base_url, "-u", str(phase.users),
+               "-r", str(spawn_rate), "-t", f"{phase.seconds}s", "--stop-timeout", "30", "--reset-stats",
+               "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=phase.seconds + 180,
+                   stdout=subprocess.DEVNULL, stderr=(tmp / f"{prefix.name}.log").open("w"))  # fmt: skip
+    with open(f"{prefix}_stats.csv", newline="") as stats:
+        rows = {row["Name"]: row for row in csv.DictReader(stats)}
+    name = "healthz" if user_class == "Healthz" else "pick"
+    row = rows.get(name, {})
+    phase.requests, phase.failures = int(row.get("Request Count", 0)), int(row.get("Failure Count", 0))
+    phase.rps = float(row.get("Requests/s", 0))
+    phase.p50, phase.p95, phase.p99 = (float(row.get(q, 0) or 0) for q in ("50%", "95%", "99%"))
+    onboarding = rows.get("onboarding: instructions and first task")
+    phase.onboarding_p50 = float(onboarding["50%"]) if onboarding else None
+    if ack_file.exists():
+        counts = json.loads(ack_file.read_text())
+        phase.acknowledged, phase.sent, phase.refused = counts["picks"], counts["sent"], counts["failed"]
+    return phase
+
+
+def _check_database(slug: str) -> dict[str, int]:
+    """What the database holds after the runs (read after the server stopped)."""
+    from django.db import connection
+    from django.db.models import Count
+
+    from studies.models import Assignment, Judgment, Study
+
+    judgments = Judgment.objects.filter(assignment__item__study__slug=slug)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT count(*) FROM studies_comparisonitem i WHERE i.study_id = (SELECT id FROM studies_study
+               WHERE slug = %s) AND i.live_assignments <> (SELECT count(*) FROM studies_assignment a
+               WHERE a.item_id = i.id AND a.status IN ('assigned', 'completed'))""",
+            [slug],
+        )  # fmt: skip
+        counter_mismatches = cursor.fetchone()[0]
+    quota = Study.objects.get(slug=slug).annotations_per_item
+    live = Assignment.objects.filter(item__study__slug=slug, status__in=["assigned", "completed"])
+    per_item = live.values("item").annotate(n=Count("id"))
+    return {
+        "judgments": judgments.count(),
+        "assignments_judged_twice": judgments.count() - judgments.values("assignment").distinct().count(),
+        "items_over_quota": per_item.filter(n__gt=quota).count(),
+        "counter_mismatches": counter_mismatches,
+    }
+
+
+def _machine() -> str:
+    model = ""
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
+
+
+def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespace, load: tuple[float, ...]) -> dict:
+    healthz, closed, realistic = phases["healthz"], phases["closed"], phases["realistic"]
+    acknowledged = closed.acknowledged + realistic.acknowledged
+    in_flight = sum(p.sent - p.acknowledged - p.refused for p in (closed, realistic))
+    ratio = closed.rps / healthz.rps if healthz.rps else 0.0
+    result = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "load_average_before": load,
+        "web_concurrency": args.web_concurrency,
+        "items": args.items,
+        "phases": {name: asdict(phase) for name, phase in phases.items()},
+        "picks_per_s_over_healthz": round(ratio, 3),
+        "acknowledged_picks": acknowledged,
+        "picks_in_flight_at_stop": in_flight,
+        "database": db,
+        "targets": {
+            "ratio_at_least_0.30": ratio >= 0.30,
+            "realistic_p99_under_150ms": realistic.p99 < 150 and realistic.requests > 0,
+            "saved_equals_acknowledged": db["judgments"] == acknowledged,
+            "saved_within_acknowledged_plus_in_flight": acknowledged <= db["judgments"] <= acknowledged + in_flight,
+            "none_judged_twice": db["assignments_judged_twice"] == 0,
+        },
+    }
+    print(f"\nmachine: {result['machine']}; load average before: {load}; {result['date']}")
+    print("| run | users | requests | failures | req/s | p50 ms | p95 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for phase in phases.values():
+        print(f"| {phase.name} | {phase.users} | {phase.requests} | {phase.failures} | {phase.rps:.1f} | "
+              f"{phase.p50:.0f} | {phase.p95:.0f} | {phase.p99:.0f} |")  # fmt: skip
+    print(f"\nclosed-loop picks/s ÷ /healthz req/s = {ratio:.2f} (target ≥ 0.30)")
+    print(f"realistic pick p99 = {realistic.p99:.0f} ms (target < 150 ms); onboarding p50 (instructions → first "
+          f"task) = {realistic.onboarding_p50} ms")  # fmt: skip
+    print(f"picks acknowledged = {acknowledged} (+{in_flight} in flight when locust stopped), judgments saved = "
+          f"{db['judgments']}, judged twice = "
+          f"{db['assignments_judged_twice']}, items over quota = {db['items_over_quota']}, counter mismatches = "
+          f"{db['counter_mismatches']}")  # fmt: skip
+    print("targets:", result["targets"])
+    return result
+
+
+def main() -> None:
+    args = _arguments()
+    tmp = Path(tempfile.mkdtemp(prefix="ualign-bench-load-"))
+    database_url = f"{args.server_url}/{args.database}"
+    port = _free_port()
+    env = _server_env(args, database_url, port, tmp)
+    _admin_sql(args.server_url, f'CREATE DATABASE "{args.database}"')
+    server = None
+    try:
+        os.environ.update({k: env[k] for k in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL",
+                                               "STATIC_ROOT", "UALIGN_VAR_DIR")})  # fmt: skip
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ualign_web.settings")
+        sys.path.insert(0, str(ROOT))
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0)
+        started = time.monotonic()
+        study = build_study(args.items, args.share)
+        (tmp / "participants.json").write_text(json.dumps(prepare_participants(study[0], args.closed_users)))
+        print(f"built a study of {args.items} items and {args.closed_users} participants in "
+              f"{time.monotonic() - started:.0f} s")  # fmt: skip
+        from django.db import connections
+
+        connections.close_all()
+        log = tmp / "serve-prod.log"
+        server = subprocess.Popen([str(ROOT / "scripts" / "serve-prod")], cwd=ROOT, env=env, stdout=log.open("w"),
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_for_health(base_url, server, log)
+        load = tuple(round(x, 2) for x in os.getloadavg())
+        phases = {
+            "healthz": _run_locust(Phase("healthz", 100, args.healthz_seconds), "Healthz", base_url, tmp, study, 100),
+            "closed": _run_locust(Phase("picks, closed loop", args.closed_users, args.closed_seconds),
+                                  "ClosedLoopAnnotator", base_url, tmp, study, 50),
+            "realistic": _run_locust(Phase("picks, 3-8 s think time", args.realistic_users, args.realistic_seconds),
+                                     "RealisticAnnotator", base_url, tmp, study, 30),
+        }  # fmt: skip
+        _stop(server)
+        server = None
+        result = _report(phases, _check_database(study[0]), args, load)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
+    finally:
+        if server is not None:
+            _stop(server)
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep_db:
+            _admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM to serve-prod (it stops gunicorn, the worker and beat), then SIGKILL to its group."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
