@@ -19,12 +19,12 @@ import argparse
 import datetime
 import os
 import platform
-import re
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _report import command_line, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -237,17 +237,6 @@ def markdown(args: argparse.Namespace, result: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section (up to the next ``## `` heading) or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,19 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("UALIGN_TORCH_THREADS", "1")
     result = run(args)
-    command = " ".join(
-        shlex.quote(a)
-        for a in [
-            ".venv/bin/python",
-            "bench/bench_doctor.py",
-            *(argv if argv is not None else sys.argv[1:]),
-        ]
-    )
-    section = markdown(args, result, command)
-    print()
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    section = markdown(args, result, command_line("bench/bench_doctor.py", argv))
+    publish(section, SECTION, args.write)
 
 
 if __name__ == "__main__":
