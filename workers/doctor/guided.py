@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.doctor.network import load_doctor
 from workers.generation import ModelHandle, Sample, next_token_logprobs, sample_pool
 
 __all__ = [
@@ -144,8 +145,6 @@ def load_guides(
     specs: Sequence[tuple[str | Path, float]], *, device: str | None = None
 ) -> list[tuple[ModelHandle, float]]:
     """``(doctor folder, β)`` → ``(ModelHandle, β)``, checking each folder holds a trained doctor."""
-    from workers.doctor.network import load_doctor
-
     guides = []
     for j, (folder, beta) in enumerate(specs):
         _check_weights(1.0, [beta])

@@ -56,7 +56,7 @@ class DoctorNet:
 
     def load_trainable_state(self, state: dict[str, Any]) -> None:
         """Copy a :meth:`trainable_state` back into the parameters; names must match exactly."""
-        import torch
+        import torch  # in-function import: keeps torch out of the web process
 
         own = {f"lm.{n}": p for n, p in self.lm.named_parameters() if p.requires_grad}
         own |= {f"head.{n}": p for n, p in self.head.named_parameters()}
@@ -91,12 +91,12 @@ def _same_vocabulary(patient: ModelHandle, tokenizer: Any, ref: str) -> None:
 
 def build_doctor(patient: ModelHandle, config: Any) -> DoctorNet:
     """A fresh doctor for ``patient`` from a ``TFPOConfig`` (seeded by ``config.seed``)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # in-function import: keeps torch out of the web process
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # likewise
 
     torch.manual_seed(config.seed)
     if config.doctor == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # likewise
 
         targets = list(config.lora_targets) if config.lora_targets else "all-linear"
         lora = LoraConfig(
@@ -151,7 +151,7 @@ class LoadedDoctor:
 
 def load_doctor(folder: str | Path, *, device: str | None = None) -> LoadedDoctor:
     """Load a doctor saved by training: ``load_model(folder)`` plus the head and metadata."""
-    import torch
+    import torch  # in-function import: keeps torch out of the web process
     from safetensors.torch import load_file
 
     folder = Path(folder)

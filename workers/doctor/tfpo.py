@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workers.doctor.network import build_doctor, save_doctor
 from workers.doctor.pairs import PreferencePair
 from workers.doctor.rewards import (
     RewardConfig,
@@ -434,7 +435,7 @@ def _save_checkpoint(
     history: Sequence[StepLoss],
     keep: int,
 ) -> None:
-    import torch
+    import torch  # in-function import: keeps torch out of the web process
     from safetensors.torch import save_file
 
     def write(folder: Path) -> None:
@@ -469,7 +470,7 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
 def _resume(
     run_dir: Path, net: Any, optimizer: Any, key: str, device: str
 ) -> tuple[int, list[StepLoss]]:
-    import torch
+    import torch  # in-function import: keeps torch out of the web process
     from safetensors.torch import load_file
 
     latest = _latest_checkpoint(run_dir)
@@ -585,8 +586,6 @@ def train_doctor(
     checkpoint is written), with the loss measured before the update; an exception it raises
     stops training, and the next call resumes from the last checkpoint.
     """
-    from workers.doctor.network import build_doctor, save_doctor
-
     run_dir = Path(run_dir)
     done = find_trained_doctor(run_dir, key)
     if done is not None:
