@@ -437,6 +437,10 @@ def _assign(participant: Participant, item: ComparisonItem, *, now: datetime, sh
     return assignment
 
 
+class _NothingClaimed(Exception):
+    """Raised inside a claim's savepoint when it finds no item, to roll the savepoint back."""
+
+
 def _claim(participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool) -> Assignment | None:
     """Assign the first open item of one kind that the participant hasn't seen; None if none.
 
@@ -445,12 +449,33 @@ def _claim(participant: Participant, attention: bool, *, wait: bool, now: dateti
     such row once its holder is done: PostgreSQL re-checks the quota on the locked row, so nobody
     is told "nothing left" while an item still has room. SQLite has no row locks, but its write
     transaction (BEGIN IMMEDIATE) already serialises us.
+
+    Two rules keep concurrent claims free of deadlocks. A row whose re-check fails (it filled up
+    while we waited) stays locked by PostgreSQL until the lock is rolled back, so each claim runs
+    in a savepoint that is rolled back when it finds nothing: a failed claim holds no item. And
+    a waiting claim locks rows in primary-key order, the order in which `_release` locks them,
+    so two waiters never hold each other's next row.
     """
+    try:
+        with transaction.atomic():
+            assignment = _claim_in_savepoint(participant, attention, wait=wait, now=now, shown_now=shown_now)
+            if assignment is None:
+                raise _NothingClaimed
+            return assignment
+    except _NothingClaimed:
+        return None
+
+
+def _claim_in_savepoint(
+    participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool
+) -> Assignment | None:
     candidates = _unseen_open_items(participant, attention).select_related("prompt")
-    if connection.features.has_select_for_update_skip_locked and not wait:
+    if not connection.features.has_select_for_update_skip_locked:
+        item = candidates.first()  # SQLite: the write transaction is the lock
+    elif not wait:
         item = candidates.select_for_update(skip_locked=True, no_key=True, of=("self",)).first()
     else:
-        item = candidates.select_for_update(no_key=True, of=("self",)).first()
+        item = candidates.order_by("pk").select_for_update(no_key=True, of=("self",)).first()
     if item is None or item.live_assignments >= participant.study.annotations_per_item:
         return None
     return _assign(participant, item, now=now, shown_now=shown_now)

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from studies.models import Judgment, Participant, Study
 from tests.factories import make_item, make_policy, make_prompt, make_study
@@ -100,7 +101,8 @@ def test_an_annotator_completes_a_study_with_the_keyboard(live_server, browser):
             page.wait_for_selector(f'#comparison:not([data-assignment="{assignment}"])')
             assert page.evaluate("window.__sameDocument === true"), "the next task should be swapped in, not reloaded"
             assert page.locator("#progress .progress__label").inner_text() == f"{n + 1} of 3 done"
-            page.wait_for_function("document.activeElement && document.activeElement.id === 'task-heading'")
+            # Playwright's own check: wait_for_function evaluates a string, which the page's CSP forbids.
+            expect(page.locator("#task-heading")).to_be_focused()
 
     page.wait_for_url(f"**/s/{study.slug}/done/")
     assert page.locator("#completion-code").inner_text() == "C0MPLETE"
