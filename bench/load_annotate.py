@@ -132,6 +132,7 @@ def build_study(items: int, share: int) -> tuple[str, str]:
         Prompt,
         Study,
     )
+    from studies.steps.items import refresh_planner_statistics
     from studies.templatetags.safe_markdown import versioned_html
 
     study = Study.objects.create(slug="bench-load", title="Load benchmark", consent_text="I agree.",
@@ -163,6 +164,7 @@ def build_study(items: int, share: int) -> tuple[str, str]:
                   ItemCandidate(item=item, candidate=broken if item.is_attention_check else other, slot=1,
                                 count_opponent=1)]  # fmt: skip
     ItemCandidate.objects.bulk_create(shown, batch_size=5000)
+    refresh_planner_statistics()  # as the items step does after its bulk load
     return study.slug, study.invite_token
 
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.db import connection
 
 import workers.policies as wp
-from studies.models import Assignment, Candidate, ComparisonItem, PolicyFit
+from studies.models import (
+    Assignment,
+    Candidate,
+    ComparisonItem,
+    ItemCandidate,
+    PolicyFit,
+)
 from studies.steps import population
 from tests.csv_study import csv_study, prepare, snapshot
 from tests.factories import make_participant
@@ -116,3 +123,21 @@ def test_items_already_assigned_are_kept_when_a_rebuild_would_draw_differently()
     assert sorted(assigned.shown.values_list("candidate_id", "count_policy", "count_opponent")) == shown_before
     assert counts.created == 0
     assert ComparisonItem.objects.filter(study=study, is_attention_check=False).count() == 1 * 2 * 2 * 2
+
+
+def test_building_items_leaves_the_planner_statistics_of_the_annotators_tables_current():
+    # A bulk load leaves PostgreSQL planning from the statistics of an empty table (reltuples -1)
+    # until autovacuum comes by; the annotator's first picks would then be planned as scans. The
+    # tables are small here, so ANALYZE reads every row and counts them exactly.
+    study, prompts = csv_study()
+    prepare(study, prompts)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname = ANY(%s)",
+            [[model._meta.db_table for model in (ComparisonItem, ItemCandidate, Candidate)]],
+        )
+        reltuples = dict(cursor.fetchall())
+    assert reltuples[ComparisonItem._meta.db_table] == ComparisonItem.objects.count() > 0
+    assert reltuples[ItemCandidate._meta.db_table] == ItemCandidate.objects.count() > 0
+    assert reltuples[Candidate._meta.db_table] == Candidate.objects.count() > 0
