@@ -41,22 +41,18 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import (
-    Exists,
     F,
-    IntegerField,
-    OuterRef,
-    Prefetch,
     Q,
     QuerySet,
-    Subquery,
 )
-from django.db.models import prefetch_related_objects as _prefetch
 from django.utils import timezone
 
+from studies import annotation_sql as sql
 from studies.models import (
     Assignment,
     Candidate,
@@ -64,6 +60,7 @@ from studies.models import (
     ItemCandidate,
     Judgment,
     Participant,
+    Prompt,
     Study,
 )
 from studies.templatetags.safe_markdown import is_current_html, versioned_html
@@ -82,8 +79,14 @@ FINISHED = {
 # Statuses that give a consented participant's seat back (studies/participants.py sets them).
 SEAT_FREED = (Participant.Status.TIMED_OUT, Participant.Status.RETURNED)
 COMPREHENSION_ATTEMPTS = 2
-# The shown texts of an item, in canonical slot order, with their candidates (one query).
-SHOWN = Prefetch("shown", queryset=ItemCandidate.objects.select_related("candidate").order_by("slot"))
+# The hot path's rows (studies/annotation_sql.py): each model's columns under its alias.
+_A = sql.columns(Assignment, "a")
+_C = sql.columns(Candidate, "c")
+_I = sql.columns(ComparisonItem, "i")
+_IC = sql.columns(ItemCandidate, "ic")
+_P = sql.columns(Participant, "p")
+_PR = sql.columns(Prompt, "pr")
+_S = sql.columns(Study, "s")
 
 
 class StudyUnavailable(Exception):
@@ -122,13 +125,6 @@ class JudgmentResult:
     participant: Participant | None = None
     next_assignment: Assignment | None = None
     done: int | None = None  # the participant's completed tasks, this pick included
-
-
-class SubqueryCount(Subquery):
-    """`(SELECT COUNT(*) FROM (<queryset>))` as an expression: a count inside another query."""
-
-    template = "(SELECT COUNT(*) FROM (%(subquery)s) _count)"
-    output_field = IntegerField()
 
 
 # --- Joining ------------------------------------------------------------------------------
@@ -343,7 +339,8 @@ def _release(assignments: QuerySet[Assignment], *, skip_locked: bool) -> int:
 
 def _open_items(study: Study, attention: bool) -> QuerySet[ComparisonItem]:
     """Items of one kind (attention check or not) that need judging with quota left, fewest live
-    assignments first, then shuffled: a range of the `item_open_slots` index, read in its order."""
+    assignments first, then shuffled: a range of the `item_open_slots` index, read in its order.
+    (The annotator's path reads them in SQL, `_OPEN_SQL`; this is for everyone else.)"""
     return ComparisonItem.objects.filter(
         study=study,
         needs_judgment=True,
@@ -352,10 +349,24 @@ def _open_items(study: Study, attention: bool) -> QuerySet[ComparisonItem]:
     ).order_by("live_assignments", "spread")
 
 
-def _unseen_open_items(participant: Participant, attention: bool) -> QuerySet[ComparisonItem]:
-    """Open items of one kind that this participant was never assigned (released ones included)."""
-    mine = Assignment.objects.filter(participant_id=participant.pk, item=OuterRef("pk"))
-    return _open_items(participant.study, attention).filter(~Exists(mine))
+# Open items of one kind that one participant was never assigned (released ones included): the
+# `item_open_slots` index's range, less the participant's own assignments. Parameters: study id,
+# attention (bool), quota, participant id.
+_OPEN_SQL = (
+    "{items} WHERE i.study_id = %s AND i.needs_judgment AND i.is_attention_check = %s AND i.live_assignments < %s"
+    " AND NOT EXISTS (SELECT 1 FROM {assignments} WHERE x.participant_id = %s AND x.item_id = i.id)"
+)
+
+
+@cache
+def _open_sql(select: str, items: str) -> str:
+    return f"SELECT {select} FROM " + _OPEN_SQL.format(items=items, assignments=sql.columns(Assignment, "x").table)
+
+
+@cache
+def _count_sql() -> str:
+    # In the index's order, so that PostgreSQL walks it and stops at the limit.
+    return f"SELECT count(*) FROM ({_open_sql('1', _I.table)} ORDER BY i.live_assignments, i.spread LIMIT %s) t"
 
 
 def _count_open(study: Study, limit: int, participant: Participant | None = None) -> int:
@@ -365,8 +376,11 @@ def _count_open(study: Study, limit: int, participant: Participant | None = None
     estimates, no query reads them all."""
     counted = 0
     for attention in (False, True):
-        items = _open_items(study, attention) if participant is None else _unseen_open_items(participant, attention)
-        counted += items.values("pk")[: limit - counted].count()
+        if participant is None:
+            counted += _open_items(study, attention).values("pk")[: limit - counted].count()
+        else:
+            row = sql.fetch_one(_count_sql(), [study.pk, attention, study.annotations_per_item, participant.pk, limit - counted])
+            counted += row[0] if row else 0
         if counted >= limit:
             break
     return counted
@@ -385,31 +399,54 @@ class _Done:
     attention: int
 
 
-def _done_annotations(participant_field: str) -> dict[str, SubqueryCount]:
-    """Counts of a participant's completed tasks, to annotate on a query of their row or of one of
-    their assignments (`participant_field`: the path to the participant's id)."""
-    completed = Assignment.objects.filter(participant_id=OuterRef(participant_field), status=Assignment.Status.COMPLETED)
-    return {
-        "done_tasks": SubqueryCount(completed.values("pk")),
-        "done_attention": SubqueryCount(completed.filter(item__is_attention_check=True).values("pk")),
-    }
+@cache
+def _done_sql(participant: str) -> str:
+    """Two columns counting a participant's completed tasks and the attention checks among them
+    (`participant`: the SQL of their id). Parameters: the completed status, twice."""
+    assignments, items = sql.columns(Assignment, "d").table, sql.columns(ComparisonItem, "di").table
+    return (
+        f"(SELECT count(*) FROM {assignments} WHERE d.participant_id = {participant} AND d.status = %s), "
+        f"(SELECT count(*) FROM {assignments} JOIN {items} ON di.id = d.item_id"
+        f" WHERE d.participant_id = {participant} AND d.status = %s AND di.is_attention_check)"
+    )
+
+
+_DONE_PARAMS = [Assignment.Status.COMPLETED.value, Assignment.Status.COMPLETED.value]
+
+
+@cache
+def _participant_sql(where: str, *, with_done: bool, lock: bool) -> str:
+    done = f", {_done_sql('p.id')}" if with_done else ""
+    return (
+        f"SELECT {_P.sql}, {_S.sql}{done} FROM {_P.table} JOIN {_S.table} ON s.id = p.study_id WHERE {where}"
+        + (sql.locking("p") if lock else "")
+    )
+
+
+def _participant_row(row: tuple, *, with_done: bool) -> Participant:
+    """The participant (with their study, and `done_tasks`/`done_attention` when counted) of a
+    `_participant_sql` row."""
+    participant = _P.load(row)
+    participant.study = _S.load(row, len(_P))  # type: ignore[assignment]
+    if with_done:
+        participant.done_tasks, participant.done_attention = row[len(_P) + len(_S) :]  # type: ignore[attr-defined]
+    return participant  # type: ignore[return-value]
 
 
 def find_participant(*, study_id: int, slug: str, access_token: str, with_done: bool = False) -> Participant | None:
     """The participant a browser's token names, with their study (one query); `with_done`: with
     their completed tasks counted as `done_tasks`, in the same query."""
-    participants = Participant.objects.select_related("study").filter(
-        study_id=study_id, study__slug=slug, access_token=access_token
-    )
-    return (participants.annotate(**_done_annotations("pk")) if with_done else participants).first()
+    query = _participant_sql("p.study_id = %s AND s.slug = %s AND p.access_token = %s", with_done=with_done, lock=False)
+    row = sql.fetch_one(query, [*(_DONE_PARAMS if with_done else []), study_id, slug, access_token])
+    return None if row is None else _participant_row(row, with_done=with_done)
 
 
 def _locked_participant(participant: Participant) -> tuple[Participant, _Done]:
     """The participant's row, locked, with their study and what they did (one query)."""
-    locked = (
-        Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study")
-        .annotate(**_done_annotations("pk")).get(pk=participant.pk)
-    )  # fmt: skip
+    row = sql.fetch_one(_participant_sql("p.id = %s", with_done=True, lock=True), [*_DONE_PARAMS, participant.pk])
+    if row is None:
+        raise Participant.DoesNotExist()
+    locked = _participant_row(row, with_done=True)
     return locked, _Done(locked.done_tasks, locked.done_attention)  # type: ignore[attr-defined]
 
 
@@ -421,18 +458,46 @@ def _balanced_order(item: ComparisonItem, canonical: list[int]) -> list[int]:
     return canonical[rotation:] + canonical[:rotation]
 
 
+@cache
+def _shown_sql() -> str:
+    return (
+        f"SELECT {_IC.sql}, {_C.sql} FROM {_IC.table} JOIN {_C.table} ON c.id = ic.candidate_id"
+        " WHERE ic.item_id = %s ORDER BY ic.slot"
+    )
+
+
+def _shown(item: ComparisonItem) -> list[ItemCandidate]:
+    """The item's shown texts in canonical slot order, with their candidates (one query, then
+    kept on the item)."""
+    cached = getattr(item, "_shown_rows", None)
+    if cached is None:
+        cached = []
+        for row in sql.fetch(_shown_sql(), [item.pk]):
+            shown = _IC.load(row)
+            shown.candidate = _C.load(row, len(_IC))  # type: ignore[attr-defined]
+            shown.item = item  # type: ignore[attr-defined]
+            cached.append(shown)
+        item._shown_rows = cached  # type: ignore[attr-defined]
+    return cached  # type: ignore[return-value]
+
+
+_COUNT_PLACE_SQL = (
+    f"UPDATE {ComparisonItem._meta.db_table} SET live_assignments = live_assignments + 1, rotation_use = %s WHERE id = %s"
+)
+
+
 def _assign(participant: Participant, item: ComparisonItem, *, now: datetime, shown_now: bool) -> Assignment:
     """Give the locked `item` to the participant and count the place taken on the item."""
-    _prefetch([item], SHOWN)
-    order = _balanced_order(item, [shown.pk for shown in item.shown.all()])
-    assignment = Assignment.objects.create(
+    order = _balanced_order(item, [shown.pk for shown in _shown(item)])
+    assignment = sql.insert(Assignment(
         participant=participant, item=item, display_order=order, assigned_at=now, rendered_at=now if shown_now else None
-    )
+    ))  # fmt: skip
     first = str(order[0])
     item.rotation_use = {**(item.rotation_use or {}), first: (item.rotation_use or {}).get(first, 0) + 1}
     item.live_assignments += 1
-    ComparisonItem.objects.filter(pk=item.pk).update(
-        live_assignments=F("live_assignments") + 1, rotation_use=item.rotation_use
+    sql.execute(
+        _COUNT_PLACE_SQL,
+        [sql.prep(ComparisonItem, "rotation_use", item.rotation_use), item.pk],
     )
     return assignment
 
@@ -466,19 +531,32 @@ def _claim(participant: Participant, attention: bool, *, wait: bool, now: dateti
         return None
 
 
+@cache
+def _claim_sql(skip_locked: bool) -> str:
+    """The first open item of a kind that the participant hasn't seen, with its prompt, locked:
+    in the index's order, skipping rows others hold; or, for a claim that waits, in primary-key
+    order (`_claim`). SQLite has no row locks and reads in the index's order."""
+    in_index_order = skip_locked or not connection.features.has_select_for_update
+    order = "i.live_assignments, i.spread" if in_index_order else "i.id"
+    return (
+        _open_sql(f"{_I.sql}, {_PR.sql}", f"{_I.table} JOIN {_PR.table} ON pr.id = i.prompt_id")
+        + f" ORDER BY {order} LIMIT 1" + sql.locking("i", skip_locked=skip_locked)
+    )  # fmt: skip
+
+
 def _claim_in_savepoint(
     participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool
 ) -> Assignment | None:
-    candidates = _unseen_open_items(participant, attention).select_related("prompt")
-    if not connection.features.has_select_for_update_skip_locked:
-        item = candidates.first()  # SQLite: the write transaction is the lock
-    elif not wait:
-        item = candidates.select_for_update(skip_locked=True, no_key=True, of=("self",)).first()
-    else:
-        item = candidates.order_by("pk").select_for_update(no_key=True, of=("self",)).first()
-    if item is None or item.live_assignments >= participant.study.annotations_per_item:
+    skip_locked = connection.features.has_select_for_update_skip_locked and not wait
+    study = participant.study
+    row = sql.fetch_one(_claim_sql(skip_locked), [study.pk, attention, study.annotations_per_item, participant.pk])
+    if row is None:
         return None
-    return _assign(participant, item, now=now, shown_now=shown_now)
+    item = _I.load(row)
+    item.prompt = _PR.load(row, len(_I))  # type: ignore[attr-defined]
+    if item.live_assignments >= study.annotations_per_item:  # type: ignore[attr-defined]
+        return None
+    return _assign(participant, item, now=now, shown_now=shown_now)  # type: ignore[arg-type]
 
 
 def _assign_next(participant: Participant, done: _Done, *, now: datetime, shown_now: bool) -> Assignment | None:
@@ -539,7 +617,7 @@ def _active(participant: Participant, now: datetime) -> None:
     """Note the participant's activity (the periodic sweep times out the idle ones): one UPDATE by
     primary key, on the row the caller already holds locked."""
     participant.last_active_at = now
-    Participant.objects.filter(pk=participant.pk).update(last_active_at=now)
+    sql.update(participant, ["last_active_at"])
 
 
 def mark_rendered(assignment: Assignment, now: datetime | None = None) -> None:
@@ -556,8 +634,7 @@ def shown_in_order(assignment: Assignment) -> list[ItemCandidate]:
     Their candidates' rendered Markdown is stored on first display when the items step did not
     store it (or stored it with an older renderer), so later pages reuse it.
     """
-    _prefetch([assignment.item], SHOWN)
-    by_id = {shown.pk: shown for shown in assignment.item.shown.all()}
+    by_id = {shown.pk: shown for shown in _shown(assignment.item)}
     stale = [shown.candidate for shown in by_id.values() if not is_current_html(shown.candidate.text_html)]
     for candidate in stale:
         candidate.text_html = versioned_html(candidate.text)
@@ -623,22 +700,36 @@ def _chosen(assignment: Assignment, study: Study, position: int | None, cant_dec
         if not study.allow_cant_decide or item.is_attention_check:
             raise InvalidChoice("Can't decide is not an option here.")
         return None
-    order = assignment.display_order or list(item.shown.order_by("slot").values_list("id", flat=True))
-    if position is None or not 1 <= position <= len(order):
+    shown = {row.pk: row for row in _shown(item)}
+    order = assignment.display_order or list(shown)
+    if position is None or not 1 <= position <= len(order) or order[position - 1] not in shown:
         raise InvalidChoice("Choose one of the shown responses.")
-    return ItemCandidate.objects.select_related("candidate").get(pk=order[position - 1], item=item)
+    return shown[order[position - 1]]
+
+
+@cache
+def _locked_assignment_sql() -> str:
+    return (
+        f"SELECT {_A.sql}, {_I.sql}, {_P.sql}, {_S.sql}, {_done_sql('a.participant_id')}"
+        f" FROM {_A.table} JOIN {_I.table} ON i.id = a.item_id JOIN {_P.table} ON p.id = a.participant_id"
+        f" JOIN {_S.table} ON s.id = p.study_id WHERE a.id = %s AND a.participant_id = %s" + sql.locking("a, p")
+    )
 
 
 def _locked_assignment(participant: Participant, assignment_id: int) -> Assignment:
     """The participant's assignment with its item, study and the participant's counts, the
     assignment and participant rows locked (one query). Raises Assignment.DoesNotExist."""
     # Both rows in one statement: nothing else locks a participant's assignment and then their row.
-    return (
-        Assignment.objects.select_for_update(of=("self", "participant"), no_key=True)
-        .select_related("item", "participant__study")
-        .annotate(**_done_annotations("participant_id"))
-        .get(pk=assignment_id, participant_id=participant.pk)
-    )
+    row = sql.fetch_one(_locked_assignment_sql(), [*_DONE_PARAMS, assignment_id, participant.pk])
+    if row is None:
+        raise Assignment.DoesNotExist()
+    assignment = _A.load(row)
+    assignment.item = _I.load(row, len(_A))  # type: ignore[assignment]
+    locked = _P.load(row, len(_A) + len(_I))
+    locked.study = _S.load(row, len(_A) + len(_I) + len(_P))  # type: ignore[attr-defined]
+    assignment.participant = locked  # type: ignore[assignment]
+    assignment.done_tasks, assignment.done_attention = row[len(_A) + len(_I) + len(_P) + len(_S) :]  # type: ignore[attr-defined]
+    return assignment  # type: ignore[return-value]
 
 
 def record_judgment(
@@ -690,7 +781,7 @@ def _record(*, participant: Participant, assignment_id: int, position: int | Non
     latency = None
     if assignment.rendered_at is not None:
         latency = max(0, round((now - assignment.rendered_at).total_seconds() * 1000))
-    judgment = Judgment.objects.create(
+    judgment = sql.insert(Judgment(
         assignment=assignment,
         chosen_slot=None if chosen is None else position,
         chosen=chosen,
@@ -700,10 +791,10 @@ def _record(*, participant: Participant, assignment_id: int, position: int | Non
         rationale=rationale.strip()[:5000],
         latency_ms=latency,
         rendered_at=assignment.rendered_at,
-    )
+    ))  # fmt: skip
     assignment.status = Assignment.Status.COMPLETED
     assignment.completed_at = now
-    assignment.save(update_fields=["status", "completed_at"])
+    sql.update(assignment, ["status", "completed_at"])
     done = _Done(done.tasks + 1, done.attention + int(item.is_attention_check))
     next_assignment = _after_judgment(participant=participant, done=done, attention_passed=attention_passed, now=now,
                                       assign_next=assign_next, shown_now=shown_now)  # fmt: skip
@@ -727,7 +818,7 @@ def _after_judgment(*, participant: Participant, done: _Done, attention_passed: 
         if study.max_attention_failures and participant.attention_failures >= study.max_attention_failures:
             participant.status = Participant.Status.ENDED
             fields.append("status")
-    participant.save(update_fields=fields)
+    sql.update(participant, fields)
     if participant.status != Participant.Status.ACTIVE:
         return None
     next_assignment = None

@@ -1,4 +1,4 @@
-"""Shared fixtures: the cast of users, and a real Celery worker process over Redis."""
+"""Shared fixtures: the cast of users, a real Celery worker process over Redis, and the\nproduction setting of the annotator's prepared statements."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _prepared_statements(settings):
+    """The annotator's statements run prepared on PostgreSQL, as in production with a kept
+    connection (studies/annotation_sql.py); tests/test_annotation_services.py runs both ways."""
+    settings.UALIGN_PREPARED_STATEMENTS = True
 
 
 @pytest.fixture

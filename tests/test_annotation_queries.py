@@ -107,21 +107,32 @@ def _take(study: Study, items: list[ComparisonItem]) -> None:
     ComparisonItem.objects.filter(pk__in=[i.pk for i in items]).update(live_assignments=1)
 
 
-def walk(study: Study) -> dict[str, list[str]]:
-    """A newcomer's walk from the landing page to PICKS picks: each step's SQL."""
+def walk(study: Study) -> dict[str, list[tuple[str, tuple]]]:
+    """A newcomer's walk from the landing page to PICKS picks: each step's SQL and parameters.
+
+    Counted with CaptureQueriesContext (Django's query log), and recorded with their parameters by
+    an execute wrapper, since the log shows the hot path's prepared statements with $1 placeholders
+    (studies/annotation_sql.py)."""
     client = Client()
-    steps: dict[str, list[str]] = {}
+    steps: dict[str, list[tuple[str, tuple]]] = {}
 
     def step(name: str, method: str, view: str, data: dict | None = None, **headers) -> str:
         url = reverse(f"studies:{view}", args=[study.slug])
-        with CaptureQueriesContext(connection) as queries:
+        statements: list[tuple[str, tuple]] = []
+
+        def record(execute, sql, params, many, context):
+            statements.append((sql, tuple(params or ())))
+            return execute(sql, params, many, context)
+
+        with CaptureQueriesContext(connection) as queries, connection.execute_wrapper(record):
             if method == "get":
                 response = client.get(url, data, headers=headers)
             else:
                 response = client.post(url, data or {}, headers=headers)
         assert response.status_code in (200, 302), (name, response.status_code)
-        steps[name] = [q["sql"] for q in queries.captured_queries
-                       if not q["sql"].startswith(TRANSACTION_CONTROL)]  # fmt: skip
+        steps[name] = [(sql, params) for sql, params in statements if not sql.startswith(TRANSACTION_CONTROL)]
+        counted = [q for q in queries.captured_queries if not q["sql"].startswith(TRANSACTION_CONTROL)]
+        assert len(counted) == len(steps[name]), (name, counted)  # the query log saw them all
         return response.content.decode()
 
     step("landing", "get", "join", {"invite": study.invite_token})
@@ -151,11 +162,11 @@ def test_every_step_of_the_annotators_path_costs_the_same_few_queries_at_200_and
         assert item.live_assignments == item.assignments.filter(status__in=["assigned", "completed"]).count()
 
 
-def _blocks_read(sql: str) -> int:
+def _blocks_read(sql: str, params: tuple) -> int:
     """Pages (8 KiB) of tables and indexes that PostgreSQL touches running `sql` (EXPLAIN ANALYZE,
     BUFFERS), rolled back so that the walk's data stay as they were."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql)
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
         plan = cursor.fetchone()[0][0]["Plan"]
         transaction.set_rollback(True)
     return plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
@@ -170,8 +181,8 @@ def test_no_query_of_the_annotators_path_reads_more_than_a_few_pages_of_a_50000_
         assert cursor.fetchone()[0] > 5 * MAX_PAGES  # a scan of the items would show
     reads = {}
     for name, queries in walk(large).items():
-        for sql in queries:
+        for sql, params in queries:
             if sql.lstrip().upper().startswith("SELECT"):
-                reads[(name, sql[:200])] = _blocks_read(sql)
+                reads[(name, sql[:200])] = _blocks_read(sql, params)
     heavy = {key: blocks for key, blocks in reads.items() if blocks > MAX_PAGES}
     assert not heavy, heavy

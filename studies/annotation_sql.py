@@ -1,0 +1,194 @@
+"""The statements of the annotator's hot path, in SQL (issue #14), for `studies/annotation.py`.
+
+A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Python to compile
+(select_related, counting subqueries, row locks) and as much again of PostgreSQL's planner, which
+made a pick's round trip about 20 ms of CPU where the data access itself takes well under one
+(docs/benchmarks.md). Here the same statements are written once as SQL:
+
+- the columns come from the models' `_meta`, and rows become model instances through the
+  fields' own database converters, as the ORM's would (JSON, booleans, datetimes on SQLite);
+- values are prepared by the fields (`get_db_prep_save`), and inserts and updates go through
+  `pre_save`, so `auto_now_add` and the JSON adapters behave as with `save()`;
+- on PostgreSQL the statements are prepared on the connection (psycopg's server-side binding),
+  so the planner plans each once per connection rather than once per pick
+  (`UALIGN_PREPARED_STATEMENTS`; off behind a pooler without prepared-statement support, see
+  docs/deployment.md). Every statement still goes through Django's cursor wrapper: the query log,
+  `CaptureQueriesContext` (tests/test_annotation_queries.py) and error translation see it.
+
+The SQL is portable between PostgreSQL and SQLite (the embedded default) except the row-lock
+clauses, which only PostgreSQL gets (`locking`); SQLite serialises writers instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache, cached_property
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import Field, Model
+
+M = TypeVar("M", bound=Model)
+Converter = Callable[[Any, Any, Any], Any]
+
+
+def quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A model's concrete columns under a table alias, and how to turn them back into an instance."""
+
+    model: type[Model]
+    alias: str
+
+    @cached_property
+    def sql(self) -> str:
+        return ", ".join(f"{self.alias}.{quote(field.column)}" for field in self.model._meta.concrete_fields)
+
+    @cached_property
+    def table(self) -> str:
+        return f"{quote(self.model._meta.db_table)} {self.alias}"
+
+    def __len__(self) -> int:
+        return len(self.model._meta.concrete_fields)
+
+    def load(self, row: Sequence[Any], start: int = 0) -> Model:
+        """The instance whose columns start at `row[start]`, converted as the ORM converts them."""
+        values = list(row[start : start + len(self)])
+        for i, column, converters in _converters(self.model, connection.vendor):
+            value = values[i]
+            for convert in converters:
+                value = convert(value, column, connection)
+            values[i] = value
+        return self.model.from_db(DEFAULT_DB_ALIAS, None, values)
+
+
+@cache
+def _converters(model: type[Model], vendor: str) -> list[tuple[int, Any, list[Converter]]]:
+    """Per column that needs one, the backend's and the field's converters (what the ORM's
+    compiler applies to a selected column); a column without converters is left as read."""
+    table = model._meta.db_table
+    out = []
+    for i, field in enumerate(model._meta.concrete_fields):
+        column = field.get_col(table)
+        converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        if converters:
+            out.append((i, column, converters))
+    return out
+
+
+@cache
+def columns(model: type[Model], alias: str) -> Columns:
+    return Columns(model, alias)
+
+
+def locking(of: str, *, skip_locked: bool = False) -> str:
+    """`FOR NO KEY UPDATE OF <aliases>` (and `SKIP LOCKED`) on PostgreSQL; nothing on SQLite,
+    whose write transaction already serialises the callers."""
+    if not connection.features.has_select_for_update:
+        return ""
+    return f" FOR NO KEY UPDATE OF {of}" + (" SKIP LOCKED" if skip_locked else "")
+
+
+def _prepared() -> bool:
+    return connection.vendor == "postgresql" and settings.UALIGN_PREPARED_STATEMENTS
+
+
+@cache
+def _preparing_cursor_class() -> type:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparingCursor(ServerBindingCursor):  # psycopg's server-side binding, prepared on first use
+        def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[no-untyped-def]
+            return super().execute(query, params, prepare=True, binary=binary)
+
+    return PreparingCursor
+
+
+def _cursor():  # type: ignore[no-untyped-def]
+    """Django's cursor wrapper around a cursor that prepares its statements (PostgreSQL), else
+    the backend's usual cursor."""
+    if not _prepared():
+        return connection.cursor()
+    # What `connection.cursor()` does, with psycopg's binding cursor in place of Django's
+    # client-side one: the health check, the connection, then Django's wrapper (query log,
+    # execute wrappers, error translation).
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))
+
+
+def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with _cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def fetch_one(sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    rows = fetch(sql, params)
+    return rows[0] if rows else None
+
+
+def execute(sql: str, params: Sequence[Any] = ()) -> int:
+    """Run a statement; the number of rows it changed."""
+    with _cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+@cache
+def _insert_sql(model: type[Model], vendor: str) -> tuple[str, tuple[Field, ...]]:
+    fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+    pk = model._meta.pk
+    assert pk is not None
+    sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
+        quote(model._meta.db_table),
+        ", ".join(quote(f.column) for f in fields),
+        ", ".join(["%s"] * len(fields)),
+        quote(pk.column),
+    )
+    return sql, fields
+
+
+def insert(obj: M) -> M:
+    """INSERT one new instance (its auto primary key set from RETURNING), preparing each value as
+    `save()` would (`pre_save`: auto_now_add; `get_db_prep_save`: JSON, datetimes)."""
+    sql, fields = _insert_sql(type(obj), connection.vendor)
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    row = fetch_one(sql, params)
+    assert row is not None
+    obj.pk = row[0]
+    obj._state.adding = False
+    obj._state.db = DEFAULT_DB_ALIAS
+    return obj
+
+
+@cache
+def _update_sql(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[str, tuple[Field, ...]]:
+    fields = tuple(model._meta.get_field(name) for name in names)
+    pk = model._meta.pk
+    assert pk is not None
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(
+        quote(model._meta.db_table),
+        ", ".join(f"{quote(f.column)} = %s" for f in fields),  # type: ignore[union-attr]
+        quote(pk.column),
+    )
+    return sql, fields  # type: ignore[return-value]
+
+
+def update(obj: Model, names: Iterable[str]) -> int:
+    """UPDATE the named fields of a saved instance by primary key (`save(update_fields=...)`
+    without the ORM's compilation)."""
+    sql, fields = _update_sql(type(obj), tuple(names), connection.vendor)
+    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in fields]
+    return execute(sql, [*params, obj.pk])
+
+
+def prep(model: type[Model], name: str, value: Any) -> Any:
+    """A value as the field sends it to the database (a JSON field's adapter, a datetime on SQLite)."""
+    return model._meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
