@@ -10,14 +10,17 @@ One run:
    only, each bounded in users and seconds:
    - `/healthz` with 100 closed-loop users: the baseline throughput;
    - picks with 100 closed-loop annotators (the next pick as soon as the task arrives);
-   - picks with 300 annotators who think 3-8 s per task (a realistic study): p50/p95/p99;
+   - picks with 300 annotators who think 3-8 s per task (a realistic study): p50/p95/p99 once
+     all of them have started, and apart, the picks made while they were still arriving (all
+     300 within 10 s, each loading the landing, consent and instructions pages);
 4. checks the database: judgments saved = picks acknowledged, no assignment judged twice, no item
    past its quota, and every item's counter equal to its live assignments;
 5. prints the table for docs/benchmarks.md (and writes it as JSON with --out), stops the
    server and drops the database.
 
 Targets (issue #14): closed-loop picks/s at least 30% of /healthz's in the same run, and a pick's
-p99 under 150 ms in the realistic run.
+p99 under 150 ms in the realistic run (judged once all its annotators have started; the arrival
+is reported beside it).
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ class Phase:
     p95: float = 0.0
     p99: float = 0.0
     onboarding_p50: float | None = None
+    # Picks made while the realistic run's annotators were still arriving (reported apart).
+    arriving_requests: int = 0
+    arriving_p50: float | None = None
+    arriving_p95: float | None = None
+    arriving_p99: float | None = None
     acknowledged: int = 0
     sent: int = 0  # picks sent; sent - acknowledged - refused were in flight when locust stopped
     refused: int = 0
@@ -213,10 +221,13 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
     prefix = tmp / phase.name.replace(" ", "_")
     ack_file = tmp / f"{prefix.name}_ack.json"
     env = {**os.environ, "BENCH_SLUG": study[0], "BENCH_INVITE": study[1], "BENCH_ACK_FILE": str(ack_file),
-           "BENCH_PARTICIPANTS": str(tmp / "participants.json") if user_class == "ClosedLoopAnnotator" else ""}
+           "BENCH_PARTICIPANTS": str(tmp / "participants.json") if user_class == "ClosedLoopAnnotator" else "",
+           "BENCH_USERS": str(phase.users) if user_class == "RealisticAnnotator" else ""}
     command = [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "--host", base_url, "-u", str(phase.users),
-               "-r", str(spawn_rate), "-t", f"{phase.seconds}s", "--stop-timeout", "30", "--reset-stats",
+               "-r", str(spawn_rate), "-t", f"{phase.seconds}s", "--stop-timeout", "30",
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
+    if user_class != "RealisticAnnotator":  # the realistic run reports its arrival apart instead
+        command.insert(-1, "--reset-stats")
     subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=phase.seconds + 180,
                    stdout=subprocess.DEVNULL, stderr=(tmp / f"{prefix.name}.log").open("w"))  # fmt: skip
     with open(f"{prefix}_stats.csv", newline="") as stats:
@@ -228,6 +239,10 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
     phase.p50, phase.p95, phase.p99 = (float(row.get(q, 0) or 0) for q in ("50%", "95%", "99%"))
     onboarding = rows.get("onboarding: instructions and first task")
     phase.onboarding_p50 = float(onboarding["50%"]) if onboarding else None
+    arriving = rows.get("pick (while annotators arrive)")
+    if arriving:
+        phase.arriving_requests = int(arriving["Request Count"])
+        phase.arriving_p50, phase.arriving_p95, phase.arriving_p99 = (float(arriving[q] or 0) for q in ("50%", "95%", "99%"))
     if ack_file.exists():
         counts = json.loads(ack_file.read_text())
         phase.acknowledged, phase.sent, phase.refused = counts["picks"], counts["sent"], counts["failed"]
@@ -301,9 +316,14 @@ def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespa
     for phase in phases.values():
         print(f"| {phase.name} | {phase.users} | {phase.requests} | {phase.failures} | {phase.rps:.1f} | "
               f"{phase.p50:.0f} | {phase.p95:.0f} | {phase.p99:.0f} |")  # fmt: skip
+    if realistic.arriving_requests:
+        print(f"| {realistic.name}, while the {realistic.users} arrive | {realistic.users} | "
+              f"{realistic.arriving_requests} | | | {realistic.arriving_p50:.0f} | {realistic.arriving_p95:.0f} | "
+              f"{realistic.arriving_p99:.0f} |")  # fmt: skip
     print(f"\nclosed-loop picks/s ÷ /healthz req/s = {ratio:.2f} (target ≥ 0.30)")
-    print(f"realistic pick p99 = {realistic.p99:.0f} ms (target < 150 ms); onboarding p50 (instructions → first "
-          f"task) = {realistic.onboarding_p50} ms")  # fmt: skip
+    print(f"realistic pick p99 = {realistic.p99:.0f} ms once all {realistic.users} have started (target < 150 ms); "
+          f"while they arrive: {realistic.arriving_p99} ms; onboarding p50 (instructions → first task) = "
+          f"{realistic.onboarding_p50} ms")  # fmt: skip
     print(f"picks acknowledged = {acknowledged} (+{in_flight} in flight when locust stopped), judgments saved = "
           f"{db['judgments']}, judged twice = "
           f"{db['assignments_judged_twice']}, items over quota = {db['items_over_quota']}, counter mismatches = "

@@ -12,7 +12,9 @@ onboard over HTTP.
 
 Environment: BENCH_SLUG, BENCH_INVITE (the study), BENCH_ACK_FILE (where each process writes
 how many picks the server acknowledged, for the bench to check against the database),
-BENCH_PARTICIPANTS (a JSON list of prepared participants: cookies and first assignment).
+BENCH_PARTICIPANTS (a JSON list of prepared participants: cookies and first assignment),
+BENCH_USERS (the realistic run's annotators: picks before they have all onboarded are reported
+apart).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 # Picks sent, acknowledged (a 200 with the next task or the completion redirect) and refused.
 # A pick still in flight when locust stops may be saved without being acknowledged.
 ACKED = {"sent": 0, "picks": 0, "failed": 0, "completed_participants": 0}
+# The realistic run's annotators arrive together (BENCH_USERS of them within seconds). Until each
+# has onboarded, picks are reported apart, as "pick (while annotators arrive)": their round trips
+# queue behind the arrivals' page loads. After that, "pick": the study at its full 300 annotators.
+ARRIVING = int(os.environ.get("BENCH_USERS") or 0)
+ONBOARDED = {"users": 0}
 
 
 class Healthz(FastHttpUser):
@@ -74,6 +81,9 @@ class Annotator(FastHttpUser):
                                 name="onboarding: instructions and first task",
                                 headers=self._referer(f"{base}instructions/"))  # fmt: skip
         self.assignment = _first(ASSIGNMENT, page.text)
+        if not getattr(self, "onboarded", False):
+            self.onboarded = True
+            ONBOARDED["users"] += 1
 
     def _referer(self, path: str) -> dict[str, str]:
         return {**self.headers, "Referer": self.origin + path}
@@ -86,7 +96,8 @@ class Annotator(FastHttpUser):
         data = {"assignment": self.assignment, "choice": str(random.randint(1, 2))}
         headers = {**self._referer(f"/s/{SLUG}/task/"), "HX-Request": "true", "X-CSRFToken": self.csrf}
         ACKED["sent"] += 1
-        with self.client.post(f"/s/{SLUG}/judgments/", data=data, headers=headers, name="pick",
+        name = "pick (while annotators arrive)" if ONBOARDED["users"] < ARRIVING else "pick"
+        with self.client.post(f"/s/{SLUG}/judgments/", data=data, headers=headers, name=name,
                               catch_response=True) as response:  # fmt: skip
             if response.status_code != 200:
                 ACKED["failed"] += 1

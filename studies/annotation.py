@@ -427,10 +427,10 @@ def _participant_row(row: tuple, *, with_done: bool) -> Participant:
     """The participant (with their study, and `done_tasks`/`done_attention` when counted) of a
     `_participant_sql` row."""
     participant = _P.load(row)
-    participant.study = _S.load(row, len(_P))  # type: ignore[assignment]
+    participant.study = _S.load(row, len(_P))
     if with_done:
         participant.done_tasks, participant.done_attention = row[len(_P) + len(_S) :]  # type: ignore[attr-defined]
-    return participant  # type: ignore[return-value]
+    return participant
 
 
 def find_participant(*, study_id: int, slug: str, access_token: str, with_done: bool = False) -> Participant | None:
@@ -474,11 +474,11 @@ def _shown(item: ComparisonItem) -> list[ItemCandidate]:
         cached = []
         for row in sql.fetch(_shown_sql(), [item.pk]):
             shown = _IC.load(row)
-            shown.candidate = _C.load(row, len(_IC))  # type: ignore[attr-defined]
-            shown.item = item  # type: ignore[attr-defined]
+            shown.candidate = _C.load(row, len(_IC))
+            shown.item = item
             cached.append(shown)
         item._shown_rows = cached  # type: ignore[attr-defined]
-    return cached  # type: ignore[return-value]
+    return cached
 
 
 _COUNT_PLACE_SQL = (
@@ -553,10 +553,10 @@ def _claim_in_savepoint(
     if row is None:
         return None
     item = _I.load(row)
-    item.prompt = _PR.load(row, len(_I))  # type: ignore[attr-defined]
-    if item.live_assignments >= study.annotations_per_item:  # type: ignore[attr-defined]
+    item.prompt = _PR.load(row, len(_I))
+    if item.live_assignments >= study.annotations_per_item:
         return None
-    return _assign(participant, item, now=now, shown_now=shown_now)  # type: ignore[arg-type]
+    return _assign(participant, item, now=now, shown_now=shown_now)
 
 
 def _assign_next(participant: Participant, done: _Done, *, now: datetime, shown_now: bool) -> Assignment | None:
@@ -724,12 +724,12 @@ def _locked_assignment(participant: Participant, assignment_id: int) -> Assignme
     if row is None:
         raise Assignment.DoesNotExist()
     assignment = _A.load(row)
-    assignment.item = _I.load(row, len(_A))  # type: ignore[assignment]
+    assignment.item = _I.load(row, len(_A))
     locked = _P.load(row, len(_A) + len(_I))
-    locked.study = _S.load(row, len(_A) + len(_I) + len(_P))  # type: ignore[attr-defined]
-    assignment.participant = locked  # type: ignore[assignment]
+    locked.study = _S.load(row, len(_A) + len(_I) + len(_P))
+    assignment.participant = locked
     assignment.done_tasks, assignment.done_attention = row[len(_A) + len(_I) + len(_P) + len(_S) :]  # type: ignore[attr-defined]
-    return assignment  # type: ignore[return-value]
+    return assignment
 
 
 def record_judgment(

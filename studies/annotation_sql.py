@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection
@@ -39,10 +39,10 @@ def quote(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Columns:
+class Columns(Generic[M]):
     """A model's concrete columns under a table alias, and how to turn them back into an instance."""
 
-    model: type[Model]
+    model: type[M]
     alias: str
 
     @cached_property
@@ -56,7 +56,11 @@ class Columns:
     def __len__(self) -> int:
         return len(self.model._meta.concrete_fields)
 
-    def load(self, row: Sequence[Any], start: int = 0) -> Model:
+    @cached_property
+    def attnames(self) -> list[str]:
+        return [field.attname for field in self.model._meta.concrete_fields]
+
+    def load(self, row: Sequence[Any], start: int = 0) -> M:
         """The instance whose columns start at `row[start]`, converted as the ORM converts them."""
         values = list(row[start : start + len(self)])
         for i, column, converters in _converters(self.model, connection.vendor):
@@ -64,7 +68,7 @@ class Columns:
             for convert in converters:
                 value = convert(value, column, connection)
             values[i] = value
-        return self.model.from_db(DEFAULT_DB_ALIAS, None, values)
+        return self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
 
 
 @cache
@@ -75,14 +79,13 @@ def _converters(model: type[Model], vendor: str) -> list[tuple[int, Any, list[Co
     out = []
     for i, field in enumerate(model._meta.concrete_fields):
         column = field.get_col(table)
-        converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)  # type: ignore[attr-defined]
         if converters:
             out.append((i, column, converters))
     return out
 
 
-@cache
-def columns(model: type[Model], alias: str) -> Columns:
+def columns(model: type[M], alias: str) -> Columns[M]:
     return Columns(model, alias)
 
 
@@ -100,16 +103,16 @@ def _prepared() -> bool:
 
 @cache
 def _preparing_cursor_class() -> type:
-    from django.db.backends.postgresql.base import ServerBindingCursor
+    from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
 
     class PreparingCursor(ServerBindingCursor):  # psycopg's server-side binding, prepared on first use
-        def execute(self, query, params=None, *, prepare=None, binary=None):  # type: ignore[no-untyped-def]
+        def execute(self, query, params=None, *, prepare=None, binary=None):
             return super().execute(query, params, prepare=True, binary=binary)
 
     return PreparingCursor
 
 
-def _cursor():  # type: ignore[no-untyped-def]
+def _cursor() -> Any:
     """Django's cursor wrapper around a cursor that prepares its statements (PostgreSQL), else
     the backend's usual cursor."""
     if not _prepared():
@@ -120,7 +123,7 @@ def _cursor():  # type: ignore[no-untyped-def]
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))
+        return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))  # type: ignore[attr-defined]
 
 
 def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -150,7 +153,7 @@ def _insert_sql(model: type[Model], vendor: str) -> tuple[str, tuple[Field, ...]
         quote(model._meta.db_table),
         ", ".join(quote(f.column) for f in fields),
         ", ".join(["%s"] * len(fields)),
-        quote(pk.column),
+        quote(str(pk.column)),
     )
     return sql, fields
 
@@ -175,8 +178,8 @@ def _update_sql(model: type[Model], names: tuple[str, ...], vendor: str) -> tupl
     assert pk is not None
     sql = "UPDATE {} SET {} WHERE {} = %s".format(
         quote(model._meta.db_table),
-        ", ".join(f"{quote(f.column)} = %s" for f in fields),  # type: ignore[union-attr]
-        quote(pk.column),
+        ", ".join(f"{quote(str(f.column))} = %s" for f in fields),  # type: ignore[union-attr]
+        quote(str(pk.column)),
     )
     return sql, fields  # type: ignore[return-value]
 

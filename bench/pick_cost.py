@@ -1,0 +1,179 @@
+"""Where a pick's time goes, in one process, without HTTP or a load generator (`make bench-pick`; #14).
+
+`make bench-load` measures the served path with locust on the same two cores, which makes its
+figures move with everything else the machine does. This one isolates the pick: a throwaway
+PostgreSQL database with a live study built as the load benchmark builds it (its planner
+statistics refreshed, as the items step leaves them), then PICKS htmx picks, each the full Django
+request (middleware, CSRF, the signed participant cookie, the view, the partial) through the WSGI
+handler with DEBUG off, spread over 40 prepared participants. It reports, per pick: wall time,
+this process's CPU (Python, the driver), the PostgreSQL backend's CPU (read from /proc), and the
+statements sent.
+
+Two configurations run on the same data in the same run: the hot path's statements sent as plain
+SQL with client-side parameters (the baseline: a connection per request, PgBouncer, or
+DB_PREPARED_STATEMENTS=false) and as prepared statements on a kept connection (the production
+default with DB_CONN_MAX_AGE > 0).
+
+    .venv/bin/python bench/pick_cost.py [--items 20000] [--picks 1000] [--write docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import re
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _report import command_line, publish  # noqa: E402
+
+HEADING = "## A pick in one process: Python and PostgreSQL CPU (issue #14)"
+ASSIGNMENT = re.compile(rb'name="assignment" value="(\d+)"')
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-url", default=os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432"))
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--picks", type=int, default=1000)
+    parser.add_argument("--write", type=Path, help="replace this benchmark's section of docs/benchmarks.md")
+    return parser.parse_args()
+
+
+class Picker:
+    """Picks through the WSGI handler as a browser with htmx sends them."""
+
+    def __init__(self, slug: str, people: list[dict]) -> None:
+        from django.core.wsgi import get_wsgi_application
+
+        self.app, self.slug, self.people = get_wsgi_application(), slug, people
+
+    def pick(self, person: dict) -> None:
+        body = f"assignment={person['assignment']}&choice=1".encode()
+        environ = {
+            "REQUEST_METHOD": "POST", "PATH_INFO": f"/s/{self.slug}/judgments/", "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "443", "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "https", "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+            "HTTP_COOKIE": "; ".join(f"{k}={v}" for k, v in person["cookies"].items()),
+            "HTTP_X_CSRFTOKEN": person["csrf"], "HTTP_HX_REQUEST": "true", "HTTP_ORIGIN": "https://127.0.0.1",
+            "HTTP_REFERER": f"https://127.0.0.1/s/{self.slug}/task/",
+        }  # fmt: skip
+        status: list[str] = []
+        html = b"".join(self.app(environ, lambda s, _headers: status.append(s)))
+        if not status[0].startswith("200"):
+            raise SystemExit(f"a pick answered {status[0]}: {html[:300]!r}")
+        match = ASSIGNMENT.search(html)
+        person["assignment"] = match.group(1).decode() if match else None
+
+    def run(self, n: int) -> int:
+        done = 0
+        for i in range(n * 2):
+            person = self.people[i % len(self.people)]
+            if person["assignment"] is not None:
+                self.pick(person)
+                done += 1
+                if done == n:
+                    break
+        return done
+
+
+def _backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one PostgreSQL backend, from /proc (same machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(slug: str, picks: int, prepared: bool) -> dict[str, float]:
+    from django.conf import settings
+    from django.db import connection
+    from load_annotate import prepare_participants
+
+    settings.UALIGN_PREPARED_STATEMENTS = prepared
+    picker = Picker(slug, prepare_participants(slug, 40))
+    picker.run(40)  # warm: imports, templates, prepared statements
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    statements = 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal statements
+        statements += 1
+        return execute(sql, params, many, context)
+
+    backend_before, cpu, wall = _backend_cpu(backend), time.process_time(), time.perf_counter()
+    with connection.execute_wrapper(count):
+        done = picker.run(picks)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    backend_cpu = _backend_cpu(backend) - backend_before
+    return {"picks": done, "wall_ms": 1000 * wall / done, "python_ms": 1000 * cpu / done,
+            "postgres_ms": 1000 * backend_cpu / done, "statements": statements / done}  # fmt: skip
+
+
+def main() -> None:
+    args = _arguments()
+    database = f"ualign_bench_pick_{os.getpid()}"
+    from load_annotate import _admin_sql, build_study
+
+    os.environ.update({
+        "DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1",
+        "DATABASE_URL": f"{args.server_url}/{database}", "DB_CONN_MAX_AGE": "60", "UALIGN_JOIN_LIMIT": "0",
+        "SECURE_COOKIES": "false", "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
+        "DJANGO_SETTINGS_MODULE": "ualign_web.settings",
+    })  # fmt: skip
+    _admin_sql(args.server_url, f'CREATE DATABASE "{database}"')
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        slug, _invite = build_study(args.items, 50)
+        load = tuple(round(x, 2) for x in os.getloadavg())
+        plain = measure(slug, args.picks, prepared=False)
+        prepared = measure(slug, args.picks, prepared=True)
+        from django.db import connections
+
+        connections.close_all()
+    finally:
+        _admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    publish(_section(args, plain, prepared, load), HEADING, args.write)
+
+
+def _section(args: argparse.Namespace, plain: dict, prepared: dict, load: tuple) -> str:
+    rows = [("wall time", "wall_ms", "ms"), ("Python CPU (this process)", "python_ms", "ms"),
+            ("PostgreSQL backend CPU", "postgres_ms", "ms"), ("statements sent", "statements", "")]  # fmt: skip
+    table = ["| per pick | plain SQL (baseline) | prepared | prepared ÷ plain |", "|---|---:|---:|---:|"]
+    for label, key, unit in rows:
+        ratio = prepared[key] / plain[key] if plain[key] else float("nan")
+        table.append(f"| {label} | {plain[key]:.2f} {unit} | {prepared[key]:.2f} {unit} | {ratio:.2f}× |")
+    cpu = platform.processor() or platform.machine()
+    return "\n".join([
+        HEADING,
+        "",
+        f"- **Command:** `{command_line('bench/pick_cost.py', None)}`",
+        f"- **Machine:** {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load average "
+        f"before {load}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- **Setup:** a live study of {args.items:,} two-text items (+ attention checks), {plain['picks']} htmx picks "
+        "per configuration over 40 participants, each the full request through Django's WSGI handler with DEBUG "
+        "off; PostgreSQL on the same machine, its backend's CPU read from /proc.",
+        "",
+        *table,
+        "",
+    ])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
