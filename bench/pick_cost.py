@@ -7,12 +7,8 @@ statistics refreshed, as the items step leaves them), then PICKS htmx picks, eac
 request (middleware, CSRF, the signed participant cookie, the view, the partial) through the WSGI
 handler with DEBUG off, spread over 40 prepared participants. It reports, per pick: wall time,
 this process's CPU (Python, the driver), the PostgreSQL backend's CPU (read from /proc), and the
-statements sent.
-
-Two configurations run on the same data in the same run: the hot path's statements sent as plain
-SQL with client-side parameters (the baseline: a connection per request, PgBouncer, or
-DB_PREPARED_STATEMENTS=false) and as prepared statements on a kept connection (the production
-default with DB_CONN_MAX_AGE > 0).
+statements sent; and the same for `/healthz` through the same handler (the baseline of
+`make bench-load`, here without HTTP or a load generator), measured in the same run.
 
     .venv/bin/python bench/pick_cost.py [--items 20000] [--picks 1000] [--write docs/benchmarks.md]
 """
@@ -57,6 +53,15 @@ class Picker:
 
         self.app, self.slug, self.people = get_wsgi_application(), slug, people
 
+    def healthz(self) -> None:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/healthz", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
+                   "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr}  # fmt: skip
+        status: list[str] = []
+        b"".join(self.app(environ, lambda s, _headers: status.append(s)))
+        if not status[0].startswith("200"):
+            raise SystemExit(f"/healthz answered {status[0]}")
+
     def pick(self, person: dict) -> None:
         body = f"assignment={person['assignment']}&choice=1".encode()
         environ = {
@@ -93,14 +98,13 @@ def _backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(slug: str, picks: int, prepared: bool) -> dict[str, float]:
-    from django.conf import settings
+def measure(slug: str, picks: int) -> dict[str, dict[str, float]]:
+    """Per request, for /healthz and for a pick: wall ms, Python CPU ms, PostgreSQL CPU ms, statements."""
     from django.db import connection
     from load_annotate import prepare_participants
 
-    settings.UALIGN_PREPARED_STATEMENTS = prepared
     picker = Picker(slug, prepare_participants(slug, 40))
-    picker.run(40)  # warm: imports, templates, prepared statements
+    picker.run(40)  # warm: imports, templates, the connection
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = cursor.fetchone()[0]
@@ -111,13 +115,22 @@ def measure(slug: str, picks: int, prepared: bool) -> dict[str, float]:
         statements += 1
         return execute(sql, params, many, context)
 
-    backend_before, cpu, wall = _backend_cpu(backend), time.process_time(), time.perf_counter()
-    with connection.execute_wrapper(count):
-        done = picker.run(picks)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    backend_cpu = _backend_cpu(backend) - backend_before
-    return {"picks": done, "wall_ms": 1000 * wall / done, "python_ms": 1000 * cpu / done,
-            "postgres_ms": 1000 * backend_cpu / done, "statements": statements / done}  # fmt: skip
+    def timed(run) -> dict[str, float]:
+        nonlocal statements
+        statements = 0
+        backend_before, cpu, wall = _backend_cpu(backend), time.process_time(), time.perf_counter()
+        with connection.execute_wrapper(count):
+            n = run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return {"requests": n, "wall_ms": 1000 * wall / n, "python_ms": 1000 * cpu / n,
+                "postgres_ms": 1000 * (_backend_cpu(backend) - backend_before) / n, "statements": statements / n}  # fmt: skip
+
+    def healthz() -> int:
+        for _ in range(picks * 5):
+            picker.healthz()
+        return picks * 5
+
+    return {"healthz": timed(healthz), "pick": timed(lambda: picker.run(picks))}
 
 
 def main() -> None:
@@ -142,23 +155,23 @@ def main() -> None:
         call_command("collectstatic", interactive=False, verbosity=0)
         slug, _invite = build_study(args.items, 50)
         load = tuple(round(x, 2) for x in os.getloadavg())
-        plain = measure(slug, args.picks, prepared=False)
-        prepared = measure(slug, args.picks, prepared=True)
+        figures = measure(slug, args.picks)
         from django.db import connections
 
         connections.close_all()
     finally:
         _admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    publish(_section(args, plain, prepared, load), HEADING, args.write)
+    publish(_section(args, figures, load), HEADING, args.write)
 
 
-def _section(args: argparse.Namespace, plain: dict, prepared: dict, load: tuple) -> str:
+def _section(args: argparse.Namespace, figures: dict, load: tuple) -> str:
+    healthz, pick = figures["healthz"], figures["pick"]
     rows = [("wall time", "wall_ms", "ms"), ("Python CPU (this process)", "python_ms", "ms"),
             ("PostgreSQL backend CPU", "postgres_ms", "ms"), ("statements sent", "statements", "")]  # fmt: skip
-    table = ["| per pick | plain SQL (baseline) | prepared | prepared ÷ plain |", "|---|---:|---:|---:|"]
+    table = ["| per request | `/healthz` (baseline) | pick | pick ÷ `/healthz` |", "|---|---:|---:|---:|"]
     for label, key, unit in rows:
-        ratio = prepared[key] / plain[key] if plain[key] else float("nan")
-        table.append(f"| {label} | {plain[key]:.2f} {unit} | {prepared[key]:.2f} {unit} | {ratio:.2f}× |")
+        ratio = f"{pick[key] / healthz[key]:.0f}×" if healthz[key] else "—"
+        table.append(f"| {label} | {healthz[key]:.3f} {unit} | {pick[key]:.2f} {unit} | {ratio} |")
     cpu = platform.processor() or platform.machine()
     return "\n".join([
         HEADING,
@@ -166,9 +179,10 @@ def _section(args: argparse.Namespace, plain: dict, prepared: dict, load: tuple)
         f"- **Command:** `{command_line('bench/pick_cost.py', None)}`",
         f"- **Machine:** {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load average "
         f"before {load}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- **Setup:** a live study of {args.items:,} two-text items (+ attention checks), {plain['picks']} htmx picks "
-        "per configuration over 40 participants, each the full request through Django's WSGI handler with DEBUG "
-        "off; PostgreSQL on the same machine, its backend's CPU read from /proc.",
+        f"- **Setup:** a live study of {args.items:,} two-text items (+ attention checks), {pick['requests']} htmx "
+        f"picks over 40 participants and {healthz['requests']} `/healthz` requests, each the full request through "
+        "Django's WSGI handler with DEBUG off, no HTTP server; PostgreSQL on the same machine, its backend's CPU "
+        "read from /proc.",
         "",
         *table,
         "",

@@ -1,19 +1,19 @@
 """The statements of the annotator's hot path, in SQL (issue #14), for `studies/annotation.py`.
 
 A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Python to compile
-(select_related, counting subqueries, row locks) and as much again of PostgreSQL's planner, which
-made a pick's round trip about 20 ms of CPU where the data access itself takes well under one
+(select_related, counting subqueries, row locks): about 12 ms of a pick's 19 ms of Python
 (docs/benchmarks.md). Here the same statements are written once as SQL:
 
 - the columns come from the models' `_meta`, and rows become model instances through the
   fields' own database converters, as the ORM's would (JSON, booleans, datetimes on SQLite);
 - values are prepared by the fields (`get_db_prep_save`), and inserts and updates go through
   `pre_save`, so `auto_now_add` and the JSON adapters behave as with `save()`;
-- on PostgreSQL the statements are prepared on the connection (psycopg's server-side binding),
-  so the planner plans each once per connection rather than once per pick
-  (`UALIGN_PREPARED_STATEMENTS`; off behind a pooler without prepared-statement support, see
-  docs/deployment.md). Every statement still goes through Django's cursor wrapper: the query log,
-  `CaptureQueriesContext` (tests/test_annotation_queries.py) and error translation see it.
+- every statement goes through Django's cursor (client-side parameters, as the ORM's): the
+  query log, `CaptureQueriesContext` (tests/test_annotation_queries.py), execute wrappers and
+  error translation see it, and PgBouncer in transaction mode needs nothing more.
+
+Prepared statements (psycopg's server-side binding) were tried and measured slower, 1.1-1.2× in
+both Python and PostgreSQL CPU (`bench/pick_cost.py`), so they are not used.
 
 The SQL is portable between PostgreSQL and SQLite (the embedded default) except the row-lock
 clauses, which only PostgreSQL gets (`locking`); SQLite serialises writers instead.
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, Generic, TypeVar
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Field, Model
 
@@ -97,37 +96,8 @@ def locking(of: str, *, skip_locked: bool = False) -> str:
     return f" FOR NO KEY UPDATE OF {of}" + (" SKIP LOCKED" if skip_locked else "")
 
 
-def _prepared() -> bool:
-    return connection.vendor == "postgresql" and settings.UALIGN_PREPARED_STATEMENTS
-
-
-@cache
-def _preparing_cursor_class() -> type:
-    from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
-
-    class PreparingCursor(ServerBindingCursor):  # psycopg's server-side binding, prepared on first use
-        def execute(self, query, params=None, *, prepare=None, binary=None):
-            return super().execute(query, params, prepare=True, binary=binary)
-
-    return PreparingCursor
-
-
-def _cursor() -> Any:
-    """Django's cursor wrapper around a cursor that prepares its statements (PostgreSQL), else
-    the backend's usual cursor."""
-    if not _prepared():
-        return connection.cursor()
-    # What `connection.cursor()` does, with psycopg's binding cursor in place of Django's
-    # client-side one: the health check, the connection, then Django's wrapper (query log,
-    # execute wrappers, error translation).
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))  # type: ignore[attr-defined]
-
-
 def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with _cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -139,7 +109,7 @@ def fetch_one(sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
     """Run a statement; the number of rows it changed."""
-    with _cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 

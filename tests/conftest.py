@@ -15,12 +15,6 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _prepared_statements(settings):
-    """The annotator's statements run prepared on PostgreSQL, as in production with a kept
-    connection (studies/annotation_sql.py); tests/test_annotation_services.py runs both ways."""
-    settings.UALIGN_PREPARED_STATEMENTS = True
-
 
 @pytest.fixture
 def rng():

@@ -111,8 +111,7 @@ def walk(study: Study) -> dict[str, list[tuple[str, tuple]]]:
     """A newcomer's walk from the landing page to PICKS picks: each step's SQL and parameters.
 
     Counted with CaptureQueriesContext (Django's query log), and recorded with their parameters by
-    an execute wrapper, since the log shows the hot path's prepared statements with $1 placeholders
-    (studies/annotation_sql.py)."""
+    an execute wrapper, to re-run each with the same parameters under EXPLAIN."""
     client = Client()
     steps: dict[str, list[tuple[str, tuple]]] = {}
 

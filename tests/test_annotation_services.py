@@ -31,12 +31,6 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["prepared", "unprepared"])
-def _statements(request, settings):
-    """Every rule holds with the hot path's statements prepared (PostgreSQL with a kept
-    connection) and sent as plain SQL (a connection per request, PgBouncer, SQLite)."""
-    settings.UALIGN_PREPARED_STATEMENTS = request.param
-
 
 def live_study(**overrides) -> Study:
     fields = {"status": Study.Status.LIVE, "annotations_per_item": 2, "items_per_participant": 3, "attention_check_rate": 0}

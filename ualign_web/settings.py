@@ -129,13 +129,6 @@ DATABASES = {
 # the client, so no prepared statements cross transactions either.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors
 DB_PGBOUNCER = env_bool("DB_PGBOUNCER", False)
-# DB_PREPARED_STATEMENTS: the annotator's hot path (studies/annotation_sql.py) prepares its
-# statements on PostgreSQL, so they are planned once per connection instead of once per pick.
-# Worth it only on a kept connection (DB_CONN_MAX_AGE > 0); behind PgBouncer only from 1.21 on,
-# with max_prepared_statements set (docs/deployment.md), hence off by default there.
-UALIGN_PREPARED_STATEMENTS = env_bool(
-    "DB_PREPARED_STATEMENTS", DATABASES["default"]["CONN_MAX_AGE"] != 0 and not DB_PGBOUNCER
-)
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_DISABLE_SERVER_SIDE_CURSORS", DB_PGBOUNCER)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database that hangs must not hang the site: give up connecting after DB_CONNECT_TIMEOUT
