@@ -20,6 +20,11 @@ keepalive = 5
 # Recycle workers now and then so that a slow leak cannot grow without bound.
 max_requests = 2000
 max_requests_jitter = 200
+# Import Django and ualign once, in the master, and fork the workers from it: a new worker (at
+# start, and at every recycle above) is then ready at once instead of spending about 1.8 s of CPU
+# importing the app while the others serve its share (docs/benchmarks.md, #14). Nothing opens a
+# connection at import time (Django's and the broker's are made on first use, in the worker).
+preload_app = True
 # The TLS-terminating proxy's address; gunicorn trusts its X-Forwarded-* headers only from there.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Heartbeat files in memory, not on a possibly slow disk.
