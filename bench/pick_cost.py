@@ -5,7 +5,7 @@ figures move with everything else the machine does. This one isolates the pick: 
 PostgreSQL database with a live study built as the load benchmark builds it (its planner
 statistics refreshed, as the items step leaves them), then PICKS htmx picks, each the full Django
 request (middleware, CSRF, the signed participant cookie, the view, the partial) through the WSGI
-handler with DEBUG off, spread over 40 prepared participants. It reports, per pick: wall time,
+handler with DEBUG off, spread over 40 participants set up server-side. It reports, per pick: wall time,
 this process's CPU (Python, the driver), the PostgreSQL backend's CPU (read from /proc), and the
 statements sent; and the same for `/healthz` through the same handler (the baseline of
 `make bench-load`, here without HTTP or a load generator), measured in the same run.

@@ -13,7 +13,8 @@ A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Pyth
   error translation see it, and PgBouncer in transaction mode needs nothing more.
 
 Prepared statements (psycopg's server-side binding) were tried and measured slower, 1.1-1.2× in
-both Python and PostgreSQL CPU (`bench/pick_cost.py`), so they are not used.
+both Python and PostgreSQL CPU (`bench/pick_cost.py` as of commit 9cf39ce, which ran both in one
+process, in both orders), so they are not used.
 
 The SQL is portable between PostgreSQL and SQLite (the embedded default) except the row-lock
 clauses, which only PostgreSQL gets (`locking`); SQLite serialises writers instead.

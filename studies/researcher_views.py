@@ -14,6 +14,7 @@ page render inside the admin, so `StudyAdmin.get_urls` mounts them (`studies.url
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -76,13 +77,11 @@ def _origin(request: HttpRequest) -> str:
 # Prepare and its jobs (mounted in the admin)
 
 
-@staff_member_required
-@require_POST
-def prepare_study(request: HttpRequest, study_id: int) -> HttpResponse:
-    """The admin's Prepare button: start (or resume) the pipeline, then show its progress."""
-    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+def _start_jobs(request: HttpRequest, study: Study, start: Callable[..., object], started: str) -> HttpResponse:
+    """Start pipeline jobs (`start(study=...)`), then show their progress; on a setup problem, back
+    to the study's change page with each problem as a message."""
     try:
-        services.prepare_study(study=study)
+        start(study=study)
     except services.PreparationError as exc:
         for problem in exc.problems:
             messages.error(request, problem)
@@ -90,8 +89,17 @@ def prepare_study(request: HttpRequest, study_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
-    messages.success(request, f"Preparing “{study}”: the jobs below update as they run.")
+    messages.success(request, started)
     return HttpResponseRedirect(reverse("admin:studies_study_jobs", args=[study.pk]))
+
+
+@staff_member_required
+@require_POST
+def prepare_study(request: HttpRequest, study_id: int) -> HttpResponse:
+    """The admin's Prepare button: start (or resume) the pipeline, then show its progress."""
+    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    return _start_jobs(request, study, services.prepare_study,
+                       f"Preparing “{study}”: the jobs below update as they run.")  # fmt: skip
 
 
 @staff_member_required
@@ -99,15 +107,9 @@ def prepare_study(request: HttpRequest, study_id: int) -> HttpResponse:
 def generate_only(request: HttpRequest, study_id: int) -> HttpResponse:
     """The admin's "Generate only": run just the pool step, then show its progress."""
     study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
-    try:
-        services.generate_only(study=study)
-    except services.PreparationError as exc:
-        for problem in exc.problems:
-            messages.error(request, problem)
-        return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
-    messages.success(request, f"Generating the candidates of “{study}”; it stays a draft. Then upload the utilities "
-                              "and press Prepare once.")
-    return HttpResponseRedirect(reverse("admin:studies_study_jobs", args=[study.pk]))
+    return _start_jobs(request, study, services.generate_only,
+                       f"Generating the candidates of “{study}”; it stays a draft. Then upload the utilities "
+                       "and press Prepare once.")  # fmt: skip
 
 
 class CandidateImportForm(forms.Form):
