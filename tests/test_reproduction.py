@@ -19,7 +19,9 @@ import workers.policies as wp
 from studies import reproduction
 from studies.models import PolicyFit, Study
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Fresh id sequences: the items step draws from Study.seed and the ids of prompts and policies, so
+# with the same ids every run builds, hands out and judges the same items.
+pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
 
 
 def test_nlhf_stalls_at_alpha_while_the_multiplayer_policy_reaches_k_over_k_plus_1(live_server):

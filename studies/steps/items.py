@@ -15,6 +15,8 @@ the prompts → save" function: the Celery task, the reproduction check and the 
 
 from __future__ import annotations
 
+import hashlib
+
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -260,7 +262,7 @@ def save_prompt_items(prompt: Prompt, drafts: list[ItemDraft]) -> ItemCounts:
                 counts.replaced += 1
             else:
                 counts.created += 1
-            item = ComparisonItem.objects.create(**draft.key, **draft.fields)
+            item = ComparisonItem.objects.create(**draft.key, **draft.fields, spread=_spread(prompt, key))
             ItemCandidate.objects.bulk_create(
                 ItemCandidate(item=item, candidate_id=cid, slot=slot, count_policy=a, count_opponent=b)
                 for cid, slot, a, b in draft.shown
@@ -282,6 +284,15 @@ def render_shown_candidates(prompt: Prompt) -> int:
         candidate.text_html = versioned_html(candidate.text)
     Candidate.objects.bulk_update(stale, ["text_html"], batch_size=500)
     return len(stale)
+
+
+def _spread(prompt: Prompt, key: tuple[object, ...]) -> int:
+    """The item's place in the order annotators meet items (`ComparisonItem.spread`), drawn from
+    Study.seed like everything else the items step draws: a study rebuilt from the same seed hands
+    its items out in the same order (with one annotator at a time, the same items to the same
+    people; tests/test_reproduction.py relies on it)."""
+    digest = hashlib.blake2b(repr((prompt.study.seed, prompt.pk, key)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") >> 1  # 31 bits, as `new_spread`
 
 
 def _refresh_derived(item: ComparisonItem, draft: ItemDraft) -> None:
