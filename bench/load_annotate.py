@@ -30,6 +30,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import secrets
 import signal
 import socket
@@ -38,7 +39,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,6 +72,9 @@ class Phase:
     acknowledged: int = 0
     sent: int = 0  # picks sent; sent - acknowledged - refused were in flight when locust stopped
     refused: int = 0
+    # Cores busy on average while locust ran, by who used them (`_cpu_seconds`): locust, gunicorn,
+    # postgres, the rest of the machine (Celery worker and beat, the kernel, anything else).
+    cores: dict[str, float] = field(default_factory=dict)
 
 
 def _arguments() -> argparse.Namespace:
@@ -228,8 +233,12 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
     if user_class != "RealisticAnnotator":  # the realistic run reports its arrival apart instead
         command.insert(-1, "--reset-stats")
+    before, wall = _cpu_seconds(), time.monotonic()
     subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=phase.seconds + 180,
                    stdout=subprocess.DEVNULL, stderr=(tmp / f"{prefix.name}.log").open("w"))  # fmt: skip
+    used, wall = _cpu_seconds() - before, time.monotonic() - wall
+    used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
+    phase.cores = {name: round(used[name] / wall, 2) for name in ("locust", "gunicorn", "postgres", "other")}
     with open(f"{prefix}_stats.csv", newline="") as stats:
         rows = {row["Name"]: row for row in csv.DictReader(stats)}
     name = "healthz" if user_class == "Healthz" else "pick"
@@ -247,6 +256,32 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
         counts = json.loads(ack_file.read_text())
         phase.acknowledged, phase.sent, phase.refused = counts["picks"], counts["sent"], counts["failed"]
     return phase
+
+
+def _cpu_seconds() -> Counter[str]:
+    """CPU seconds used so far (user + system) by locust (this process's finished children), by
+    gunicorn's processes and by PostgreSQL's, each with its finished children (a recycled worker, a
+    closed backend), and by the whole machine (/proc/stat). Differences between two calls give
+    what a run used; the PostgreSQL server is this machine's, so its other databases count too."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: Counter[str] = Counter()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["locust"] = children.ru_utime + children.ru_stime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text, command = stat.read_text(), (stat.parent / "cmdline").read_bytes()
+        except OSError:  # it exited meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        seconds = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        if name == "postgres" or command.startswith(b"postgres"):
+            used["postgres"] += seconds
+        elif b"gunicorn" in command:
+            used["gunicorn"] += seconds
+    with open("/proc/stat") as machine:
+        jiffies = [int(x) for x in machine.readline().split()[1:]]
+    used["machine"] = (sum(jiffies) - jiffies[3] - jiffies[4]) / tick  # all but idle and iowait
+    return used
 
 
 def _check_database(slug: str) -> dict[str, int]:
@@ -320,6 +355,14 @@ def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespa
         print(f"| {realistic.name}, while the {realistic.users} arrive | {realistic.users} | "
               f"{realistic.arriving_requests} | | | {realistic.arriving_p50:.0f} | {realistic.arriving_p95:.0f} | "
               f"{realistic.arriving_p99:.0f} |")  # fmt: skip
+    print("\ncores busy on average during each run (the machine has", os.cpu_count(), "):")
+    print("| run | locust | gunicorn | PostgreSQL | other | CPU ms per request (all) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for phase in phases.values():
+        total = sum(phase.cores.values())
+        per_request = 1000 * total / phase.rps if phase.rps else 0.0
+        print(f"| {phase.name} | {phase.cores.get('locust', 0):.2f} | {phase.cores.get('gunicorn', 0):.2f} | "
+              f"{phase.cores.get('postgres', 0):.2f} | {phase.cores.get('other', 0):.2f} | {per_request:.2f} |")
     print(f"\nclosed-loop picks/s ÷ /healthz req/s = {ratio:.2f} (target ≥ 0.30)")
     print(f"realistic pick p99 = {realistic.p99:.0f} ms once all {realistic.users} have started (target < 150 ms); "
           f"while they arrive: {realistic.arriving_p99} ms; onboarding p50 (instructions → first task) = "
