@@ -25,7 +25,9 @@ carries its live assignments and the rotations they show (`ComparisonItem.live_a
 `rotation_use`), changed only here, in the transaction that assigns, releases or reclaims, under
 the item's row lock; the next item is the first row of the `item_open_slots` index (open items of
 a kind, fewest live assignments first, then a per-item shuffle key) that this participant has not
-seen; what a participant did is counted over their own assignments (at most their share). So a
+seen; what a participant did is kept on their row (`Participant.tasks_done`,
+`attention_checks_done`), moved on by the pick that completes each task, under the participant's
+row lock. So a
 pick costs the same number of queries, each O(log n), at 200 items and at 50,000
 (tests/test_annotation_queries.py). Abandoned assignments are released when a participant finds
 no free item, when a newcomer finds the study full, and by anyone calling
@@ -82,6 +84,8 @@ COMPREHENSION_ATTEMPTS = 2
 # The hot path's rows (studies/annotation_sql.py): each model's columns under its alias.
 _A = sql.columns(Assignment, "a")
 _C = sql.columns(Candidate, "c")
+# A judged item's candidates: whether each is an attention check's broken text, not the texts.
+_CK = sql.columns(Candidate, "c", only=("id", "is_attention_check"))
 _I = sql.columns(ComparisonItem, "i")
 _IC = sql.columns(ItemCandidate, "ic")
 _P = sql.columns(Participant, "p")
@@ -369,13 +373,14 @@ def _count_sql() -> str:
     return f"SELECT count(*) FROM ({_open_sql('1', _I.table)} ORDER BY i.live_assignments, i.spread LIMIT %s) t"
 
 
-def _count_open(study: Study, limit: int, participant: Participant | None = None) -> int:
+def _count_open(study: Study, limit: int, participant: Participant | None = None,
+                kinds: tuple[bool, ...] = (False, True)) -> int:
     """Open items (unseen by `participant`, if given), counted up to `limit`: regular items first,
-    attention checks only when those fall short (near the end of a study). Each kind is read in
-    index order and stops at the limit: however many items the study has, and whatever the planner
-    estimates, no query reads them all."""
+    attention checks only when those fall short (near the end of a study); `kinds`: only these
+    (is_attention_check). Each kind is read in index order and stops at the limit: however many
+    items the study has, and whatever the planner estimates, no query reads them all."""
     counted = 0
-    for attention in (False, True):
+    for attention in kinds:
         if participant is None:
             counted += _open_items(study, attention).values("pk")[: limit - counted].count()
         else:
@@ -398,56 +403,40 @@ class _Done:
     tasks: int
     attention: int
 
-
-@cache
-def _done_sql(participant: str) -> str:
-    """Two columns counting a participant's completed tasks and the attention checks among them
-    (`participant`: the SQL of their id). Parameters: the completed status, twice."""
-    assignments, items = sql.columns(Assignment, "d").table, sql.columns(ComparisonItem, "di").table
-    return (
-        f"(SELECT count(*) FROM {assignments} WHERE d.participant_id = {participant} AND d.status = %s), "
-        f"(SELECT count(*) FROM {assignments} JOIN {items} ON di.id = d.item_id"
-        f" WHERE d.participant_id = {participant} AND d.status = %s AND di.is_attention_check)"
-    )
-
-
-_DONE_PARAMS = [Assignment.Status.COMPLETED.value, Assignment.Status.COMPLETED.value]
+    @classmethod
+    def of(cls, participant: Participant) -> _Done:
+        return cls(participant.tasks_done, participant.attention_checks_done)
 
 
 @cache
-def _participant_sql(where: str, *, with_done: bool, lock: bool) -> str:
-    done = f", {_done_sql('p.id')}" if with_done else ""
+def _participant_sql(where: str, *, lock: bool) -> str:
     return (
-        f"SELECT {_P.sql}, {_S.sql}{done} FROM {_P.table} JOIN {_S.table} ON s.id = p.study_id WHERE {where}"
+        f"SELECT {_P.sql}, {_S.sql} FROM {_P.table} JOIN {_S.table} ON s.id = p.study_id WHERE {where}"
         + (sql.locking("p") if lock else "")
     )
 
 
-def _participant_row(row: tuple, *, with_done: bool) -> Participant:
-    """The participant (with their study, and `done_tasks`/`done_attention` when counted) of a
-    `_participant_sql` row."""
+def _participant_row(row: tuple) -> Participant:
+    """The participant, with their study, of a `_participant_sql` row."""
     participant = _P.load(row)
     participant.study = _S.load(row, len(_P))
-    if with_done:
-        participant.done_tasks, participant.done_attention = row[len(_P) + len(_S) :]  # type: ignore[attr-defined]
     return participant
 
 
-def find_participant(*, study_id: int, slug: str, access_token: str, with_done: bool = False) -> Participant | None:
-    """The participant a browser's token names, with their study (one query); `with_done`: with
-    their completed tasks counted as `done_tasks`, in the same query."""
-    query = _participant_sql("p.study_id = %s AND s.slug = %s AND p.access_token = %s", with_done=with_done, lock=False)
-    row = sql.fetch_one(query, [*(_DONE_PARAMS if with_done else []), study_id, slug, access_token])
-    return None if row is None else _participant_row(row, with_done=with_done)
+def find_participant(*, study_id: int, slug: str, access_token: str) -> Participant | None:
+    """The participant a browser's token names, with their study (one query)."""
+    query = _participant_sql("p.study_id = %s AND s.slug = %s AND p.access_token = %s", lock=False)
+    row = sql.fetch_one(query, [study_id, slug, access_token])
+    return None if row is None else _participant_row(row)
 
 
 def _locked_participant(participant: Participant) -> tuple[Participant, _Done]:
     """The participant's row, locked, with their study and what they did (one query)."""
-    row = sql.fetch_one(_participant_sql("p.id = %s", with_done=True, lock=True), [*_DONE_PARAMS, participant.pk])
+    row = sql.fetch_one(_participant_sql("p.id = %s", lock=True), [participant.pk])
     if row is None:
         raise Participant.DoesNotExist()
-    locked = _participant_row(row, with_done=True)
-    return locked, _Done(locked.done_tasks, locked.done_attention)  # type: ignore[attr-defined]
+    locked = _participant_row(row)
+    return locked, _Done.of(locked)
 
 
 def _balanced_order(item: ComparisonItem, canonical: list[int]) -> list[int]:
@@ -471,19 +460,17 @@ def _shown(item: ComparisonItem) -> list[ItemCandidate]:
     kept on the item)."""
     cached = getattr(item, "_shown_rows", None)
     if cached is None:
-        cached = []
-        for row in sql.fetch(_shown_sql(), [item.pk]):
-            shown = _IC.load(row)
-            shown.candidate = _C.load(row, len(_IC))
-            shown.item = item
-            cached.append(shown)
+        cached = [_shown_row(item, row, 0, _C) for row in sql.fetch(_shown_sql(), [item.pk])]
         item._shown_rows = cached  # type: ignore[attr-defined]
     return cached
 
 
-_COUNT_PLACE_SQL = (
-    f"UPDATE {ComparisonItem._meta.db_table} SET live_assignments = live_assignments + 1, rotation_use = %s WHERE id = %s"
-)
+@cache
+def _count_place_sql() -> str:
+    return (
+        f"UPDATE {sql.quote(ComparisonItem._meta.db_table)}"
+        " SET live_assignments = live_assignments + 1, rotation_use = %s WHERE id = %s"
+    )
 
 
 def _assign(participant: Participant, item: ComparisonItem, *, now: datetime, shown_now: bool) -> Assignment:
@@ -496,7 +483,7 @@ def _assign(participant: Participant, item: ComparisonItem, *, now: datetime, sh
     item.rotation_use = {**(item.rotation_use or {}), first: (item.rotation_use or {}).get(first, 0) + 1}
     item.live_assignments += 1
     sql.execute(
-        _COUNT_PLACE_SQL,
+        _count_place_sql(),
         [sql.prep(ComparisonItem, "rotation_use", item.rotation_use), item.pk],
     )
     return assignment
@@ -506,8 +493,11 @@ class _NothingClaimed(Exception):
     """Raised inside a claim's savepoint when it finds no item, to roll the savepoint back."""
 
 
-def _claim(participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool) -> Assignment | None:
+def _claim(participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool,
+           room: int) -> Assignment | None:
     """Assign the first open item of one kind that the participant hasn't seen; None if none.
+    `room`: how many more tasks the participant's share has after this one (the new assignment's
+    `items_left` counts the open items they haven't seen up to it, for their progress bar).
 
     Without `wait` (PostgreSQL), the first such row that nobody else holds (SKIP LOCKED), so
     concurrent participants spread over the items instead of queueing. With `wait`, the first
@@ -523,7 +513,8 @@ def _claim(participant: Participant, attention: bool, *, wait: bool, now: dateti
     """
     try:
         with transaction.atomic():
-            assignment = _claim_in_savepoint(participant, attention, wait=wait, now=now, shown_now=shown_now)
+            assignment = _claim_in_savepoint(participant, attention, wait=wait, now=now, shown_now=shown_now,
+                                             room=room)
             if assignment is None:
                 raise _NothingClaimed
             return assignment
@@ -533,30 +524,55 @@ def _claim(participant: Participant, attention: bool, *, wait: bool, now: dateti
 
 @cache
 def _claim_sql(skip_locked: bool) -> str:
-    """The first open item of a kind that the participant hasn't seen, with its prompt, locked:
-    in the index's order, skipping rows others hold; or, for a claim that waits, in primary-key
-    order (`_claim`). SQLite has no row locks and reads in the index's order."""
+    """The first open item of a kind that the participant hasn't seen, locked: in the index's
+    order, skipping rows others hold; or, for a claim that waits, in primary-key order (`_claim`).
+    SQLite has no row locks and reads in the index's order.
+
+    One row per text the item shows, in slot order: the item, its prompt, the text and its
+    candidate; and on each row, for the participant's progress bar, the open regular items they
+    haven't seen besides this one, counted in index order up to a limit (`progress`). Parameters:
+    study, attention, quota, participant (the claim), then study, quota, participant, limit (the count).
+    """
     in_index_order = skip_locked or not connection.features.has_select_for_update
     order = "i.live_assignments, i.spread" if in_index_order else "i.id"
+    claim = _open_sql(_I.sql, _I.table) + f" ORDER BY {order} LIMIT 1" + sql.locking("i", skip_locked=skip_locked)
+    others = (
+        f"(SELECT count(*) FROM ({_open_sql('1', _I.table)} AND i.id <> (SELECT id FROM claimed)"
+        " ORDER BY i.live_assignments, i.spread LIMIT %s) t)"
+    )
     return (
-        _open_sql(f"{_I.sql}, {_PR.sql}", f"{_I.table} JOIN {_PR.table} ON pr.id = i.prompt_id")
-        + f" ORDER BY {order} LIMIT 1" + sql.locking("i", skip_locked=skip_locked)
-    )  # fmt: skip
+        f"WITH claimed AS ({claim}) SELECT {_I.sql}, {_PR.sql}, {_IC.sql}, {_C.sql}, {others}"
+        f" FROM claimed i JOIN {_PR.table} ON pr.id = i.prompt_id JOIN {_IC.table} ON ic.item_id = i.id"
+        f" JOIN {_C.table} ON c.id = ic.candidate_id ORDER BY ic.slot"
+    )
 
 
 def _claim_in_savepoint(
-    participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool
+    participant: Participant, attention: bool, *, wait: bool, now: datetime, shown_now: bool, room: int
 ) -> Assignment | None:
     skip_locked = connection.features.has_select_for_update_skip_locked and not wait
-    study = participant.study
-    row = sql.fetch_one(_claim_sql(skip_locked), [study.pk, attention, study.annotations_per_item, participant.pk])
-    if row is None:
+    study, quota = participant.study, participant.study.annotations_per_item
+    rows = sql.fetch(_claim_sql(skip_locked), [study.pk, attention, quota, participant.pk,
+                                               study.pk, False, quota, participant.pk, room])  # fmt: skip
+    if not rows:
         return None
-    item = _I.load(row)
-    item.prompt = _PR.load(row, len(_I))
-    if item.live_assignments >= study.annotations_per_item:
+    item = _I.load(rows[0])
+    item.prompt = _PR.load(rows[0], len(_I))
+    if item.live_assignments >= quota:
         return None
-    return _assign(participant, item, now=now, shown_now=shown_now)
+    at = len(_I) + len(_PR)
+    item._shown_rows = [_shown_row(item, row, at, _C) for row in rows]  # type: ignore[attr-defined]
+    assignment = _assign(participant, item, now=now, shown_now=shown_now)
+    assignment.items_left = rows[0][-1]  # type: ignore[attr-defined]
+    return assignment
+
+
+def _shown_row(item: ComparisonItem, row: tuple, start: int, candidate: sql.Columns[Candidate]) -> ItemCandidate:
+    """The ItemCandidate whose columns start at `row[start]`, with its candidate after them."""
+    shown = _IC.load(row, start)
+    shown.candidate = candidate.load(row, start + len(_IC))
+    shown.item = item
+    return shown
 
 
 def _assign_next(participant: Participant, done: _Done, *, now: datetime, shown_now: bool) -> Assignment | None:
@@ -564,12 +580,13 @@ def _assign_next(participant: Participant, done: _Done, *, now: datetime, shown_
     (else last); items nobody holds first, then the busy ones (PostgreSQL); when no item is free,
     once more after releasing abandoned assignments."""
     due = _attention_due(participant.study, done.tasks, done.attention)
+    room = max(0, participant.study.items_per_participant - done.tasks - 1)
     kinds = [(due, False), (not due, False)]
     if connection.features.has_select_for_update_skip_locked:
         kinds += [(due, True), (not due, True)]
     for attempt in range(2):
         for attention, wait in kinds:
-            assignment = _claim(participant, attention, wait=wait, now=now, shown_now=shown_now)
+            assignment = _claim(participant, attention, wait=wait, now=now, shown_now=shown_now, room=room)
             if assignment is not None:
                 return assignment
         if attempt or not release_expired_assignments(study=participant.study, now=now):
@@ -644,11 +661,14 @@ def shown_in_order(assignment: Assignment) -> list[ItemCandidate]:
     return [by_id[pk] for pk in order]
 
 
-def progress(participant: Participant, *, done: int | None = None, pending: bool | None = None) -> Progress:
+def progress(participant: Participant, *, done: int | None = None, pending: bool | None = None,
+             left: int | None = None) -> Progress:
     """Done out of `items_per_participant`, or fewer when the study runs out.
 
-    `done` and `pending` (an open task) when the caller knows them already; the items left are
-    counted only up to what the participant's share still needs.
+    `done` and `pending` (an open task) when the caller knows them already, and `left`: the open
+    regular items the participant hasn't seen, counted up to what their share still needs (as
+    the claim of a new task counts them, `Assignment.items_left`); attention checks are counted
+    only when those fall short.
     """
     study = participant.study
     done = completed_count(participant) if done is None else done
@@ -656,7 +676,13 @@ def progress(participant: Participant, *, done: int | None = None, pending: bool
     room = study.items_per_participant - done - int(pending)
     if room <= 0:
         return Progress(done=done, total=study.items_per_participant)
-    left = min(room, _count_open(study, room, participant)) if study.is_accepting_participants else 0
+    if not study.is_accepting_participants:
+        left = 0
+    elif left is None:
+        left = _count_open(study, room, participant)
+    elif left < room:
+        left += _count_open(study, room - left, participant, kinds=(True,))
+    left = min(room, left)
     return Progress(done=done, total=done + int(pending) + left)
 
 
@@ -707,34 +733,56 @@ def _chosen(assignment: Assignment, study: Study, position: int | None, cant_dec
     return shown[order[position - 1]]
 
 
+@dataclass(frozen=True)
+class Browser:
+    """The participant a browser joined as, by what its signed cookie holds (studies/views.py):
+    the study's id (the cookie's name), the study's slug (the URL) and the access token."""
+
+    study_id: int
+    slug: str
+    access_token: str
+
+
 @cache
-def _locked_assignment_sql() -> str:
+def _locked_assignment_sql(by_browser: bool) -> str:
+    whose = ("p.study_id = %s AND s.slug = %s AND p.access_token = %s AND p.status = %s" if by_browser
+             else "a.participant_id = %s")  # fmt: skip
     return (
-        f"SELECT {_A.sql}, {_I.sql}, {_P.sql}, {_S.sql}, {_done_sql('a.participant_id')}"
+        f"SELECT {_A.sql}, {_I.sql}, {_P.sql}, {_S.sql}, {_IC.sql}, {_CK.sql}"
         f" FROM {_A.table} JOIN {_I.table} ON i.id = a.item_id JOIN {_P.table} ON p.id = a.participant_id"
-        f" JOIN {_S.table} ON s.id = p.study_id WHERE a.id = %s AND a.participant_id = %s" + sql.locking("a, p")
+        f" JOIN {_S.table} ON s.id = p.study_id JOIN {_IC.table} ON ic.item_id = a.item_id"
+        f" JOIN {_CK.table} ON c.id = ic.candidate_id WHERE a.id = %s AND {whose} ORDER BY ic.slot"
+        + sql.locking("a, p")
     )
 
 
-def _locked_assignment(participant: Participant, assignment_id: int) -> Assignment:
-    """The participant's assignment with its item, study and the participant's counts, the
-    assignment and participant rows locked (one query). Raises Assignment.DoesNotExist."""
+def _locked_assignment(participant: Participant | Browser, assignment_id: int) -> Assignment:
+    """The participant's assignment with its item (and the texts it shows, which need not be
+    read: only whether each is an attention check's broken one), the participant and their study,
+    the assignment and participant rows locked (one query). `participant` may be the browser's
+    key instead, for an active participant only. Raises Assignment.DoesNotExist."""
     # Both rows in one statement: nothing else locks a participant's assignment and then their row.
-    row = sql.fetch_one(_locked_assignment_sql(), [*_DONE_PARAMS, assignment_id, participant.pk])
-    if row is None:
+    if isinstance(participant, Browser):
+        whose = [participant.study_id, participant.slug, participant.access_token, Participant.Status.ACTIVE.value]
+        rows = sql.fetch(_locked_assignment_sql(True), [assignment_id, *whose])
+    else:
+        rows = sql.fetch(_locked_assignment_sql(False), [assignment_id, participant.pk])
+    if not rows:
         raise Assignment.DoesNotExist()
+    row = rows[0]
     assignment = _A.load(row)
-    assignment.item = _I.load(row, len(_A))
+    assignment.item = item = _I.load(row, len(_A))
     locked = _P.load(row, len(_A) + len(_I))
     locked.study = _S.load(row, len(_A) + len(_I) + len(_P))
     assignment.participant = locked
-    assignment.done_tasks, assignment.done_attention = row[len(_A) + len(_I) + len(_P) + len(_S) :]  # type: ignore[attr-defined]
+    at = len(_A) + len(_I) + len(_P) + len(_S)
+    item._shown_rows = [_shown_row(item, row, at, _CK) for row in rows]  # type: ignore[attr-defined]
     return assignment
 
 
 def record_judgment(
     *,
-    participant: Participant,
+    participant: Participant | Browser,
     assignment_id: int,
     position: int | None,
     cant_decide: bool = False,
@@ -747,7 +795,9 @@ def record_judgment(
 
     A second call for the same assignment returns the first judgment unchanged. Raises
     Assignment.DoesNotExist for someone else's assignment, InvalidChoice for a bad position,
-    AssignmentLost when a timed-out assignment's item was filled meanwhile.
+    AssignmentLost when a timed-out assignment's item was filled meanwhile. `participant` may be
+    a `Browser`: the active participant it names, found and locked with the assignment (the
+    annotator's pick, one statement fewer); DoesNotExist too when there is none.
 
     `assign_next`: in the same transaction, also hand out the participant's next task (the pick's
     round trip: `JudgmentResult.next_assignment`, displayed at once when `shown_now`).
@@ -763,7 +813,7 @@ def record_judgment(
         return JudgmentResult(Judgment.objects.get(assignment_id=assignment_id), created=False)
 
 
-def _record(*, participant: Participant, assignment_id: int, position: int | None, cant_decide: bool,
+def _record(*, participant: Participant | Browser, assignment_id: int, position: int | None, cant_decide: bool,
             rationale: str, now: datetime, assign_next: bool, shown_now: bool) -> JudgmentResult:
     assignment = _locked_assignment(participant, assignment_id)
     if assignment.status == Assignment.Status.COMPLETED:
@@ -771,7 +821,7 @@ def _record(*, participant: Participant, assignment_id: int, position: int | Non
         if existing is not None:
             return JudgmentResult(existing, created=False)
     participant, study, item = assignment.participant, assignment.participant.study, assignment.item
-    done = _Done(assignment.done_tasks, assignment.done_attention)  # type: ignore[attr-defined]
+    done = _Done.of(participant)
     chosen = _chosen(assignment, study, position, cant_decide)
     if assignment.status == Assignment.Status.RELEASED:
         _reclaim(assignment, study)
@@ -808,10 +858,11 @@ def _after_judgment(*, participant: Participant, done: _Done, attention_passed: 
     participant their next task or, when their share is done or the study has nothing left they
     haven't seen, the completion code: they did the work and get it now, not on a later page."""
     study = participant.study
-    # One UPDATE of the (locked) participant row per pick: their activity, for the sweep that
-    # times out idle participants (#12), and a failed attention check, if any.
+    # One UPDATE of the (locked) participant row per pick: what they did, their activity (for the
+    # sweep that times out idle participants, #12), and a failed attention check, if any.
     participant.last_active_at = now
-    fields = ["last_active_at"]
+    participant.tasks_done, participant.attention_checks_done = done.tasks, done.attention
+    fields = ["last_active_at", "tasks_done", "attention_checks_done"]
     if attention_passed is False:
         participant.attention_failures += 1
         fields.append("attention_failures")

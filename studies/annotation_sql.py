@@ -8,13 +8,19 @@ A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Pyth
   fields' own database converters, as the ORM's would (JSON, booleans, datetimes on SQLite);
 - values are prepared by the fields (`get_db_prep_save`), and inserts and updates go through
   `pre_save`, so `auto_now_add` and the JSON adapters behave as with `save()`;
-- every statement goes through Django's cursor (client-side parameters, as the ORM's): the
-  query log, `CaptureQueriesContext` (tests/test_annotation_queries.py), execute wrappers and
-  error translation see it, and PgBouncer in transaction mode needs nothing more.
+- every statement goes through Django's cursor wrapper: the query log, `CaptureQueriesContext`
+  (tests/test_annotation_queries.py), execute wrappers and error translation see it;
+- on PostgreSQL each statement is prepared on the connection on first use (psycopg's server-side
+  binding) and runs its generic plan (`plan_cache_mode=force_generic_plan`, set on the connection
+  by settings.py): PostgreSQL plans it once per connection instead of once per pick. Planning was
+  most of the PostgreSQL CPU a pick cost: 0.57 ms of the 0.67 ms of the locked read of the pick,
+  0.35 of the claim's 0.5 (EXPLAIN ANALYZE, docs/benchmarks.md). The generic plans walk the same
+  indexes as the custom ones; all that differs is that no plan is made per call.
+  `DB_PREPARED_STATEMENTS` (settings.py) turns this off, as behind PgBouncer before 1.21.
 
-Prepared statements (psycopg's server-side binding) were tried and measured slower, 1.1-1.2× in
-both Python and PostgreSQL CPU (`bench/pick_cost.py` as of commit 9cf39ce, which ran both in one
-process, in both orders), so they are not used.
+Prepared without the generic-plan setting (commit 9cf39ce), the statements were 1.1-1.2× slower
+than plain SQL: PostgreSQL kept planning the claim afresh at each call (its generic plan's
+estimate, made without the quota and the kind, looked worse), now over the extended protocol.
 
 The SQL is portable between PostgreSQL and SQLite (the embedded default) except the row-lock
 clauses, which only PostgreSQL gets (`locking`); SQLite serialises writers instead.
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any, Generic, TypeVar
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Field, Model
 
@@ -40,30 +47,37 @@ def quote(name: str) -> str:
 
 @dataclass(frozen=True)
 class Columns(Generic[M]):
-    """A model's concrete columns under a table alias, and how to turn them back into an instance."""
+    """A model's concrete columns under a table alias (`only`: just these attnames, the others
+    deferred on the loaded instance), and how to turn them back into an instance."""
 
     model: type[M]
     alias: str
+    only: tuple[str, ...] | None = None
+
+    @cached_property
+    def fields(self) -> tuple[Field, ...]:
+        fields = self.model._meta.concrete_fields
+        return tuple(fields if self.only is None else (f for f in fields if f.attname in self.only))
 
     @cached_property
     def sql(self) -> str:
-        return ", ".join(f"{self.alias}.{quote(field.column)}" for field in self.model._meta.concrete_fields)
+        return ", ".join(f"{self.alias}.{quote(field.column)}" for field in self.fields)
 
     @cached_property
     def table(self) -> str:
         return f"{quote(self.model._meta.db_table)} {self.alias}"
 
     def __len__(self) -> int:
-        return len(self.model._meta.concrete_fields)
+        return len(self.fields)
 
     @cached_property
     def attnames(self) -> list[str]:
-        return [field.attname for field in self.model._meta.concrete_fields]
+        return [field.attname for field in self.fields]
 
     def load(self, row: Sequence[Any], start: int = 0) -> M:
         """The instance whose columns start at `row[start]`, converted as the ORM converts them."""
         values = list(row[start : start + len(self)])
-        for i, column, converters in _converters(self.model, connection.vendor):
+        for i, column, converters in _converters(self.model, self.fields, connection.vendor):
             value = values[i]
             for convert in converters:
                 value = convert(value, column, connection)
@@ -72,12 +86,12 @@ class Columns(Generic[M]):
 
 
 @cache
-def _converters(model: type[Model], vendor: str) -> list[tuple[int, Any, list[Converter]]]:
+def _converters(model: type[Model], fields: tuple[Field, ...], vendor: str) -> list[tuple[int, Any, list[Converter]]]:
     """Per column that needs one, the backend's and the field's converters (what the ORM's
     compiler applies to a selected column); a column without converters is left as read."""
     table = model._meta.db_table
     out = []
-    for i, field in enumerate(model._meta.concrete_fields):
+    for i, field in enumerate(fields):
         column = field.get_col(table)
         converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)  # type: ignore[attr-defined]
         if converters:
@@ -85,8 +99,8 @@ def _converters(model: type[Model], vendor: str) -> list[tuple[int, Any, list[Co
     return out
 
 
-def columns(model: type[M], alias: str) -> Columns[M]:
-    return Columns(model, alias)
+def columns(model: type[M], alias: str, only: tuple[str, ...] | None = None) -> Columns[M]:
+    return Columns(model, alias, only)
 
 
 def locking(of: str, *, skip_locked: bool = False) -> str:
@@ -97,8 +111,61 @@ def locking(of: str, *, skip_locked: bool = False) -> str:
     return f" FOR NO KEY UPDATE OF {of}" + (" SKIP LOCKED" if skip_locked else "")
 
 
+def _prepared() -> bool:
+    return connection.vendor == "postgresql" and settings.UALIGN_PREPARED_STATEMENTS
+
+
+@cache
+def _preparing_cursor_class() -> type:
+    from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
+
+    class PreparingCursor(ServerBindingCursor):  # psycopg's server-side binding, prepared on first use
+        def execute(self, query, params=None, *, prepare=None, binary=None):
+            result = super().execute(query, params, prepare=True, binary=binary)
+            # psycopg keeps the statement it sent (`_query`, which Django's query log reads, as
+            # `last_executed_query`) only for statements it does not prepare: give the log the
+            # SQL with its values, composed only if the log reads it (DEBUG, CaptureQueriesContext).
+            self._query = _Executed(query, params)
+            return result
+
+    return PreparingCursor
+
+
+class _Executed:
+    """A prepared statement as Django's query log reads it (`cursor._query.query`)."""
+
+    def __init__(self, sql: str, params: Any) -> None:
+        self.sql, self.params = sql, params
+
+    @property
+    def query(self) -> bytes:
+        return connection.ops.compose_sql(self.sql, self.params).encode()  # type: ignore[attr-defined]
+
+
+def _cursor() -> Any:
+    """Django's cursor wrapper around a cursor that prepares its statements (PostgreSQL), else
+    the backend's usual cursor."""
+    if not _prepared():
+        return connection.cursor()
+    # What `connection.cursor()` does (`_cursor`, `create_cursor`), with psycopg's binding cursor
+    # in place of Django's client-side one: the health check, the connection, the connection's
+    # time zone for timestamptz, then Django's wrapper (query log, execute wrappers, errors).
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID  # type: ignore[attr-defined]
+    from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
+    from psycopg.pq import Format
+
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = _preparing_cursor_class()(connection.connection)
+        loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+        if connection.timezone != loader.timezone:
+            register_tzloader(connection.timezone, cursor)
+        return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]
+
+
 def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -110,7 +177,7 @@ def fetch_one(sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
 
 def execute(sql: str, params: Sequence[Any] = ()) -> int:
     """Run a statement; the number of rows it changed."""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
 

@@ -585,6 +585,11 @@ class Participant(models.Model):
     # Moved on by every step and pick; the periodic sweep times out who stays idle past the study's timeout.
     last_active_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The participant's completed tasks, and the attention checks among them: moved on by the pick
+    # that completes each (`annotation._record`, under this row's lock, in the pick's transaction),
+    # so that the annotator's path reads them instead of counting assignments (#14).
+    tasks_done = models.PositiveIntegerField(default=0, editable=False)
+    attention_checks_done = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["id"]

@@ -19,7 +19,7 @@ swapped into `#comparison`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 
 from django.conf import settings
@@ -80,11 +80,11 @@ def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant 
     return Participant.objects.filter(study=study, access_token=token).select_related("study").first()
 
 
-def _participant_for_slug(request: HtmxHttpRequest, slug: str, *, with_done: bool = False) -> Participant | None:
-    """The participant this browser joined the study `slug` as, with the study, in one query.
+def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[annotation.Browser]:
+    """Who this browser joined as, by its valid signed participant cookies, for the study `slug`.
 
     The cookie's name carries the study's id (its path scopes it to the study's pages), so no
-    study lookup comes first; the query checks that id against the slug.
+    study lookup comes first; the queries check that id against the slug.
     """
     for name in request.COOKIES:
         study_id = name[len(COOKIE_PREFIX):]
@@ -93,8 +93,15 @@ def _participant_for_slug(request: HtmxHttpRequest, slug: str, *, with_done: boo
         token = request.get_signed_cookie(
             name, default="", salt=COOKIE_SALT, max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400
         )
-        participant = annotation.find_participant(study_id=int(study_id), slug=slug, access_token=token,
-                                                  with_done=with_done) if token else None  # fmt: skip
+        if token:
+            yield annotation.Browser(int(study_id), slug, token)
+
+
+def _participant_for_slug(request: HtmxHttpRequest, slug: str) -> Participant | None:
+    """The participant this browser joined the study `slug` as, with the study, in one query."""
+    for browser in _browsers(request, slug):
+        participant = annotation.find_participant(study_id=browser.study_id, slug=slug,
+                                                  access_token=browser.access_token)  # fmt: skip
         if participant is not None:
             return participant
     return None
@@ -188,17 +195,16 @@ def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
     return render(request, "studies/started_elsewhere.html", {"study": study}, status=403)
 
 
-def participant_step(step: str, *, open_when_closed: bool = False, with_done: bool = False) -> Callable:
+def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
     """Load the study and this browser's participant; send them to their current step.
 
     A browser without a participant for this study gets the "link not valid" page (404).
-    `with_done`: count the participant's completed tasks in the same query (for the task page).
     """
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-            participant = _participant_for_slug(request, slug, with_done=with_done)
+            participant = _participant_for_slug(request, slug)
             if participant is None:
                 return _link_invalid(request)
             study = participant.study
@@ -349,19 +355,14 @@ def _task_context(
         "assignment": assignment,
         "item": item,
         "shown": list(enumerate(shown, start=1)),
-        "progress": annotation.progress(participant, done=done, pending=True),
+        "progress": annotation.progress(participant, done=done, pending=True,
+                                        left=getattr(assignment, "items_left", None)),
         "allow_cant_decide": study.allow_cant_decide and not item.is_attention_check,
-        "form": form or JudgmentForm(initial={"assignment": assignment.pk}),
+        "form": form,  # a refused pick's, for its note; None: a new task
         "error": error,
         "notice": notice,
         "resume_url": _resume_url(request, participant),
     }
-
-
-def _done_tasks(participant: Participant) -> int:
-    """Completed tasks, as counted when the participant was loaded (`annotation.find_participant`)."""
-    done = getattr(participant, "done_tasks", None)
-    return annotation.completed_count(participant) if done is None else done
 
 
 def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
@@ -377,7 +378,7 @@ def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant,
         if request.htmx:
             return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
         return _unavailable(request, study, "full")
-    return _show_task(request, study, participant, assignment, done=_done_tasks(participant), notice=notice)
+    return _show_task(request, study, participant, assignment, done=participant.tasks_done, notice=notice)
 
 
 def _show_task(request: HtmxHttpRequest, study: Study, participant: Participant, assignment: Assignment, *,
@@ -396,20 +397,54 @@ def _partial(request: HtmxHttpRequest, context: dict, status: int = 200) -> Http
 
 
 @require_GET
-@participant_step("task", with_done=True)
+@participant_step("task")
 def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     return _next_task(request, study, participant)
 
 
 @require_POST
-@participant_step("task", open_when_closed=True)
-def submit_judgment(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
+@never_cache
+def submit_judgment(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Record a pick (at most once per assignment), then show the next task.
 
     The pick and the handing out of the next task share one transaction
     (`annotation.record_judgment(assign_next=True)`), so the round trip costs a fixed number of
-    queries whatever the size of the study.
+    queries whatever the size of the study. The usual pick (this browser's active participant,
+    their open task, a valid choice) finds the participant with the assignment it locks, by the
+    browser's cookie (`_pick`); anything else goes the way of every other step page
+    (`_submit_judgment`), from the start: the pick's transaction saved nothing.
     """
+    form = JudgmentForm(request.POST)
+    if form.is_valid():
+        for browser in _browsers(request, slug):
+            response = _pick(request, browser, form)
+            if response is not None:
+                return response
+    return _submit_judgment(request, slug)
+
+
+def _pick(request: HtmxHttpRequest, browser: annotation.Browser, form: JudgmentForm) -> HttpResponse | None:
+    """A new pick by the browser's active participant, and where it leads; None for anything else."""
+    try:
+        result = annotation.record_judgment(
+            participant=browser,
+            assignment_id=form.cleaned_data["assignment"],
+            position=form.cleaned_data["choice"],
+            cant_decide=form.cleaned_data["cant_decide"],
+            rationale=form.cleaned_data["rationale"],
+            assign_next=True,
+            shown_now=bool(request.htmx),
+        )
+    except (Assignment.DoesNotExist, InvalidChoice, AssignmentLost):
+        return None
+    if not result.created or result.participant is None:
+        return None
+    return _after_pick(request, result.participant.study, result.participant, result=result)
+
+
+@participant_step("task", open_when_closed=True)
+def _submit_judgment(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
+    """A pick, the long way: any participant of this browser, at any step, whatever they sent."""
     form = JudgmentForm(request.POST)
     valid = form.is_valid()
     assignment_id = form.cleaned_data.get("assignment")
@@ -452,7 +487,7 @@ def _pick_refused(request: HtmxHttpRequest, study: Study, participant: Participa
         return _link_invalid(request)
     if assignment.status != Assignment.Status.ASSIGNED:
         return _after_pick(request, study, participant)
-    context = _task_context(request, study, participant, assignment, done=_done_tasks(participant), form=form,
+    context = _task_context(request, study, participant, assignment, done=participant.tasks_done, form=form,
                             error=error)  # fmt: skip
     if request.htmx:
         return _partial(request, context)

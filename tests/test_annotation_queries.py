@@ -181,7 +181,28 @@ def test_no_query_of_the_annotators_path_reads_more_than_a_few_pages_of_a_50000_
     reads = {}
     for name, queries in walk(large).items():
         for sql, params in queries:
-            if sql.lstrip().upper().startswith("SELECT"):
+            if sql.lstrip().upper().startswith(("SELECT", "WITH")):
                 reads[(name, sql[:200])] = _blocks_read(sql, params)
     heavy = {key: blocks for key, blocks in reads.items() if blocks > MAX_PAGES}
     assert not heavy, heavy
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_the_annotators_statements_are_planned_once_per_connection_not_once_per_pick():
+    """On PostgreSQL the hot path's statements are prepared on the connection and run their
+    generic plans (studies/annotation_sql.py): planning was most of their PostgreSQL CPU."""
+    walk(bulk_study(200))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        prepared = cursor.fetchall()
+    by_kind = {
+        "the locked read of a pick": [row for row in prepared if "FOR NO KEY UPDATE OF a, p" in row[0]],
+        "the claim of the next task": [row for row in prepared if row[0].startswith("WITH claimed")],
+        "the judgment's insert": [row for row in prepared if row[0].startswith('INSERT INTO "studies_judgment"')],
+    }
+    for kind, rows in by_kind.items():
+        assert rows, kind
+        assert sum(generic for _, generic, _ in rows) >= 1, kind
+    assert [row for row in prepared if row[2]] == []  # no statement planned afresh for its values
+    picks = sum(generic + custom for _, generic, custom in by_kind["the locked read of a pick"])
+    assert picks == PICKS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -255,6 +256,45 @@ def test_attention_checks_are_interleaved_at_the_studys_rate():
     assert sum(kinds) == 2
     assert not kinds[0]  # never the very first task
     assert not any(kinds[i] and kinds[i + 1] for i in range(len(kinds) - 1))
+
+
+def test_a_participants_done_counters_follow_each_completed_task_and_nothing_else():
+    """`Participant.tasks_done` / `attention_checks_done` (#14) equal the count of their completed
+    assignments, of every kind, after every pick; a replayed pick moves neither."""
+    study = live_study(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
+    add_items(study, 12)
+    prompt = make_prompt(study=study)
+    for r in range(3):
+        make_attention_item(study=study, prompt=prompt, texts=["fine", f"zzz broken {r}"], broken=1, replicate=r)
+    person = active(study)
+    while (assignment := annotation.assign_next_item(participant=person)) is not None:
+        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=2)  # a replay
+        person.refresh_from_db()
+        completed = person.assignments.filter(status=Assignment.Status.COMPLETED)
+        assert person.tasks_done == completed.count() == annotation.completed_count(person)
+        assert person.attention_checks_done == completed.filter(item__is_attention_check=True).count()
+    assert (person.tasks_done, person.attention_checks_done) == (10, 2)
+
+
+def test_the_migration_counts_what_existing_participants_did():
+    from django.apps import apps
+
+    migration = importlib.import_module("studies.migrations.0008_participant_done_counters")
+    study = live_study(items_per_participant=3, attention_check_rate=0.5, annotations_per_item=2)
+    add_items(study, 4)
+    prompt = make_prompt(study=study)
+    for r in range(2):
+        make_attention_item(study=study, prompt=prompt, texts=["fine", f"zzz broken {r}"], broken=1, replicate=r)
+    people = [active(study) for _ in range(3)]
+    for person, picks in zip(people, (3, 1, 0), strict=True):
+        for _ in range(picks):
+            pick(person)
+    expected = list(Participant.objects.order_by("pk").values_list("tasks_done", "attention_checks_done"))
+    assert expected[0][0] == 3 and expected[0][1] >= 1 and expected[2] == (0, 0)
+    Participant.objects.update(tasks_done=0, attention_checks_done=0)  # as before the migration
+    migration.count_done(apps, None)
+    assert list(Participant.objects.order_by("pk").values_list("tasks_done", "attention_checks_done")) == expected
 
 
 def test_an_abandoned_assignment_is_released_and_not_given_back_to_its_participant():

@@ -126,9 +126,15 @@ DATABASES = {
 # transaction) would be lost between transactions, so Django uses client-side ones; and PgBouncer
 # refuses the `options` startup parameter, so the statement timeout is set on the database role
 # instead (ALTER ROLE ... SET statement_timeout). Django's psycopg 3 backend binds parameters on
-# the client, so no prepared statements cross transactions either.
+# the client, so the ORM's statements are never prepared.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors
 DB_PGBOUNCER = env_bool("DB_PGBOUNCER", False)
+# DB_PREPARED_STATEMENTS: the annotator's hot path (studies/annotation_sql.py, and nothing else)
+# prepares its statements on PostgreSQL and runs their generic plans (plan_cache_mode below), so
+# each is planned once per connection instead of once per pick. Behind PgBouncer only from 1.21
+# on, with max_prepared_statements set and plan_cache_mode set on the role (docs/deployment.md),
+# hence off there unless asked for.
+UALIGN_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", not DB_PGBOUNCER)
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DB_DISABLE_SERVER_SIDE_CURSORS", DB_PGBOUNCER)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A database that hangs must not hang the site: give up connecting after DB_CONNECT_TIMEOUT
@@ -137,8 +143,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The request then fails with OperationalError, which ualign_web.errors answers with a 503.
     # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
     DATABASES["default"].setdefault("OPTIONS", {}).update({"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5)})
+    if UALIGN_PREPARED_STATEMENTS:
+        # Django turns psycopg's prepared statements off (prepare_threshold None) for poolers' sake;
+        # only the hot path's cursors (server-side binding) ever prepare: the ORM's bind on the
+        # client, which psycopg never prepares, whatever the threshold.
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
     if not DB_PGBOUNCER:
-        DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30_000)}"
+        DATABASES["default"]["OPTIONS"]["options"] = (
+            f"-c statement_timeout={env_int('DB_STATEMENT_TIMEOUT_MS', 30_000)}"
+            # Only prepared statements have plans to cache, and only the hot path prepares.
+            + (" -c plan_cache_mode=force_generic_plan" if UALIGN_PREPARED_STATEMENTS else "")
+        )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web server and the worker write to one file: wait for the lock instead of failing,
