@@ -8,7 +8,10 @@ request (middleware, CSRF, the signed participant cookie, the view, the partial)
 handler with DEBUG off, spread over 40 participants set up server-side. It reports, per pick: wall time,
 this process's CPU (Python, the driver), the PostgreSQL backend's CPU (read from /proc), and the
 statements sent; and the same for `/healthz` through the same handler (the baseline of
-`make bench-load`, here without HTTP or a load generator), measured in the same run.
+`make bench-load`, here without HTTP or a load generator), measured in the same run. The picks run
+twice, on the same connection: with the hot path's statements sent as plain SQL
+(`DB_PREPARED_STATEMENTS` off), then prepared with generic plans (the default; the connection has
+`plan_cache_mode=force_generic_plan` either way, which only prepared statements use).
 
     .venv/bin/python bench/pick_cost.py [--items 20000] [--picks 1000] [--write docs/benchmarks.md]
 """
@@ -23,6 +26,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,14 +57,14 @@ class Picker:
 
         self.app, self.slug, self.people = get_wsgi_application(), slug, people
 
-    def healthz(self) -> None:
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/healthz", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
-                   "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1",
+    def get(self, path: str) -> None:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "443",
+                   "HTTP_HOST": "127.0.0.1", "wsgi.url_scheme": "https", "SERVER_PROTOCOL": "HTTP/1.1",
                    "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr}  # fmt: skip
         status: list[str] = []
         b"".join(self.app(environ, lambda s, _headers: status.append(s)))
         if not status[0].startswith("200"):
-            raise SystemExit(f"/healthz answered {status[0]}")
+            raise SystemExit(f"{path} answered {status[0]}")
 
     def pick(self, person: dict) -> None:
         body = f"assignment={person['assignment']}&choice=1".encode()
@@ -100,10 +104,11 @@ def _backend_cpu(pid: int) -> float:
 
 def measure(slug: str, picks: int) -> dict[str, dict[str, float]]:
     """Per request, for /healthz and for a pick: wall ms, Python CPU ms, PostgreSQL CPU ms, statements."""
+    from django.conf import settings
     from django.db import connection
     from load_annotate import prepare_participants
 
-    picker = Picker(slug, prepare_participants(slug, 40))
+    picker = Picker(slug, prepare_participants(slug, 80))
     picker.run(40)  # warm: imports, templates, the connection
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -125,12 +130,21 @@ def measure(slug: str, picks: int) -> dict[str, dict[str, float]]:
         return {"requests": n, "wall_ms": 1000 * wall / n, "python_ms": 1000 * cpu / n,
                 "postgres_ms": 1000 * (_backend_cpu(backend) - backend_before) / n, "statements": statements / n}  # fmt: skip
 
-    def healthz() -> int:
-        for _ in range(picks * 5):
-            picker.healthz()
-        return picks * 5
+    def get(path: str, n: int) -> Callable[[], int]:
+        def run() -> int:
+            for _ in range(n):
+                picker.get(path)
+            return n
 
-    return {"healthz": timed(healthz), "pick": timed(lambda: picker.run(picks))}
+        return run
+
+    picker.get("/")  # warm its template
+    figures = {"healthz": timed(get("/healthz", picks * 5)), "home": timed(get("/", picks))}
+    for name, prepared in (("pick, plain SQL", False), ("pick", True)):
+        settings.UALIGN_PREPARED_STATEMENTS = prepared
+        picker.run(20)  # warm this way of sending them
+        figures[name] = timed(lambda: picker.run(picks))
+    return figures
 
 
 def main() -> None:
@@ -165,13 +179,17 @@ def main() -> None:
 
 
 def _section(args: argparse.Namespace, figures: dict, load: tuple) -> str:
-    healthz, pick = figures["healthz"], figures["pick"]
+    healthz, home, plain, pick = figures["healthz"], figures["home"], figures["pick, plain SQL"], figures["pick"]
     rows = [("wall time", "wall_ms", "ms"), ("Python CPU (this process)", "python_ms", "ms"),
             ("PostgreSQL backend CPU", "postgres_ms", "ms"), ("statements sent", "statements", "")]  # fmt: skip
-    table = ["| per request | `/healthz` (baseline) | pick | pick ÷ `/healthz` |", "|---|---:|---:|---:|"]
+    table = ["| per request | `/healthz` (baseline) | `/` (a template, no query) | pick, plain SQL "
+             "| pick, prepared (default) | pick ÷ `/healthz` | prepared ÷ plain |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for label, key, unit in rows:
         ratio = f"{pick[key] / healthz[key]:.0f}×" if healthz[key] else "—"
-        table.append(f"| {label} | {healthz[key]:.3f} {unit} | {pick[key]:.2f} {unit} | {ratio} |")
+        gain = f"{pick[key] / plain[key]:.2f}×" if plain[key] else "—"
+        table.append(f"| {label} | {healthz[key]:.3f} {unit} | {home[key]:.2f} {unit} | {plain[key]:.2f} {unit} "
+                     f"| {pick[key]:.2f} {unit} | {ratio} | {gain} |")  # fmt: skip
     cpu = platform.processor() or platform.machine()
     return "\n".join([
         HEADING,
@@ -180,7 +198,8 @@ def _section(args: argparse.Namespace, figures: dict, load: tuple) -> str:
         f"- **Machine:** {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load average "
         f"before {load}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- **Setup:** a live study of {args.items:,} two-text items (+ attention checks), {pick['requests']} htmx "
-        f"picks over 40 participants and {healthz['requests']} `/healthz` requests, each the full request through "
+        f"picks each way over 80 participants, {healthz['requests']} `/healthz` and {home['requests']} `/` requests (the "
+        "site's front page: Django's middleware and a template, no query), each the full request through "
         "Django's WSGI handler with DEBUG off, no HTTP server; PostgreSQL on the same machine, its backend's CPU "
         "read from /proc.",
         "",

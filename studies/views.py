@@ -361,7 +361,7 @@ def _task_context(
         "form": form,  # a refused pick's, for its note; None: a new task
         "error": error,
         "notice": notice,
-        "resume_url": _resume_url(request, participant),
+        "resume_url": "" if request.htmx else _resume_url(request, participant),  # shown by the full page only
     }
 
 
