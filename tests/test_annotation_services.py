@@ -54,6 +54,13 @@ def add_items(study: Study, n: int, *, per_prompt: int = 1, texts: int = 2):
     return items
 
 
+def add_attention_checks(study: Study, n: int) -> None:
+    """n attention checks on one new prompt, each showing a fine text and a broken one (slot 1)."""
+    prompt = make_prompt(study=study)
+    for r in range(n):
+        make_attention_item(study=study, prompt=prompt, texts=["fine", f"zzz broken {r}"], broken=1, replicate=r)
+
+
 def active(study: Study, **overrides) -> Participant:
     return make_participant(study=study, status=Participant.Status.ACTIVE, consent_at=timezone.now(), **overrides)
 
@@ -244,9 +251,7 @@ def test_the_judgment_records_the_displayed_position_and_its_credit():
 def test_attention_checks_are_interleaved_at_the_studys_rate():
     study = live_study(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
     add_items(study, 12)
-    prompt = make_prompt(study=study)
-    for r in range(3):
-        make_attention_item(study=study, prompt=prompt, texts=["fine", f"zzz broken {r}"], broken=1, replicate=r)
+    add_attention_checks(study, 3)
     person = active(study)
     kinds = []
     while (assignment := annotation.assign_next_item(participant=person)) is not None:
@@ -263,9 +268,7 @@ def test_a_participants_done_counters_follow_each_completed_task_and_nothing_els
     assignments, of every kind, after every pick; a replayed pick moves neither."""
     study = live_study(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
     add_items(study, 12)
-    prompt = make_prompt(study=study)
-    for r in range(3):
-        make_attention_item(study=study, prompt=prompt, texts=["fine", f"zzz broken {r}"], broken=1, replicate=r)
+    add_attention_checks(study, 3)
     person = active(study)
     while (assignment := annotation.assign_next_item(participant=person)) is not None:
         annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
@@ -283,15 +286,15 @@ def test_the_migration_counts_what_existing_participants_did():
     migration = importlib.import_module("studies.migrations.0008_participant_done_counters")
     study = live_study(items_per_participant=3, attention_check_rate=0.5, annotations_per_item=2)
     add_items(study, 4)
-    prompt = make_prompt(study=study)
-    for r in range(2):
-        make_attention_item(study=study, prompt=prompt, texts=["fine", f"zzz broken {r}"], broken=1, replicate=r)
+    add_attention_checks(study, 2)
     people = [active(study) for _ in range(3)]
     for person, picks in zip(people, (3, 1, 0), strict=True):
         for _ in range(picks):
             pick(person)
     expected = list(Participant.objects.order_by("pk").values_list("tasks_done", "attention_checks_done"))
-    assert expected[0][0] == 3 and expected[0][1] >= 1 and expected[2] == (0, 0)
+    assert expected[0][0] == 3
+    assert expected[0][1] >= 1  # an attention check among them
+    assert expected[2] == (0, 0)
     Participant.objects.update(tasks_done=0, attention_checks_done=0)  # as before the migration
     migration.count_done(apps, None)
     assert list(Participant.objects.order_by("pk").values_list("tasks_done", "attention_checks_done")) == expected
