@@ -16,7 +16,6 @@ the prompts → save" function: the Celery task, the reproduction check and the 
 from __future__ import annotations
 
 import hashlib
-
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
