@@ -264,7 +264,9 @@ def _check_weights(x: Any, n: int) -> FloatArray:
         return np.ones(n)
     arr = _check_1d(x, "weights")
     if arr.shape[0] != n:
-        raise ValueError(f"weights must have the same length as credit ({n}), got {arr.shape[0]}")
+        raise ValueError(
+            f"weights must have the same length as credit ({n}), got {arr.shape[0]}"
+        )
     try:
         arr = arr.astype(np.float64)
     except (TypeError, ValueError) as exc:
@@ -279,13 +281,23 @@ def _check_decided(x: Any, n: int) -> npt.NDArray[np.bool_]:
         return np.zeros(n, dtype=bool)
     arr = _check_1d(x, "decided")
     if arr.shape[0] != n:
-        raise ValueError(f"decided must have the same length as credit ({n}), got {arr.shape[0]}")
+        raise ValueError(
+            f"decided must have the same length as credit ({n}), got {arr.shape[0]}"
+        )
     if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
         raise ValueError("decided must hold booleans")
     return arr.astype(bool)
 
 
-def _iv_win_rate(credit, prompt_ids, annotator_ids, confidence, n_resamples, weights=None, decided=None):
+def _iv_win_rate(
+    credit,
+    prompt_ids,
+    annotator_ids,
+    confidence,
+    n_resamples,
+    weights=None,
+    decided=None,
+):
     y = _check_credit(credit)
     p = _check_ids(prompt_ids, "prompt_ids", y.size)
     a = _check_ids(annotator_ids, "annotator_ids", y.size)
@@ -489,9 +501,15 @@ def win_rate_interval(
 def _few_clusters_df(cell: WinRateInterval, n_intersections: int) -> float:
     """Satterthwaite df of V = V_p + V_a - V_pa, each V_c at its upper confidence bound."""
     parts = cell.variance
-    comps = [(parts["prompt"], cell.n_prompts - 1), (parts["annotator"], cell.n_annotators - 1),
-             (parts["prompt_x_annotator"], n_intersections - 1)]
-    up = [v * d / stats.chi2.ppf(1 - FEW_CLUSTERS_DF_LEVEL, d) if d > 0 else 0.0 for v, d in comps]
+    comps = [
+        (parts["prompt"], cell.n_prompts - 1),
+        (parts["annotator"], cell.n_annotators - 1),
+        (parts["prompt_x_annotator"], n_intersections - 1),
+    ]
+    up = [
+        v * d / stats.chi2.ppf(1 - FEW_CLUSTERS_DF_LEVEL, d) if d > 0 else 0.0
+        for v, d in comps
+    ]
     total = max(up[0] + up[1] - up[2], up[0], up[1])
     denom = sum(u * u / d for u, (_, d) in zip(up, comps, strict=True) if d > 0)
     return max(float(cell.df), total * total / denom if denom > 0 else float(cell.df))
@@ -549,8 +567,13 @@ def _with_few_clusters_df(
     n_pa = _intersection_codes(p[human], _recode(a[human]))[1] if human.any() else 0
     df = _few_clusters_df(cell, n_pa)
     half = float(stats.t.ppf(0.5 + cell.confidence / 2.0, df)) * cell.se
-    return dataclasses.replace(cell, low=max(0.0, cell.estimate - half),
-                               high=min(1.0, cell.estimate + half), df=df, method=METHOD_FEW)
+    return dataclasses.replace(
+        cell,
+        low=max(0.0, cell.estimate - half),
+        high=min(1.0, cell.estimate + half),
+        df=df,
+        method=METHOD_FEW,
+    )
 
 
 def uses_few_clusters_interval(n_prompts: int, n_annotators: int) -> bool:
@@ -594,7 +617,10 @@ def few_clusters_warning(n_prompts: int, n_annotators: int) -> str | None:
     """
     problems = [
         f"{count} {name}{'s' if count != 1 else ''}"
-        for name, count in (("prompt", int(n_prompts)), ("annotator", int(n_annotators)))
+        for name, count in (
+            ("prompt", int(n_prompts)),
+            ("annotator", int(n_annotators)),
+        )
         if count < FEW_CLUSTERS
     ]
     if not problems:
@@ -709,7 +735,9 @@ def robust_win_rate_interval(
     for j in range(labels.size):
         mask = o == j
         cell = _cell(y[mask], p[mask], a[mask], confidence, w[mask], d[mask])
-        if few_clusters and uses_few_clusters_interval(cell.n_prompts, cell.n_annotators):
+        if few_clusters and uses_few_clusters_interval(
+            cell.n_prompts, cell.n_annotators
+        ):
             cell = _with_few_clusters_df(cell, p[mask], a[mask], d[mask])
         cells.append(cell)
     if any(c.method == METHOD_TOO_FEW for c in cells):

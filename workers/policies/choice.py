@@ -76,18 +76,27 @@ def _check_counts(x: Any, name: str, n: int, *, allow_empty: bool = False) -> In
     """Non-negative integer counts per response, shape (n,), with at least one position."""
     try:
         arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:  # pragma: no cover - numpy accepts almost anything
+    except (
+        TypeError,
+        ValueError,
+    ) as exc:  # pragma: no cover - numpy accepts almost anything
         raise ValueError(f"{name} must be an array of counts: {exc}") from exc
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) (one count per response), got {arr.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n},) (one count per response), got {arr.shape}"
+        )
     integral = arr.dtype.kind in "iub" or (
-        arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+        arr.dtype.kind == "f"
+        and np.all(np.isfinite(arr))
+        and np.all(arr == np.round(arr))
     )
     if not integral:
         raise ValueError(f"{name} must hold non-negative integers")
     arr = arr.astype(np.int64)
     if np.any(arr < 0):
-        raise ValueError(f"{name} must hold non-negative integers, min entry is {arr.min()}")
+        raise ValueError(
+            f"{name} must hold non-negative integers, min entry is {arr.min()}"
+        )
     if not allow_empty and arr.sum() < 1:
         raise ValueError(f"{name} must show at least one position (all counts are 0)")
     return arr
@@ -200,7 +209,9 @@ def expected_credit(
     cb = _check_counts(opponent_counts, "opponent_counts", n, allow_empty=True)
     total = ca + cb
     if total.sum() < 1:
-        raise ValueError("policy_counts and opponent_counts must show at least one position")
+        raise ValueError(
+            "policy_counts and opponent_counts must show at least one position"
+        )
     p = _choice_by_type(pop, total, None)  # (T, N)
     share = np.divide(ca, total, out=np.zeros(n), where=total > 0)
     return float(np.clip(pop.weights @ (p @ share), 0.0, 1.0))
@@ -324,8 +335,15 @@ def _win_if_added(
     return 1.0 - pop.weights @ _loss_at_top(at, et, k, c, m)
 
 
-def _lower_bound(pop: Population, pi: FloatArray, a: FloatArray, e: FloatArray,
-                 k: int, m: int, cand: IntArray) -> float:
+def _lower_bound(
+    pop: Population,
+    pi: FloatArray,
+    a: FloatArray,
+    e: FloatArray,
+    k: int,
+    m: int,
+    cand: IntArray,
+) -> float:
     """A lower bound on the win rate against every ``m``-multiset of ``cand``.
 
     Two upper bounds on the loss ``L(Y)``: (i) the union bound ``L(Y) <= sum_j g(y_j) <=
@@ -334,12 +352,15 @@ def _lower_bound(pop: Population, pi: FloatArray, a: FloatArray, e: FloatArray,
     ``c <= m`` of opponent positions at the top, so ``L_t(Y) <= max_y L_t(y, c = m)``.
     """
     union = m * float(_pick(pop, pi, k)[cand].max())
-    per_type = float(pop.weights @ _loss_at_top(a[:, cand], e[:, cand], k, m, m).max(axis=1))
+    per_type = float(
+        pop.weights @ _loss_at_top(a[:, cand], e[:, cand], k, m, m).max(axis=1)
+    )
     return max(0.0, 1.0 - min(union, per_type))
 
 
-def _local_search(pop: Population, pi: FloatArray, k: int, m: int,
-                  cand: IntArray) -> tuple[list[int], float]:
+def _local_search(
+    pop: Population, pi: FloatArray, k: int, m: int, cand: IntArray
+) -> tuple[list[int], float]:
     """Greedy construction then best single-element swaps until no swap helps."""
     a, e = _masses(pop, pi)
     ys: list[int] = []
@@ -350,8 +371,10 @@ def _local_search(pop: Population, pi: FloatArray, k: int, m: int,
     for _ in range(SEARCH_MAX_ROUNDS):
         improved = False
         for j in range(m):
-            rest = ys[:j] + ys[j + 1:]
-            win = _win_if_added(pop, a, e, k, m, _state(pop, rest) if rest else None, cand)
+            rest = ys[:j] + ys[j + 1 :]
+            win = _win_if_added(
+                pop, a, e, k, m, _state(pop, rest) if rest else None, cand
+            )
             i = int(np.argmin(win))
             if win[i] < best - 1e-15:
                 ys = sorted([*rest, int(cand[i])])
@@ -414,7 +437,9 @@ def find_adversary(
     if m == 1:
         g = _pick(pop, pi, k)
         i = int(cand[int(np.argmax(g[cand]))])
-        win = float(1.0 - g.max()) if cand.size == pop.n_responses else float(1.0 - g[i])
+        win = (
+            float(1.0 - g.max()) if cand.size == pop.n_responses else float(1.0 - g[i])
+        )
         return Adversary((i,), win, win, True, "argmax of the pick probability")
     max_work = v._check_int(max_work, "max_work", 0)
     if math.comb(cand.size + m - 1, m) * pop.n_types * m <= max_work:
@@ -425,7 +450,9 @@ def find_adversary(
                 best_set, best = sets[j], float(wins[j])
         assert best_set is not None
         best = float(np.clip(best, 0.0, 1.0))
-        return Adversary(tuple(int(x) for x in best_set), best, best, True, "enumeration")
+        return Adversary(
+            tuple(int(x) for x in best_set), best, best, True, "enumeration"
+        )
     ys, win = _local_search(pop, pi, k, m, cand)
     a, e = _masses(pop, pi)
     low = min(win, _lower_bound(pop, pi, a, e, k, m, cand))
@@ -459,7 +486,9 @@ def multiset_win_rate(
     if ys.ndim != 1 or ys.size == 0 or ys.dtype.kind not in "iu":
         raise ValueError("responses must be a non-empty 1-D array of response indices")
     if ys.min() < 0 or ys.max() >= pop.n_responses:
-        raise ValueError(f"responses must be response indices in [0, {pop.n_responses})")
+        raise ValueError(
+            f"responses must be response indices in [0, {pop.n_responses})"
+        )
     m = int(ys.size)
     a, e = _masses(pop, pi)
     top, count, star = _state(pop, [int(y) for y in ys])
@@ -486,7 +515,9 @@ class MOutputBound(NamedTuple):
     ceiling: float
 
 
-def m_output_bound(k: int, m: int, *, single_output_rate: float | None = None) -> MOutputBound:
+def m_output_bound(
+    k: int, m: int, *, single_output_rate: float | None = None
+) -> MOutputBound:
     """What a policy is guaranteed against ``m``-output opponents (theory.md section 2).
 
     **Guarantee (union bound).** Let ``Y = (y_1..y_m)`` be the opponent's list. The user
@@ -528,7 +559,9 @@ def m_output_bound(k: int, m: int, *, single_output_rate: float | None = None) -
     if single_output_rate is None:
         f1 = k / (k + 1)
     else:
-        f1 = v._check_float(single_output_rate, "single_output_rate", minimum=0.0, strict=False)
+        f1 = v._check_float(
+            single_output_rate, "single_output_rate", minimum=0.0, strict=False
+        )
         if f1 > 1.0:
             raise ValueError(f"single_output_rate must be <= 1, got {f1}")
     ceiling = k / (k + m)

@@ -38,7 +38,12 @@ def tie_credit(k: int, m: int) -> float:
 
 
 def judgment_credit(
-    count_policy: int | None, count_opponent: int | None, *, k: int, m: int, cant_decide_as_tie: bool
+    count_policy: int | None,
+    count_opponent: int | None,
+    *,
+    k: int,
+    m: int,
+    cant_decide_as_tie: bool,
 ) -> float | None:
     """The credit of one judgment on a regular item; None when it is left out of the win rates.
 
@@ -50,7 +55,9 @@ def judgment_credit(
     return pick_credit(count_policy, count_opponent)
 
 
-def decided_item_weight(n_judged: int, n_to_judge: int, annotations_per_item: int) -> float:
+def decided_item_weight(
+    n_judged: int, n_to_judge: int, annotations_per_item: int
+) -> float:
     """The weight of one decided item's row in a cell with `n_to_judge` items to judge and
     `n_judged` analysed judgments on them (each judgment weighs 1).
 

@@ -385,15 +385,27 @@ def fit_ctrl(
     r, mu = v._iv_rewards_reference(rewards, reference)
     k = v._check_int(k, "k", 1)
     requested = v._check_float(target_kl, "target_kl", minimum=0.0, strict=True)
-    grid = CTRL_GRID if t is None else (("bon", v._check_float(t, "t", minimum=0.0, strict=True)),)
+    grid = (
+        CTRL_GRID
+        if t is None
+        else (("bon", v._check_float(t, "t", minimum=0.0, strict=True)),)
+    )
     support = mu > 0
     top = r[support].max()
     kl_max = float(-np.log(mu[support & (r == top)].sum()))
     target = min(requested, 0.95 * kl_max)
     if target <= 0:
         score = best_of_k_win_rate(r, mu, mu, k)
-        return CtrlFit(mu.copy(), "none", None, None, 0.0, requested, score,
-                       "the top reward holds all of the reference's mass: pi = mu")
+        return CtrlFit(
+            mu.copy(),
+            "none",
+            None,
+            None,
+            0.0,
+            requested,
+            score,
+            "the top reward holds all of the reference's mass: pi = mu",
+        )
     best: CtrlFit | None = None
     for transform, tt in grid:
         beta = beta_for_kl(r, mu, target, t=tt, transform=transform)

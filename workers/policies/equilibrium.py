@@ -696,8 +696,12 @@ def solve_multiplayer(
     pop, k, beta, mu, tol, max_iter = v._iv_solver(
         pop, k, beta, reference, tol, max_iter
     )
-    if beta == 0.0 and k == 1:  # an LP per round (workers/policies/lp.py); SLP if it misses tol
-        pi, n_iter, method, reached = solve_k1(pop, tol, max_iter or 100 + 20 * pop.n_responses)
+    if (
+        beta == 0.0 and k == 1
+    ):  # an LP per round (workers/policies/lp.py); SLP if it misses tol
+        pi, n_iter, method, reached = solve_k1(
+            pop, tol, max_iter or 100 + 20 * pop.n_responses
+        )
         if not reached:
             pi, n_iter, method = _solve_unregularised(pop, k, tol, max_iter)
     elif beta == 0.0:

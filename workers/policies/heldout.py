@@ -41,7 +41,10 @@ class PoolSplit(NamedTuple):
 
 
 def split_pool(
-    n: int, rng: np.random.Generator | int | None = None, *, fraction: float = HELD_OUT_FRACTION
+    n: int,
+    rng: np.random.Generator | int | None = None,
+    *,
+    fraction: float = HELD_OUT_FRACTION,
 ) -> PoolSplit:
     """Split a pool of ``n`` responses into fitted and held-out indices, reproducibly.
 
@@ -67,7 +70,9 @@ def split_pool(
     n = v._check_int(n, "n", 1)
     fraction = v._check_float(fraction, "fraction", minimum=0.0, strict=False)
     if fraction >= 1.0:
-        raise ValueError(f"fraction must be < 1 (something must be fitted), got {fraction}")
+        raise ValueError(
+            f"fraction must be < 1 (something must be fitted), got {fraction}"
+        )
     gen = v._check_rng(rng)
     n_held = int(np.floor(fraction * n + 0.5))
     if fraction > 0 and n >= 2:

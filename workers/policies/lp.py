@@ -68,7 +68,9 @@ def _majority_block(pop: Population, rows: IntArray, cols: IntArray) -> FloatArr
     return out
 
 
-def _extend_majority(pop: Population, m_cc: FloatArray, cand: IntArray, new: IntArray) -> FloatArray:
+def _extend_majority(
+    pop: Population, m_cc: FloatArray, cand: IntArray, new: IntArray
+) -> FloatArray:
     """``M`` on ``cand + new`` from ``M`` on ``cand``: new rows computed, new columns mirrored."""
     c, n_new = cand.size, new.size
     out = np.empty((c + n_new, c + n_new))
@@ -79,11 +81,13 @@ def _extend_majority(pop: Population, m_cc: FloatArray, cand: IntArray, new: Int
     out[c:, :c] = _majority_block(pop, new, cand)
     for i0 in starts:
         rows = new[i0 : i0 + size]
-        for j0 in starts[starts.index(i0):]:
+        for j0 in starts[starts.index(i0) :]:
             block = _majority_block(pop, rows, new[j0 : j0 + size])
             out[c + i0 : c + i0 + rows.size, c + j0 : c + j0 + block.shape[1]] = block
             if j0 != i0:
-                out[c + j0 : c + j0 + block.shape[1], c + i0 : c + i0 + rows.size] = 1.0 - block.T
+                out[c + j0 : c + j0 + block.shape[1], c + i0 : c + i0 + rows.size] = (
+                    1.0 - block.T
+                )
     out[:c, c:] = 1.0 - out[c:, :c].T
     out[np.diag_indices(c + n_new)] = 0.5
     return out
@@ -117,7 +121,9 @@ def _initial(pop: Population, size: int) -> IntArray:
     return np.argsort(-score, kind="stable")[:size].astype(np.intp)
 
 
-def solve_k1(pop: Population, tol: float, max_iter: int) -> tuple[FloatArray, int, str, bool]:
+def solve_k1(
+    pop: Population, tol: float, max_iter: int
+) -> tuple[FloatArray, int, str, bool]:
     """A maximal lottery of ``pop`` (the ``k = 1`` equilibrium) by a double oracle of LPs.
 
     Parameters
@@ -137,7 +143,12 @@ def solve_k1(pop: Population, tol: float, max_iter: int) -> tuple[FloatArray, in
     n = pop.n_responses
     cand = _initial(pop, min(n, K1_INITIAL))
     m_cc = _extend_majority(pop, np.empty((0, 0)), np.empty(0, dtype=np.intp), cand)
-    best, best_ex, n_lp, method = np.full(n, 1.0 / n), np.inf, 0, "double-oracle LP (HiGHS)"
+    best, best_ex, n_lp, method = (
+        np.full(n, 1.0 / n),
+        np.inf,
+        0,
+        "double-oracle LP (HiGHS)",
+    )
     while n_lp < max_iter:
         n_lp += 1
         pi_c = _lp(m_cc)
@@ -161,7 +172,9 @@ def solve_k1(pop: Population, tol: float, max_iter: int) -> tuple[FloatArray, in
             new = np.flatnonzero(outside).astype(np.intp)
             method = "double-oracle LP (HiGHS), whole game"
         else:
-            new = violators[np.argsort(-excess[violators], kind="stable")][: max(16, cand.size)]
+            new = violators[np.argsort(-excess[violators], kind="stable")][
+                : max(16, cand.size)
+            ]
         m_cc = _extend_majority(pop, m_cc, cand, new)
         cand = np.concatenate([cand, new])
     return best, n_lp, method, bool(best_ex <= tol)

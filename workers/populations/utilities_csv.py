@@ -143,7 +143,9 @@ class _GuardedRows:
         try:
             return list(next(self._reader))
         except csv.Error as exc:
-            raise UtilitiesCSVError([CsvRowError(self.line_num, f"malformed CSV ({exc})")]) from None
+            raise UtilitiesCSVError(
+                [CsvRowError(self.line_num, f"malformed CSV ({exc})")]
+            ) from None
 
 
 def read_utilities_csv(
