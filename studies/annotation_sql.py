@@ -56,8 +56,7 @@ class Columns(Generic[M]):
 
     @cached_property
     def fields(self) -> tuple[Field, ...]:
-        fields = self.model._meta.concrete_fields
-        return tuple(fields if self.only is None else (f for f in fields if f.attname in self.only))
+        return _fields(self.model, self.only)
 
     @cached_property
     def sql(self) -> str:
@@ -77,7 +76,7 @@ class Columns(Generic[M]):
     def load(self, row: Sequence[Any], start: int = 0) -> M:
         """The instance whose columns start at `row[start]`, converted as the ORM converts them."""
         values = list(row[start : start + len(self)])
-        for i, column, converters in _converters(self.model, self.fields, connection.vendor):
+        for i, column, converters in _converters(self.model, self.only, connection.vendor):
             value = values[i]
             for convert in converters:
                 value = convert(value, column, connection)
@@ -85,13 +84,18 @@ class Columns(Generic[M]):
         return self.model.from_db(DEFAULT_DB_ALIAS, self.attnames, values)
 
 
+def _fields(model: type[Model], only: tuple[str, ...] | None) -> tuple[Field, ...]:
+    fields = model._meta.concrete_fields
+    return tuple(fields if only is None else (f for f in fields if f.attname in only))
+
+
 @cache
-def _converters(model: type[Model], fields: tuple[Field, ...], vendor: str) -> list[tuple[int, Any, list[Converter]]]:
+def _converters(model: type[Model], only: tuple[str, ...] | None, vendor: str) -> list[tuple[int, Any, list[Converter]]]:
     """Per column that needs one, the backend's and the field's converters (what the ORM's
     compiler applies to a selected column); a column without converters is left as read."""
     table = model._meta.db_table
     out = []
-    for i, field in enumerate(fields):
+    for i, field in enumerate(_fields(model, only)):
         column = field.get_col(table)
         converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)  # type: ignore[attr-defined]
         if converters:
@@ -116,8 +120,13 @@ def _prepared() -> bool:
 
 
 @cache
-def _preparing_cursor_class() -> type:
-    from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
+def _postgres() -> tuple[type, Any, Callable[..., None], Any]:
+    """What the preparing cursor needs from the PostgreSQL backend, imported once (the backend's
+    module imports psycopg, which an SQLite deployment need not have): the cursor class, the
+    timestamptz OID, the backend's time-zone loader and psycopg's text format."""
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor  # type: ignore[attr-defined]
+    from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
+    from psycopg.pq import Format
 
     class PreparingCursor(ServerBindingCursor):  # psycopg's server-side binding, prepared on first use
         def execute(self, query, params=None, *, prepare=None, binary=None):
@@ -128,7 +137,7 @@ def _preparing_cursor_class() -> type:
             self._query = _Executed(query, params)
             return result
 
-    return PreparingCursor
+    return PreparingCursor, TIMESTAMPTZ_OID, register_tzloader, Format.TEXT
 
 
 class _Executed:
@@ -150,15 +159,12 @@ def _cursor() -> Any:
     # What `connection.cursor()` does (`_cursor`, `create_cursor`), with psycopg's binding cursor
     # in place of Django's client-side one: the health check, the connection, the connection's
     # time zone for timestamptz, then Django's wrapper (query log, execute wrappers, errors).
-    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID  # type: ignore[attr-defined]
-    from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
-    from psycopg.pq import Format
-
+    cursor_class, timestamptz, register_tzloader, text = _postgres()
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        cursor = _preparing_cursor_class()(connection.connection)
-        loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+        cursor = cursor_class(connection.connection)
+        loader = connection.connection.adapters.get_loader(timestamptz, text)
         if connection.timezone != loader.timezone:
             register_tzloader(connection.timezone, cursor)
         return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]
