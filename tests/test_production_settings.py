@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -49,6 +50,36 @@ def test_the_database_cancels_a_statement_past_the_statement_timeout():
                             env=_production_env(DB_STATEMENT_TIMEOUT_MS="200"), capture_output=True, text=True,
                             timeout=120)
     assert "OperationalError canceling statement due to statement timeout" in result.stdout, result.stderr
+
+
+def _database_settings(**overrides: str) -> dict:
+    code = ("import json\nfrom django.conf import settings\n"
+            "print(json.dumps({'prepared': settings.UALIGN_PREPARED_STATEMENTS, "
+            "'options': settings.DATABASES['default']['OPTIONS']}))\n")
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT,
+                            env=_production_env(**overrides), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("env", "prepared", "threshold", "options"),
+    [
+        # Direct to PostgreSQL: the hot path prepares, with generic plans sent at connect.
+        ({}, True, 5, "-c statement_timeout=30000 -c plan_cache_mode=force_generic_plan"),
+        ({"DB_PREPARED_STATEMENTS": "false"}, False, None, "-c statement_timeout=30000"),
+        # PgBouncer refuses the options startup parameter, and only 1.21+ keeps prepared statements.
+        ({"DB_PGBOUNCER": "true"}, False, None, None),
+        ({"DB_PGBOUNCER": "true", "DB_PREPARED_STATEMENTS": "true"}, True, 5, None),
+    ],
+)
+def test_prepared_statements_and_their_plan_mode_follow_the_connection_settings(env, prepared, threshold, options):
+    """Django turns psycopg's preparation off (prepare_threshold None): the hot path's statements
+    are prepared only where settings.py sets a threshold (studies/annotation_sql.py)."""
+    database = _database_settings(**env)
+    assert database["prepared"] is prepared
+    assert database["options"].get("prepare_threshold") == threshold
+    assert database["options"].get("options") == options
 
 
 def test_healthz_answers_without_the_database_for_any_host_over_plain_http(client, django_assert_num_queries, settings):
