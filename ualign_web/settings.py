@@ -289,6 +289,9 @@ else:
     # process on a fresh machine. https://docs.celeryq.dev/projects/kombu/en/stable/reference/kombu.transport.filesystem.html
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # Kombu's transport with an atomic publish: its own can hand the worker a half-written
+    # message, which stops the worker (ualign_web/broker.py says how).
+    CELERY_BROKER_TRANSPORT = "ualign_web.broker:Transport"
     for _folder in ("queue", "processed", "control"):
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
