@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 from django.conf import settings
 from django.core.management import call_command
@@ -46,6 +47,15 @@ def check_port_free(addr: str) -> None:
             ) from None
 
 
+def server_answers(site_url: str) -> bool:
+    """Whether the web server answers its liveness probe (ualign_web.health) within a second."""
+    try:
+        with urllib.request.urlopen(f"{site_url.rstrip('/')}/healthz", timeout=1) as response:
+            return response.status == 200
+    except OSError:  # refused while it starts, or a timeout: not yet
+        return False
+
+
 class Command(BaseCommand):
     help = "Run ualign: the web server, a Celery worker and beat, on embedded defaults unless configured."
 
@@ -61,6 +71,8 @@ class Command(BaseCommand):
             # Links printed here and the simulated annotators' requests (from the worker) go to this server.
             os.environ["SITE_URL"] = settings.SITE_URL = f"http://{addr}"
         self.demo_study: Study | None = None
+        host, _, port = addr.rpartition(":")
+        self.local_url = f"http://{'127.0.0.1' if host.strip('[]') in ('', '0', '0.0.0.0') else host}:{port}"
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write(f"Database: {settings.DATABASES['default']['NAME']}  broker: {settings.CELERY_BROKER_URL}")
         username, password = ensure_admin()
@@ -78,14 +90,12 @@ class Command(BaseCommand):
     def _start_demo(self, username: str, password: str | None) -> None:
         study = self.demo_study = demo_setup.ensure_demo_study()
         self.demo_credentials = (username, password)
-        self.demo_announced = study.status == "live"
+        self.demo_announced = False  # announced by _tick_demo once it is live and the server answers
         message = demo_setup.resume(study)
         if message:
             self.stdout.write(message)
         links = demo_setup.links(study)
         self.stdout.write(f"Progress: {links.jobs}")
-        if self.demo_announced:
-            self._announce_demo()
 
     def _announce_demo(self) -> None:
         study = self.demo_study
@@ -117,7 +127,9 @@ class Command(BaseCommand):
         if error and self.demo_study.status == "draft":
             self.stderr.write(f"The demo's preparation failed: {error}\nRestart to retry.")
             self.demo_announced = True
-        elif self.demo_study.status == "live":
+        elif self.demo_study.status == "live" and server_answers(self.local_url):
+            # Live is not enough: on a restart the study is live at once, seconds before the web
+            # server listens, and a link printed then would be refused.
             self.demo_announced = True
             self._announce_demo()
 
