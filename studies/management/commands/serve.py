@@ -1,7 +1,8 @@
 """The main job: migrate, make sure there is an admin, and run the web server, a Celery worker
 and Celery beat together (beat sends the periodic sweep that gives back abandoned seats and
 assignments; its schedule file is settings.CELERY_BEAT_SCHEDULE_FILENAME, under var/). Ctrl-C
-stops all three.
+stops all three. The worker and beat write their logs to var/worker.log and var/beat.log; the
+terminal gets a line each, and the last lines of whichever process stops on its own.
 
 With --demo (what `make run` uses) it also sets up the demo study (studies/demo.py), prepares
 it on the worker, makes it live once it is ready, and prints the annotator link, the admin and
@@ -16,6 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -56,6 +60,20 @@ def server_answers(site_url: str) -> bool:
         return False
 
 
+@dataclass
+class Background:
+    """A process serve started: its name for the terminal, and its log file when it has one."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path | None = None
+
+    def tail(self, lines: int = 15) -> str:
+        assert self.log_path is not None
+        with open(self.log_path, encoding="utf-8", errors="replace") as log:
+            return "".join(deque(log, maxlen=lines))
+
+
 class Command(BaseCommand):
     help = "Run ualign: the web server, a Celery worker and beat, on embedded defaults unless configured."
 
@@ -79,7 +97,8 @@ class Command(BaseCommand):
         processes = []
         if not no_worker:
             processes += [self._start_worker(), self._start_beat()]
-        processes.append(subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", addr]))
+        web = subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload", addr])
+        processes.append(Background("web server", web))
         self.stdout.write(self.style.SUCCESS(f"\nAdmin:    http://{addr}/admin/"))
         self.stdout.write(f"Login:    {username} / {password or '(set with manage.py changepassword)'}")
         if demo:
@@ -142,37 +161,46 @@ class Command(BaseCommand):
                 printed.add(line)
                 self.stdout.write(line)
 
-    def _start_worker(self) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "ualign_web", "worker", "-Q", "gpu,default",
-             "--concurrency", "1", "--loglevel", "INFO", "--hostname", "ualign@%h"]
-        )
+    def _start_background(self, name: str, args: list[str]) -> Background:
+        """A Celery process with its log in var/<name>.log: the terminal gets one line, not its banner."""
+        log_path = Path(settings.VAR_DIR) / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen([sys.executable, "-m", "celery", "-A", "ualign_web", *args],
+                                       stdout=log, stderr=subprocess.STDOUT)
+        self.stdout.write(f"{name.capitalize()}: started, log in {log_path}")
+        return Background(name, process, log_path)
 
-    def _start_beat(self) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "ualign_web", "beat", "--loglevel", "INFO",
-             "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME]
-        )
+    def _start_worker(self) -> Background:
+        return self._start_background("worker", ["worker", "-Q", "gpu,default", "--concurrency", "1",
+                                                 "--loglevel", "INFO", "--hostname", "ualign@%h"])
 
-    def _wait(self, processes: list[subprocess.Popen]) -> None:
+    def _start_beat(self) -> Background:
+        return self._start_background("beat", ["beat", "--loglevel", "INFO",
+                                               "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME])
+
+    def _wait(self, processes: list[Background]) -> None:
         # Stop the children on SIGTERM too (a supervisor or `timeout`), not only on Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             ticks = 0
-            while all(p.poll() is None for p in processes):
+            while all(b.process.poll() is None for b in processes):
                 time.sleep(0.5)
                 ticks += 1
                 if ticks % 4 == 0:
                     self._tick_demo()
-            self.stderr.write("A process stopped; stopping the others.")
+            stopped = next(b for b in processes if b.process.poll() is not None)
+            self.stderr.write(f"The {stopped.name} stopped (exit {stopped.process.returncode}); stopping the others.")
+            if stopped.log_path is not None:
+                self.stderr.write(f"Its last lines, from {stopped.log_path}:\n{stopped.tail()}")
         except KeyboardInterrupt:
             self.stdout.write("\nStopping…")
         finally:
-            for p in processes:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in processes:
+            for b in processes:
+                if b.process.poll() is None:
+                    b.process.send_signal(signal.SIGTERM)
+            for b in processes:
                 try:
-                    p.wait(timeout=20)
+                    b.process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    p.kill()
+                    b.process.kill()
