@@ -41,9 +41,8 @@ from studies.steps.doctor import (
     needs_pool_population,
 )
 from studies.steps.fit import policy_params_problems
-from studies.steps.pool import decoding_params, generation_targets
+from studies.steps.pool import generators_record
 from studies.steps.preference_sources import source_problems
-from workers.generation import generation_metadata
 
 PIPELINE = [Job.Kind.GENERATE, Job.Kind.POPULATE, Job.Kind.FIT, Job.Kind.BUILD_ITEMS]
 
@@ -206,16 +205,7 @@ def _launch_record(study: Study) -> dict[str, Any]:
         "m": study.opponent_outputs,
         "replicates": study.replicates,
         "attention_check_rate": study.attention_check_rate,
-        "generators": [
-            {
-                "name": t.generator.name,
-                "guided": t.doctor_policy is not None,
-                **generation_metadata(t.sampler.model_ref, **decoding_params(t.generator)),
-                "revision": t.sampler.revision,
-                "gguf_file": t.sampler.gguf_file,
-            }
-            for t in generation_targets(study)
-        ],
+        "generators": generators_record(study),
         "policies": [{"name": p.name, "kind": p.kind, "params": p.params} for p in study.policies.order_by("id")],
         "sources": [
             {"kind": s.kind, "weight": s.weight, "params": s.params} for s in study.preference_sources.order_by("id")
