@@ -17,7 +17,9 @@ large study's snapshot is out of date (`studies.results_cache`).
 lifecycle (go live, pause, resume, close; the admin's buttons call it), and
 `copy_study_as_draft` starts a new draft from a study whose design is fixed.
 
-Imports point one way: views, admin and commands → services → tasks → steps → `workers`.
+Imports point one way (docs/architecture.md, tests/test_import_layers.py): web and admin →
+workflows (this module → tasks → the simulated annotators and pilots, never back) → steps,
+judgment, estimate → models → `workers`.
 """
 
 from __future__ import annotations
