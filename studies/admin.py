@@ -18,12 +18,12 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from studies import participants, services
+from studies import participants, planning_views, researcher_views, services
 from studies.annotation import seats_taken
 from studies.export import TABLES
 from studies.importing import import_prompts
@@ -51,7 +51,6 @@ from studies.steps.preference_sources import (
     csv_problems,
     source_params_problems,
 )
-from studies.urls import admin_urlpatterns
 from studies.validation import text_problem
 
 
@@ -399,9 +398,29 @@ class StudyAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.import_pairs_view),
                 name="studies_study_import_pairs",
             ),
-            *admin_urlpatterns(self.admin_site.admin_view),
+            *self.researcher_urls(),
         ]
         return extra + super().get_urls()
+
+    def researcher_urls(self) -> list[URLPattern]:
+        """The researcher pages that render inside the admin (studies/researcher_views.py and the
+        planner's page), under /admin/studies/study/ with the admin's URL names. Mounted here, not
+        in studies/urls.py, so that the admin imports the views and nothing imports the URLconf."""
+        view = self.admin_site.admin_view
+        return [
+            path("<int:study_id>/prepare/", view(researcher_views.prepare_study), name="studies_study_prepare"),
+            path("<int:study_id>/jobs/", view(researcher_views.study_jobs), name="studies_study_jobs"),
+            path("<int:study_id>/plan/", view(planning_views.study_plan), name="studies_study_plan"),
+            path("<int:study_id>/generate/", view(researcher_views.generate_only), name="studies_study_generate"),
+            path("<int:study_id>/import-candidates/", view(researcher_views.import_candidates),
+                 name="studies_study_import_candidates"),
+            path("<int:study_id>/pilot/", view(researcher_views.start_pilot), name="studies_study_pilot"),
+            path("<int:study_id>/delete-pilot/", view(researcher_views.delete_pilot), name="studies_study_delete_pilot"),
+            path("<int:study_id>/status/<slug:action>/", view(researcher_views.study_status),
+                 name="studies_study_status"),
+            path("<int:study_id>/copy/", view(researcher_views.copy_study), name="studies_study_copy"),
+            path("<int:study_id>/places/", view(researcher_views.study_places), name="studies_study_places"),
+        ]
 
     @admin.action(description="Prepare selected studies (generate, populate, fit, build items)", permissions=["change"])
     def prepare_selected(self, request: HttpRequest, queryset) -> None:

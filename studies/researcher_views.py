@@ -8,8 +8,9 @@ to act on it, and `studies.view_judgment` too for anything that shows or exports
 a staff account without them reads nothing here that the admin would refuse it. Users who are
 not staff are sent to the admin's login first (`staff_member_required`).
 
-URLs: the results and exports live in `studies/urls.py` under /research/; Prepare and the jobs
-page render inside the admin, so `StudyAdmin.get_urls` mounts them (`studies.urls.admin_urlpatterns`).
+URLs: the results and exports live in `studies/urls.py` under /research/; Prepare, the jobs
+page and the other pages that render inside the admin are mounted by the admin
+(`StudyAdmin.researcher_urls`), which imports this module, as the URLconf does.
 """
 
 from __future__ import annotations

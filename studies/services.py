@@ -17,7 +17,9 @@ large study's snapshot is out of date (`studies.results_cache`).
 lifecycle (go live, pause, resume, close; the admin's buttons call it), and
 `copy_study_as_draft` starts a new draft from a study whose design is fixed.
 
-Imports point one way: views, admin and commands → services → tasks → steps → `workers`.
+Imports point one way (docs/architecture.md, tests/test_import_layers.py): web and admin →
+workflows (this module → tasks → the simulated annotators and pilots, never back) → steps,
+judgment, estimate → models → `workers`.
 """
 
 from __future__ import annotations
@@ -41,9 +43,8 @@ from studies.steps.doctor import (
     needs_pool_population,
 )
 from studies.steps.fit import policy_params_problems
-from studies.steps.pool import decoding_params, generation_targets
+from studies.steps.pool import generators_record
 from studies.steps.preference_sources import source_problems
-from workers.generation import generation_metadata
 
 PIPELINE = [Job.Kind.GENERATE, Job.Kind.POPULATE, Job.Kind.FIT, Job.Kind.BUILD_ITEMS]
 
@@ -206,16 +207,7 @@ def _launch_record(study: Study) -> dict[str, Any]:
         "m": study.opponent_outputs,
         "replicates": study.replicates,
         "attention_check_rate": study.attention_check_rate,
-        "generators": [
-            {
-                "name": t.generator.name,
-                "guided": t.doctor_policy is not None,
-                **generation_metadata(t.sampler.model_ref, **decoding_params(t.generator)),
-                "revision": t.sampler.revision,
-                "gguf_file": t.sampler.gguf_file,
-            }
-            for t in generation_targets(study)
-        ],
+        "generators": generators_record(study),
         "policies": [{"name": p.name, "kind": p.kind, "params": p.params} for p in study.policies.order_by("id")],
         "sources": [
             {"kind": s.kind, "weight": s.weight, "params": s.params} for s in study.preference_sources.order_by("id")

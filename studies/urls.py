@@ -1,11 +1,14 @@
-from __future__ import annotations
+"""The site's public URLconf (included by `ualign_web.urls`): the annotator's flow and the
+researcher's results and exports. Nothing in `studies` imports it: the researcher pages that render
+inside the admin are mounted by `StudyAdmin.get_urls` (studies/admin.py) from the views' modules,
+so imports run one way, URLconf and admin → views.
+"""
 
-from collections.abc import Callable
-from typing import Any
+from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from studies import planning_views, researcher_views, views
+from studies import researcher_views, views
 
 app_name = "studies"
 
@@ -25,21 +28,3 @@ urlpatterns: list[URLPattern] = [
     path("research/<slug:slug>/export/<slug:table>.csv", researcher_views.export_table, name="export"),
 ]
 
-
-def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
-    """The researcher pages shown inside the admin (studies/researcher_views.py), mounted by
-    `StudyAdmin.get_urls` under /admin/studies/study/ with the admin's URL names."""
-    return [
-        path("<int:study_id>/prepare/", admin_view(researcher_views.prepare_study), name="studies_study_prepare"),
-        path("<int:study_id>/jobs/", admin_view(researcher_views.study_jobs), name="studies_study_jobs"),
-        path("<int:study_id>/plan/", admin_view(planning_views.study_plan), name="studies_study_plan"),
-        path("<int:study_id>/generate/", admin_view(researcher_views.generate_only), name="studies_study_generate"),
-        path("<int:study_id>/import-candidates/", admin_view(researcher_views.import_candidates),
-             name="studies_study_import_candidates"),
-        path("<int:study_id>/pilot/", admin_view(researcher_views.start_pilot), name="studies_study_pilot"),
-        path("<int:study_id>/delete-pilot/", admin_view(researcher_views.delete_pilot), name="studies_study_delete_pilot"),
-        path("<int:study_id>/status/<slug:action>/", admin_view(researcher_views.study_status),
-             name="studies_study_status"),
-        path("<int:study_id>/copy/", admin_view(researcher_views.copy_study), name="studies_study_copy"),
-        path("<int:study_id>/places/", admin_view(researcher_views.study_places), name="studies_study_places"),
-    ]

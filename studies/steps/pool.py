@@ -75,6 +75,24 @@ def decoding_params(generator: GeneratorModel) -> dict[str, Any]:
     return params
 
 
+def generators_record(study: Study) -> list[dict[str, Any]]:
+    """What each generator of the study depends on, recorded on the chain's parent job when
+    Prepare launches (house style C.9): its name, whether doctors guide it, its revision and
+    file, and `workers.generation.generation_metadata` of its model ref and decoding (no model
+    is loaded). Here, beside the targets and decoding it describes, so that the workflows that
+    launch the chain reach the generation library only through this step."""
+    return [
+        {
+            "name": t.generator.name,
+            "guided": t.doctor_policy is not None,
+            **generation.generation_metadata(t.sampler.model_ref, **decoding_params(t.generator)),
+            "revision": t.sampler.revision,
+            "gguf_file": t.sampler.gguf_file,
+        }
+        for t in generation_targets(study)
+    ]
+
+
 def load_generator(generator: GeneratorModel) -> generation.ModelHandle:
     """The generator row's model, loaded once per process (`workers.generation.load_model`)."""
     return generation.load_model(
