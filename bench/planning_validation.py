@@ -1,9 +1,9 @@
 """The planner's validation table: predicted vs simulated interval half-widths (docs/planning.md).
 
-For each design, `studies.planning_simulation.simulate_study` draws studies from the planner's
-model and `studies.analysis` computes the intervals exactly as the results page does; the table
+For each design, `workers.stats.planning_simulation.simulate_study` draws studies from the planner's
+model and `workers.stats.analysis` computes the intervals exactly as the results page does; the table
 compares the mean simulated half-width (before clipping to [0, 1]) of cell 0's interval and of
-its policy's f̂(k) band with `studies.planning.predict_widths`. The last rows predict with
+its policy's f̂(k) band with `workers.stats.planning.predict_widths`. The last rows predict with
 components *estimated* from one simulated pilot (`estimate_components`), the page's workflow.
 
     .venv/bin/python bench/planning_validation.py [--studies 400]
@@ -21,14 +21,14 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studies import analysis  # noqa: E402
-from studies.planning import (  # noqa: E402
+from workers.stats import analysis  # noqa: E402
+from workers.stats.planning import (  # noqa: E402
     Design,
     VarianceComponents,
     estimate_components,
     predict_widths,
 )
-from studies.planning_simulation import simulate_study  # noqa: E402
+from workers.stats.planning_simulation import simulate_study  # noqa: E402
 
 TWO = ("a", "b")
 DESIGNS = [

@@ -5,9 +5,9 @@ to repeat over many seeds, so this script replays its design without HTTP: the s
 fits and items (built by `studies.reproduction.build_study` in a throw-away SQLite database),
 then for each seed it draws the annotators' picks with `workers.policies.choose` (per-position ties), packs the
 items into annotators of `items_per_participant` as the assignment does (each item's
-annotations go to distinct annotators), and computes, as `studies.results` does, the headline
-f̂(k) (the adversary cell, `studies.analysis.design_interval`) and the conservative min over
-opponents (`studies.analysis.robust_win_rate_interval`): items decided
+annotations go to distinct annotators), and computes, as `studies.estimate.results` does, the headline
+f̂(k) (the adversary cell, `workers.stats.analysis.design_interval`) and the conservative min over
+opponents (`workers.stats.analysis.robust_win_rate_interval`): items decided
 by construction (one text shown) are not annotated but enter as `decided` rows at credit
 k/(k+m), weighted `annotations` (every other item is judged `annotations` times here).
 
@@ -61,9 +61,10 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from studies import analysis, reproduction
+    from studies import reproduction
     from studies.models import ComparisonItem, Policy
     from workers.policies import Population, choose
+    from workers.stats import analysis
 
     population, m = reproduction.parse_check(args.population)
     k_values = tuple(int(k) for k in args.k.split(","))

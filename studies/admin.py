@@ -25,7 +25,7 @@ from django.utils.text import Truncator
 
 from studies import participants, services
 from studies.annotation import seats_taken
-from studies.export import TABLES
+from studies.estimate.export import TABLES
 from studies.importing import import_prompts
 from studies.models import (
     Assignment,

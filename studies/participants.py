@@ -34,7 +34,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from studies import annotation
-from studies.export import safe_text
+from studies.estimate.export import safe_text
 from studies.models import Assignment, Participant, Study
 
 Status = Participant.Status

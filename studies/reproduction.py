@@ -7,7 +7,7 @@ with utilities given directly (no model). Policies are fitted with the fit step'
 live. Nothing is held out of fitting: the given responses are the whole response set Y of the
 theory. Simulated annotators then answer every item through the app over HTTP
 (`studies.simulated_annotators`, theory.md §1's per-position tie rule), and
-`studies.results.compute_results` gives, per policy and k, the headline f̂(k) (the adversary cell,
+`studies.estimate.results.compute_results` gives, per policy and k, the headline f̂(k) (the adversary cell,
 two-way interval) and the conservative min over opponents (simultaneous band). The check passes
 when both intervals cover the theoretical robust win rate.
 
@@ -41,8 +41,8 @@ import numpy as np
 from django.db import transaction
 
 import workers.policies as wp
+from studies.estimate.results import compute_results
 from studies.models import GeneratorModel, Policy, Prompt, Study
-from studies.results import compute_results
 from studies.simulated_annotators import simulate_annotators
 from studies.steps.fit import fit_prompt_policies
 from studies.steps.items import build_items

@@ -5,7 +5,8 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
-from studies import planning_views, researcher_views, views
+from studies import researcher_views, views
+from studies.estimate import planning_views
 
 app_name = "studies"
 

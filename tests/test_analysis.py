@@ -1,4 +1,4 @@
-"""studies.analysis on synthetic data with a known truth (no database)."""
+"""workers.stats.analysis on synthetic data with a known truth (no database)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from studies.analysis import (
+from workers.stats.analysis import (
     METHOD_CGM,
     METHOD_FEW,
     METHOD_TOO_FEW,

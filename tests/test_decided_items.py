@@ -1,7 +1,7 @@
 """Items decided by construction: every draw of both sides is one text, so the credit is k/(k+m).
 
 The pipeline marks them, the annotator flow never assigns them, and the results and exports still
-count them (studies/results.py explains the weighting).
+count them (studies/estimate/results.py explains the weighting).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from studies import annotation, export, reproduction
+from studies import annotation, reproduction
 from studies.annotation import StudyUnavailable
+from studies.estimate import export
+from studies.estimate.results import SUMMARY_HEADER, compute_results, summary_rows
 from studies.models import Assignment, ComparisonItem, Judgment, Participant, Study
-from studies.results import SUMMARY_HEADER, compute_results, summary_rows
 from studies.simulated_annotators import annotators_to_fill
 from studies.steps import items
 from tests.factories import (

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
-from studies import export, results
+from studies.estimate import export, results
 from studies.models import Candidate, ComparisonItem, Judgment
 from tests.factories import (
     make_attention_item,

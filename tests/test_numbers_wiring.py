@@ -11,9 +11,9 @@ import pytest
 from django.urls import reverse
 
 import workers.policies as wp
-from studies import analysis, simulated_annotators
+from studies import simulated_annotators
+from studies.estimate.results import compute_results, results_plot_svg
 from studies.models import Assignment, ComparisonItem, PolicyFit, PreferenceSource
-from studies.results import compute_results, results_plot_svg
 from studies.steps import fit, population
 from tests.csv_study import csv_study, prepare, utilities_csv
 from tests.factories import (
@@ -25,6 +25,7 @@ from tests.factories import (
 )
 from tests.judgments import make_judgment
 from tests.test_results import judged_study  # noqa: F401 (a fixture)
+from workers.stats import analysis
 
 pytestmark = pytest.mark.django_db
 

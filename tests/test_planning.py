@@ -1,4 +1,4 @@
-"""studies.planning: predicted widths checked by simulation through studies.analysis (no database)."""
+"""workers.stats.planning: predicted widths checked by simulation through workers.stats.analysis (no database)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from studies import analysis
-from studies.planning import (
+from workers.stats import analysis
+from workers.stats.planning import (
     ADVERSARY,
     CellKey,
     Design,
@@ -21,7 +21,7 @@ from studies.planning import (
     predict_widths,
     sup_t_critical_value,
 )
-from studies.planning_simulation import simulate_study
+from workers.stats.planning_simulation import simulate_study
 
 # Three designs that stress different parts of the prediction: many prompts (the prompt term),
 # replicates with attention checks and many cells (item term, annotators spread thin), and few

@@ -31,7 +31,7 @@ from typing import cast
 
 from django.urls import reverse
 
-from studies.export import safe_text
+from studies.estimate.export import safe_text
 from studies.models import Candidate, PreferenceSource, Prompt, Study
 from workers import generation, populations
 from workers.populations import CandidateColumn, SourceUtilities, UtilitiesCSVError

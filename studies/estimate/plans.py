@@ -1,4 +1,4 @@
-"""A study's plan: its design and data from the database → `studies.planning` → figures to show.
+"""A study's plan: its design and data from the database → `workers.stats.planning` → figures to show.
 
 What the planner needs from a study (docs/planning.md):
 - the design: prompts, policies (each meets the adversary and every other policy, as
@@ -12,7 +12,7 @@ What the planner needs from a study (docs/planning.md):
   or simulated), else the literature's defaults (`planning.literature_components`). An
   estimated share resting on too few judgment pairs falls back to the default.
 
-Used by `manage.py plan_study` and the admin's "Plan" page (`studies/planning_views.py`).
+Used by `manage.py plan_study` and the admin's "Plan" page (`studies/estimate/planning_views.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from django.db.models import Avg, Count
 
-from studies import planning
+from studies.estimate.results import judgments_for
 from studies.models import ComparisonItem, Study
-from studies.results import judgments_for
+from workers.stats import planning
 
 MIN_JUDGMENTS = 30
 

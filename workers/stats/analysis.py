@@ -1,15 +1,15 @@
 """Win rates with honest intervals, and the quality statistics of a study. Pure NumPy/SciPy.
 
-Everything here takes the flat arrays that `studies/results.py` pulls from the database (one
+Everything here takes the flat arrays that `studies/estimate/results.py` pulls from the database (one
 entry per judgment) and returns frozen dataclasses, so a researcher can call it from a notebook
-on the CSV export (`studies/export.py`) and the tests can call it without a database.
+on the CSV export (`studies/estimate/export.py`) and the tests can call it without a database.
 
 Credit rule (docs/theory.md §1): a judgment credits the policy c_A / (c_A + c_B), the share of
 the chosen text that came from the policy's k draws; a "can't decide" is either excluded or
 credited k / (k + m). The arrays given here already hold the credit.
 
 Items decided by construction (all k + m draws one text, so the credit is k / (k + m) whatever
-anyone picks) are never judged; `studies/results.py` passes each as one row flagged `decided`
+anyone picks) are never judged; `studies/estimate/results.py` passes each as one row flagged `decided`
 with a weight, and the win-rate functions give such rows their prompt but no annotator.
 
 Public API

@@ -1,6 +1,6 @@
 """Plan a study before paying for it: predicted interval widths and the sample size a target needs.
 
-Pure NumPy/SciPy (no Django), next to `studies/analysis.py`, whose estimator it predicts: the
+Pure NumPy/SciPy (no Django), next to `workers/stats/analysis.py`, whose estimator it predicts: the
 two-way cluster-robust (CGM) interval of one (policy, k, opponent) cell, ȳ ± t_{df}·√V with
 df = min(G_prompt, G_annotator) − 1, and the simultaneous band of the robust f̂(k) (the min over
 a policy's opponents at one k), θ̂_j ± c·se_j with c the sup-|t| critical value. The model and its
@@ -18,7 +18,7 @@ n = P·R·A judgments, and annotators who each judge L regular items spread over
 (the variance of a mean with crossed random effects, Σ_g n_g² / n² per dimension; an annotator
 lands on a given cell with probability 1/C per item). The CGM estimator is unbiased for V up to
 its small-sample factors, so the predicted half-width is t_{df, (1+confidence)/2} · √V, floored
-as the estimator floors it. Validated by simulation through `studies.analysis` itself
+as the estimator floors it. Validated by simulation through `workers.stats.analysis` itself
 (tests/test_planning.py, bench/planning_validation.py).
 
 Public API

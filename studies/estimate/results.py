@@ -1,4 +1,4 @@
-"""A study's results: judgments from the database → arrays → `studies.analysis` → a summary.
+"""A study's results: judgments from the database → arrays → `workers.stats.analysis` → a summary.
 
 The credit of a judgment is recomputed here from its provenance (theory.md §1) rather than
 read from `Judgment.credit`, so the analysis follows the study's *current* "can't decide"
@@ -20,7 +20,7 @@ Items decided by construction (`ComparisonItem.needs_judgment` False: all k + m 
 text, so the only possible pick credits k/(k+m)) are never shown to anyone, but they are part
 of what the study measures: leaving them out would bias the win rate towards the items that
 happen to show several texts. Each enters its cell as one row of credit k/(k+m), flagged
-`decided` for `studies.analysis`: in its prompt's cluster, in no annotator's. Its weight makes
+`decided` for `workers.stats.analysis`: in its prompt's cluster, in no annotator's. Its weight makes
 every item of the cell count alike whatever the progress: with I items to judge, n analysed
 judgments on them and D decided items, each decided row weighs n / I, so the decided items
 hold exactly D / (I + D) of the cell's weight, their share of its items (a stratified mean:
@@ -44,10 +44,10 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from django.db.models import Count, QuerySet
 
-from studies import analysis
 from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
 from workers.policies import MOutputBound, m_output_bound
 from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
+from workers.stats import analysis
 
 # Whose judgments the results count: the "origin" of a judgment (the `source` query parameter
 # of the results page and exports, kept under that name so shared links keep working).
@@ -269,7 +269,7 @@ class _Analysed:
         self.decided.append(decided)
 
     def arrays(self, idx: list[int]) -> dict[str, Any]:
-        """The keyword arrays of `studies.analysis` for the rows `idx`."""
+        """The keyword arrays of `workers.stats.analysis` for the rows `idx`."""
         return {
             "credit": np.array(self.credit)[idx],
             "prompt_ids": np.array(self.prompts)[idx],

@@ -13,7 +13,7 @@
   components say. Two-point effects keep q in [0, 1] for moderate shares (checked: a design
   whose q could leave [0, 1] is refused rather than clipped, which would change the variances).
 
-tests/test_planning.py and bench/planning_validation.py feed the draws to `studies.analysis`,
+tests/test_planning.py and bench/planning_validation.py feed the draws to `workers.stats.analysis`,
 the estimator the results page uses, and compare the interval widths with `planning.predict_widths`.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from studies.planning import CellKey, Design, VarianceComponents
+from workers.stats.planning import CellKey, Design, VarianceComponents
 
 __all__ = ["SimulatedStudy", "simulate_study"]
 

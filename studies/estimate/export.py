@@ -28,7 +28,7 @@ Item columns
 shown: "candidate_id:slot:c_A:c_B" per distinct text. needs_judgment is "false" for an item
 decided by construction (one text from all k + m draws): nobody judges it, so it has no row in
 the judgments table, and decided_credit holds its fixed credit k/(k+m) (empty otherwise). The
-results count each such item at that credit (see `studies.results`), so the win rates can be
+results count each such item at that credit (see `studies.estimate.results`), so the win rates can be
 recomputed from these two tables (the rule: `workers.policies.credit`).
 """
 
@@ -42,8 +42,13 @@ from collections.abc import Iterable, Iterator
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
+from studies.estimate.results import (
+    SUMMARY_HEADER,
+    compute_results,
+    judgments_for,
+    summary_rows,
+)
 from studies.models import Candidate, ComparisonItem, ItemCandidate, Prompt, Study
-from studies.results import SUMMARY_HEADER, compute_results, judgments_for, summary_rows
 from workers.policies.credit import tie_credit
 
 CHUNK_SIZE = 5000
