@@ -14,7 +14,7 @@ simulated annotators so that the planner has judgments to estimate variance comp
    separate: the estimates scatter around their means too. So the two adversary cells are
    simulated `--repeats` times on the demo's own populations and fits, as the items step draws
    them and as the simulated annotators pick (a type by weight, its favourite shown text), and
-   each interval is computed by `workers.stats.analysis.win_rate_interval` as on the results page; the
+   each interval is computed by `workers.stats.intervals.win_rate_interval` as on the results page; the
    table gives the share of repeats whose intervals do not overlap. Prompts are the study's
    first P prompts, so rows with fewer prompts than the study use a subset.
 
@@ -43,7 +43,7 @@ import workers.policies as wp  # noqa: E402
 from studies.estimate import plans  # noqa: E402
 from studies.models import PolicyFit, Study  # noqa: E402
 from studies.steps.population import load_population  # noqa: E402
-from workers.stats import analysis, planning  # noqa: E402
+from workers.stats import intervals, planning  # noqa: E402
 
 HEADLINE = ("multiplayer", "nlhf")
 ALTERNATIVES = ((5, 1), (12, 1), (12, 2), (12, 3), (12, 4), (16, 2), (16, 3))
@@ -89,7 +89,7 @@ def prompt_cases(study: Study, k: int) -> list[PromptCase]:
 
 
 def _cell(cases: list[PromptCase], name: str, k: int, replicates: int, annotations: int,
-          rng: np.random.Generator) -> analysis.WinRateInterval:
+          rng: np.random.Generator) -> intervals.WinRateInterval:
     credit, prompt_ids, annotator_ids, decided = [], [], [], []
     for p, case in enumerate(cases):
         for _ in range(replicates):
@@ -111,7 +111,7 @@ def _cell(cases: list[PromptCase], name: str, k: int, replicates: int, annotatio
                 annotator_ids.append(int(rng.integers(1 << 40)))  # simulated annotators lean nowhere
                 decided.append(False)
     weights = np.where(decided, float(annotations), 1.0)
-    return analysis.win_rate_interval(credit, prompt_ids, annotator_ids, weights=weights, decided=decided)
+    return intervals.win_rate_interval(credit, prompt_ids, annotator_ids, weights=weights, decided=decided)
 
 
 def separation_rows(study: Study, repeats: int) -> list[str]:
