@@ -44,6 +44,7 @@ from studies.estimate import plans  # noqa: E402
 from studies.models import PolicyFit, Study  # noqa: E402
 from studies.steps.population import load_population  # noqa: E402
 from workers.stats import intervals, planning  # noqa: E402
+from workers.stats.study_design import ADVERSARY  # noqa: E402
 
 HEADLINE = ("multiplayer", "nlhf")
 ALTERNATIVES = ((5, 1), (12, 1), (12, 2), (12, 3), (12, 4), (16, 2), (16, 3))
@@ -67,7 +68,7 @@ def planner_rows(study: Study, components: planning.VarianceComponents) -> list[
         for prompts, replicates in ALTERNATIVES:
             design = replace(base, prompts=prompts, replicates=replicates, k_values=ks)
             widths = planning.predict_widths(design, components, cell_means=means)
-            cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == planning.ADVERSARY}
+            cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == ADVERSARY}
             mp, nl = cells[(HEADLINE[0], kmax)], cells[(HEADLINE[1], kmax)]
             gap, total = mp.mean - nl.mean, mp.half_width + nl.half_width
             rows.append(f"| {kmax} | {prompts} | {replicates} | {design.judgments:,} | {mp.mean:.3f} ± {mp.half_width:.3f} "

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workers.stats import intervals  # noqa: E402
 from workers.stats.planning import (  # noqa: E402
-    Design,
     VarianceComponents,
     estimate_components,
     predict_widths,
 )
 from workers.stats.planning_simulation import simulate_study  # noqa: E402
+from workers.stats.study_design import Design  # noqa: E402
 
 TWO = ("a", "b")
 DESIGNS = [

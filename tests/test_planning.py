@@ -11,9 +11,6 @@ from scipy import stats
 
 from workers.stats import intervals
 from workers.stats.planning import (
-    ADVERSARY,
-    CellKey,
-    Design,
     VarianceComponents,
     estimate_components,
     literature_components,
@@ -22,6 +19,7 @@ from workers.stats.planning import (
     sup_t_critical_value,
 )
 from workers.stats.planning_simulation import simulate_study
+from workers.stats.study_design import ADVERSARY, CellKey, Design
 
 # Three designs that stress different parts of the prediction: many prompts (the prompt term),
 # replicates with attention checks and many cells (item term, annotators spread thin), and few

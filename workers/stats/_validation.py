@@ -7,6 +7,7 @@ One ``_iv_*`` function per public entry point (the scipy ``_bootstrap_iv`` habit
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,18 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_real(x: Any) -> bool:
+    return (
+        isinstance(x, (int, float, np.integer, np.floating))
+        and not isinstance(x, bool)
+        and math.isfinite(x)
+    )
 
 
 def _check_1d(x: Any, name: str) -> np.ndarray:
@@ -107,14 +120,22 @@ def _check_decided(x: Any, n: int) -> npt.NDArray[np.bool_]:
 
 
 def _iv_win_rate(
-    credit,
-    prompt_ids,
-    annotator_ids,
-    confidence,
-    n_resamples,
-    weights=None,
-    decided=None,
-):
+    credit: Any,
+    prompt_ids: Any,
+    annotator_ids: Any,
+    confidence: Any,
+    n_resamples: Any,
+    weights: Any = None,
+    decided: Any = None,
+) -> tuple[
+    FloatArray,
+    IntArray,
+    IntArray,
+    FloatArray,
+    npt.NDArray[np.bool_],
+    float,
+    int,
+]:
     y = _check_credit(credit)
     p = _check_ids(prompt_ids, "prompt_ids", y.size)
     a = _check_ids(annotator_ids, "annotator_ids", y.size)

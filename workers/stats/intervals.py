@@ -121,7 +121,7 @@ class RobustWinRate:
     confidence: float
     critical_value: float
     worst_opponent: Any
-    opponents: tuple
+    opponents: tuple[Any, ...]
     per_opponent: tuple[WinRateInterval, ...]
     n_resamples: int
     method: str = METHOD_ROBUST

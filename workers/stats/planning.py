@@ -23,7 +23,7 @@ as the estimator floors it. Validated by simulation through `workers.stats.inter
 
 Public API
 ----------
-VarianceComponents, Design, CellKey
+VarianceComponents (the design and its cells: `study_design.py`)
 literature_components() -> VarianceComponents
 estimate_components(credit, prompt_ids, annotator_ids, *, cell_ids, item_ids, fallback, min_pairs)
     -> VarianceComponents
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,12 +44,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, stats
 
+from ._validation import _is_int, _is_real
+from .study_design import ADVERSARY, CellKey, Design
+
 __all__ = [
-    "ADVERSARY",
     "Alternative",
-    "CellKey",
     "CellWidth",
-    "Design",
     "DesignWidths",
     "RobustWidth",
     "SampleSizePlan",
@@ -61,7 +61,6 @@ __all__ = [
     "sup_t_critical_value",
 ]
 
-ADVERSARY = "adversary"
 TARGETS = ("robust", "cell")
 MAX_PROMPTS = 1_000_000
 
@@ -121,109 +120,6 @@ class VarianceComponents:
     @property
     def residual(self) -> float:
         return max(0.0, 1.0 - self.prompt - self.item - self.annotator)
-
-
-@dataclass(frozen=True)
-class CellKey:
-    """One (policy, k, opponent) cell of a design."""
-
-    policy: str
-    k: int
-    opponent: str
-
-
-@dataclass(frozen=True)
-class Design:
-    """What a study asks of its annotators (the fields of `studies.models.Study` that matter).
-
-    policies: the policy names; each policy meets the adversary and every other policy, as
-    `studies/steps/items.py` builds items, unless `opponents` lists the opponent labels per policy.
-    replicates: items per (prompt, policy, k, opponent). attention_check_rate: share of the
-    items an annotator sees that are attention checks (they cost judgments, inform no cell).
-    """
-
-    prompts: int
-    k_values: tuple[int, ...]
-    policies: tuple[str, ...]
-    annotations_per_item: int
-    items_per_participant: int
-    m: int = 1
-    replicates: int = 1
-    attention_check_rate: float = 0.0
-    opponents: Mapping[str, tuple[str, ...]] | None = None
-
-    def __post_init__(self) -> None:
-        for name in (
-            "prompts",
-            "annotations_per_item",
-            "items_per_participant",
-            "m",
-            "replicates",
-        ):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        ks = tuple(self.k_values)
-        if (
-            not ks
-            or not all(_is_int(k) and k >= 1 for k in ks)
-            or len(set(ks)) != len(ks)
-        ):
-            raise ValueError(
-                f"k_values must be distinct positive integers, got {self.k_values!r}"
-            )
-        names = tuple(str(p) for p in self.policies)
-        if not names or len(set(names)) != len(names):
-            raise ValueError(
-                f"policies must be distinct names, at least one, got {self.policies!r}"
-            )
-        rate = self.attention_check_rate
-        if not _is_real(rate) or not 0 <= rate < 1:
-            raise ValueError(f"attention_check_rate must be in [0, 1), got {rate!r}")
-        if self.opponents is not None:
-            missing = set(names) - set(self.opponents)
-            if missing or any(not tuple(v) for v in self.opponents.values()):
-                raise ValueError(
-                    "opponents must list at least one opponent for every policy"
-                )
-        object.__setattr__(self, "k_values", ks)
-        object.__setattr__(self, "policies", names)
-
-    def opponents_of(self, policy: str) -> tuple[str, ...]:
-        if self.opponents is not None:
-            return tuple(self.opponents[policy])
-        return (ADVERSARY, *(p for p in self.policies if p != policy))
-
-    @functools.cached_property
-    def cells(self) -> tuple[CellKey, ...]:
-        return tuple(
-            CellKey(p, k, o)
-            for p in self.policies
-            for k in self.k_values
-            for o in self.opponents_of(p)
-        )
-
-    @functools.cached_property
-    def regular_items(self) -> int:
-        return self.prompts * self.replicates * len(self.cells)
-
-    @property
-    def attention_items(self) -> int:
-        """As `pipeline.attention_check_count` makes them: rate/(1 − rate) of the regular items."""
-        rate = self.attention_check_rate
-        return 0 if rate <= 0 else max(1, round(rate / (1 - rate) * self.regular_items))
-
-    @property
-    def judgments(self) -> int:
-        """Every judgment the study asks for, attention checks included."""
-        return (self.regular_items + self.attention_items) * self.annotations_per_item
-
-    @property
-    def participants(self) -> int:
-        return max(
-            self.annotations_per_item,
-            math.ceil(self.judgments / self.items_per_participant),
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,18 +205,6 @@ class SampleSizePlan:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_real(x: Any) -> bool:
-    return (
-        isinstance(x, (int, float, np.integer, np.floating))
-        and not isinstance(x, bool)
-        and math.isfinite(x)
-    )
-
-
 def _check_confidence(confidence: Any) -> float:
     if not _is_real(confidence) or not 0 < confidence < 1:
         raise ValueError(
@@ -329,7 +213,9 @@ def _check_confidence(confidence: Any) -> float:
     return float(confidence)
 
 
-def _check_means(design: Design, cell_means: Mapping | None) -> dict[CellKey, float]:
+def _check_means(
+    design: Design, cell_means: Mapping[Any, float | None] | None
+) -> dict[CellKey, float]:
     means = {}
     given = dict(cell_means or {})
     for cell in design.cells:
@@ -342,10 +228,12 @@ def _check_means(design: Design, cell_means: Mapping | None) -> dict[CellKey, fl
     return means
 
 
-def _iv_predict(design: Any, components: Any, cell_means: Any, confidence: Any):
+def _iv_predict(
+    design: Any, components: Any, cell_means: Any, confidence: Any
+) -> tuple[dict[CellKey, float], float]:
     if not isinstance(design, Design):
         raise TypeError(
-            f"design must be a planning.Design, got {type(design).__name__}"
+            f"design must be a study_design.Design, got {type(design).__name__}"
         )
     if not isinstance(components, VarianceComponents):
         raise TypeError(
@@ -424,8 +312,20 @@ def _as_codes(x: Any, name: str, n: int) -> npt.NDArray[np.int64]:
 
 
 def _iv_estimate(
-    credit, prompt_ids, annotator_ids, cell_ids, item_ids, fallback, min_pairs
-):
+    credit: Any,
+    prompt_ids: Any,
+    annotator_ids: Any,
+    cell_ids: Any,
+    item_ids: Any,
+    fallback: Any,
+    min_pairs: Any,
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64] | None,
+]:
     y = np.asarray(credit)
     if y.ndim != 1 or y.size < 2:
         raise ValueError(
@@ -501,7 +401,8 @@ def estimate_components(
     s_p, n_p = _pair_sum(_codes(c, p), e)
     s_a, n_a = _pair_sum(_codes(c, a), e)
     s_pa, n_pa = _pair_sum(_codes(c, p, a), e)
-    moments, pairs = {}, {}
+    moments: dict[str, float] = {}
+    pairs: dict[str, int] = {}
     if i is not None:
         s_i, n_i = _pair_sum(_codes(c, i), e)
         pairs["item"] = int(n_i - n)
@@ -525,7 +426,13 @@ def estimate_components(
 
 
 def _shares(
-    moments, pairs, total, binomial, n, fallback, min_pairs
+    moments: dict[str, float],
+    pairs: dict[str, int],
+    total: float,
+    binomial: float,
+    n: int,
+    fallback: VarianceComponents | None,
+    min_pairs: int,
 ) -> VarianceComponents:
     """Moments → shares of the total, with the fallback where pairs are too few."""
     prompt = (
@@ -666,7 +573,7 @@ def predict_widths(
     design: Design,
     components: VarianceComponents,
     *,
-    cell_means: Mapping[CellKey | tuple, float | None] | None = None,
+    cell_means: Mapping[Any, float | None] | None = None,
     confidence: float = 0.95,
 ) -> DesignWidths:
     """The predicted half-width of every cell's interval and of every f̂(k) band of a design.
@@ -697,7 +604,9 @@ def predict_widths(
     return DesignWidths(design, components, confidence, cells, tuple(robust))
 
 
-def _smallest_prompts(design: Design, fits, lower: int = 2) -> int | None:
+def _smallest_prompts(
+    design: Design, fits: Callable[[Design], bool], lower: int = 2
+) -> int | None:
     """The smallest prompt count at which fits(design with it) holds (monotone), or None."""
 
     def ok(p: int) -> bool:
@@ -723,7 +632,7 @@ def plan_sample_size(
     *,
     half_width: float,
     target: str = "robust",
-    cell_means: Mapping[CellKey | tuple, float | None] | None = None,
+    cell_means: Mapping[Any, float | None] | None = None,
     confidence: float = 0.95,
     price: float | None = None,
     annotation_grid: Iterable[int] = (1, 2, 3, 5, 10),
@@ -785,7 +694,12 @@ def plan_sample_size(
 
 
 def _prompts_floor(
-    design, components, means, half_width, target, confidence
+    design: Design,
+    components: VarianceComponents,
+    means: dict[CellKey, float],
+    half_width: float,
+    target: str,
+    confidence: float,
 ) -> int | None:
     """Fewest prompts that could reach the target with unlimited annotators (prompt variance only)."""
     # Many annotations per item, each annotator judging one item: the prompt term alone remains.

@@ -1,6 +1,6 @@
 """Synthetic studies drawn from the planner's model, to check its predictions (pure NumPy).
 
-`simulate_study` lays out a `planning.Design` as ualign runs it and draws every judgment:
+`simulate_study` lays out a `study_design.Design` as ualign runs it and draws every judgment:
 
 - items: one per (prompt, cell, replicate), plus the design's attention checks (they take
   annotators' time and inform no cell), each judged `annotations_per_item` times;
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from workers.stats.planning import CellKey, Design, VarianceComponents
+from workers.stats.planning import VarianceComponents
+from workers.stats.study_design import CellKey, Design
 
 __all__ = ["SimulatedStudy", "simulate_study"]
 
@@ -98,7 +99,10 @@ def simulate_study(
     prompt = item // (n_cells * reps)
     cell = (item // reps) % n_cells
     n_people = int(annotator.max()) + 1
-    sign = lambda *shape: generator.choice([-1.0, 1.0], size=shape)  # noqa: E731
+
+    def sign(*shape: int) -> npt.NDArray[np.float64]:
+        return generator.choice([-1.0, 1.0], size=shape)
+
     q = (
         means[cell]
         + (sd_p[:, None] * sign(n_cells, prompts))[cell, prompt]
