@@ -76,7 +76,7 @@ def main() -> None:
         cells: dict[tuple, list] = defaultdict(list)
         n_items = 0
         for g, group in enumerate(args.policies.split("/")):
-            design = reproduction.Design(prompts=args.prompts, k_values=k_values, replicates=args.replicates,
+            design = reproduction.ReproductionDesign(prompts=args.prompts, k_values=k_values, replicates=args.replicates,
                                          annotations_per_item=args.annotations,
                                          items_per_participant=args.items_per_participant, seed=seed,
                                          policies=tuple(group.split(",")), opponent_outputs=m)

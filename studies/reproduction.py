@@ -171,7 +171,7 @@ def parse_check(spec: str) -> tuple[GivenPopulation, int]:
 
 
 @dataclass(frozen=True)
-class Design:
+class ReproductionDesign:
     """The size of a reproduction study. Annotators: enough to fill every item's quota."""
 
     prompts: int = 12
@@ -190,7 +190,7 @@ class Design:
         return self.prompts * len(self.policies) * len(self.k_values) * len(self.policies) * self.replicates
 
 
-def build_study(population: GivenPopulation, design: Design, *, slug: str) -> Study:
+def build_study(population: GivenPopulation, design: ReproductionDesign, *, slug: str) -> Study:
     """A live study on `population`, fitted and itemised by the steps' own functions."""
     generator, _ = GeneratorModel.objects.get_or_create(
         name=GIVEN_GENERATOR, defaults={"model_ref": GIVEN_GENERATOR, "decoding": {"note": "utilities given directly"}}
@@ -278,7 +278,7 @@ class Check:
         return next(r for r in self.rows if r.policy == policy and r.k == k)
 
 
-def run_check(population: GivenPopulation, design: Design, *, base_url: str, slug: str,
+def run_check(population: GivenPopulation, design: ReproductionDesign, *, base_url: str, slug: str,
               luce_temperature: float | None = None, concurrency: int = 1, confidence: float = 0.95,
               n_resamples: int = 2000) -> Check:
     """Build the study, fill it with simulated annotators over HTTP at `base_url`, and measure f̂(k)."""

@@ -45,7 +45,7 @@ def built(alpha: float = 0.6, **design) -> Study:
     fields = {"prompts": 2, "k_values": (1, 2), "replicates": 3, "policies": ("nlhf", "multiplayer"),
               "attention_check_rate": 0.25}
     fields.update(design)
-    return reproduction.build_study(reproduction.majority(alpha), reproduction.Design(**fields), slug=f"maj-{alpha:g}")
+    return reproduction.build_study(reproduction.majority(alpha), reproduction.ReproductionDesign(**fields), slug=f"maj-{alpha:g}")
 
 
 def rebuild(study: Study) -> items.ItemCounts:

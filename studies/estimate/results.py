@@ -112,7 +112,7 @@ _COLUMNS = (
 assert len(_COLUMNS) == len(JudgmentRow._fields)
 
 
-class CellKey(NamedTuple):
+class WinRateCell(NamedTuple):
     """A cell of the win-rate table."""
 
     policy: str
@@ -227,25 +227,25 @@ def _mean_or_none(values: list[float | None], weights: list[float] | None = None
     return float(np.average([v for v, _ in pairs], weights=[w for _, w in pairs]))
 
 
-def _item_cells(study: Study) -> tuple[Counter[CellKey], dict[CellKey, list[DecidedItem]]]:
+def _item_cells(study: Study) -> tuple[Counter[WinRateCell], dict[WinRateCell, list[DecidedItem]]]:
     """Per cell: how many items need judgment, and the items decided by construction."""
     regular = ComparisonItem.objects.filter(study=study, is_attention_check=False)
-    to_judge: Counter[CellKey] = Counter(
+    to_judge: Counter[WinRateCell] = Counter(
         {
-            CellKey(policy, k, opponent, m): n
+            WinRateCell(policy, k, opponent, m): n
             for policy, k, opponent, m, n in regular.filter(needs_judgment=True)
             .values_list("policy__name", "k", "opponent_label", "m")
             .annotate(n=Count("id"))
             .order_by()
         }
     )
-    decided: dict[CellKey, list[DecidedItem]] = defaultdict(list)
+    decided: dict[WinRateCell, list[DecidedItem]] = defaultdict(list)
     for item, policy_id, policy, k, opponent, m, prompt, item_pred in (
         regular.filter(needs_judgment=False)
         .order_by("id")
         .values_list("id", "policy_id", "policy__name", "k", "opponent_label", "m", "prompt_id", "predicted_win_rate")
     ):
-        decided[CellKey(policy, k, opponent, m)].append(DecidedItem(item, prompt, policy_id, item_pred))
+        decided[WinRateCell(policy, k, opponent, m)].append(DecidedItem(item, prompt, policy_id, item_pred))
     return to_judge, decided
 
 
@@ -264,10 +264,10 @@ class _Analysed:
     policy_ids: list[int | None] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     decided: list[bool] = field(default_factory=list)
-    groups: dict[CellKey, list[int]] = field(default_factory=lambda: defaultdict(list))
-    judged_items: dict[CellKey, set[int]] = field(default_factory=lambda: defaultdict(set))
+    groups: dict[WinRateCell, list[int]] = field(default_factory=lambda: defaultdict(list))
+    judged_items: dict[WinRateCell, set[int]] = field(default_factory=lambda: defaultdict(set))
 
-    def add(self, key: CellKey, *, credit: float, prompt: int, annotator: int, item_predicted: float | None,
+    def add(self, key: WinRateCell, *, credit: float, prompt: int, annotator: int, item_predicted: float | None,
             policy_id: int | None, weight: float = 1.0, decided: bool = False) -> None:
         self.groups[key].append(len(self.credit))
         self.credit.append(credit)
@@ -335,15 +335,15 @@ def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed
             quality.agree_items.append(row.item)
             quality.agree_choices.append(candidate)
             quality.agree_k.append(shown_counts.get(row.item, 1))
-        key = CellKey(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
+        key = WinRateCell(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
         analysed.judged_items[key].add(row.item)
         analysed.add(key, credit=credit, prompt=row.prompt, annotator=row.participant,
                      item_predicted=row.item_predicted, policy_id=row.policy_id)
     return analysed, quality
 
 
-def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[CellKey],
-                       decided_items: dict[CellKey, list[DecidedItem]]) -> None:
+def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[WinRateCell],
+                       decided_items: dict[WinRateCell, list[DecidedItem]]) -> None:
     """Items decided by construction, weighted as the module docstring says
     (`workers.policies.credit.decided_item_weight`); none while nothing is analysed."""
     if not analysed.credit:
@@ -358,7 +358,7 @@ def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[Cell
                          weight=weight, decided=True)
 
 
-def _cell_rows(analysed: _Analysed, to_judge: Counter[CellKey], confidence: float) -> list[CellRow]:
+def _cell_rows(analysed: _Analysed, to_judge: Counter[WinRateCell], confidence: float) -> list[CellRow]:
     cells = []
     for key, idx in sorted(analysed.groups.items()):
         interval = intervals.design_interval(**analysed.arrays(idx), confidence=confidence)
@@ -387,7 +387,7 @@ def _fit_predictions(study: Study) -> dict[tuple[int | None, int, int], _FitPred
     }
 
 
-def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_with_items: set[CellKey], *,
+def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_with_items: set[WinRateCell], *,
                  confidence: float, n_resamples: int, rng: np.random.Generator) -> list[RobustRow]:
     """Per (policy, k, m): the headline adversary cell and the min over the opponents with data."""
     fits = _fit_predictions(study)
