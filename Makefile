@@ -41,7 +41,7 @@ test-slow: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check workers/generation workers/populations workers/policies studies/analysis.py
+	$(VENV)/bin/ruff format --check workers/generation workers/populations workers/policies workers/stats
 
 # mypy with the django-stubs plugin; what it checks, and how strictly, is in pyproject.toml.
 typecheck: install

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studies.analysis import robust_win_rate_interval, win_rate_interval  # noqa: E402
+from workers.stats.intervals import robust_win_rate_interval, win_rate_interval  # noqa: E402
 
 N, RESAMPLES, REPEATS = 100_000, 2_000, 3
 

@@ -158,7 +158,7 @@ def run_copy(study) -> tuple[float, int]:
 
 
 def run_export(study, *, trace: bool = False) -> tuple[float, int, list[int]]:
-    from studies import export
+    from studies.estimate import export
 
     peaks = []
     if trace:
@@ -201,7 +201,7 @@ def main() -> None:
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
               f"PostgreSQL {connection.pg_version}")
         print(f"COPY (query) TO STDOUT WITH CSV (baseline): {copy_best:.2f} s, {copy_bytes / 1e6:.1f} MB  (1.00x)")
-        print(f"studies.export.iter_csv judgments:         {ours_best:.2f} s, {our_bytes / 1e6:.1f} MB  "
+        print(f"studies.estimate.export.iter_csv judgments:         {ours_best:.2f} s, {our_bytes / 1e6:.1f} MB  "
               f"({ours_best / copy_best:.2f}x)")
         print(f"peak RSS growth over the first export: {(rss1 - rss0) / 1024:.1f} MiB")
         print("tracemalloc peak after 100k / 500k / all rows: " + " / ".join(f"{p / 2**20:.2f} MiB" for p in peaks))

@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> None:
     from django.urls import reverse
 
     from studies import tasks
+    from studies.estimate.results import compute_results
     from studies.models import Study
-    from studies.results import compute_results
 
     start = time.perf_counter()
     study = build(args.judgments)

@@ -7,14 +7,14 @@ simulated annotators so that the planner has judgments to estimate variance comp
 
 1. **The planner's table.** For design alternatives (largest k, prompts, items per prompt and
    cell), the predicted half-widths of multiplayer's and NLHF's adversary cells at the largest k
-   (`studies.planning.predict_widths`, cell means from the prepared items, variance components
+   (`workers.stats.planning.predict_widths`, cell means from the prepared items, variance components
    from the study's own judgments, else the literature's defaults), the predicted gap between
    them, and whether the half-widths add up to less than the gap.
 2. **How often the intervals separate.** Expected widths below the gap do not make every run
    separate: the estimates scatter around their means too. So the two adversary cells are
    simulated `--repeats` times on the demo's own populations and fits, as the items step draws
    them and as the simulated annotators pick (a type by weight, its favourite shown text), and
-   each interval is computed by `studies.analysis.win_rate_interval` as on the results page; the
+   each interval is computed by `workers.stats.intervals.win_rate_interval` as on the results page; the
    table gives the share of repeats whose intervals do not overlap. Prompts are the study's
    first P prompts, so rows with fewer prompts than the study use a subset.
 
@@ -40,9 +40,11 @@ import django  # noqa: E402
 django.setup()
 
 import workers.policies as wp  # noqa: E402
-from studies import analysis, planning, plans  # noqa: E402
+from studies.estimate import plans  # noqa: E402
 from studies.models import PolicyFit, Study  # noqa: E402
 from studies.steps.population import load_population  # noqa: E402
+from workers.stats import intervals, planning  # noqa: E402
+from workers.stats.study_design import ADVERSARY  # noqa: E402
 
 HEADLINE = ("multiplayer", "nlhf")
 ALTERNATIVES = ((5, 1), (12, 1), (12, 2), (12, 3), (12, 4), (16, 2), (16, 3))
@@ -66,7 +68,7 @@ def planner_rows(study: Study, components: planning.VarianceComponents) -> list[
         for prompts, replicates in ALTERNATIVES:
             design = replace(base, prompts=prompts, replicates=replicates, k_values=ks)
             widths = planning.predict_widths(design, components, cell_means=means)
-            cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == planning.ADVERSARY}
+            cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == ADVERSARY}
             mp, nl = cells[(HEADLINE[0], kmax)], cells[(HEADLINE[1], kmax)]
             gap, total = mp.mean - nl.mean, mp.half_width + nl.half_width
             rows.append(f"| {kmax} | {prompts} | {replicates} | {design.judgments:,} | {mp.mean:.3f} ± {mp.half_width:.3f} "
@@ -88,7 +90,7 @@ def prompt_cases(study: Study, k: int) -> list[PromptCase]:
 
 
 def _cell(cases: list[PromptCase], name: str, k: int, replicates: int, annotations: int,
-          rng: np.random.Generator) -> analysis.WinRateInterval:
+          rng: np.random.Generator) -> intervals.WinRateInterval:
     credit, prompt_ids, annotator_ids, decided = [], [], [], []
     for p, case in enumerate(cases):
         for _ in range(replicates):
@@ -110,7 +112,7 @@ def _cell(cases: list[PromptCase], name: str, k: int, replicates: int, annotatio
                 annotator_ids.append(int(rng.integers(1 << 40)))  # simulated annotators lean nowhere
                 decided.append(False)
     weights = np.where(decided, float(annotations), 1.0)
-    return analysis.win_rate_interval(credit, prompt_ids, annotator_ids, weights=weights, decided=decided)
+    return intervals.win_rate_interval(credit, prompt_ids, annotator_ids, weights=weights, decided=decided)
 
 
 def separation_rows(study: Study, repeats: int) -> list[str]:

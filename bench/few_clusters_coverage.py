@@ -22,7 +22,7 @@ from scipy import special
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studies.analysis import few_clusters_interval, win_rate_interval  # noqa: E402
+from workers.stats.intervals import few_clusters_interval, win_rate_interval  # noqa: E402
 
 N_STUDIES = 1000
 

@@ -1,9 +1,9 @@
 """The planner's validation table: predicted vs simulated interval half-widths (docs/planning.md).
 
-For each design, `studies.planning_simulation.simulate_study` draws studies from the planner's
-model and `studies.analysis` computes the intervals exactly as the results page does; the table
+For each design, `workers.stats.planning_simulation.simulate_study` draws studies from the planner's
+model and `workers.stats.intervals` computes the intervals exactly as the results page does; the table
 compares the mean simulated half-width (before clipping to [0, 1]) of cell 0's interval and of
-its policy's f̂(k) band with `studies.planning.predict_widths`. The last rows predict with
+its policy's f̂(k) band with `workers.stats.planning.predict_widths`. The last rows predict with
 components *estimated* from one simulated pilot (`estimate_components`), the page's workflow.
 
     .venv/bin/python bench/planning_validation.py [--studies 400]
@@ -21,14 +21,14 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studies import analysis  # noqa: E402
-from studies.planning import (  # noqa: E402
-    Design,
+from workers.stats import intervals  # noqa: E402
+from workers.stats.planning import (  # noqa: E402
     VarianceComponents,
     estimate_components,
     predict_widths,
 )
-from studies.planning_simulation import simulate_study  # noqa: E402
+from workers.stats.planning_simulation import simulate_study  # noqa: E402
+from workers.stats.study_design import Design  # noqa: E402
 
 TWO = ("a", "b")
 DESIGNS = [
@@ -57,10 +57,10 @@ def simulate(design, components, means, n, seed):
     cell, band = [], []
     for s in range(n):
         study = simulate_study(design, components, cell_means=means, rng=[seed, s])
-        r = analysis.win_rate_interval(*study.of_cell(0))
+        r = intervals.win_rate_interval(*study.of_cell(0))
         cell.append(stats.t.ppf(0.975, r.df) * r.se if r.df >= 1 else np.inf)
         mask = np.isin(study.cell, members)
-        rr = analysis.robust_win_rate_interval(study.credit[mask], study.prompt[mask], study.annotator[mask],
+        rr = intervals.robust_win_rate_interval(study.credit[mask], study.prompt[mask], study.annotator[mask],
                                                study.cell[mask], rng=s)
         lows = [c.estimate - rr.critical_value * c.se for c in rr.per_opponent]
         highs = [c.estimate + rr.critical_value * c.se for c in rr.per_opponent]

@@ -5,9 +5,9 @@ to repeat over many seeds, so this script replays its design without HTTP: the s
 fits and items (built by `studies.reproduction.build_study` in a throw-away SQLite database),
 then for each seed it draws the annotators' picks with `workers.policies.choose` (per-position ties), packs the
 items into annotators of `items_per_participant` as the assignment does (each item's
-annotations go to distinct annotators), and computes, as `studies.results` does, the headline
-f̂(k) (the adversary cell, `studies.analysis.design_interval`) and the conservative min over
-opponents (`studies.analysis.robust_win_rate_interval`): items decided
+annotations go to distinct annotators), and computes, as `studies.estimate.results` does, the headline
+f̂(k) (the adversary cell, `workers.stats.intervals.design_interval`) and the conservative min over
+opponents (`workers.stats.intervals.robust_win_rate_interval`): items decided
 by construction (one text shown) are not annotated but enter as `decided` rows at credit
 k/(k+m), weighted `annotations` (every other item is judged `annotations` times here).
 
@@ -61,9 +61,10 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from studies import analysis, reproduction
+    from studies import reproduction
     from studies.models import ComparisonItem, Policy
     from workers.policies import Population, choose
+    from workers.stats import intervals
 
     population, m = reproduction.parse_check(args.population)
     k_values = tuple(int(k) for k in args.k.split(","))
@@ -75,7 +76,7 @@ def main() -> None:
         cells: dict[tuple, list] = defaultdict(list)
         n_items = 0
         for g, group in enumerate(args.policies.split("/")):
-            design = reproduction.Design(prompts=args.prompts, k_values=k_values, replicates=args.replicates,
+            design = reproduction.ReproductionDesign(prompts=args.prompts, k_values=k_values, replicates=args.replicates,
                                          annotations_per_item=args.annotations,
                                          items_per_participant=args.items_per_participant, seed=seed,
                                          policies=tuple(group.split(",")), opponent_outputs=m)
@@ -109,11 +110,11 @@ def main() -> None:
         for (kind, k), rows in cells.items():
             credit, prompts, people, opponents, weights, decided = map(np.array, zip(*rows, strict=True))
             decided = decided.astype(bool)
-            r = analysis.robust_win_rate_interval(credit, prompts, people, opponents, weights=weights,
+            r = intervals.robust_win_rate_interval(credit, prompts, people, opponents, weights=weights,
                                                   decided=decided, confidence=args.confidence, rng=seed,
                                                   few_clusters=True)
             adv = opponents == "adversary"
-            head = analysis.design_interval(credit[adv], prompts[adv], people[adv], weights=weights[adv],
+            head = intervals.design_interval(credit[adv], prompts[adv], people[adv], weights=weights[adv],
                                             decided=decided[adv], confidence=args.confidence)
             theory = population.theory(kind, k, m)
             if not (r.low <= theory <= r.high and head.low <= theory <= head.high):

@@ -23,9 +23,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from studies import participants, planning_views, researcher_views, services
+from studies import participants, researcher_views, services
 from studies.annotation import seats_taken
-from studies.export import TABLES
+from studies.estimate import planning_views
+from studies.estimate.export import TABLES
 from studies.importing import import_prompts
 from studies.models import (
     Assignment,

@@ -438,7 +438,7 @@ class ComparisonItem(models.Model):
 
     `needs_judgment` is False when all k + m draws are one text: the item shows a single
     response, so its credit is fixed at k/(k+m) whatever anyone picks (theory.md §1). Nobody
-    is asked to judge it; the results count it at that credit (studies/results.py).
+    is asked to judge it; the results count it at that credit (studies/estimate/results.py).
     """
 
     ADVERSARY = "adversary"
@@ -687,7 +687,7 @@ class Judgment(models.Model):
 class ResultsSnapshot(models.Model):
     """The last computed results of a study for one origin, kept until newer judgments arrive.
 
-    `studies/results_cache.py` serves the results page and its poll from here; the task
+    `studies/estimate/results_cache.py` serves the results page and its poll from here; the task
     `refresh_results` recomputes in the background once a study has too many judgments to do it
     inside a request (issue #14). `judgment_watermark` is the highest Judgment id (of any study)
     when the computation started: a judgment of this study with a higher id makes the snapshot

@@ -34,8 +34,8 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from studies import annotation
-from studies.export import safe_text
 from studies.models import Assignment, Participant, Study
+from studies.text import safe_text
 
 Status = Participant.Status
 # Consented and not finished: they hold a seat and may hold an assignment.
@@ -238,7 +238,7 @@ def with_picks(participants: QuerySet[Participant]) -> QuerySet[Participant]:
 
 
 def review_csv(participants: QuerySet[Participant]) -> str:
-    """The approve/reject list as CSV: one row per participant, text cells formula-safe (`export.safe_text`).
+    """The approve/reject list as CSV: one row per participant, text cells formula-safe (`text.safe_text`).
 
     `decision` is APPROVE or REJECT once reviewed (empty before): the column to filter on when
     pasting PROLIFIC_PIDs into Prolific's bulk approval.

@@ -7,7 +7,7 @@ with utilities given directly (no model). Policies are fitted with the fit step'
 live. Nothing is held out of fitting: the given responses are the whole response set Y of the
 theory. Simulated annotators then answer every item through the app over HTTP
 (`studies.simulated_annotators`, theory.md §1's per-position tie rule), and
-`studies.results.compute_results` gives, per policy and k, the headline f̂(k) (the adversary cell,
+`studies.estimate.results.compute_results` gives, per policy and k, the headline f̂(k) (the adversary cell,
 two-way interval) and the conservative min over opponents (simultaneous band). The check passes
 when both intervals cover the theoretical robust win rate.
 
@@ -41,8 +41,8 @@ import numpy as np
 from django.db import transaction
 
 import workers.policies as wp
+from studies.estimate.results import compute_results
 from studies.models import GeneratorModel, Policy, Prompt, Study
-from studies.results import compute_results
 from studies.simulated_annotators import simulate_annotators
 from studies.steps.fit import fit_prompt_policies
 from studies.steps.items import build_items
@@ -171,7 +171,7 @@ def parse_check(spec: str) -> tuple[GivenPopulation, int]:
 
 
 @dataclass(frozen=True)
-class Design:
+class ReproductionDesign:
     """The size of a reproduction study. Annotators: enough to fill every item's quota."""
 
     prompts: int = 12
@@ -190,7 +190,7 @@ class Design:
         return self.prompts * len(self.policies) * len(self.k_values) * len(self.policies) * self.replicates
 
 
-def build_study(population: GivenPopulation, design: Design, *, slug: str) -> Study:
+def build_study(population: GivenPopulation, design: ReproductionDesign, *, slug: str) -> Study:
     """A live study on `population`, fitted and itemised by the steps' own functions."""
     generator, _ = GeneratorModel.objects.get_or_create(
         name=GIVEN_GENERATOR, defaults={"model_ref": GIVEN_GENERATOR, "decoding": {"note": "utilities given directly"}}
@@ -278,7 +278,7 @@ class Check:
         return next(r for r in self.rows if r.policy == policy and r.k == k)
 
 
-def run_check(population: GivenPopulation, design: Design, *, base_url: str, slug: str,
+def run_check(population: GivenPopulation, design: ReproductionDesign, *, base_url: str, slug: str,
               luce_temperature: float | None = None, concurrency: int = 1, confidence: float = 0.95,
               n_resamples: int = 2000) -> Check:
     """Build the study, fill it with simulated annotators over HTTP at `base_url`, and measure f̂(k)."""

@@ -11,7 +11,7 @@ the first step after the transaction commits. The tasks (`studies.tasks`) hand t
 `start_simulation` queues simulated annotators for a worker; `start_pilot` does it on a fresh
 pilot copy of the study (`studies.pilots`), so a pilot spends none of the real study's quota.
 `results_for_page` serves the results page from its snapshot and queues a recomputation when a
-large study's snapshot is out of date (`studies.results_cache`).
+large study's snapshot is out of date (`studies.estimate.results_cache`).
 
 `change_study_status` is the one place that checks the researcher's moves of a study's
 lifecycle (go live, pause, resume, close; the admin's buttons call it), and
@@ -30,8 +30,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from studies import participants, pilots, results_cache, tasks
+from studies import participants, pilots, tasks
 from studies.candidate_import import imported_candidates
+from studies.estimate import results_cache
 from studies.models import Job, Policy, PreferenceSource, Prompt, Study
 from studies.pilots import (
     PilotError as PilotError,  # re-exported for views and commands

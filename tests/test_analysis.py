@@ -1,4 +1,4 @@
-"""studies.analysis on synthetic data with a known truth (no database)."""
+"""workers.stats.intervals and workers.stats.quality on synthetic data with a known truth (no database)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from studies.analysis import (
+from workers.stats.intervals import (
     METHOD_CGM,
     METHOD_FEW,
     METHOD_TOO_FEW,
-    annotator_agreement,
-    attention_failure_rate,
     few_clusters_interval,
     few_clusters_warning,
+    robust_win_rate_interval,
+    win_rate_interval,
+)
+from workers.stats.quality import (
+    annotator_agreement,
+    attention_failure_rate,
     position_bias,
     proportion,
-    robust_win_rate_interval,
     time_on_task,
-    win_rate_interval,
 )
 
 

@@ -1,7 +1,7 @@
 """Items decided by construction: every draw of both sides is one text, so the credit is k/(k+m).
 
 The pipeline marks them, the annotator flow never assigns them, and the results and exports still
-count them (studies/results.py explains the weighting).
+count them (studies/estimate/results.py explains the weighting).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from studies import annotation, export, reproduction
+from studies import annotation, reproduction
 from studies.annotation import StudyUnavailable
+from studies.estimate import export
+from studies.estimate.results import SUMMARY_HEADER, compute_results, summary_rows
 from studies.models import Assignment, ComparisonItem, Judgment, Participant, Study
-from studies.results import SUMMARY_HEADER, compute_results, summary_rows
 from studies.simulated_annotators import annotators_to_fill
 from studies.steps import items
 from tests.factories import (
@@ -44,7 +45,7 @@ def built(alpha: float = 0.6, **design) -> Study:
     fields = {"prompts": 2, "k_values": (1, 2), "replicates": 3, "policies": ("nlhf", "multiplayer"),
               "attention_check_rate": 0.25}
     fields.update(design)
-    return reproduction.build_study(reproduction.majority(alpha), reproduction.Design(**fields), slug=f"maj-{alpha:g}")
+    return reproduction.build_study(reproduction.majority(alpha), reproduction.ReproductionDesign(**fields), slug=f"maj-{alpha:g}")
 
 
 def rebuild(study: Study) -> items.ItemCounts:

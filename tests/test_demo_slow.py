@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from studies import demo, services
+from studies.estimate.results import compute_results
 from studies.models import Job, Study
-from studies.results import compute_results
 from studies.simulated_annotators import annotators_to_fill, simulate_annotators
 from studies.tasks import (
     build_items,

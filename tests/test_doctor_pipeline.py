@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from studies import services
+from studies.estimate.results import compute_results
 from studies.models import (
     Candidate,
     ComparisonItem,
@@ -21,7 +22,6 @@ from studies.models import (
     Study,
     TokenRewardCache,
 )
-from studies.results import compute_results
 from studies.steps import StepError
 from studies.steps import doctor as doctor_step
 from studies.steps.doctor_spec import parse_doctor_params

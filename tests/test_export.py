@@ -11,8 +11,9 @@ from django.core.management import CommandError, call_command
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
-from studies import export, results
+from studies.estimate import export, results
 from studies.models import Candidate, ComparisonItem, Judgment
+from studies.text import safe_text, unescape_cell
 from tests.factories import (
     make_attention_item,
     make_item,
@@ -51,7 +52,7 @@ def read(study, table, **kwargs) -> list[dict[str, str]]:
 
 
 def text(cell: str) -> str:
-    return export.unescape_cell(cell)
+    return unescape_cell(cell)
 
 
 def test_judgments_csv_reads_back_as_the_database_rows(study):
@@ -115,13 +116,13 @@ def test_candidates_csv_round_trips_hostile_and_multiline_texts(study):
 
 @pytest.mark.parametrize("value", ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "'quoted"])
 def test_text_cells_that_a_spreadsheet_would_run_get_a_leading_quote(value):
-    assert export.safe_text(value) == "'" + value
-    assert export.unescape_cell(export.safe_text(value)) == value
+    assert safe_text(value) == "'" + value
+    assert unescape_cell(safe_text(value)) == value
 
 
 def test_plain_text_cells_are_left_alone():
-    assert export.safe_text("a = b") == "a = b"
-    assert export.unescape_cell("a = b") == "a = b"
+    assert safe_text("a = b") == "a = b"
+    assert unescape_cell("a = b") == "a = b"
 
 
 def test_items_csv_holds_the_shown_texts_with_provenance(study):

@@ -44,7 +44,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "studies.judgment", "studies.annotation", "studies.annotation_sql", "studies.participants", "studies.duration",
         "studies.estimate", "studies.results", "studies.results_cache", "studies.export", "studies.plans",
     )),
-    ("models", ("studies.models", "studies.validation", "studies.templatetags", "studies.apps", "studies.migrations")),
+    ("models", (
+        "studies.models", "studies.validation", "studies.text", "studies.templatetags", "studies.apps",
+        "studies.migrations",
+    )),
     ("pure libraries", ("workers", "studies.analysis", "studies.planning", "studies.planning_simulation")),
 ]
 # The app package itself (`studies/__init__.py`, empty): imported by `from studies import x` only

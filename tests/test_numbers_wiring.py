@@ -11,9 +11,9 @@ import pytest
 from django.urls import reverse
 
 import workers.policies as wp
-from studies import analysis, simulated_annotators
+from studies import simulated_annotators
+from studies.estimate.results import compute_results, results_plot_svg
 from studies.models import Assignment, ComparisonItem, PolicyFit, PreferenceSource
-from studies.results import compute_results, results_plot_svg
 from studies.steps import fit, population
 from tests.csv_study import csv_study, prepare, utilities_csv
 from tests.factories import (
@@ -25,6 +25,7 @@ from tests.factories import (
 )
 from tests.judgments import make_judgment
 from tests.test_results import judged_study  # noqa: F401 (a fixture)
+from workers.stats import intervals
 
 pytestmark = pytest.mark.django_db
 
@@ -230,7 +231,7 @@ def test_rescaling_one_source_tenfold_moves_neither_ctrl_nor_best_of_n():
 
 def test_few_annotators_take_the_few_clusters_interval_and_the_page_says_why(researcher_client, judged_study):  # noqa: F811
     results = compute_results(judged_study)
-    assert {cell.interval.method for cell in results.cells} == {analysis.METHOD_FEW}
+    assert {cell.interval.method for cell in results.cells} == {intervals.METHOD_FEW}
     assert "3 annotators" in results.few_clusters_warning
     html = researcher_client.get(reverse("studies:results", args=[judged_study.slug])).content.decode()
     assert 'id="few-clusters-warning"' in html

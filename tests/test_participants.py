@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from studies import annotation, participants, services
-from studies.export import unescape_cell
 from studies.models import Assignment, Judgment, Participant, Study
+from studies.text import unescape_cell
 from tests.factories import make_participant
 from tests.test_views_annotate import HX, join, live_study, open_assignment, start, url
 

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from studies import annotation, services
 from studies.annotation import StudyUnavailable, join_study
+from studies.estimate.results import compute_results
 from studies.models import (
     Assignment,
     ComparisonItem,
@@ -18,7 +19,6 @@ from studies.models import (
     PolicyFit,
     Study,
 )
-from studies.results import compute_results
 from studies.simulated_annotators import annotators_to_fill
 from studies.tasks import simulate_annotators
 from tests.csv_study import csv_study, prepare, snapshot

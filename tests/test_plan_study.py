@@ -10,9 +10,8 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from studies import planning
+from studies.estimate.plans import predicted_cell_means, study_design
 from studies.models import Policy, Study
-from studies.plans import predicted_cell_means, study_design
 from tests.factories import (
     make_item,
     make_participant,
@@ -21,6 +20,7 @@ from tests.factories import (
     make_study,
 )
 from tests.judgments import make_judgment
+from workers.stats import planning
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""studies.planning: predicted widths checked by simulation through studies.analysis (no database)."""
+"""workers.stats.planning: predicted widths checked by simulation through workers.stats.intervals (no database)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from studies import analysis
-from studies.planning import (
-    ADVERSARY,
-    CellKey,
-    Design,
+from workers.stats import intervals
+from workers.stats.planning import (
     VarianceComponents,
     estimate_components,
     literature_components,
@@ -21,7 +18,8 @@ from studies.planning import (
     predict_widths,
     sup_t_critical_value,
 )
-from studies.planning_simulation import simulate_study
+from workers.stats.planning_simulation import simulate_study
+from workers.stats.study_design import ADVERSARY, CellKey, Design
 
 # Three designs that stress different parts of the prediction: many prompts (the prompt term),
 # replicates with attention checks and many cells (item term, annotators spread thin), and few
@@ -54,10 +52,10 @@ def simulated_half_widths(design, components, means, n_studies, seed):
     cell, band = [], []
     for s in range(n_studies):
         study = simulate_study(design, components, cell_means=means, rng=[seed, s])
-        r = analysis.win_rate_interval(*study.of_cell(0))
+        r = intervals.win_rate_interval(*study.of_cell(0))
         cell.append(stats.t.ppf(0.975, r.df) * r.se)
         mask = np.isin(study.cell, members)
-        rr = analysis.robust_win_rate_interval(study.credit[mask], study.prompt[mask], study.annotator[mask],
+        rr = intervals.robust_win_rate_interval(study.credit[mask], study.prompt[mask], study.annotator[mask],
                                                study.cell[mask], rng=s)
         lows = [c.estimate - rr.critical_value * c.se for c in rr.per_opponent]
         highs = [c.estimate + rr.critical_value * c.se for c in rr.per_opponent]

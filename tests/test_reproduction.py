@@ -29,7 +29,7 @@ def test_nlhf_stalls_at_alpha_while_the_multiplayer_policy_reaches_k_over_k_plus
     checks = {
         kind: reproduction.run_check(
             population,
-            reproduction.Design(prompts=16, k_values=(4,), replicates=4, annotations_per_item=3, seed=7,
+            reproduction.ReproductionDesign(prompts=16, k_values=(4,), replicates=4, annotations_per_item=3, seed=7,
                                 policies=(kind,)),
             base_url=live_server.url, slug=f"majority-{kind}", concurrency=1,
         )
@@ -55,7 +55,7 @@ def test_nlhf_stalls_at_alpha_while_the_multiplayer_policy_reaches_k_over_k_plus
 def test_on_the_condorcet_cycle_both_policies_are_uniform_and_reach_k_over_k_plus_1(live_server):
     check = reproduction.run_check(
         reproduction.condorcet(),
-        reproduction.Design(prompts=6, k_values=(1, 2), replicates=1, annotations_per_item=2, seed=3),
+        reproduction.ReproductionDesign(prompts=6, k_values=(1, 2), replicates=1, annotations_per_item=2, seed=3),
         base_url=live_server.url, slug="condorcet", concurrency=1,
     )
 
@@ -107,12 +107,12 @@ def test_against_two_outputs_the_cycles_theory_is_the_worst_pair_for_the_uniform
 def test_tied_utilities_and_two_output_opponents_are_reproduced_over_http(live_server):
     tied = reproduction.run_check(
         reproduction.tied(),
-        reproduction.Design(prompts=8, k_values=(4,), replicates=2, annotations_per_item=2, seed=5),
+        reproduction.ReproductionDesign(prompts=8, k_values=(4,), replicates=2, annotations_per_item=2, seed=5),
         base_url=live_server.url, slug="tied", concurrency=1,
     )
     cycle = reproduction.run_check(
         reproduction.condorcet(),
-        reproduction.Design(prompts=6, k_values=(2,), replicates=2, annotations_per_item=2, seed=5,
+        reproduction.ReproductionDesign(prompts=6, k_values=(2,), replicates=2, annotations_per_item=2, seed=5,
                             opponent_outputs=2, policies=("multiplayer",)),
         base_url=live_server.url, slug="cycle-m2", concurrency=1,
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from studies.estimate.results import compute_results, summary_rows
 from studies.models import ComparisonItem, PolicyFit, Study
-from studies.results import compute_results, summary_rows
 from tests.factories import (
     make_attention_item,
     make_item,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from studies import results_cache, tasks
+from studies import tasks
+from studies.estimate import results_cache
 from studies.models import ResultsSnapshot, Study
 from tests.factories import (
     make_item,

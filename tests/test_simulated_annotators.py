@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from studies import services, simulated_annotators
+from studies.estimate.results import compute_results
 from studies.models import (
     Candidate,
     ComparisonItem,
@@ -18,7 +19,6 @@ from studies.models import (
     Policy,
     Study,
 )
-from studies.results import compute_results
 from studies.steps.population import save_population
 from studies.tasks import simulate_annotators
 from tests.factories import (

@@ -10,8 +10,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from studies import export, services
+from studies import services
 from studies.admin import PreferenceSourceForm
+from studies.estimate import export
 from studies.models import Candidate, PopulationMatrix, PreferenceSource
 from studies.steps import StepError, population
 from studies.steps.preference_sources import csv_problems, csv_utilities

@@ -271,7 +271,7 @@ UALIGN_IMPORT_MAX_FIELD_CHARS = env_int("UALIGN_IMPORT_MAX_FIELD_CHARS", 100_000
 # The deepest nesting accepted in imported JSON (prompt metadata).
 UALIGN_JSON_MAX_DEPTH = env_int("UALIGN_JSON_MAX_DEPTH", 20)
 
-# --- Results at scale (studies/results_cache.py, issue #14) ---------------------------------
+# --- Results at scale (studies/estimate/results_cache.py, issue #14) ---------------------------------
 # Results of studies with at most this many judgments are recomputed inside the request when new
 # judgments arrived; larger ones are served from their last snapshot while a worker recomputes.
 UALIGN_RESULTS_INLINE_MAX_JUDGMENTS = env_int("UALIGN_RESULTS_INLINE_MAX_JUDGMENTS", 20_000)

@@ -39,6 +39,7 @@ from studies.steps import OnProgress, StepError, no_progress
 from studies.steps.fit import held_out_columns, predictions
 from studies.steps.population import PromptPopulation, load_population
 from studies.templatetags.safe_markdown import is_current_html, versioned_html
+from workers.stats import study_design
 
 # Attention-check candidates use negative sample indices, which generation never produces.
 ATTENTION_LABEL = "attention"
@@ -166,14 +167,10 @@ def attention_check_count(study: Study, n_regular: int) -> int:
     """How many attention items make them `attention_check_rate` of the items annotators see.
 
     n_regular: the regular items that need judgment (`judged_count`); items decided by
-    construction are never shown, so they don't call for checks.
+    construction are never shown, so they don't call for checks. The rule is
+    `workers.stats.study_design.attention_check_count`, which the planner counts with too.
     """
-    rate = study.attention_check_rate
-    if rate <= 0 or n_regular == 0:
-        return 0
-    if rate >= 1:
-        return n_regular
-    return max(1, round(rate / (1 - rate) * n_regular))
+    return study_design.attention_check_count(study.attention_check_rate, n_regular)
 
 
 def draft_attention_items(prompt: Prompt, count: int, pp: PromptPopulation | None = None) -> list[ItemDraft]:

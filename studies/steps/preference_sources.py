@@ -31,8 +31,8 @@ from typing import cast
 
 from django.urls import reverse
 
-from studies.export import safe_text
 from studies.models import Candidate, PreferenceSource, Prompt, Study
+from studies.text import safe_text
 from workers import generation, populations
 from workers.populations import CandidateColumn, SourceUtilities, UtilitiesCSVError
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from studies import export
+from studies.estimate import export
+from studies.estimate.results import ORIGINS
 from studies.models import Study
-from studies.results import ORIGINS
 
 
 class Command(BaseCommand):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from studies import planning
+from studies.estimate.plans import PlanningError, format_plan, plan_study
 from studies.models import Study
-from studies.plans import PlanningError, format_plan, plan_study
+from workers.stats import planning
 
 
 def _half_width(value: str) -> float:

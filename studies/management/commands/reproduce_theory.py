@@ -49,7 +49,7 @@ class Command(BaseCommand):
         try:
             populations = [reproduction.parse_check(p) for p in opts["populations"] or DEFAULT_POPULATIONS]
             k_values = tuple(int(k) for k in opts["k"].split(","))
-            design = reproduction.Design(prompts=opts["prompts"], k_values=k_values, replicates=opts["replicates"],
+            design = reproduction.ReproductionDesign(prompts=opts["prompts"], k_values=k_values, replicates=opts["replicates"],
                                          annotations_per_item=opts["annotations"],
                                          items_per_participant=opts["items_per_participant"], seed=opts["seed"])
         except ValueError as exc:

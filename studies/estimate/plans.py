@@ -1,4 +1,4 @@
-"""A study's plan: its design and data from the database → `studies.planning` → figures to show.
+"""A study's plan: its design and data from the database → `workers.stats.planning` → figures to show.
 
 What the planner needs from a study (docs/planning.md):
 - the design: prompts, policies (each meets the adversary and every other policy, as
@@ -12,7 +12,7 @@ What the planner needs from a study (docs/planning.md):
   or simulated), else the literature's defaults (`planning.literature_components`). An
   estimated share resting on too few judgment pairs falls back to the default.
 
-Used by `manage.py plan_study` and the admin's "Plan" page (`studies/planning_views.py`).
+Used by `manage.py plan_study` and the admin's "Plan" page (`studies/estimate/planning_views.py`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from django.db.models import Avg, Count
 
-from studies import planning
+from studies.estimate.results import judgments_for
 from studies.models import ComparisonItem, Study
-from studies.results import judgments_for
+from workers.stats import planning
+from workers.stats.study_design import ADVERSARY, CellKey, Design, attention_check_share
 
 MIN_JUDGMENTS = 30
 
@@ -46,7 +47,7 @@ class StudyPlan:
 
     def rows(self, widths: planning.DesignWidths) -> list[dict]:
         """Per policy and k: the f̂(k) band's and the adversary cell's predicted half-widths."""
-        cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == planning.ADVERSARY}
+        cells = {(c.cell.policy, c.cell.k): c for c in widths.cells if c.cell.opponent == ADVERSARY}
         return [
             {"policy": r.policy, "k": r.k, "band": r.half_width, "cell": cells[(r.policy, r.k)].half_width,
              "mean": cells[(r.policy, r.k)].mean}
@@ -54,7 +55,7 @@ class StudyPlan:
         ]
 
 
-def study_design(study: Study, *, prompts: int | None = None) -> planning.Design:
+def study_design(study: Study, *, prompts: int | None = None) -> Design:
     """The planner's view of a study (`prompts` overrides the count, at least 1)."""
     policies = tuple(study.policies.order_by("id").values_list("name", flat=True))
     if not policies:
@@ -62,9 +63,7 @@ def study_design(study: Study, *, prompts: int | None = None) -> planning.Design
     if not study.k_values:
         raise PlanningError("The study has no k values yet.")
     count = study.prompts.count() if prompts is None else prompts
-    # pipeline.attention_check_count: a rate of 1 or more means one check per regular item.
-    rate = float(study.attention_check_rate) if study.attention_check_rate < 1 else 0.5
-    return planning.Design(
+    return Design(
         prompts=max(count, 1),
         k_values=tuple(study.k_values),
         policies=policies,
@@ -72,11 +71,11 @@ def study_design(study: Study, *, prompts: int | None = None) -> planning.Design
         items_per_participant=study.items_per_participant,
         m=study.opponent_outputs,
         replicates=study.replicates,
-        attention_check_rate=rate,
+        attention_check_rate=attention_check_share(float(study.attention_check_rate)),
     )
 
 
-def predicted_cell_means(study: Study) -> tuple[dict[planning.CellKey | tuple, float | None], str]:
+def predicted_cell_means(study: Study) -> tuple[dict[CellKey | tuple, float | None], str]:
     """The population model's mean predicted credit per (policy, k, opponent), and a description."""
     rows = (
         ComparisonItem.objects.filter(study=study, is_attention_check=False, predicted_win_rate__isnull=False)
@@ -84,7 +83,7 @@ def predicted_cell_means(study: Study) -> tuple[dict[planning.CellKey | tuple, f
         .annotate(mean=Avg("predicted_win_rate"), n=Count("id"))
         .order_by()
     )
-    means: dict[planning.CellKey | tuple, float | None] = {(policy, k, opponent): mean for policy, k, opponent, mean, _ in rows}
+    means: dict[CellKey | tuple, float | None] = {(policy, k, opponent): mean for policy, k, opponent, mean, _ in rows}
     if not means:
         return {}, "½ in every cell (no items yet: the most a pick can vary)"
     n_items = sum(n for *_, n in rows)

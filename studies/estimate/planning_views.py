@@ -3,7 +3,7 @@
 A read-only computation, so the form is a GET (bookmarkable, no CSRF needed) and nothing is
 saved. Staff reach it through the admin (`StudyAdmin.get_urls`, which requires a staff login);
 the view itself requires the `studies.view_study` permission. Bad input gets the form back with
-its errors and status 400. The figures are those of `manage.py plan_study` (studies/plans.py).
+its errors and status 400. The figures are those of `manage.py plan_study` (studies/estimate/plans.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from studies import planning
+from studies.estimate.plans import PlanningError, format_half_width, plan_study
 from studies.models import Study
-from studies.plans import PlanningError, format_half_width, plan_study
 from studies.researcher_views import VIEW_STUDY, study_for
+from workers.stats import planning
 
 TARGET_CHOICES = [
     ("robust", "every f̂(k) band (simultaneous over opponents, as the results page plots)"),

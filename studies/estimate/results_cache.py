@@ -32,8 +32,8 @@ from django.db import transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
+from studies.estimate.results import StudyResults, compute_results, judgments_for
 from studies.models import Judgment, ResultsSnapshot, Study
-from studies.results import StudyResults, compute_results, judgments_for
 
 # New judgments are counted up to this many for the page ("10000+ new").
 COUNT_NEW_UP_TO = 10_000

@@ -1,6 +1,6 @@
 """Synthetic studies drawn from the planner's model, to check its predictions (pure NumPy).
 
-`simulate_study` lays out a `planning.Design` as ualign runs it and draws every judgment:
+`simulate_study` lays out a `study_design.Design` as ualign runs it and draws every judgment:
 
 - items: one per (prompt, cell, replicate), plus the design's attention checks (they take
   annotators' time and inform no cell), each judged `annotations_per_item` times;
@@ -13,7 +13,7 @@
   components say. Two-point effects keep q in [0, 1] for moderate shares (checked: a design
   whose q could leave [0, 1] is refused rather than clipped, which would change the variances).
 
-tests/test_planning.py and bench/planning_validation.py feed the draws to `studies.analysis`,
+tests/test_planning.py and bench/planning_validation.py feed the draws to `workers.stats.intervals`,
 the estimator the results page uses, and compare the interval widths with `planning.predict_widths`.
 """
 
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from studies.planning import CellKey, Design, VarianceComponents
+from workers.stats.planning import VarianceComponents
+from workers.stats.study_design import CellKey, Design
 
 __all__ = ["SimulatedStudy", "simulate_study"]
 
@@ -45,13 +46,17 @@ class SimulatedStudy:
     cells: tuple[CellKey, ...]
     participants: int
 
-    def of_cell(self, index: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def of_cell(
+        self, index: int
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """(credit, prompt ids, annotator ids) of one cell."""
         mask = self.cell == index
         return self.credit[mask], self.prompt[mask], self.annotator[mask]
 
 
-def _deal(n_items: int, annotations: int, per_participant: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+def _deal(
+    n_items: int, annotations: int, per_participant: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
     """The participant of each (round, item) assignment, shape (annotations, n_items)."""
     order = np.concatenate([rng.permutation(n_items) for _ in range(annotations)])
     person = np.arange(order.size) // per_participant
@@ -72,20 +77,32 @@ def simulate_study(
     cells = design.cells
     means = np.array([(cell_means or {}).get(c, 0.5) for c in cells])
     base = means * (1 - means)
-    sd_p, sd_i, sd_a = (np.sqrt(share * base) for share in (components.prompt, components.item, components.annotator))
+    sd_p, sd_i, sd_a = (
+        np.sqrt(share * base)
+        for share in (components.prompt, components.item, components.annotator)
+    )
     if np.any(means - sd_p - sd_i - sd_a < 0) or np.any(means + sd_p + sd_i + sd_a > 1):
-        raise ValueError("these shares and means could put a pick probability outside [0, 1]; use smaller shares")
+        raise ValueError(
+            "these shares and means could put a pick probability outside [0, 1]; use smaller shares"
+        )
     n_cells, prompts, reps = len(cells), design.prompts, design.replicates
     # Regular item index = ((prompt * n_cells) + cell) * reps + replicate.
     n_regular = prompts * n_cells * reps
-    owner = _deal(n_regular + design.attention_items, design.annotations_per_item, design.items_per_participant,
-                  generator)[:, :n_regular]
+    owner = _deal(
+        n_regular + design.attention_items,
+        design.annotations_per_item,
+        design.items_per_participant,
+        generator,
+    )[:, :n_regular]
     item = np.tile(np.arange(n_regular), design.annotations_per_item)
     annotator = owner.reshape(-1)
     prompt = item // (n_cells * reps)
     cell = (item // reps) % n_cells
     n_people = int(annotator.max()) + 1
-    sign = lambda *shape: generator.choice([-1.0, 1.0], size=shape)  # noqa: E731
+
+    def sign(*shape: int) -> npt.NDArray[np.float64]:
+        return generator.choice([-1.0, 1.0], size=shape)
+
     q = (
         means[cell]
         + (sd_p[:, None] * sign(n_cells, prompts))[cell, prompt]

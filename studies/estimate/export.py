@@ -9,12 +9,8 @@ candidates it showed, which live in ItemCandidate; instead of loading them all, 
 read in item order and merged with ItemCandidate rows read in the same order, so only the
 current item's few rows are held.
 
-Formula injection: spreadsheet programs run a cell that starts with =, +, -, @ (or a tab or
-carriage return before one) as a formula, and model output or annotator text may do that on
-purpose. Every *text* cell (prompts, responses, rationales, names, labels) that starts with one
-of = + - @ tab CR, or with a single quote, gets one single quote prepended (OWASP "CSV
-Injection"). Numbers are written as numbers. To recover the exact text, strip one leading quote
-from a text cell that starts with it: `unescape_cell` does that.
+Formula injection: every *text* cell (prompts, responses, rationales, names, labels) goes
+through `studies.text.safe_text`, which explains the rule; numbers are written as numbers.
 
 Judgment columns
 ----------------
@@ -28,7 +24,7 @@ Item columns
 shown: "candidate_id:slot:c_A:c_B" per distinct text. needs_judgment is "false" for an item
 decided by construction (one text from all k + m draws): nobody judges it, so it has no row in
 the judgments table, and decided_credit holds its fixed credit k/(k+m) (empty otherwise). The
-results count each such item at that credit (see `studies.results`), so the win rates can be
+results count each such item at that credit (see `studies.estimate.results`), so the win rates can be
 recomputed from these two tables (the rule: `workers.policies.credit`).
 """
 
@@ -42,13 +38,18 @@ from collections.abc import Iterable, Iterator
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
+from studies.estimate.results import (
+    SUMMARY_HEADER,
+    compute_results,
+    judgments_for,
+    summary_rows,
+)
 from studies.models import Candidate, ComparisonItem, ItemCandidate, Prompt, Study
-from studies.results import SUMMARY_HEADER, compute_results, judgments_for, summary_rows
+from studies.text import safe_text
 from workers.policies.credit import tie_credit
 
 CHUNK_SIZE = 5000
 ROWS_PER_WRITE = 1000
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 JUDGMENT_HEADER = (
     "study", "judgment_id", "prompt_id", "prompt_external_id", "item_id", "is_attention_check", "policy", "k",
@@ -68,18 +69,6 @@ PROMPT_HEADER = ("study", "prompt_id", "external_id", "text", "metadata", "creat
 # LLMdoctor's preference pairs, in the columns the admin's pairs import reads back
 # (workers.doctor.pairs.CSV_HEADER): no study column, so an export imports into another study as is.
 PAIR_HEADER = ("prompt", "chosen", "rejected", "weight", "source")
-
-
-def safe_text(value: str | None) -> str:
-    """A text cell, with the formula-injection guard described in the module docstring."""
-    if value is None:
-        return ""
-    return "'" + value if value.startswith(_DANGEROUS) else value
-
-
-def unescape_cell(value: str) -> str:
-    """Invert `safe_text` for a text cell read back from the CSV."""
-    return value[1:] if value.startswith("'") else value
 
 
 def _time(value) -> str:

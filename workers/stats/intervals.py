@@ -1,27 +1,25 @@
-"""Win rates with honest intervals, and the quality statistics of a study. Pure NumPy/SciPy.
+"""Win rates with honest intervals: one cell, few clusters, and the robust f̂(k). Pure NumPy/SciPy.
 
-Everything here takes the flat arrays that `studies/results.py` pulls from the database (one
+Everything here takes the flat arrays that `studies/estimate/results.py` pulls from the database (one
 entry per judgment) and returns frozen dataclasses, so a researcher can call it from a notebook
-on the CSV export (`studies/export.py`) and the tests can call it without a database.
+on the CSV export (`studies/estimate/export.py`) and the tests can call it without a database.
+The study's quality statistics (position bias, agreement, time on task) are in `quality.py`.
 
 Credit rule (docs/theory.md §1): a judgment credits the policy c_A / (c_A + c_B), the share of
 the chosen text that came from the policy's k draws; a "can't decide" is either excluded or
 credited k / (k + m). The arrays given here already hold the credit.
 
 Items decided by construction (all k + m draws one text, so the credit is k / (k + m) whatever
-anyone picks) are never judged; `studies/results.py` passes each as one row flagged `decided`
+anyone picks) are never judged; `studies/estimate/results.py` passes each as one row flagged `decided`
 with a weight, and the win-rate functions give such rows their prompt but no annotator.
 
 Public API
 ----------
 win_rate_interval(credit, prompt_ids, annotator_ids, *, weights, decided, confidence, n_resamples, rng)
     -> WinRateInterval
+few_clusters_interval(...), design_interval(...) -> WinRateInterval
 robust_win_rate_interval(credit, prompt_ids, annotator_ids, opponent_ids, *, weights, decided, ...)
     -> RobustWinRate
-position_bias(chosen_position, n_shown) -> PositionBias
-annotator_agreement(item_ids, choices, n_shown) -> Agreement
-time_on_task(latency_ms) -> TimeOnTask
-attention_failure_rate(passed) -> Proportion
 """
 
 from __future__ import annotations
@@ -35,22 +33,21 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from ._validation import (
+    FloatArray,
+    IntArray,
+    _check_1d,
+    _iv_win_rate,
+    _recode,
+)
+
 __all__ = [
-    "Agreement",
-    "PositionBias",
-    "Proportion",
     "RobustWinRate",
-    "TimeOnTask",
     "WinRateInterval",
-    "annotator_agreement",
-    "attention_failure_rate",
-    "position_bias",
-    "proportion",
-    "robust_win_rate_interval",
-    "time_on_task",
     "design_interval",
-    "few_clusters_warning",
     "few_clusters_interval",
+    "few_clusters_warning",
+    "robust_win_rate_interval",
     "uses_few_clusters_interval",
     "win_rate_interval",
 ]
@@ -72,9 +69,6 @@ FEW_CLUSTERS_DF_LEVEL = 0.75
 METHOD_ROBUST = (
     "min over opponents; simultaneous sup-t band over the opponents' CGM intervals"
 )
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.intp]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,182 +121,10 @@ class RobustWinRate:
     confidence: float
     critical_value: float
     worst_opponent: Any
-    opponents: tuple
+    opponents: tuple[Any, ...]
     per_opponent: tuple[WinRateInterval, ...]
     n_resamples: int
     method: str = METHOD_ROBUST
-
-
-@dataclass(frozen=True)
-class PositionBias:
-    """Pick rate per displayed position (1-based) against the chance rate.
-
-    shown[s]: judgments in which position s+1 was shown; picked[s]: how often it was chosen;
-    chance[s]: the expected pick rate of a position-blind annotator, mean of 1/K over the
-    judgments that showed it. chi2/p_value: Pearson's test of picked against its expectation
-    (approximate when K varies between judgments).
-    """
-
-    positions: tuple[int, ...]
-    shown: tuple[int, ...]
-    picked: tuple[int, ...]
-    pick_rate: tuple[float, ...]
-    chance_rate: tuple[float, ...]
-    chi2: float
-    df: int
-    p_value: float
-    n: int
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """Agreement among annotators on items that several people judged.
-
-    observed: Fleiss' mean pairwise agreement P̄ (two annotators of one item chose the same text).
-    chance: the mean over items of 1/K, the agreement of position-blind random choosers.
-    kappa: Brennan–Prediger free-marginal kappa (observed - chance) / (1 - chance).
-    n_items: items with at least two non-excluded choices; n_pairs: annotator pairs compared.
-    """
-
-    observed: float
-    chance: float
-    kappa: float
-    n_items: int
-    n_pairs: int
-
-
-@dataclass(frozen=True)
-class TimeOnTask:
-    """Latency from render to pick, in seconds (NaN when there is none)."""
-
-    n: int
-    median_s: float
-    q25_s: float
-    q75_s: float
-    p90_s: float
-    mean_s: float
-
-
-@dataclass(frozen=True)
-class Proportion:
-    """count out of n, with a Wilson score interval."""
-
-    count: int
-    n: int
-    rate: float
-    low: float
-    high: float
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation (one per public entry point, built from small checks)
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_1d(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
-    return arr
-
-
-def _check_credit(x: Any, name: str = "credit") -> FloatArray:
-    arr = _check_1d(x, name)
-    try:
-        arr = arr.astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from exc
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty")
-    if np.isnan(arr).any():
-        raise ValueError(f"{name} must not contain NaN (drop excluded judgments first)")
-    if (arr < 0).any() or (arr > 1).any():
-        raise ValueError(
-            f"{name} must lie in [0, 1], got values from {arr.min():.3g} to {arr.max():.3g}"
-        )
-    return arr
-
-
-def _check_ids(x: Any, name: str, n: int) -> IntArray:
-    """Cluster labels of any hashable dtype → integer codes 0..G-1."""
-    arr = _check_1d(x, name)
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"{name} must have the same length as credit ({n}), got {arr.shape[0]}"
-        )
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"{name} must not contain NaN")
-    if arr.dtype == object and any(v is None for v in arr):
-        raise ValueError(f"{name} must not contain None")
-    return np.unique(arr, return_inverse=True)[1].astype(np.intp).reshape(-1)
-
-
-def _check_confidence(confidence: Any) -> float:
-    if (
-        not isinstance(confidence, (int, float))
-        or isinstance(confidence, bool)
-        or not 0 < confidence < 1
-    ):
-        raise ValueError(
-            f"confidence must be a number strictly between 0 and 1, got {confidence!r}"
-        )
-    return float(confidence)
-
-
-def _check_n_resamples(n_resamples: Any) -> int:
-    if (
-        not isinstance(n_resamples, (int, np.integer))
-        or isinstance(n_resamples, bool)
-        or n_resamples < 1
-    ):
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    return int(n_resamples)
-
-
-def _check_weights(x: Any, n: int) -> FloatArray:
-    if x is None:
-        return np.ones(n)
-    arr = _check_1d(x, "weights")
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"weights must have the same length as credit ({n}), got {arr.shape[0]}"
-        )
-    try:
-        arr = arr.astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"weights must be numeric: {exc}") from exc
-    if not np.all(np.isfinite(arr)) or (arr <= 0).any():
-        raise ValueError("weights must be finite and positive")
-    return arr
-
-
-def _check_decided(x: Any, n: int) -> npt.NDArray[np.bool_]:
-    if x is None:
-        return np.zeros(n, dtype=bool)
-    arr = _check_1d(x, "decided")
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"decided must have the same length as credit ({n}), got {arr.shape[0]}"
-        )
-    if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
-        raise ValueError("decided must hold booleans")
-    return arr.astype(bool)
-
-
-def _iv_win_rate(
-    credit,
-    prompt_ids,
-    annotator_ids,
-    confidence,
-    n_resamples,
-    weights=None,
-    decided=None,
-):
-    y = _check_credit(credit)
-    p = _check_ids(prompt_ids, "prompt_ids", y.size)
-    a = _check_ids(annotator_ids, "annotator_ids", y.size)
-    w, d = _check_weights(weights, y.size), _check_decided(decided, y.size)
-    return y, p, a, w, d, _check_confidence(confidence), _check_n_resamples(n_resamples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,141 +596,3 @@ def robust_win_rate_interval(
         per_opponent=tuple(cells),
         n_resamples=n_resamples,
     )
-
-
-def _recode(codes: IntArray) -> IntArray:
-    return np.unique(codes, return_inverse=True)[1].reshape(-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Quality statistics
-# ---------------------------------------------------------------------------------------------
-
-
-def position_bias(
-    chosen_position: npt.ArrayLike, n_shown: npt.ArrayLike
-) -> PositionBias:
-    """Pick rate per displayed position.
-
-    Parameters
-    ----------
-    chosen_position : (n,) ints, 1-based displayed position of the pick (Judgment.chosen_slot)
-    n_shown : (n,) ints, how many texts that judgment showed (K ≥ 1)
-    """
-    pos = _check_1d(chosen_position, "chosen_position")
-    shown_k = _check_1d(n_shown, "n_shown")
-    if pos.shape != shown_k.shape:
-        raise ValueError(
-            f"n_shown must have the same length as chosen_position ({pos.size}), got {shown_k.size}"
-        )
-    if pos.size == 0:
-        return PositionBias((), (), (), (), (), math.nan, 0, math.nan, 0)
-    pos, shown_k = pos.astype(np.int64), shown_k.astype(np.int64)
-    if (shown_k < 1).any():
-        raise ValueError("n_shown must be at least 1")
-    if (pos < 1).any() or (pos > shown_k).any():
-        raise ValueError("chosen_position must lie between 1 and n_shown")
-    max_k = int(shown_k.max())
-    # shown[s] = #judgments with K > s; expected picks of position s+1 = Σ_{K > s} 1/K.
-    k_counts = np.bincount(shown_k, minlength=max_k + 1)
-    shown = np.array([k_counts[s + 1 :].sum() for s in range(max_k)])
-    inverse = k_counts / np.maximum(np.arange(max_k + 1), 1)
-    expected = np.array([inverse[s + 1 :].sum() for s in range(max_k)])
-    picked = np.bincount(pos - 1, minlength=max_k)
-    ok = expected > 0
-    chi2 = float(np.sum((picked[ok] - expected[ok]) ** 2 / expected[ok]))
-    df = int(ok.sum()) - 1
-    p_value = float(stats.chi2.sf(chi2, df)) if df > 0 else math.nan
-    return PositionBias(
-        positions=tuple(range(1, max_k + 1)),
-        shown=tuple(int(v) for v in shown),
-        picked=tuple(int(v) for v in picked),
-        pick_rate=tuple(float(v) for v in picked / np.maximum(shown, 1)),
-        chance_rate=tuple(float(v) for v in expected / np.maximum(shown, 1)),
-        chi2=chi2,
-        df=df,
-        p_value=p_value,
-        n=int(pos.size),
-    )
-
-
-def annotator_agreement(
-    item_ids: npt.ArrayLike, choices: npt.ArrayLike, n_shown: npt.ArrayLike
-) -> Agreement:
-    """Pairwise agreement on items judged by several annotators, against chance.
-
-    Parameters
-    ----------
-    item_ids : (n,) labels; choices : (n,) the chosen text (candidate id or canonical slot);
-    n_shown : (n,) texts shown in that item (K). Excluded choices must be dropped first.
-
-    Fleiss' (1971) per-item agreement P_i = Σ_c n_ic (n_ic - 1) / (n_i (n_i - 1)), averaged over
-    the items with n_i ≥ 2. Items show different numbers of texts and the texts have no
-    meaning across items, so the chance agreement is that of position-blind random choosers,
-    mean 1/K_i, and kappa is the free-marginal kappa of Brennan & Prediger (1981, EPM 41(3)).
-    """
-    items = _check_1d(item_ids, "item_ids")
-    picks = _check_1d(choices, "choices")
-    shown_k = _check_1d(n_shown, "n_shown")
-    if not (items.shape == picks.shape == shown_k.shape):
-        raise ValueError("item_ids, choices and n_shown must have the same length")
-    if items.size == 0:
-        return Agreement(math.nan, math.nan, math.nan, 0, 0)
-    _, first_index, item_codes = np.unique(
-        items, return_index=True, return_inverse=True
-    )
-    _, pick_codes = np.unique(picks, return_inverse=True)
-    item_codes, pick_codes = item_codes.reshape(-1), pick_codes.reshape(-1)
-    width = int(pick_codes.max()) + 1
-    cells, cell_counts = np.unique(
-        item_codes.astype(np.int64) * width + pick_codes, return_counts=True
-    )
-    cell_items = cells // width
-    n_items = int(item_codes.max()) + 1
-    n_i = np.bincount(item_codes, minlength=n_items).astype(np.float64)
-    same = np.bincount(
-        cell_items, weights=cell_counts * (cell_counts - 1.0), minlength=n_items
-    )
-    several = n_i >= 2
-    if not several.any():
-        return Agreement(math.nan, math.nan, math.nan, 0, 0)
-    per_item = same[several] / (n_i[several] * (n_i[several] - 1))
-    observed = float(per_item.mean())
-    chance = float(np.mean(1.0 / shown_k[first_index][several].astype(np.float64)))
-    kappa = (observed - chance) / (1.0 - chance) if chance < 1 else math.nan
-    n_pairs = int(np.sum(n_i[several] * (n_i[several] - 1) / 2))
-    return Agreement(observed, chance, float(kappa), int(several.sum()), n_pairs)
-
-
-def time_on_task(latency_ms: npt.ArrayLike) -> TimeOnTask:
-    """Quantiles of the render-to-pick latency; missing values (NaN) are dropped."""
-    arr = _check_1d(latency_ms, "latency_ms").astype(np.float64)
-    arr = arr[~np.isnan(arr)] / 1000.0
-    if arr.size == 0:
-        return TimeOnTask(0, math.nan, math.nan, math.nan, math.nan, math.nan)
-    q25, median, q75, p90 = np.quantile(arr, [0.25, 0.5, 0.75, 0.9])
-    return TimeOnTask(
-        int(arr.size),
-        float(median),
-        float(q25),
-        float(q75),
-        float(p90),
-        float(arr.mean()),
-    )
-
-
-def proportion(count: int, n: int, *, confidence: float = 0.95) -> Proportion:
-    """count/n with the Wilson (1927) score interval; NaN when n is 0."""
-    if n == 0:
-        return Proportion(0, 0, math.nan, math.nan, math.nan)
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    rate = count / n
-    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Proportion(count, n, rate, max(0.0, centre - half), min(1.0, centre + half))
-
-
-def attention_failure_rate(passed: npt.ArrayLike) -> Proportion:
-    """Share of attention-check judgments that failed; passed is (n,) bools (True = passed)."""
-    arr = _check_1d(passed, "passed").astype(bool)
-    return proportion(int((~arr).sum()), int(arr.size))

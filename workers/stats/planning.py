@@ -1,6 +1,6 @@
 """Plan a study before paying for it: predicted interval widths and the sample size a target needs.
 
-Pure NumPy/SciPy (no Django), next to `studies/analysis.py`, whose estimator it predicts: the
+Pure NumPy/SciPy (no Django), next to `workers/stats/intervals.py`, whose estimator it predicts: the
 two-way cluster-robust (CGM) interval of one (policy, k, opponent) cell, ȳ ± t_{df}·√V with
 df = min(G_prompt, G_annotator) − 1, and the simultaneous band of the robust f̂(k) (the min over
 a policy's opponents at one k), θ̂_j ± c·se_j with c the sup-|t| critical value. The model and its
@@ -18,12 +18,12 @@ n = P·R·A judgments, and annotators who each judge L regular items spread over
 (the variance of a mean with crossed random effects, Σ_g n_g² / n² per dimension; an annotator
 lands on a given cell with probability 1/C per item). The CGM estimator is unbiased for V up to
 its small-sample factors, so the predicted half-width is t_{df, (1+confidence)/2} · √V, floored
-as the estimator floors it. Validated by simulation through `studies.analysis` itself
+as the estimator floors it. Validated by simulation through `workers.stats.intervals` itself
 (tests/test_planning.py, bench/planning_validation.py).
 
 Public API
 ----------
-VarianceComponents, Design, CellKey
+VarianceComponents (the design and its cells: `study_design.py`)
 literature_components() -> VarianceComponents
 estimate_components(credit, prompt_ids, annotator_ids, *, cell_ids, item_ids, fallback, min_pairs)
     -> VarianceComponents
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,12 +44,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, stats
 
+from ._validation import _is_int, _is_real
+from .study_design import ADVERSARY, CellKey, Design
+
 __all__ = [
-    "ADVERSARY",
     "Alternative",
-    "CellKey",
     "CellWidth",
-    "Design",
     "DesignWidths",
     "RobustWidth",
     "SampleSizePlan",
@@ -61,7 +61,6 @@ __all__ = [
     "sup_t_critical_value",
 ]
 
-ADVERSARY = "adversary"
 TARGETS = ("robust", "cell")
 MAX_PROMPTS = 1_000_000
 
@@ -108,94 +107,19 @@ class VarianceComponents:
         for name in ("prompt", "item", "annotator"):
             value = getattr(self, name)
             if not _is_real(value) or not 0 <= value <= 1:
-                raise ValueError(f"{name} share must be a number in [0, 1], got {value!r}")
+                raise ValueError(
+                    f"{name} share must be a number in [0, 1], got {value!r}"
+                )
         if self.prompt + self.item + self.annotator > 1 + 1e-9:
-            raise ValueError("the prompt, item and annotator shares must add up to at most 1")
+            raise ValueError(
+                "the prompt, item and annotator shares must add up to at most 1"
+            )
         if not _is_real(self.dispersion) or not 0 < self.dispersion <= 1:
             raise ValueError(f"dispersion must be in (0, 1], got {self.dispersion!r}")
 
     @property
     def residual(self) -> float:
         return max(0.0, 1.0 - self.prompt - self.item - self.annotator)
-
-
-@dataclass(frozen=True)
-class CellKey:
-    """One (policy, k, opponent) cell of a design."""
-
-    policy: str
-    k: int
-    opponent: str
-
-
-@dataclass(frozen=True)
-class Design:
-    """What a study asks of its annotators (the fields of `studies.models.Study` that matter).
-
-    policies: the policy names; each policy meets the adversary and every other policy, as
-    `studies/steps/items.py` builds items, unless `opponents` lists the opponent labels per policy.
-    replicates: items per (prompt, policy, k, opponent). attention_check_rate: share of the
-    items an annotator sees that are attention checks (they cost judgments, inform no cell).
-    """
-
-    prompts: int
-    k_values: tuple[int, ...]
-    policies: tuple[str, ...]
-    annotations_per_item: int
-    items_per_participant: int
-    m: int = 1
-    replicates: int = 1
-    attention_check_rate: float = 0.0
-    opponents: Mapping[str, tuple[str, ...]] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("prompts", "annotations_per_item", "items_per_participant", "m", "replicates"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        ks = tuple(self.k_values)
-        if not ks or not all(_is_int(k) and k >= 1 for k in ks) or len(set(ks)) != len(ks):
-            raise ValueError(f"k_values must be distinct positive integers, got {self.k_values!r}")
-        names = tuple(str(p) for p in self.policies)
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"policies must be distinct names, at least one, got {self.policies!r}")
-        rate = self.attention_check_rate
-        if not _is_real(rate) or not 0 <= rate < 1:
-            raise ValueError(f"attention_check_rate must be in [0, 1), got {rate!r}")
-        if self.opponents is not None:
-            missing = set(names) - set(self.opponents)
-            if missing or any(not tuple(v) for v in self.opponents.values()):
-                raise ValueError("opponents must list at least one opponent for every policy")
-        object.__setattr__(self, "k_values", ks)
-        object.__setattr__(self, "policies", names)
-
-    def opponents_of(self, policy: str) -> tuple[str, ...]:
-        if self.opponents is not None:
-            return tuple(self.opponents[policy])
-        return (ADVERSARY, *(p for p in self.policies if p != policy))
-
-    @functools.cached_property
-    def cells(self) -> tuple[CellKey, ...]:
-        return tuple(CellKey(p, k, o) for p in self.policies for k in self.k_values for o in self.opponents_of(p))
-
-    @functools.cached_property
-    def regular_items(self) -> int:
-        return self.prompts * self.replicates * len(self.cells)
-
-    @property
-    def attention_items(self) -> int:
-        """As `pipeline.attention_check_count` makes them: rate/(1 − rate) of the regular items."""
-        rate = self.attention_check_rate
-        return 0 if rate <= 0 else max(1, round(rate / (1 - rate) * self.regular_items))
-
-    @property
-    def judgments(self) -> int:
-        """Every judgment the study asks for, attention checks included."""
-        return (self.regular_items + self.attention_items) * self.annotations_per_item
-
-    @property
-    def participants(self) -> int:
-        return max(self.annotations_per_item, math.ceil(self.judgments / self.items_per_participant))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +164,9 @@ class DesignWidths:
         """The widest headline half-width: of the f̂(k) bands, or of the adversary cells."""
         if target == "robust":
             return max(r.half_width for r in self.robust)
-        heads = [c.half_width for c in self.cells if c.cell.opponent == ADVERSARY] or [c.half_width for c in self.cells]
+        heads = [c.half_width for c in self.cells if c.cell.opponent == ADVERSARY] or [
+            c.half_width for c in self.cells
+        ]
         return max(heads)
 
 
@@ -279,21 +205,17 @@ class SampleSizePlan:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _check_confidence(confidence: Any) -> float:
     if not _is_real(confidence) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number strictly between 0 and 1, got {confidence!r}")
+        raise ValueError(
+            f"confidence must be a number strictly between 0 and 1, got {confidence!r}"
+        )
     return float(confidence)
 
 
-def _check_means(design: Design, cell_means: Mapping | None) -> dict[CellKey, float]:
+def _check_means(
+    design: Design, cell_means: Mapping[Any, float | None] | None
+) -> dict[CellKey, float]:
     means = {}
     given = dict(cell_means or {})
     for cell in design.cells:
@@ -306,15 +228,23 @@ def _check_means(design: Design, cell_means: Mapping | None) -> dict[CellKey, fl
     return means
 
 
-def _iv_predict(design: Any, components: Any, cell_means: Any, confidence: Any):
+def _iv_predict(
+    design: Any, components: Any, cell_means: Any, confidence: Any
+) -> tuple[dict[CellKey, float], float]:
     if not isinstance(design, Design):
-        raise TypeError(f"design must be a planning.Design, got {type(design).__name__}")
+        raise TypeError(
+            f"design must be a study_design.Design, got {type(design).__name__}"
+        )
     if not isinstance(components, VarianceComponents):
-        raise TypeError(f"components must be planning.VarianceComponents, got {type(components).__name__}")
+        raise TypeError(
+            f"components must be planning.VarianceComponents, got {type(components).__name__}"
+        )
     return _check_means(design, cell_means), _check_confidence(confidence)
 
 
-def _iv_plan(half_width: Any, target: Any, price: Any, annotation_grid: Any) -> tuple[float, float | None, tuple[int, ...]]:
+def _iv_plan(
+    half_width: Any, target: Any, price: Any, annotation_grid: Any
+) -> tuple[float, float | None, tuple[int, ...]]:
     if not _is_real(half_width) or not 0 < half_width <= 0.5:
         raise ValueError(f"half_width must be in (0, 0.5], got {half_width!r}")
     if target not in TARGETS:
@@ -323,7 +253,9 @@ def _iv_plan(half_width: Any, target: Any, price: Any, annotation_grid: Any) -> 
         raise ValueError(f"price must be a non-negative number or None, got {price!r}")
     grid = tuple(annotation_grid)
     if not grid or not all(_is_int(a) and a >= 1 for a in grid):
-        raise ValueError(f"annotation_grid must hold positive integers, got {annotation_grid!r}")
+        raise ValueError(
+            f"annotation_grid must hold positive integers, got {annotation_grid!r}"
+        )
     return float(half_width), None if price is None else float(price), grid
 
 
@@ -349,7 +281,9 @@ def literature_components() -> VarianceComponents:
     )
 
 
-def _pair_sum(codes: npt.NDArray[np.int64], e: npt.NDArray[np.float64]) -> tuple[float, float]:
+def _pair_sum(
+    codes: npt.NDArray[np.int64], e: npt.NDArray[np.float64]
+) -> tuple[float, float]:
     """Σ over groups of (Σ_g e)² and of n_g²: the sums over ordered pairs within groups, self-pairs included."""
     _, inverse = np.unique(codes, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -361,29 +295,53 @@ def _pair_sum(codes: npt.NDArray[np.int64], e: npt.NDArray[np.float64]) -> tuple
 def _codes(*arrays: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """One integer code per distinct combination of the given integer codes."""
     stacked = np.stack(arrays, axis=1)
-    return np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return (
+        np.unique(stacked, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    )
 
 
 def _as_codes(x: Any, name: str, n: int) -> npt.NDArray[np.int64]:
     arr = np.asarray(x)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must be a 1-D array of length {n}, got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array of length {n}, got shape {arr.shape}"
+        )
     if arr.dtype == object and any(v is None for v in arr):
         raise ValueError(f"{name} must not contain None")
     return np.unique(arr, return_inverse=True)[1].reshape(-1).astype(np.int64)
 
 
-def _iv_estimate(credit, prompt_ids, annotator_ids, cell_ids, item_ids, fallback, min_pairs):
+def _iv_estimate(
+    credit: Any,
+    prompt_ids: Any,
+    annotator_ids: Any,
+    cell_ids: Any,
+    item_ids: Any,
+    fallback: Any,
+    min_pairs: Any,
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64] | None,
+]:
     y = np.asarray(credit)
     if y.ndim != 1 or y.size < 2:
-        raise ValueError(f"credit must be a 1-D array of at least 2 judgments, got shape {y.shape}")
+        raise ValueError(
+            f"credit must be a 1-D array of at least 2 judgments, got shape {y.shape}"
+        )
     y = y.astype(np.float64)
     if not np.all(np.isfinite(y)) or (y < 0).any() or (y > 1).any():
         raise ValueError("credit must hold finite values in [0, 1]")
     n = y.size
     p = _as_codes(prompt_ids, "prompt_ids", n)
     a = _as_codes(annotator_ids, "annotator_ids", n)
-    c = np.zeros(n, np.int64) if cell_ids is None else _as_codes(cell_ids, "cell_ids", n)
+    c = (
+        np.zeros(n, np.int64)
+        if cell_ids is None
+        else _as_codes(cell_ids, "cell_ids", n)
+    )
     i = None if item_ids is None else _as_codes(item_ids, "item_ids", n)
     if fallback is not None and not isinstance(fallback, VarianceComponents):
         raise TypeError("fallback must be VarianceComponents or None")
@@ -429,7 +387,9 @@ def estimate_components(
     the estimated mean biases each product down by about Var(ȳ_cell), small next to the
     components once a cell has tens of prompts.
     """
-    y, p, a, c, i = _iv_estimate(credit, prompt_ids, annotator_ids, cell_ids, item_ids, fallback, min_pairs)
+    y, p, a, c, i = _iv_estimate(
+        credit, prompt_ids, annotator_ids, cell_ids, item_ids, fallback, min_pairs
+    )
     if i is not None and np.unique(_codes(c, i)).size == np.unique(_codes(c, p)).size:
         i = None  # one item per prompt and cell: the item's effect can only be counted with its prompt's
     n, n_cells = y.size, int(c.max()) + 1
@@ -441,29 +401,58 @@ def estimate_components(
     s_p, n_p = _pair_sum(_codes(c, p), e)
     s_a, n_a = _pair_sum(_codes(c, a), e)
     s_pa, n_pa = _pair_sum(_codes(c, p, a), e)
-    moments, pairs = {}, {}
+    moments: dict[str, float] = {}
+    pairs: dict[str, int] = {}
     if i is not None:
         s_i, n_i = _pair_sum(_codes(c, i), e)
         pairs["item"] = int(n_i - n)
         moments["item"] = (s_i - squares) / pairs["item"] if pairs["item"] else math.nan
         pairs["prompt"] = int(n_p - n_pa - (n_i - n))
-        moments["prompt"] = (s_p - s_pa - (s_i - squares)) / pairs["prompt"] if pairs["prompt"] else math.nan
+        moments["prompt"] = (
+            (s_p - s_pa - (s_i - squares)) / pairs["prompt"]
+            if pairs["prompt"]
+            else math.nan
+        )
     else:
         pairs["prompt"] = int(n_p - n_pa)
-        moments["prompt"] = (s_p - s_pa) / pairs["prompt"] if pairs["prompt"] else math.nan
+        moments["prompt"] = (
+            (s_p - s_pa) / pairs["prompt"] if pairs["prompt"] else math.nan
+        )
     pairs["annotator"] = int(n_a - n_pa)
-    moments["annotator"] = (s_a - s_pa) / pairs["annotator"] if pairs["annotator"] else math.nan
+    moments["annotator"] = (
+        (s_a - s_pa) / pairs["annotator"] if pairs["annotator"] else math.nan
+    )
     return _shares(moments, pairs, total, binomial, n, fallback, min_pairs)
 
 
-def _shares(moments, pairs, total, binomial, n, fallback, min_pairs) -> VarianceComponents:
+def _shares(
+    moments: dict[str, float],
+    pairs: dict[str, int],
+    total: float,
+    binomial: float,
+    n: int,
+    fallback: VarianceComponents | None,
+    min_pairs: int,
+) -> VarianceComponents:
     """Moments → shares of the total, with the fallback where pairs are too few."""
-    prompt = max(moments["prompt"], 0.0) if math.isfinite(moments["prompt"]) else math.nan
+    prompt = (
+        max(moments["prompt"], 0.0) if math.isfinite(moments["prompt"]) else math.nan
+    )
     item_var = moments.get("item", math.nan)
-    item = max(item_var - (prompt if math.isfinite(prompt) else 0.0), 0.0) if math.isfinite(item_var) else math.nan
-    annotator = max(moments["annotator"], 0.0) if math.isfinite(moments["annotator"]) else math.nan
-    shares = {name: v / total if total > 0 else 0.0 for name, v in
-              {"prompt": prompt, "item": item, "annotator": annotator}.items()}
+    item = (
+        max(item_var - (prompt if math.isfinite(prompt) else 0.0), 0.0)
+        if math.isfinite(item_var)
+        else math.nan
+    )
+    annotator = (
+        max(moments["annotator"], 0.0)
+        if math.isfinite(moments["annotator"])
+        else math.nan
+    )
+    shares = {
+        name: v / total if total > 0 else 0.0
+        for name, v in {"prompt": prompt, "item": item, "annotator": annotator}.items()
+    }
     notes = []
     for name in ("prompt", "annotator", "item"):
         few = pairs.get(name, 0) < min_pairs
@@ -472,10 +461,14 @@ def _shares(moments, pairs, total, binomial, n, fallback, min_pairs) -> Variance
             continue
         if (few or not math.isfinite(shares[name])) and fallback is not None:
             shares[name] = getattr(fallback, name)
-            notes.append(f"{name} share: only {pairs.get(name, 0)} pairs, so the fallback's {shares[name]:.3g}")
+            notes.append(
+                f"{name} share: only {pairs.get(name, 0)} pairs, so the fallback's {shares[name]:.3g}"
+            )
         elif not math.isfinite(shares[name]):
             shares[name] = 0.0
-    scale = min(1.0, 1.0 / max(sum(shares.values()), 1e-12))  # keep the shares summing to ≤ 1
+    scale = min(
+        1.0, 1.0 / max(sum(shares.values()), 1e-12)
+    )  # keep the shares summing to ≤ 1
     dispersion = min(1.0, total / binomial) if binomial > 0 else 1.0
     return VarianceComponents(
         prompt=shares["prompt"] * scale,
@@ -494,13 +487,23 @@ def _shares(moments, pairs, total, binomial, n, fallback, min_pairs) -> Variance
 # ---------------------------------------------------------------------------------------------
 
 
-def _cell_width(design: Design, comp: VarianceComponents, cell: CellKey, mean: float, confidence: float) -> CellWidth:
+def _cell_width(
+    design: Design,
+    comp: VarianceComponents,
+    cell: CellKey,
+    mean: float,
+    confidence: float,
+) -> CellWidth:
     """The predicted CGM interval of one cell (module docstring: V, df)."""
     n_cells = len(design.cells)
     pr = design.prompts * design.replicates
     n = pr * design.annotations_per_item
-    regular_share = design.regular_items / (design.regular_items + design.attention_items)
-    per_person = design.items_per_participant * regular_share  # regular judgments per annotator, L
+    regular_share = design.regular_items / (
+        design.regular_items + design.attention_items
+    )
+    per_person = (
+        design.items_per_participant * regular_share
+    )  # regular judgments per annotator, L
     sigma2 = comp.dispersion * mean * (1 - mean)
     variance = sigma2 * (
         comp.prompt / design.prompts
@@ -509,10 +512,16 @@ def _cell_width(design: Design, comp: VarianceComponents, cell: CellKey, mean: f
         + comp.residual / n
     )
     shrunk = (mean * n + 2) / (n + 4)
-    variance = max(variance, shrunk * (1 - shrunk) / (n + 4))  # analysis._cell's Agresti–Coull floor
+    variance = max(
+        variance, shrunk * (1 - shrunk) / (n + 4)
+    )  # intervals._cell's Agresti–Coull floor
     # Expected distinct annotators: each of the study's participants meets the cell at least once.
-    annotators = min(float(n), design.participants * -math.expm1(per_person * math.log1p(-1 / n_cells))
-                     if n_cells > 1 else float(design.participants))
+    annotators = min(
+        float(n),
+        design.participants * -math.expm1(per_person * math.log1p(-1 / n_cells))
+        if n_cells > 1
+        else float(design.participants),
+    )
     df = min(design.prompts, round(annotators)) - 1
     se = math.sqrt(variance)
     half = _t_quantile(df, confidence) * se if df >= 1 else math.inf
@@ -534,7 +543,7 @@ def sup_t_critical_value(n_opponents: int, df: int, confidence: float) -> float:
     """The `confidence` quantile of max_j |T_j| for J t-statistics with independent numerators
     and one shared χ²_df denominator: P(max ≤ c) = E_s[(2Φ(c s) − 1)^J], s = √(χ²_df / df).
 
-    `analysis.robust_win_rate_interval` simulates this quantile with the opponents' estimated
+    `intervals.robust_win_rate_interval` simulates this quantile with the opponents' estimated
     correlation; by Šidák's inequality (Šidák 1967, JASA 62(318)) independence gives the largest
     critical value of any correlation, so the prediction is conservative. J = 1 gives the t quantile.
     """
@@ -552,15 +561,19 @@ def sup_t_critical_value(n_opponents: int, df: int, confidence: float) -> float:
     def coverage(c: float) -> float:
         return float(weights @ (2 * stats.norm.cdf(c * s) - 1) ** n_opponents) / 2
 
-    upper = float(stats.t.ppf(1 - (1 - confidence) / (2 * n_opponents), df)) + 1.0  # Bonferroni + margin
-    return float(optimize.brentq(lambda c: coverage(c) - confidence, 0.0, upper, xtol=1e-6))
+    upper = (
+        float(stats.t.ppf(1 - (1 - confidence) / (2 * n_opponents), df)) + 1.0
+    )  # Bonferroni + margin
+    return float(
+        optimize.brentq(lambda c: coverage(c) - confidence, 0.0, upper, xtol=1e-6)
+    )
 
 
 def predict_widths(
     design: Design,
     components: VarianceComponents,
     *,
-    cell_means: Mapping[CellKey | tuple, float | None] | None = None,
+    cell_means: Mapping[Any, float | None] | None = None,
     confidence: float = 0.95,
 ) -> DesignWidths:
     """The predicted half-width of every cell's interval and of every f̂(k) band of a design.
@@ -570,20 +583,32 @@ def predict_widths(
     credit varies most (conservative).
     """
     means, confidence = _iv_predict(design, components, cell_means, confidence)
-    cells = tuple(_cell_width(design, components, cell, means[cell], confidence) for cell in design.cells)
+    cells = tuple(
+        _cell_width(design, components, cell, means[cell], confidence)
+        for cell in design.cells
+    )
     robust = []
     for policy in design.policies:
         for k in design.k_values:
             members = [c for c in cells if c.cell.policy == policy and c.cell.k == k]
             df = min(c.df for c in members)
             crit = sup_t_critical_value(len(members), df, confidence)
-            half = crit * max(c.se for c in members) if math.isfinite(crit) else math.inf
-            robust.append(RobustWidth(policy, k, tuple(c.cell.opponent for c in members), df, crit, half))
+            half = (
+                crit * max(c.se for c in members) if math.isfinite(crit) else math.inf
+            )
+            robust.append(
+                RobustWidth(
+                    policy, k, tuple(c.cell.opponent for c in members), df, crit, half
+                )
+            )
     return DesignWidths(design, components, confidence, cells, tuple(robust))
 
 
-def _smallest_prompts(design: Design, fits, lower: int = 2) -> int | None:
+def _smallest_prompts(
+    design: Design, fits: Callable[[Design], bool], lower: int = 2
+) -> int | None:
     """The smallest prompt count at which fits(design with it) holds (monotone), or None."""
+
     def ok(p: int) -> bool:
         return fits(replace(design, prompts=p))
 
@@ -607,7 +632,7 @@ def plan_sample_size(
     *,
     half_width: float,
     target: str = "robust",
-    cell_means: Mapping[CellKey | tuple, float | None] | None = None,
+    cell_means: Mapping[Any, float | None] | None = None,
     confidence: float = 0.95,
     price: float | None = None,
     annotation_grid: Iterable[int] = (1, 2, 3, 5, 10),
@@ -642,7 +667,16 @@ def plan_sample_size(
         p = _smallest_prompts(d, fits)
         if p is not None:
             d = replace(d, prompts=p)
-            alternatives.append(Alternative(a, p, d.participants, d.judgments, cost(d), widths(d).headline(target)))
+            alternatives.append(
+                Alternative(
+                    a,
+                    p,
+                    d.participants,
+                    d.judgments,
+                    cost(d),
+                    widths(d).headline(target),
+                )
+            )
     alternatives.sort(key=lambda alt: (alt.participants, alt.prompts))
     return SampleSizePlan(
         target_half_width=half_width,
@@ -653,11 +687,20 @@ def plan_sample_size(
         recommended=recommended,
         recommended_cost=None if recommended is None else cost(recommended.design),
         alternatives=tuple(alternatives),
-        prompts_floor=_prompts_floor(design, components, means, half_width, target, confidence),
+        prompts_floor=_prompts_floor(
+            design, components, means, half_width, target, confidence
+        ),
     )
 
 
-def _prompts_floor(design, components, means, half_width, target, confidence) -> int | None:
+def _prompts_floor(
+    design: Design,
+    components: VarianceComponents,
+    means: dict[CellKey, float],
+    half_width: float,
+    target: str,
+    confidence: float,
+) -> int | None:
     """Fewest prompts that could reach the target with unlimited annotators (prompt variance only)."""
     # Many annotations per item, each annotator judging one item: the prompt term alone remains.
     saturated = replace(design, annotations_per_item=10_000, items_per_participant=1)

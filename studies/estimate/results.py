@@ -1,4 +1,4 @@
-"""A study's results: judgments from the database → arrays → `studies.analysis` → a summary.
+"""A study's results: judgments from the database → arrays → `workers.stats` → a summary.
 
 The credit of a judgment is recomputed here from its provenance (theory.md §1) rather than
 read from `Judgment.credit`, so the analysis follows the study's *current* "can't decide"
@@ -13,14 +13,14 @@ the policy against the adversary (the worst m-output opponent under the populati
 the items were built), with its two-way interval; the minimum over every tested opponent stays
 beside it as a **conservative summary** with its simultaneous band (a min of noisy estimates is
 biased low, and more so with more or thinner opponents). Cells with at most
-`analysis.FEW_CLUSTERS` prompts or annotators take `analysis.few_clusters_interval`
-(`analysis.design_interval`), and the page shows `analysis.few_clusters_warning`.
+`intervals.FEW_CLUSTERS` prompts or annotators take `intervals.few_clusters_interval`
+(`intervals.design_interval`), and the page shows `intervals.few_clusters_warning`.
 
 Items decided by construction (`ComparisonItem.needs_judgment` False: all k + m draws gave one
 text, so the only possible pick credits k/(k+m)) are never shown to anyone, but they are part
 of what the study measures: leaving them out would bias the win rate towards the items that
 happen to show several texts. Each enters its cell as one row of credit k/(k+m), flagged
-`decided` for `studies.analysis`: in its prompt's cluster, in no annotator's. Its weight makes
+`decided` for `workers.stats`: in its prompt's cluster, in no annotator's. Its weight makes
 every item of the cell count alike whatever the progress: with I items to judge, n analysed
 judgments on them and D decided items, each decided row weighs n / I, so the decided items
 hold exactly D / (I + D) of the cell's weight, their share of its items (a stratified mean:
@@ -44,10 +44,20 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from django.db.models import Count, QuerySet
 
-from studies import analysis
 from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
 from workers.policies import MOutputBound, m_output_bound
 from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
+from workers.stats import intervals
+from workers.stats.quality import (
+    Agreement,
+    PositionBias,
+    Proportion,
+    TimeOnTask,
+    annotator_agreement,
+    attention_failure_rate,
+    position_bias,
+    time_on_task,
+)
 
 # Whose judgments the results count: the "origin" of a judgment (the `source` query parameter
 # of the results page and exports, kept under that name so shared links keep working).
@@ -102,7 +112,7 @@ _COLUMNS = (
 assert len(_COLUMNS) == len(JudgmentRow._fields)
 
 
-class CellKey(NamedTuple):
+class WinRateCell(NamedTuple):
     """A cell of the win-rate table."""
 
     policy: str
@@ -128,7 +138,7 @@ class CellRow:
     k: int
     opponent: str
     m: int
-    interval: analysis.WinRateInterval
+    interval: intervals.WinRateInterval
     predicted: float | None  # mean ComparisonItem.predicted_win_rate, weighted as the credit
     judged_items: int = 0  # items with at least one analysed judgment
     items_to_judge: int = 0  # items of the cell that need judgment (judged or not yet)
@@ -159,10 +169,10 @@ class RobustRow:
     policy: str
     k: int
     m: int
-    result: analysis.RobustWinRate
+    result: intervals.RobustWinRate
     predicted: float | None
     bound: MOutputBound  # guaranteed 1 - m/(k+1) for an equilibrium; no policy exceeds k/(k+m)
-    headline: analysis.WinRateInterval | None = None
+    headline: intervals.WinRateInterval | None = None
     predicted_pool: float | None = None
     predicted_held_out: float | None = None
     regularised: str = ""  # why the policy has no equilibrium guarantee (β > 0), else ""
@@ -181,11 +191,11 @@ class StudyResults:
     n_decided: int = 0  # items decided by construction in the win rates (never judged)
     cells: list[CellRow] = field(default_factory=list)
     robust: list[RobustRow] = field(default_factory=list)
-    position: analysis.PositionBias | None = None
-    agreement: analysis.Agreement | None = None
-    timing: analysis.TimeOnTask | None = None
-    attention: analysis.Proportion | None = None
-    few_clusters_warning: str | None = None  # `analysis.few_clusters_warning` for the analysed rows
+    position: PositionBias | None = None
+    agreement: Agreement | None = None
+    timing: TimeOnTask | None = None
+    attention: Proportion | None = None
+    few_clusters_warning: str | None = None  # `intervals.few_clusters_warning` for the analysed rows
 
     @property
     def position_rows(self) -> list[tuple]:
@@ -217,25 +227,25 @@ def _mean_or_none(values: list[float | None], weights: list[float] | None = None
     return float(np.average([v for v, _ in pairs], weights=[w for _, w in pairs]))
 
 
-def _item_cells(study: Study) -> tuple[Counter[CellKey], dict[CellKey, list[DecidedItem]]]:
+def _item_cells(study: Study) -> tuple[Counter[WinRateCell], dict[WinRateCell, list[DecidedItem]]]:
     """Per cell: how many items need judgment, and the items decided by construction."""
     regular = ComparisonItem.objects.filter(study=study, is_attention_check=False)
-    to_judge: Counter[CellKey] = Counter(
+    to_judge: Counter[WinRateCell] = Counter(
         {
-            CellKey(policy, k, opponent, m): n
+            WinRateCell(policy, k, opponent, m): n
             for policy, k, opponent, m, n in regular.filter(needs_judgment=True)
             .values_list("policy__name", "k", "opponent_label", "m")
             .annotate(n=Count("id"))
             .order_by()
         }
     )
-    decided: dict[CellKey, list[DecidedItem]] = defaultdict(list)
+    decided: dict[WinRateCell, list[DecidedItem]] = defaultdict(list)
     for item, policy_id, policy, k, opponent, m, prompt, item_pred in (
         regular.filter(needs_judgment=False)
         .order_by("id")
         .values_list("id", "policy_id", "policy__name", "k", "opponent_label", "m", "prompt_id", "predicted_win_rate")
     ):
-        decided[CellKey(policy, k, opponent, m)].append(DecidedItem(item, prompt, policy_id, item_pred))
+        decided[WinRateCell(policy, k, opponent, m)].append(DecidedItem(item, prompt, policy_id, item_pred))
     return to_judge, decided
 
 
@@ -254,10 +264,10 @@ class _Analysed:
     policy_ids: list[int | None] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     decided: list[bool] = field(default_factory=list)
-    groups: dict[CellKey, list[int]] = field(default_factory=lambda: defaultdict(list))
-    judged_items: dict[CellKey, set[int]] = field(default_factory=lambda: defaultdict(set))
+    groups: dict[WinRateCell, list[int]] = field(default_factory=lambda: defaultdict(list))
+    judged_items: dict[WinRateCell, set[int]] = field(default_factory=lambda: defaultdict(set))
 
-    def add(self, key: CellKey, *, credit: float, prompt: int, annotator: int, item_predicted: float | None,
+    def add(self, key: WinRateCell, *, credit: float, prompt: int, annotator: int, item_predicted: float | None,
             policy_id: int | None, weight: float = 1.0, decided: bool = False) -> None:
         self.groups[key].append(len(self.credit))
         self.credit.append(credit)
@@ -269,7 +279,7 @@ class _Analysed:
         self.decided.append(decided)
 
     def arrays(self, idx: list[int]) -> dict[str, Any]:
-        """The keyword arrays of `studies.analysis` for the rows `idx`."""
+        """The keyword arrays of `workers.stats` for the rows `idx`."""
         return {
             "credit": np.array(self.credit)[idx],
             "prompt_ids": np.array(self.prompts)[idx],
@@ -325,15 +335,15 @@ def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed
             quality.agree_items.append(row.item)
             quality.agree_choices.append(candidate)
             quality.agree_k.append(shown_counts.get(row.item, 1))
-        key = CellKey(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
+        key = WinRateCell(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
         analysed.judged_items[key].add(row.item)
         analysed.add(key, credit=credit, prompt=row.prompt, annotator=row.participant,
                      item_predicted=row.item_predicted, policy_id=row.policy_id)
     return analysed, quality
 
 
-def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[CellKey],
-                       decided_items: dict[CellKey, list[DecidedItem]]) -> None:
+def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[WinRateCell],
+                       decided_items: dict[WinRateCell, list[DecidedItem]]) -> None:
     """Items decided by construction, weighted as the module docstring says
     (`workers.policies.credit.decided_item_weight`); none while nothing is analysed."""
     if not analysed.credit:
@@ -348,10 +358,10 @@ def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[Cell
                          weight=weight, decided=True)
 
 
-def _cell_rows(analysed: _Analysed, to_judge: Counter[CellKey], confidence: float) -> list[CellRow]:
+def _cell_rows(analysed: _Analysed, to_judge: Counter[WinRateCell], confidence: float) -> list[CellRow]:
     cells = []
     for key, idx in sorted(analysed.groups.items()):
-        interval = analysis.design_interval(**analysed.arrays(idx), confidence=confidence)
+        interval = intervals.design_interval(**analysed.arrays(idx), confidence=confidence)
         cells.append(CellRow(
             key.policy, key.k, key.opponent, key.m, interval, analysed.predicted_mean(idx),
             judged_items=len(analysed.judged_items[key]), items_to_judge=to_judge[key],
@@ -377,7 +387,7 @@ def _fit_predictions(study: Study) -> dict[tuple[int | None, int, int], _FitPred
     }
 
 
-def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_with_items: set[CellKey], *,
+def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_with_items: set[WinRateCell], *,
                  confidence: float, n_resamples: int, rng: np.random.Generator) -> list[RobustRow]:
     """Per (policy, k, m): the headline adversary cell and the min over the opponents with data."""
     fits = _fit_predictions(study)
@@ -393,7 +403,7 @@ def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_
     for (policy, k, m), members in sorted(by_policy_k.items()):
         idx = [i for _, members_idx in members for i in members_idx]
         labels = [opponent for opponent, members_idx in members for _ in members_idx]
-        result = analysis.robust_win_rate_interval(
+        result = intervals.robust_win_rate_interval(
             **analysed.arrays(idx), opponent_ids=labels, confidence=confidence, n_resamples=n_resamples, rng=rng,
             few_clusters=True,
         )
@@ -443,12 +453,12 @@ def compute_results(
         cells=cells,
         robust=_robust_rows(analysed, study, cells, set(to_judge) | set(decided_items), confidence=confidence,
                             n_resamples=n_resamples, rng=rng),
-        few_clusters_warning=analysis.few_clusters_warning(len(set(analysed.prompts)), len(set(judged)))
+        few_clusters_warning=intervals.few_clusters_warning(len(set(analysed.prompts)), len(set(judged)))
         if analysed.credit else None,
-        position=analysis.position_bias(quality.positions, quality.position_k),
-        agreement=analysis.annotator_agreement(quality.agree_items, quality.agree_choices, quality.agree_k),
-        timing=analysis.time_on_task([np.nan if row.latency_ms is None else row.latency_ms for row in rows] or np.zeros(0)),
-        attention=analysis.attention_failure_rate(np.array(quality.attention_passed, dtype=bool)),
+        position=position_bias(quality.positions, quality.position_k),
+        agreement=annotator_agreement(quality.agree_items, quality.agree_choices, quality.agree_k),
+        timing=time_on_task([np.nan if row.latency_ms is None else row.latency_ms for row in rows] or np.zeros(0)),
+        attention=attention_failure_rate(np.array(quality.attention_passed, dtype=bool)),
     )
 
 
@@ -459,7 +469,7 @@ SUMMARY_HEADER = (
 )  # fmt: skip
 
 
-def _interval_fields(r: analysis.WinRateInterval) -> tuple[object, ...]:
+def _interval_fields(r: intervals.WinRateInterval) -> tuple[object, ...]:
     """n … decided_weight_share of one two-way interval, as the header orders them."""
     return (r.n, r.n_prompts, r.n_annotators, r.estimate, r.low, r.high, r.confidence)
 
@@ -540,7 +550,7 @@ def results_plot_svg(results: StudyResults) -> str:
     offsets = np.linspace(-spread, spread, len(series)) if len(series) > 1 else [0.0] * len(series)
     for n, (offset, ((policy, m), members)) in enumerate(zip(offsets, sorted(series.items()), strict=True)):
         x = np.array([row.k for row in members], dtype=float) + offset
-        heads = [cast(analysis.WinRateInterval, row.headline) for row in members]
+        heads = [cast(intervals.WinRateInterval, row.headline) for row in members]
         y = np.array([h.estimate for h in heads])
         err = [y - np.array([h.low for h in heads]), np.array([h.high for h in heads]) - y]
         label = policy if len(ms) == 1 else f"{policy} (m={m})"
