@@ -347,7 +347,7 @@ class Candidate(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     is_attention_check = models.BooleanField(default=False)
     # The text rendered by the safe Markdown renderer (studies/templatetags/safe_markdown.py), with
-    # its version mark: filled by the items step, or on first display (studies/annotation.py).
+    # its version mark: filled by the items step, or on first display (studies/judgment/flow.py).
     text_html = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -463,7 +463,7 @@ class ComparisonItem(models.Model):
         null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
     )
     draw = models.JSONField(default=dict, blank=True, help_text="The sampled candidate ids, for provenance.")
-    # Counters kept by studies/annotation.py in the transaction that assigns or releases (issue #14):
+    # Counters kept by studies/judgment/flow.py in the transaction that assigns or releases (issue #14):
     # live (assigned or completed) assignments, and how many of them show each rotation of the slot
     # order, keyed by the ItemCandidate id shown first. `spread` shuffles the order items are handed out.
     live_assignments = models.PositiveIntegerField(default=0, editable=False)
@@ -475,7 +475,7 @@ class ComparisonItem(models.Model):
         ordering = ["id"]
         indexes = [
             # The next item to hand out, in O(log n): open items of a study by kind, fewest live
-            # assignments first, then in a shuffled order (studies/annotation.py `_next_open_item`).
+            # assignments first, then in a shuffled order (studies/judgment/flow.py `_next_open_item`).
             models.Index(
                 fields=["study", "is_attention_check", "live_assignments", "spread"],
                 condition=Q(needs_judgment=True),
@@ -586,7 +586,7 @@ class Participant(models.Model):
     last_active_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     # The participant's completed tasks, and the attention checks among them: moved on by the pick
-    # that completes each (`annotation._record`, under this row's lock, in the pick's transaction),
+    # that completes each (`judgment.flow.record_judgment`, under this row's lock, in the pick's transaction),
     # so that the annotator's path reads them instead of counting assignments (#14).
     tasks_done = models.PositiveIntegerField(default=0, editable=False)
     attention_checks_done = models.PositiveIntegerField(default=0, editable=False)

@@ -28,8 +28,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from studies import participants, pilots, results_cache, tasks
+from studies import pilots, results_cache, tasks
 from studies.candidate_import import imported_candidates
+from studies.judgment import participants
 from studies.models import Job, Policy, PreferenceSource, Prompt, Study
 from studies.pilots import (
     PilotError as PilotError,  # re-exported for views and commands

@@ -50,7 +50,7 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.urls import reverse
 
-from studies.annotation import StudyUnavailable, join_study, shown_in_order
+from studies.judgment.flow import StudyUnavailable, join_study, shown_in_order
 from studies.models import Assignment, ComparisonItem, Participant, Prompt, Study
 from studies.steps import StepError
 from studies.steps.population import load_population

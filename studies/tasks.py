@@ -43,7 +43,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from studies import importing, participants, results_cache, simulated_annotators
+from studies import importing, results_cache, simulated_annotators
+from studies.judgment import participants
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 

@@ -8,7 +8,7 @@ to continue in the browser where it started, or to open the participant's resume
 shown on their task pages, and to the researchers in the admin), so a stranger who knows
 someone's PID can neither see nor answer their tasks. Study links carry the study's secret
 (`invite`); the landing page is a GET without side effects, and joining is its form's POST,
-rate-limited per study and client (`annotation.check_join_rate`).
+rate-limited per study and client (`flow.check_join_rate`).
 
 Each step view redirects to the step the participant is actually on, so the browser's back
 button, a reload or a bookmarked URL can never skip consent or re-open a finished session.
@@ -33,14 +33,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from studies import annotation, participants
-from studies.annotation import (
-    AlreadyJoined,
-    AssignmentLost,
-    InvalidChoice,
-    StudyUnavailable,
-    TooManyJoins,
-)
 from studies.duration import estimated_duration
 from studies.forms import (
     IDENTIFIER,
@@ -50,6 +42,14 @@ from studies.forms import (
     JudgmentForm,
 )
 from studies.htmx import HtmxHttpRequest
+from studies.judgment import flow, participants
+from studies.judgment.flow import (
+    AlreadyJoined,
+    AssignmentLost,
+    InvalidChoice,
+    StudyUnavailable,
+    TooManyJoins,
+)
 from studies.models import Assignment, Participant, Study
 
 STEP_FOR_STATUS: dict[str, str] = {
@@ -80,7 +80,7 @@ def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant 
     return Participant.objects.filter(study=study, access_token=token).select_related("study").first()
 
 
-def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[annotation.Browser]:
+def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[flow.Browser]:
     """Who this browser joined as, by its valid signed participant cookies, for the study `slug`.
 
     The cookie's name carries the study's id (its path scopes it to the study's pages), so no
@@ -94,13 +94,13 @@ def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[annotation.Browse
             name, default="", salt=COOKIE_SALT, max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400
         )
         if token:
-            yield annotation.Browser(int(study_id), slug, token)
+            yield flow.Browser(int(study_id), slug, token)
 
 
 def _participant_for_slug(request: HtmxHttpRequest, slug: str) -> Participant | None:
     """The participant this browser joined the study `slug` as, with the study, in one query."""
     for browser in _browsers(request, slug):
-        participant = annotation.find_participant(study_id=browser.study_id, slug=slug,
+        participant = flow.find_participant(study_id=browser.study_id, slug=slug,
                                                   access_token=browser.access_token)  # fmt: skip
         if participant is not None:
             return participant
@@ -184,11 +184,11 @@ def _not_open(request: HtmxHttpRequest, study: Study, participant: Participant, 
         participant = participants.complete_after_close(participant=participant)
         if participant.status != Participant.Status.ACTIVE:
             return _go(request, _step_url(participant))
-    elif step == "task" and annotation.current_assignment(participant) is not None:
+    elif step == "task" and flow.current_assignment(participant) is not None:
         return view(request, study, participant)
     if request.htmx:
         return HttpResponseClientRedirect(reverse(f"studies:{step}", args=[study.slug]))
-    return _unavailable(request, study, annotation.closed_reason(study), participant)
+    return _unavailable(request, study, flow.closed_reason(study), participant)
 
 
 def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
@@ -252,13 +252,13 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     participant = _browser_participant(request, study)
     if participant is not None and (not pid or pid == participant.external_id):
         return redirect(_step_url(participant))
-    if not annotation.is_valid_invite(study, form.cleaned_data["invite"]):
+    if not flow.is_valid_invite(study, form.cleaned_data["invite"]):
         return _link_invalid(request, status=403, missing_key=True)
     if pid and Participant.objects.filter(study=study, external_id=pid).exists():
         return _started_elsewhere(request, study)
     if request.method == "GET":
         try:
-            annotation.ensure_open_for_newcomers(study)
+            flow.ensure_open_for_newcomers(study)
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return render(request, "studies/join.html", {"study": study, "form": form})
@@ -268,7 +268,7 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def _create_participant(request: HtmxHttpRequest, study: Study, form: JoinForm) -> HttpResponse:
     data = form.cleaned_data
     try:
-        participant = annotation.join_study(
+        participant = flow.join_study(
             study=study,
             prolific_pid=data["PROLIFIC_PID"],
             prolific_study_id=data["STUDY_ID"],
@@ -307,7 +307,7 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            participant = annotation.record_consent(participant=participant, accepted=form.accepted)
+            participant = flow.record_consent(participant=participant, accepted=form.accepted)
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
@@ -323,7 +323,7 @@ def instructions(request: HtmxHttpRequest, study: Study, participant: Participan
         form = ComprehensionForm(request.POST or None, choices=study.comprehension_choices)
     if request.method == "POST" and (form is None or form.is_valid()):
         answer = form.cleaned_data["answer"] if form else None
-        participant = annotation.start_tasks(participant=participant, comprehension_answer=answer)
+        participant = flow.start_tasks(participant=participant, comprehension_answer=answer)
         if participant.status == Participant.Status.CONSENTED:
             form = ComprehensionForm(choices=study.comprehension_choices)  # a fresh try, unselected
             context = _instructions_context(request, study, participant, form, True)
@@ -338,7 +338,7 @@ def _instructions_context(request: HtmxHttpRequest, study: Study, participant: P
         "resume_url": _resume_url(request, participant),
         "form": form,
         "wrong_answer": wrong,
-        "attempts_left": annotation.COMPREHENSION_ATTEMPTS - participant.comprehension_attempts,
+        "attempts_left": flow.COMPREHENSION_ATTEMPTS - participant.comprehension_attempts,
     }
 
 
@@ -347,15 +347,15 @@ def _task_context(
     form=None, error: str = "", notice: str = "",
 ) -> dict:
     """What the task page shows; `done`: the participant's completed tasks (they have this one open)."""
-    annotation.mark_rendered(assignment)
+    flow.mark_rendered(assignment)
     item = assignment.item
-    shown = annotation.shown_in_order(assignment)
+    shown = flow.shown_in_order(assignment)
     return {
         "study": study,
         "assignment": assignment,
         "item": item,
         "shown": list(enumerate(shown, start=1)),
-        "progress": annotation.progress(participant, done=done, pending=True,
+        "progress": flow.progress(participant, done=done, pending=True,
                                         left=getattr(assignment, "items_left", None)),
         "allow_cant_decide": study.allow_cant_decide and not item.is_attention_check,
         "form": form,  # a refused pick's, for its note; None: a new task
@@ -367,12 +367,12 @@ def _task_context(
 
 def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
     """The next task, as the full page or (htmx) as the `comparison` partial."""
-    assignment = annotation.assign_next_item(participant=participant, shown_now=True)
+    assignment = flow.assign_next_item(participant=participant, shown_now=True)
     if assignment is None:
         study.refresh_from_db(fields=["status"])
         if not study.is_accepting_participants:  # paused or closed meanwhile: the task page says which
             return _go(request, reverse("studies:task", args=[study.slug]))
-        participant = annotation.finish_if_out_of_tasks(participant=participant)
+        participant = flow.finish_if_out_of_tasks(participant=participant)
         if participant.status != Participant.Status.ACTIVE:
             return _go(request, _step_url(participant))
         if request.htmx:
@@ -408,7 +408,7 @@ def submit_judgment(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Record a pick (at most once per assignment), then show the next task.
 
     The pick and the handing out of the next task share one transaction
-    (`annotation.record_judgment(assign_next=True)`), so the round trip costs a fixed number of
+    (`flow.record_judgment(assign_next=True)`), so the round trip costs a fixed number of
     queries whatever the size of the study. The usual pick (this browser's active participant,
     their open task, a valid choice) finds the participant with the assignment it locks, by the
     browser's cookie (`_pick`); anything else goes the way of every other step page
@@ -423,10 +423,10 @@ def submit_judgment(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     return _submit_judgment(request, slug)
 
 
-def _pick(request: HtmxHttpRequest, browser: annotation.Browser, form: JudgmentForm) -> HttpResponse | None:
+def _pick(request: HtmxHttpRequest, browser: flow.Browser, form: JudgmentForm) -> HttpResponse | None:
     """A new pick by the browser's active participant, and where it leads; None for anything else."""
     try:
-        result = annotation.record_judgment(
+        result = flow.record_judgment(
             participant=browser,
             assignment_id=form.cleaned_data["assignment"],
             position=form.cleaned_data["choice"],
@@ -453,7 +453,7 @@ def _submit_judgment(request: HtmxHttpRequest, study: Study, participant: Partic
     error = ""
     if valid:
         try:
-            result = annotation.record_judgment(
+            result = flow.record_judgment(
                 participant=participant,
                 assignment_id=assignment_id,
                 position=form.cleaned_data["choice"],
@@ -495,13 +495,13 @@ def _pick_refused(request: HtmxHttpRequest, study: Study, participant: Participa
 
 
 def _after_pick(request: HtmxHttpRequest, study: Study, participant: Participant, *,
-                result: annotation.JudgmentResult | None = None, notice: str = "") -> HttpResponse:
+                result: flow.JudgmentResult | None = None, notice: str = "") -> HttpResponse:
     """Where a pick leads: the next task (handed out with the pick when it was a new one), the
     completion page, or the task page by redirect without htmx (PRG: a reload never re-posts)."""
     if result is not None and result.participant is not None:
         participant = result.participant
     else:
-        participant = annotation.find_participant(study_id=study.pk, slug=study.slug,
+        participant = flow.find_participant(study_id=study.pk, slug=study.slug,
                                                   access_token=participant.access_token) or participant  # fmt: skip
     if participant.status != Participant.Status.ACTIVE or not study.is_accepting_participants:
         return _go(request, _step_url(participant) if participant.status != Participant.Status.ACTIVE

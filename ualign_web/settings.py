@@ -129,7 +129,7 @@ DATABASES = {
 # the client, so the ORM's statements are never prepared.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors
 DB_PGBOUNCER = env_bool("DB_PGBOUNCER", False)
-# DB_PREPARED_STATEMENTS: the annotator's hot path (studies/annotation_sql.py, and nothing else)
+# DB_PREPARED_STATEMENTS: the annotator's hot path (studies/judgment/sql.py, and nothing else)
 # prepares its statements on PostgreSQL and runs their generic plans (plan_cache_mode below), so
 # each is planned once per connection instead of once per pick. Behind PgBouncer only from 1.21
 # on, with max_prepared_statements set and plan_cache_mode set on the role (docs/deployment.md),

@@ -32,7 +32,7 @@ pick costs the same number of queries, each O(log n), at 200 items and at 50,000
 (tests/test_annotation_queries.py). Abandoned assignments are released when a participant finds
 no free item, when a newcomer finds the study full, and by anyone calling
 `release_expired_assignments`; a study's or some participants' open ones by
-`release_open_assignments` (studies/participants.py: sweep, returned, close-out). Those two are
+`release_open_assignments` (studies/judgment/participants.py: sweep, returned, close-out). Those two are
 the only functions that release, so the counters stay true.
 """
 
@@ -54,7 +54,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from studies import annotation_sql as sql
+from studies.judgment import sql
 from studies.models import (
     Assignment,
     Candidate,
@@ -78,10 +78,10 @@ FINISHED = {
     Participant.Status.TIMED_OUT,
     Participant.Status.RETURNED,
 }
-# Statuses that give a consented participant's seat back (studies/participants.py sets them).
+# Statuses that give a consented participant's seat back (studies/judgment/participants.py sets them).
 SEAT_FREED = (Participant.Status.TIMED_OUT, Participant.Status.RETURNED)
 COMPREHENSION_ATTEMPTS = 2
-# The hot path's rows (studies/annotation_sql.py): each model's columns under its alias.
+# The hot path's rows (studies/judgment/sql.py): each model's columns under its alias.
 _A = sql.columns(Assignment, "a")
 _C = sql.columns(Candidate, "c")
 # A judged item's candidates: whether each is an attention check's broken text, not the texts.
@@ -302,7 +302,7 @@ def release_expired_assignments(*, study: Study, now: datetime | None = None) ->
 @transaction.atomic
 def release_open_assignments(*, study: Study | None = None, participant_ids: list[int] | None = None) -> int:
     """Release every open assignment of a study (it closes) or of some participants (they timed
-    out or returned: studies/participants.py), with the counters. Waits for a pick in flight on
+    out or returned: studies/judgment/participants.py), with the counters. Waits for a pick in flight on
     one of them; once it is saved, that assignment is completed and no longer released."""
     if study is None and participant_ids is None:
         raise ValueError("release_open_assignments needs a study or participant ids")

@@ -1,7 +1,7 @@
 """Places and participants: who holds a seat, and the moves that free one or end a session.
 
 A participant holds a seat against `Study.max_participants` from consent on, and gives it back
-when they time out or return (`annotation.seats_taken`, `annotation.SEAT_FREED`). The moves:
+when they time out or return (`flow.seats_taken`, `flow.SEAT_FREED`). The moves:
 
 - `sweep_study`: what the periodic task `studies.tasks.sweep_abandoned` (celery beat) does for
   each live study: release assignments older than the study's `assignment_timeout` and time out
@@ -33,8 +33,8 @@ from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
-from studies import annotation
 from studies.export import safe_text
+from studies.judgment import flow
 from studies.models import Assignment, Participant, Study
 
 Status = Participant.Status
@@ -61,7 +61,7 @@ class Outcome:
 
 def _free(ids: list[int], status: str) -> int:
     """Give back the open assignments of these participants and set their (seat-freeing) status."""
-    annotation.release_open_assignments(participant_ids=ids)  # with the items' counters (#14)
+    flow.release_open_assignments(participant_ids=ids)  # with the items' counters (#14)
     return Participant.objects.filter(pk__in=ids).update(status=status)
 
 
@@ -90,7 +90,7 @@ def time_out_inactive(*, study: Study, now: datetime | None = None) -> int:
 def sweep_study(*, study: Study, now: datetime | None = None) -> SweepResult:
     """Release abandoned assignments and free the seats of idle participants of one study."""
     now = now or timezone.now()
-    released = annotation.release_expired_assignments(study=study, now=now)
+    released = flow.release_expired_assignments(study=study, now=now)
     return SweepResult(released=released, timed_out=time_out_inactive(study=study, now=now))
 
 
@@ -129,7 +129,7 @@ def close_out_study(*, study: Study, now: datetime | None = None) -> int:
     completed = Participant.objects.filter(pk__in=worked, status=Status.ACTIVE).update(
         status=Status.COMPLETED, completion_code=study.completion_code, completed_at=now, last_active_at=now
     )
-    annotation.release_open_assignments(study=study)  # with the items' counters (#14)
+    flow.release_open_assignments(study=study)  # with the items' counters (#14)
     return completed
 
 
@@ -142,9 +142,9 @@ def complete_after_close(*, participant: Participant) -> Participant:
     if (
         participant.study.status == Study.Status.CLOSED
         and participant.status == Status.ACTIVE
-        and annotation.completed_count(participant) > 0
+        and flow.completed_count(participant) > 0
     ):
-        annotation.complete_participant(participant=participant)
+        flow.complete_participant(participant=participant)
     return participant
 
 
@@ -181,7 +181,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("Joined, not yet consented", (Status.JOINED,)),
     ("Active", IN_PROGRESS),
     ("Completed", (Status.COMPLETED,)),
-    ("Returned or timed out", annotation.SEAT_FREED),
+    ("Returned or timed out", flow.SEAT_FREED),
     ("Screened out", (Status.SCREENED_OUT,)),
     ("Failed attention checks", (Status.ENDED,)),
     ("Declined consent", (Status.DECLINED,)),
@@ -218,7 +218,7 @@ def places(study: Study) -> Places:
         )
     ]
     groups = [_group(label, statuses, rows) for label, statuses in GROUPS]
-    return Places(filled=annotation.seats_taken(study), target=study.max_participants, groups=groups)
+    return Places(filled=flow.seats_taken(study), target=study.max_participants, groups=groups)
 
 
 # --- The review list for Prolific ----------------------------------------------------------------
