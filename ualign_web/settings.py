@@ -143,10 +143,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The request then fails with OperationalError, which ualign_web.errors answers with a 503.
     # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
     DATABASES["default"].setdefault("OPTIONS", {}).update({"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5)})
+    # Django's backend, plus the cursors that prepare the hot path's statements (ualign_web/db_backend).
+    DATABASES["default"]["ENGINE"] = "ualign_web.db_backend"
     if UALIGN_PREPARED_STATEMENTS:
         # Django turns psycopg's prepared statements off (prepare_threshold None) for poolers' sake;
-        # only the hot path's cursors (server-side binding) ever prepare: the ORM's bind on the
-        # client, which psycopg never prepares, whatever the threshold.
+        # only the hot path's cursors (server-side binding, `preparing_cursor`) ever prepare: the
+        # ORM's bind on the client, which psycopg never prepares, whatever the threshold.
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
     if not DB_PGBOUNCER:
         DATABASES["default"]["OPTIONS"]["options"] = (
