@@ -187,7 +187,7 @@ def prepare_participants(slug: str, n: int) -> list[dict]:
     from django.http import HttpResponse
     from django.utils.crypto import get_random_string
 
-    from studies.judgment import flow
+    from studies.judgment import assign, flow
     from studies.models import Study
     from studies.views import COOKIE_SALT
 
@@ -197,7 +197,7 @@ def prepare_participants(slug: str, n: int) -> list[dict]:
         participant = flow.join_study(study=study, is_simulated=False)
         participant = flow.record_consent(participant=participant, accepted=True)
         participant = flow.start_tasks(participant=participant)
-        assignment = flow.assign_next_item(participant=participant, shown_now=True)
+        assignment = assign.assign_next_item(participant=participant, shown_now=True)
         name, csrf = f"ualign_p{study.pk}", get_random_string(32)
         response = HttpResponse()
         response.set_signed_cookie(name, participant.access_token, salt=COOKIE_SALT)  # what joining sets

@@ -543,6 +543,23 @@ class ItemCandidate(models.Model):
         return pick_credit(self.count_policy, self.count_opponent)
 
 
+class ParticipantQuerySet(models.QuerySet):
+    """The participant groups the participant's path counts (studies/judgment/)."""
+
+    def in_progress(self) -> ParticipantQuerySet:
+        """Consented and not finished (`Participant.IN_PROGRESS`)."""
+        return self.filter(status__in=Participant.IN_PROGRESS)
+
+    def seated(self) -> ParticipantQuerySet:
+        """Holding a seat against `Study.max_participants`: consented, and not timed out or returned
+        (`Participant.SEAT_FREED`); finishing keeps it (their work fills the place)."""
+        return self.filter(consent_at__isnull=False).exclude(status__in=Participant.SEAT_FREED)
+
+    def worked(self) -> ParticipantQuerySet:
+        """With at least one completed task (`judgment.rules.has_worked`)."""
+        return self.filter(tasks_done__gt=0)
+
+
 class Participant(models.Model):
     class Status(models.TextChoices):
         JOINED = "joined", "Joined"
@@ -561,6 +578,17 @@ class Participant(models.Model):
         PENDING = "pending", "Not reviewed"
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
+
+    # Status groups (the participant's path, studies/judgment/):
+    # consented and not finished: they hold a seat and may hold an assignment;
+    IN_PROGRESS = (Status.CONSENTED, Status.ACTIVE)
+    # what gives a consented participant's seat back (the sweep, or the researcher: returned);
+    SEAT_FREED = (Status.TIMED_OUT, Status.RETURNED)
+    # what the researcher may review, per verdict: sessions that reached an end in ualign.
+    REVIEWABLE: dict[str, tuple[str, ...]] = {
+        Review.APPROVED: (Status.COMPLETED,),
+        Review.REJECTED: (Status.COMPLETED, Status.ENDED, Status.SCREENED_OUT),
+    }
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
     external_id = models.CharField(max_length=200, blank=True, help_text="Prolific PID or invite label.")
@@ -590,6 +618,8 @@ class Participant(models.Model):
     # so that the annotator's path reads them instead of counting assignments (#14).
     tasks_done = models.PositiveIntegerField(default=0, editable=False)
     attention_checks_done = models.PositiveIntegerField(default=0, editable=False)
+
+    objects = ParticipantQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -646,11 +676,6 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.participant} → item {self.item_id}"
-
-    def is_expired(self, now=None) -> bool:
-        now = now or timezone.now()
-        timeout = self.participant.study.assignment_timeout
-        return self.status == self.Status.ASSIGNED and self.assigned_at + timeout < now
 
 
 class Judgment(models.Model):

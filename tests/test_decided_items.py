@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from studies import export, reproduction
-from studies.judgment import flow
+from studies.judgment import assign, flow, picking
 from studies.judgment.flow import StudyUnavailable
 from studies.models import Assignment, ComparisonItem, Judgment, Participant, Study
 from studies.results import SUMMARY_HEADER, compute_results, summary_rows
@@ -121,11 +121,11 @@ def active(study: Study) -> Participant:
 def test_decided_items_are_never_assigned_nor_counted_in_progress():
     study = live_mixed()
     person = active(study)
-    assert flow.progress(person).total == 2
+    assert assign.progress(person).total == 2
     assigned = []
-    while (assignment := flow.assign_next_item(participant=person)) is not None:
+    while (assignment := assign.assign_next_item(participant=person)) is not None:
         assigned.append(assignment.item)
-        flow.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
     assert len(assigned) == 2
     assert all(item.needs_judgment for item in assigned)
     person.refresh_from_db()

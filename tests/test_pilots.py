@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from studies import services
-from studies.judgment import flow
+from studies.judgment import assign, flow
 from studies.judgment.flow import StudyUnavailable, join_study
 from studies.models import (
     Assignment,
@@ -170,7 +170,7 @@ def test_a_pilot_copys_items_start_with_no_live_assignments_and_their_own_shuffl
     person = flow.join_study(study=study, prolific_pid="PID-1")
     flow.record_consent(participant=person, accepted=True)
     flow.start_tasks(participant=person)
-    taken = flow.assign_next_item(participant=person)
+    taken = assign.assign_next_item(participant=person)
     assert ComparisonItem.objects.get(pk=taken.item_id).live_assignments == 1
 
     pilot = services.create_pilot(study=study)
