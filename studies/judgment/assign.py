@@ -161,8 +161,8 @@ def _claim(participant: Participant, attention: bool, *, wait: bool, now: dateti
     Two rules keep concurrent claims free of deadlocks. A row whose re-check fails (it filled up
     while we waited) stays locked by PostgreSQL until the lock is rolled back, so each claim runs
     in a savepoint that is rolled back when it finds nothing: a failed claim holds no item. And
-    a waiting claim locks rows in primary-key order, the order in which `_release` locks them,
-    so two waiters never hold each other's next row.
+    a waiting claim locks rows in primary-key order, the order in which a release locks them
+    (`rules.release_open_assignments`), so two waiters never hold each other's next row.
     """
     try:
         with transaction.atomic():

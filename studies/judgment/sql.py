@@ -1,4 +1,4 @@
-"""The statements of the annotator's hot path, in SQL (issue #14), for `studies/judgment/flow.py`.
+"""The statements of the annotator's hot path, in SQL (issue #14), for `studies/judgment/` (assign, picking, rules).
 
 A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Python to compile
 (select_related, counting subqueries, row locks): about 12 ms of a pick's 19 ms of Python

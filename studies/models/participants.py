@@ -85,7 +85,7 @@ class Participant(models.Model):
     last_active_at = models.DateTimeField(default=timezone.now)
     completed_at = models.DateTimeField(null=True, blank=True)
     # The participant's completed tasks, and the attention checks among them: moved on by the pick
-    # that completes each (`judgment.flow.record_judgment`, under this row's lock, in the pick's transaction),
+    # that completes each (`judgment.picking.record_judgment`, under this row's lock, in the pick's transaction),
     # so that the annotator's path reads them instead of counting assignments (#14).
     tasks_done = models.PositiveIntegerField(default=0, editable=False)
     attention_checks_done = models.PositiveIntegerField(default=0, editable=False)

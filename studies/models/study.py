@@ -346,7 +346,7 @@ class Candidate(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     is_attention_check = models.BooleanField(default=False)
     # The text rendered by the safe Markdown renderer (studies/templatetags/safe_markdown.py), with
-    # its version mark: filled by the items step, or on first display (studies/judgment/flow.py).
+    # its version mark: filled by the items step, or on first display (studies/judgment/assign.py `shown_in_order`).
     text_html = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -462,7 +462,7 @@ class ComparisonItem(models.Model):
         null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
     )
     draw = models.JSONField(default=dict, blank=True, help_text="The sampled candidate ids, for provenance.")
-    # Counters kept by studies/judgment/flow.py in the transaction that assigns or releases (issue #14):
+    # Counters kept by studies/judgment/rules.py in the transaction that assigns or releases (issue #14):
     # live (assigned or completed) assignments, and how many of them show each rotation of the slot
     # order, keyed by the ItemCandidate id shown first. `spread` shuffles the order items are handed out.
     live_assignments = models.PositiveIntegerField(default=0, editable=False)
@@ -474,7 +474,7 @@ class ComparisonItem(models.Model):
         ordering = ["id"]
         indexes = [
             # The next item to hand out, in O(log n): open items of a study by kind, fewest live
-            # assignments first, then in a shuffled order (studies/judgment/flow.py `_next_open_item`).
+            # assignments first, then in a shuffled order (`studies.judgment.rules.open_sql`).
             models.Index(
                 fields=["study", "is_attention_check", "live_assignments", "spread"],
                 condition=Q(needs_judgment=True),
