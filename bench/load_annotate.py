@@ -187,17 +187,17 @@ def prepare_participants(slug: str, n: int) -> list[dict]:
     from django.http import HttpResponse
     from django.utils.crypto import get_random_string
 
-    from studies import annotation
+    from studies.judgment import assign, flow
     from studies.models import Study
     from studies.views import COOKIE_SALT
 
     study = Study.objects.get(slug=slug)
     prepared = []
     for _ in range(n):
-        participant = annotation.join_study(study=study, is_simulated=False)
-        participant = annotation.record_consent(participant=participant, accepted=True)
-        participant = annotation.start_tasks(participant=participant)
-        assignment = annotation.assign_next_item(participant=participant, shown_now=True)
+        participant = flow.join_study(study=study, is_simulated=False)
+        participant = flow.record_consent(participant=participant, accepted=True)
+        participant = flow.start_tasks(participant=participant)
+        assignment = assign.assign_next_item(participant=participant, shown_now=True)
         name, csrf = f"ualign_p{study.pk}", get_random_string(32)
         response = HttpResponse()
         response.set_signed_cookie(name, participant.access_token, salt=COOKIE_SALT)  # what joining sets

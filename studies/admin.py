@@ -23,11 +23,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from studies import participants, researcher_views, services
-from studies.annotation import seats_taken
+from studies import researcher_views, services
 from studies.estimate import planning_views
 from studies.estimate.export import TABLES
 from studies.importing import import_prompts
+from studies.judgment import participants
+from studies.judgment.flow import seats_taken
 from studies.models import (
     Assignment,
     Candidate,
@@ -631,7 +632,7 @@ class FailedAttentionFilter(admin.SimpleListFilter):
 
 @admin.register(Participant)
 class ParticipantAdmin(ReadOnlyAdmin):
-    """Read-only rows, with the actions a Prolific researcher needs (studies/participants.py):
+    """Read-only rows, with the actions a Prolific researcher needs (studies/judgment/participants.py):
     approve, reject, mark returned (frees the seat and open assignments), and the approve/reject
     list as CSV with PROLIFIC_PIDs."""
 

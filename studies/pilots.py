@@ -9,7 +9,7 @@ annotation services and the results confined to one study: `ComparisonItem`'s un
 `save_prompt_items` key items by prompt and policy, so items of two studies must not share them.
 
 A pilot is created live, is joinable only by simulated annotators (the join page treats it as a
-link that does not exist, and `annotation.join_study` refuses people), and is deleted with
+link that does not exist, and `judgment.flow.join_study` refuses people), and is deleted with
 `delete_pilot` (judgments first: they protect the shown texts they chose).
 """
 

@@ -36,11 +36,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studies import candidate_import, participants, services
+from studies import candidate_import, services
 from studies.estimate import export
 from studies.estimate.results import ORIGINS, StudyResults, results_plot_svg
 from studies.htmx import HtmxHttpRequest
 from studies.job_rows import chain_rows
+from studies.judgment import participants
 from studies.models import Job, Study
 from studies.simulated_annotators import SimulationError
 

@@ -30,9 +30,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from studies import participants, pilots, tasks
+from studies import pilots, tasks
 from studies.candidate_import import imported_candidates
 from studies.estimate import results_cache
+from studies.judgment import participants
 from studies.models import Job, Policy, PreferenceSource, Prompt, Study
 from studies.pilots import (
     PilotError as PilotError,  # re-exported for views and commands

@@ -47,11 +47,12 @@ from html.parser import HTMLParser
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, Q
 from django.urls import reverse
 
-from studies.annotation import StudyUnavailable, join_study, shown_in_order
-from studies.models import Assignment, ComparisonItem, Participant, Prompt, Study
+from studies.judgment import rules
+from studies.judgment.assign import shown_in_order
+from studies.judgment.flow import StudyUnavailable, join_study
+from studies.models import Assignment, Participant, Prompt, Study
 from studies.steps import StepError
 from studies.steps.population import load_population
 from studies.steps.preference_sources import StudyUtilities, csv_utilities, prompt_key
@@ -452,9 +453,4 @@ def annotators_to_fill(study: Study) -> int:
 
     Items decided by construction (needs_judgment False) are never assigned, so they need nobody.
     """
-    live = Q(assignments__status__in=[Assignment.Status.ASSIGNED, Assignment.Status.COMPLETED])
-    items = ComparisonItem.objects.filter(study=study, needs_judgment=True).annotate(
-        taken=Count("assignments", filter=live)
-    )
-    open_slots = sum(max(study.annotations_per_item - taken, 0) for taken in items.values_list("taken", flat=True))
-    return max(1, min(DEFAULT_MAX_ANNOTATORS, math.ceil(open_slots / study.items_per_participant)))
+    return max(1, min(DEFAULT_MAX_ANNOTATORS, math.ceil(rules.open_places(study) / study.items_per_participant)))

@@ -43,8 +43,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from studies import importing, participants, simulated_annotators
+from studies import importing, simulated_annotators
 from studies.estimate import results_cache
+from studies.judgment import participants
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 

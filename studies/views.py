@@ -8,7 +8,7 @@ to continue in the browser where it started, or to open the participant's resume
 shown on their task pages, and to the researchers in the admin), so a stranger who knows
 someone's PID can neither see nor answer their tasks. Study links carry the study's secret
 (`invite`); the landing page is a GET without side effects, and joining is its form's POST,
-rate-limited per study and client (`annotation.check_join_rate`).
+rate-limited per study and client (`flow.check_join_rate`).
 
 Each step view redirects to the step the participant is actually on, so the browser's back
 button, a reload or a bookmarked URL can never skip consent or re-open a finished session.
@@ -33,14 +33,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from studies import annotation, participants
-from studies.annotation import (
-    AlreadyJoined,
-    AssignmentLost,
-    InvalidChoice,
-    StudyUnavailable,
-    TooManyJoins,
-)
 from studies.duration import estimated_duration
 from studies.forms import (
     IDENTIFIER,
@@ -50,6 +42,8 @@ from studies.forms import (
     JudgmentForm,
 )
 from studies.htmx import HtmxHttpRequest
+from studies.judgment import assign, flow, participants, picking
+from studies.judgment.flow import AlreadyJoined, StudyUnavailable, TooManyJoins
 from studies.models import Assignment, Participant, Study
 
 STEP_FOR_STATUS: dict[str, str] = {
@@ -80,7 +74,7 @@ def _browser_participant(request: HtmxHttpRequest, study: Study) -> Participant 
     return Participant.objects.filter(study=study, access_token=token).select_related("study").first()
 
 
-def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[annotation.Browser]:
+def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[picking.BrowserKey]:
     """Who this browser joined as, by its valid signed participant cookies, for the study `slug`.
 
     The cookie's name carries the study's id (its path scopes it to the study's pages), so no
@@ -94,14 +88,14 @@ def _browsers(request: HtmxHttpRequest, slug: str) -> Iterator[annotation.Browse
             name, default="", salt=COOKIE_SALT, max_age=settings.UALIGN_PARTICIPANT_COOKIE_DAYS * 86400
         )
         if token:
-            yield annotation.Browser(int(study_id), slug, token)
+            yield picking.BrowserKey(int(study_id), slug, token)
 
 
 def _participant_for_slug(request: HtmxHttpRequest, slug: str) -> Participant | None:
     """The participant this browser joined the study `slug` as, with the study, in one query."""
     for browser in _browsers(request, slug):
-        participant = annotation.find_participant(study_id=browser.study_id, slug=slug,
-                                                  access_token=browser.access_token)  # fmt: skip
+        participant = assign.find_participant(study_id=browser.study_id, slug=slug,
+                                              access_token=browser.access_token)  # fmt: skip
         if participant is not None:
             return participant
     return None
@@ -184,11 +178,11 @@ def _not_open(request: HtmxHttpRequest, study: Study, participant: Participant, 
         participant = participants.complete_after_close(participant=participant)
         if participant.status != Participant.Status.ACTIVE:
             return _go(request, _step_url(participant))
-    elif step == "task" and annotation.current_assignment(participant) is not None:
+    elif step == "task" and assign.current_assignment(participant) is not None:
         return view(request, study, participant)
     if request.htmx:
         return HttpResponseClientRedirect(reverse(f"studies:{step}", args=[study.slug]))
-    return _unavailable(request, study, annotation.closed_reason(study), participant)
+    return _unavailable(request, study, flow.closed_reason(study), participant)
 
 
 def _started_elsewhere(request: HtmxHttpRequest, study: Study) -> HttpResponse:
@@ -203,7 +197,7 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
 
     def decorator(view: Callable) -> Callable:
         @wraps(view)
-        def wrapper(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+        def wrapper(request: HtmxHttpRequest, slug: str, **kwargs) -> HttpResponse:
             participant = _participant_for_slug(request, slug)
             if participant is None:
                 return _link_invalid(request)
@@ -212,7 +206,7 @@ def participant_step(step: str, *, open_when_closed: bool = False) -> Callable:
                 return _go(request, _step_url(participant))
             if step != "done" and not open_when_closed and not study.is_accepting_participants:
                 return _not_open(request, study, participant, step, view)
-            return view(request, study, participant)
+            return view(request, study, participant, **kwargs)
 
         # Every step page is about this participant's state right now: a browser must never show a
         # stored copy (Back after a pick would show a task already answered).
@@ -252,13 +246,13 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     participant = _browser_participant(request, study)
     if participant is not None and (not pid or pid == participant.external_id):
         return redirect(_step_url(participant))
-    if not annotation.is_valid_invite(study, form.cleaned_data["invite"]):
+    if not flow.is_valid_invite(study, form.cleaned_data["invite"]):
         return _link_invalid(request, status=403, missing_key=True)
     if pid and Participant.objects.filter(study=study, external_id=pid).exists():
         return _started_elsewhere(request, study)
     if request.method == "GET":
         try:
-            annotation.ensure_open_for_newcomers(study)
+            flow.ensure_open_for_newcomers(study)
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return render(request, "studies/join.html", {"study": study, "form": form})
@@ -268,7 +262,7 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 def _create_participant(request: HtmxHttpRequest, study: Study, form: JoinForm) -> HttpResponse:
     data = form.cleaned_data
     try:
-        participant = annotation.join_study(
+        participant = flow.join_study(
             study=study,
             prolific_pid=data["PROLIFIC_PID"],
             prolific_study_id=data["STUDY_ID"],
@@ -307,7 +301,7 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
     form = ConsentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            participant = annotation.record_consent(participant=participant, accepted=form.accepted)
+            participant = flow.record_consent(participant=participant, accepted=form.accepted)
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
@@ -323,7 +317,7 @@ def instructions(request: HtmxHttpRequest, study: Study, participant: Participan
         form = ComprehensionForm(request.POST or None, choices=study.comprehension_choices)
     if request.method == "POST" and (form is None or form.is_valid()):
         answer = form.cleaned_data["answer"] if form else None
-        participant = annotation.start_tasks(participant=participant, comprehension_answer=answer)
+        participant = flow.start_tasks(participant=participant, comprehension_answer=answer)
         if participant.status == Participant.Status.CONSENTED:
             form = ComprehensionForm(choices=study.comprehension_choices)  # a fresh try, unselected
             context = _instructions_context(request, study, participant, form, True)
@@ -338,7 +332,7 @@ def _instructions_context(request: HtmxHttpRequest, study: Study, participant: P
         "resume_url": _resume_url(request, participant),
         "form": form,
         "wrong_answer": wrong,
-        "attempts_left": annotation.COMPREHENSION_ATTEMPTS - participant.comprehension_attempts,
+        "attempts_left": flow.COMPREHENSION_ATTEMPTS - participant.comprehension_attempts,
     }
 
 
@@ -347,15 +341,15 @@ def _task_context(
     form=None, error: str = "", notice: str = "",
 ) -> dict:
     """What the task page shows; `done`: the participant's completed tasks (they have this one open)."""
-    annotation.mark_rendered(assignment)
+    assign.mark_rendered(assignment)
     item = assignment.item
-    shown = annotation.shown_in_order(assignment)
+    shown = assign.shown_in_order(assignment)
     return {
         "study": study,
         "assignment": assignment,
         "item": item,
         "shown": list(enumerate(shown, start=1)),
-        "progress": annotation.progress(participant, done=done, pending=True,
+        "progress": assign.progress(participant, done=done, pending=True,
                                         left=getattr(assignment, "items_left", None)),
         "allow_cant_decide": study.allow_cant_decide and not item.is_attention_check,
         "form": form,  # a refused pick's, for its note; None: a new task
@@ -367,12 +361,12 @@ def _task_context(
 
 def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
     """The next task, as the full page or (htmx) as the `comparison` partial."""
-    assignment = annotation.assign_next_item(participant=participant, shown_now=True)
+    assignment = assign.assign_next_item(participant=participant, shown_now=True)
     if assignment is None:
         study.refresh_from_db(fields=["status"])
         if not study.is_accepting_participants:  # paused or closed meanwhile: the task page says which
             return _go(request, reverse("studies:task", args=[study.slug]))
-        participant = annotation.finish_if_out_of_tasks(participant=participant)
+        participant = picking.finish_if_out_of_tasks(participant=participant)
         if participant.status != Participant.Status.ACTIVE:
             return _go(request, _step_url(participant))
         if request.htmx:
@@ -407,70 +401,47 @@ def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> Ht
 def submit_judgment(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     """Record a pick (at most once per assignment), then show the next task.
 
-    The pick and the handing out of the next task share one transaction
-    (`annotation.record_judgment(assign_next=True)`), so the round trip costs a fixed number of
-    queries whatever the size of the study. The usual pick (this browser's active participant,
-    their open task, a valid choice) finds the participant with the assignment it locks, by the
-    browser's cookie (`_pick`); anything else goes the way of every other step page
-    (`_submit_judgment`), from the start: the pick's transaction saved nothing.
+    One service call (`picking.pick`) saves the pick and hands out the next task in one
+    transaction, so the round trip costs a fixed number of queries whatever the size of the
+    study; it finds the browser's active participant with the assignment it locks, by the
+    browser's cookie. A new pick goes straight to the next task; anything else (a replay, a bad
+    choice, a task lost to a timeout, a participant at another step, an invalid form) goes the
+    way of every other step page (`_pick_answer`).
     """
     form = JudgmentForm(request.POST)
+    outcome = None
     if form.is_valid():
-        for browser in _browsers(request, slug):
-            response = _pick(request, browser, form)
-            if response is not None:
-                return response
-    return _submit_judgment(request, slug)
-
-
-def _pick(request: HtmxHttpRequest, browser: annotation.Browser, form: JudgmentForm) -> HttpResponse | None:
-    """A new pick by the browser's active participant, and where it leads; None for anything else."""
-    try:
-        result = annotation.record_judgment(
-            participant=browser,
+        outcome = picking.pick(
+            browsers=_browsers(request, slug),
             assignment_id=form.cleaned_data["assignment"],
             position=form.cleaned_data["choice"],
             cant_decide=form.cleaned_data["cant_decide"],
             rationale=form.cleaned_data["rationale"],
-            assign_next=True,
             shown_now=bool(request.htmx),
         )
-    except (Assignment.DoesNotExist, InvalidChoice, AssignmentLost):
-        return None
-    if not result.created or result.participant is None:
-        return None
-    return _after_pick(request, result.participant.study, result.participant, result=result)
+        result = outcome.result
+        if outcome.kind is picking.Kind.SAVED and result is not None and result.participant is not None:
+            return _after_pick(request, result.participant.study, result.participant, result=result)
+    return _pick_answer(request, slug, form=form, outcome=outcome)
 
 
 @participant_step("task", open_when_closed=True)
-def _submit_judgment(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
-    """A pick, the long way: any participant of this browser, at any step, whatever they sent."""
-    form = JudgmentForm(request.POST)
-    valid = form.is_valid()
+def _pick_answer(request: HtmxHttpRequest, study: Study, participant: Participant, *, form: JudgmentForm,
+                 outcome: picking.Outcome | None) -> HttpResponse:
+    """Any pick but a new one by the browser's active participant, by what became of it
+    (`outcome`; None when the form was invalid and nothing was saved)."""
     assignment_id = form.cleaned_data.get("assignment")
     if not assignment_id:
         return _link_invalid(request)
-    error = ""
-    if valid:
-        try:
-            result = annotation.record_judgment(
-                participant=participant,
-                assignment_id=assignment_id,
-                position=form.cleaned_data["choice"],
-                cant_decide=form.cleaned_data["cant_decide"],
-                rationale=form.cleaned_data["rationale"],
-                assign_next=True,
-                shown_now=bool(request.htmx),
-            )
-        except Assignment.DoesNotExist:
+    if outcome is not None:
+        if outcome.kind is picking.Kind.NOT_FOUND:
             return _link_invalid(request)
-        except InvalidChoice as exc:
-            error = str(exc)
-        except AssignmentLost:
+        if outcome.kind is picking.Kind.LOST:
             notice = "That task had timed out and was given to someone else, so here is a new one."
             return _after_pick(request, study, participant, notice=notice)
-        else:
-            return _after_pick(request, study, participant, result=result)
+        if outcome.kind is not picking.Kind.INVALID:
+            return _after_pick(request, study, participant, result=outcome.result)
+        error = outcome.error
     elif "rationale" in form.errors:
         error = " ".join(str(e) for e in form.errors["rationale"])
         form = None  # type: ignore[assignment]  # a fresh form: an oversized note is never echoed back
@@ -495,13 +466,13 @@ def _pick_refused(request: HtmxHttpRequest, study: Study, participant: Participa
 
 
 def _after_pick(request: HtmxHttpRequest, study: Study, participant: Participant, *,
-                result: annotation.JudgmentResult | None = None, notice: str = "") -> HttpResponse:
+                result: picking.JudgmentResult | None = None, notice: str = "") -> HttpResponse:
     """Where a pick leads: the next task (handed out with the pick when it was a new one), the
     completion page, or the task page by redirect without htmx (PRG: a reload never re-posts)."""
     if result is not None and result.participant is not None:
         participant = result.participant
     else:
-        participant = annotation.find_participant(study_id=study.pk, slug=study.slug,
+        participant = assign.find_participant(study_id=study.pk, slug=study.slug,
                                                   access_token=participant.access_token) or participant  # fmt: skip
     if participant.status != Participant.Status.ACTIVE or not study.is_accepting_participants:
         return _go(request, _step_url(participant) if participant.status != Participant.Status.ACTIVE

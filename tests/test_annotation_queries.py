@@ -190,7 +190,7 @@ def test_no_query_of_the_annotators_path_reads_more_than_a_few_pages_of_a_50000_
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
 def test_the_annotators_statements_are_planned_once_per_connection_not_once_per_pick():
     """On PostgreSQL the hot path's statements are prepared on the connection and run their
-    generic plans (studies/annotation_sql.py): planning was most of their PostgreSQL CPU."""
+    generic plans (studies/judgment/sql.py): planning was most of their PostgreSQL CPU."""
     walk(bulk_study(200))
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")

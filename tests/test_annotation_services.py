@@ -11,14 +11,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from studies import annotation
-from studies.annotation import (
-    AlreadyJoined,
-    AssignmentLost,
-    InvalidChoice,
-    StudyUnavailable,
-    TooManyJoins,
-)
+from studies.judgment import assign, flow, picking, rules
+from studies.judgment.flow import AlreadyJoined, StudyUnavailable, TooManyJoins
+from studies.judgment.picking import AssignmentLost, InvalidChoice
 from studies.models import Assignment, Judgment, Participant, Study
 from tests.factories import (
     make_attention_item,
@@ -66,9 +61,9 @@ def active(study: Study, **overrides) -> Participant:
 
 
 def pick(participant: Participant, position: int = 1, **kwargs):
-    assignment = annotation.assign_next_item(participant=participant)
+    assignment = assign.assign_next_item(participant=participant)
     assert assignment is not None
-    return annotation.record_judgment(participant=participant, assignment_id=assignment.pk, position=position, **kwargs)
+    return picking.record_judgment(participant=participant, assignment_id=assignment.pk, position=position, **kwargs)
 
 
 # --- Joining and consent ------------------------------------------------------------------
@@ -77,9 +72,9 @@ def pick(participant: Participant, position: int = 1, **kwargs):
 def test_a_known_prolific_pid_cannot_join_again():
     study = live_study()
     add_items(study, 1)
-    first = annotation.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s1")
+    first = flow.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s1")
     with pytest.raises(AlreadyJoined):
-        annotation.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s2")
+        flow.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s2")
     first.refresh_from_db()
     assert first.prolific_session_id == "s1"
     assert Participant.objects.filter(study=study).count() == 1
@@ -88,8 +83,8 @@ def test_a_known_prolific_pid_cannot_join_again():
 def test_anonymous_joins_create_a_new_participant_each_time():
     study = live_study()
     add_items(study, 1)
-    a = annotation.join_study(study=study)
-    b = annotation.join_study(study=study)
+    a = flow.join_study(study=study)
+    b = flow.join_study(study=study)
     assert a.pk != b.pk
     assert a.access_token != b.access_token
 
@@ -100,38 +95,38 @@ def test_one_client_may_create_only_the_limit_of_participants_per_study_and_wind
     add_items(study, 1)
     add_items(other, 1)
     for _ in range(2):
-        annotation.join_study(study=study, client_key="client-a")
+        flow.join_study(study=study, client_key="client-a")
     with pytest.raises(TooManyJoins) as refused:
-        annotation.join_study(study=study, client_key="client-a")
+        flow.join_study(study=study, client_key="client-a")
     assert 0 < refused.value.retry_after <= 600
-    annotation.join_study(study=study, client_key="client-b")  # another client
-    annotation.join_study(study=other, client_key="client-a")  # another study
+    flow.join_study(study=study, client_key="client-b")  # another client
+    flow.join_study(study=other, client_key="client-a")  # another study
     Participant.objects.filter(study=study).update(created_at=timezone.now() - timedelta(seconds=601))
-    annotation.join_study(study=study, client_key="client-a")  # the window has passed
+    flow.join_study(study=study, client_key="client-a")  # the window has passed
     assert Participant.objects.filter(study=study, client_key="client-a").count() == 3
 
 
 def test_a_study_that_is_not_live_refuses_newcomers():
     study = live_study()
     add_items(study, 1)
-    annotation.join_study(study=study, prolific_pid="known")
+    flow.join_study(study=study, prolific_pid="known")
     study.move_to(Study.Status.CLOSED)
     with pytest.raises(StudyUnavailable) as exc:
-        annotation.join_study(study=study, prolific_pid="newcomer")
+        flow.join_study(study=study, prolific_pid="newcomer")
     assert exc.value.reason == "closed"
 
 
 def test_a_study_is_full_when_max_participants_consented():
     study = live_study(max_participants=1)
     add_items(study, 3)
-    first = annotation.join_study(study=study)
-    waiting = annotation.join_study(study=study)  # joined, not yet consented
-    annotation.record_consent(participant=first, accepted=True)
+    first = flow.join_study(study=study)
+    waiting = flow.join_study(study=study)  # joined, not yet consented
+    flow.record_consent(participant=first, accepted=True)
     with pytest.raises(StudyUnavailable) as exc:
-        annotation.join_study(study=study)
+        flow.join_study(study=study)
     assert exc.value.reason == "full"
     with pytest.raises(StudyUnavailable):
-        annotation.record_consent(participant=waiting, accepted=True)
+        flow.record_consent(participant=waiting, accepted=True)
 
 
 def test_a_study_is_full_for_newcomers_when_every_item_has_its_annotations():
@@ -139,7 +134,7 @@ def test_a_study_is_full_for_newcomers_when_every_item_has_its_annotations():
     add_items(study, 1)
     pick(active(study))
     with pytest.raises(StudyUnavailable) as exc:
-        annotation.join_study(study=study)
+        flow.join_study(study=study)
     assert exc.value.reason == "full"
 
 
@@ -148,8 +143,8 @@ def test_consent_stores_its_time_and_declining_is_recorded():
     add_items(study, 1)
     yes, no = make_participant(study=study), make_participant(study=study)
     before = timezone.now()
-    annotation.record_consent(participant=yes, accepted=True)
-    annotation.record_consent(participant=no, accepted=False)
+    flow.record_consent(participant=yes, accepted=True)
+    flow.record_consent(participant=no, accepted=False)
     yes.refresh_from_db()
     no.refresh_from_db()
     assert yes.status == Participant.Status.CONSENTED
@@ -164,10 +159,10 @@ def test_comprehension_check_allows_two_attempts_then_screens_out():
     lucky = make_participant(study=study, status=Participant.Status.CONSENTED)
     unlucky = make_participant(study=study, status=Participant.Status.CONSENTED)
 
-    assert annotation.start_tasks(participant=lucky, comprehension_answer="first").status == "consented"
-    assert annotation.start_tasks(participant=lucky, comprehension_answer="best").status == "active"
-    annotation.start_tasks(participant=unlucky, comprehension_answer="first")
-    unlucky = annotation.start_tasks(participant=unlucky, comprehension_answer="first")
+    assert flow.start_tasks(participant=lucky, comprehension_answer="first").status == "consented"
+    assert flow.start_tasks(participant=lucky, comprehension_answer="best").status == "active"
+    flow.start_tasks(participant=unlucky, comprehension_answer="first")
+    unlucky = flow.start_tasks(participant=unlucky, comprehension_answer="first")
     assert unlucky.status == Participant.Status.SCREENED_OUT
     assert unlucky.comprehension_attempts == 2
     assert not unlucky.comprehension_passed
@@ -181,12 +176,12 @@ def test_each_item_gets_exactly_the_studys_number_of_annotations():
     items = add_items(study, 4)
     people = [active(study) for _ in range(7)]
     for person in people:
-        while (assignment := annotation.assign_next_item(participant=person)) is not None:
-            annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        while (assignment := assign.assign_next_item(participant=person)) is not None:
+            picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
     per_item = Counter(Judgment.objects.values_list("assignment__item_id", flat=True))
     assert per_item == {item.pk: 3 for item in items}
     # 12 annotations over 7 people with 2 each: the last one found nothing left.
-    assert [annotation.completed_count(p) for p in people] == [2, 2, 2, 2, 2, 2, 0]
+    assert [rules.completed_count(p) for p in people] == [2, 2, 2, 2, 2, 2, 0]
 
 
 def test_no_participant_sees_the_same_item_twice():
@@ -194,9 +189,9 @@ def test_no_participant_sees_the_same_item_twice():
     add_items(study, 3)
     person = active(study)
     seen = []
-    while (assignment := annotation.assign_next_item(participant=person)) is not None:
+    while (assignment := assign.assign_next_item(participant=person)) is not None:
         seen.append(assignment.item_id)
-        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
     assert len(seen) == 3
     assert len(set(seen)) == 3
     person.refresh_from_db()
@@ -208,8 +203,8 @@ def test_an_open_assignment_is_resumed_not_replaced():
     study = live_study()
     add_items(study, 3)
     person = active(study)
-    first = annotation.assign_next_item(participant=person)
-    assert annotation.assign_next_item(participant=person).pk == first.pk
+    first = assign.assign_next_item(participant=person)
+    assert assign.assign_next_item(participant=person).pk == first.pk
     assert person.assignments.count() == 1
 
 
@@ -219,7 +214,7 @@ def test_slot_order_is_balanced_across_annotators():
     canonical = list(item.shown.order_by("slot").values_list("id", flat=True))
     orders = []
     for _ in range(6):
-        assignment = annotation.assign_next_item(participant=active(study))
+        assignment = assign.assign_next_item(participant=active(study))
         orders.append(assignment.display_order)
     # Every order is a rotation of the canonical one, and each text sits in each position twice.
     rotations = [canonical[r:] + canonical[:r] for r in range(3)]
@@ -235,14 +230,14 @@ def test_the_judgment_records_the_displayed_position_and_its_credit():
     make_item(study=study, prompt=prompt, policy=policy, texts=["a", "b", "c"], counts=[(2, 0), (1, 1), (0, 1)],
               k=3, m=2)
     first, second = active(study), active(study)
-    a1 = annotation.assign_next_item(participant=first)
-    a2 = annotation.assign_next_item(participant=second)
+    a1 = assign.assign_next_item(participant=first)
+    a2 = assign.assign_next_item(participant=second)
     assert a1.display_order != a2.display_order
     # Both pick the text "b" (credit 1/2), wherever it was shown to them.
     for person, assignment in ((first, a1), (second, a2)):
-        shown = annotation.shown_in_order(assignment)
+        shown = assign.shown_in_order(assignment)
         position = [s.candidate.text for s in shown].index("b") + 1
-        judgment = annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=position).judgment
+        judgment = picking.record_judgment(participant=person, assignment_id=assignment.pk, position=position).judgment
         assert judgment.chosen_slot == position
         assert judgment.chosen.candidate.text == "b"
         assert judgment.credit == pytest.approx(0.5)
@@ -254,9 +249,9 @@ def test_attention_checks_are_interleaved_at_the_studys_rate():
     add_attention_checks(study, 3)
     person = active(study)
     kinds = []
-    while (assignment := annotation.assign_next_item(participant=person)) is not None:
+    while (assignment := assign.assign_next_item(participant=person)) is not None:
         kinds.append(assignment.item.is_attention_check)
-        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
     assert len(kinds) == 10
     assert sum(kinds) == 2
     assert not kinds[0]  # never the very first task
@@ -270,12 +265,12 @@ def test_a_participants_done_counters_follow_each_completed_task_and_nothing_els
     add_items(study, 12)
     add_attention_checks(study, 3)
     person = active(study)
-    while (assignment := annotation.assign_next_item(participant=person)) is not None:
-        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
-        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=2)  # a replay
+    while (assignment := assign.assign_next_item(participant=person)) is not None:
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=2)  # a replay
         person.refresh_from_db()
         completed = person.assignments.filter(status=Assignment.Status.COMPLETED)
-        assert person.tasks_done == completed.count() == annotation.completed_count(person)
+        assert person.tasks_done == completed.count() == rules.completed_count(person)
         assert person.attention_checks_done == completed.filter(item__is_attention_check=True).count()
     assert (person.tasks_done, person.attention_checks_done) == (10, 2)
 
@@ -304,24 +299,24 @@ def test_an_abandoned_assignment_is_released_and_not_given_back_to_its_participa
     study = live_study(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
     (item,) = add_items(study, 1)
     quitter, other = active(study), active(study)
-    abandoned = annotation.assign_next_item(participant=quitter)
-    assert annotation.assign_next_item(participant=other) is None  # the item is taken
+    abandoned = assign.assign_next_item(participant=quitter)
+    assert assign.assign_next_item(participant=other) is None  # the item is taken
 
     later = timezone.now() + timedelta(minutes=11)
-    assert annotation.release_expired_assignments(study=study, now=later) == 1
+    assert rules.release_expired_assignments(study=study, now=later) == 1
     abandoned.refresh_from_db()
     assert abandoned.status == Assignment.Status.RELEASED
-    assert annotation.assign_next_item(participant=quitter, now=later) is None
-    assert annotation.assign_next_item(participant=other, now=later).item_id == item.pk
+    assert assign.assign_next_item(participant=quitter, now=later) is None
+    assert assign.assign_next_item(participant=other, now=later).item_id == item.pk
 
 
 def test_a_late_pick_on_a_released_assignment_counts_while_the_item_has_room():
     study = live_study(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
     add_items(study, 1)
     slow = active(study)
-    assignment = annotation.assign_next_item(participant=slow)
-    annotation.release_expired_assignments(study=study, now=timezone.now() + timedelta(minutes=11))
-    result = annotation.record_judgment(participant=slow, assignment_id=assignment.pk, position=2)
+    assignment = assign.assign_next_item(participant=slow)
+    rules.release_expired_assignments(study=study, now=timezone.now() + timedelta(minutes=11))
+    result = picking.record_judgment(participant=slow, assignment_id=assignment.pk, position=2)
     assert result.created
     assignment.refresh_from_db()
     assert assignment.status == Assignment.Status.COMPLETED
@@ -331,13 +326,13 @@ def test_a_late_pick_is_refused_once_someone_else_has_the_item():
     study = live_study(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
     add_items(study, 1)
     slow, fast = active(study), active(study)
-    stale = annotation.assign_next_item(participant=slow)
+    stale = assign.assign_next_item(participant=slow)
     later = timezone.now() + timedelta(minutes=11)
-    annotation.release_expired_assignments(study=study, now=later)
-    taken = annotation.assign_next_item(participant=fast, now=later)
-    annotation.record_judgment(participant=fast, assignment_id=taken.pk, position=1)
+    rules.release_expired_assignments(study=study, now=later)
+    taken = assign.assign_next_item(participant=fast, now=later)
+    picking.record_judgment(participant=fast, assignment_id=taken.pk, position=1)
     with pytest.raises(AssignmentLost):
-        annotation.record_judgment(participant=slow, assignment_id=stale.pk, position=1)
+        picking.record_judgment(participant=slow, assignment_id=stale.pk, position=1)
     assert Judgment.objects.count() == 1
 
 
@@ -348,9 +343,9 @@ def test_recording_the_same_pick_twice_keeps_the_first_judgment():
     study = live_study()
     add_items(study, 3)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
-    first = annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1, rationale="short")
-    replay = annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=2, rationale="other")
+    assignment = assign.assign_next_item(participant=person)
+    first = picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1, rationale="short")
+    replay = picking.record_judgment(participant=person, assignment_id=assignment.pk, position=2, rationale="other")
     assert first.created
     assert not replay.created
     assert replay.judgment.pk == first.judgment.pk
@@ -362,9 +357,9 @@ def test_someone_elses_assignment_cannot_be_answered():
     study = live_study()
     add_items(study, 2)
     owner, intruder = active(study), active(study)
-    assignment = annotation.assign_next_item(participant=owner)
+    assignment = assign.assign_next_item(participant=owner)
     with pytest.raises(Assignment.DoesNotExist):
-        annotation.record_judgment(participant=intruder, assignment_id=assignment.pk, position=1)
+        picking.record_judgment(participant=intruder, assignment_id=assignment.pk, position=1)
     assert not Judgment.objects.exists()
 
 
@@ -372,10 +367,10 @@ def test_a_position_outside_the_shown_responses_is_refused():
     study = live_study()
     add_items(study, 1, texts=3)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
+    assignment = assign.assign_next_item(participant=person)
     for bad in (0, 4, None):
         with pytest.raises(InvalidChoice):
-            annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=bad)
+            picking.record_judgment(participant=person, assignment_id=assignment.pk, position=bad)
     assert not Judgment.objects.exists()
 
 
@@ -383,11 +378,11 @@ def test_latency_runs_from_first_render_to_pick_on_the_server():
     study = live_study()
     add_items(study, 1)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
+    assignment = assign.assign_next_item(participant=person)
     rendered = timezone.now()
-    annotation.mark_rendered(assignment, now=rendered)
-    annotation.mark_rendered(assignment, now=rendered + timedelta(seconds=30))  # a reload keeps the first
-    judgment = annotation.record_judgment(
+    assign.mark_rendered(assignment, now=rendered)
+    assign.mark_rendered(assignment, now=rendered + timedelta(seconds=30))  # a reload keeps the first
+    judgment = picking.record_judgment(
         participant=person, assignment_id=assignment.pk, position=1, now=rendered + timedelta(seconds=4.25)
     ).judgment
     assert judgment.latency_ms == 4250
@@ -401,8 +396,8 @@ def test_cant_decide_is_credited_as_the_study_configures(analysis, expected):
     make_item(study=study, prompt=make_prompt(study=study), policy=policy, texts=["a", "b"], counts=[(2, 0), (0, 1)],
               k=2, m=1)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
-    judgment = annotation.record_judgment(
+    assignment = assign.assign_next_item(participant=person)
+    judgment = picking.record_judgment(
         participant=person, assignment_id=assignment.pk, position=None, cant_decide=True
     ).judgment
     assert judgment.cant_decide
@@ -414,9 +409,9 @@ def test_cant_decide_is_refused_when_the_study_does_not_allow_it():
     study = live_study(allow_cant_decide=False)
     add_items(study, 1)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
+    assignment = assign.assign_next_item(participant=person)
     with pytest.raises(InvalidChoice):
-        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=None, cant_decide=True)
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=None, cant_decide=True)
 
 
 def test_failed_attention_checks_are_counted_and_end_the_session_at_the_limit():
@@ -427,17 +422,17 @@ def test_failed_attention_checks_are_counted_and_end_the_session_at_the_limit():
     person = active(study)
     outcomes = []
     for _ in range(2):
-        assignment = annotation.assign_next_item(participant=person)
-        shown = [s.candidate for s in annotation.shown_in_order(assignment)]
+        assignment = assign.assign_next_item(participant=person)
+        shown = [s.candidate for s in assign.shown_in_order(assignment)]
         broken = next(i for i, c in enumerate(shown, start=1) if c.is_attention_check)
-        judgment = annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=broken).judgment
+        judgment = picking.record_judgment(participant=person, assignment_id=assignment.pk, position=broken).judgment
         outcomes.append(judgment.attention_passed)
         assert judgment.credit is None
     person.refresh_from_db()
     assert outcomes == [False, False]
     assert person.attention_failures == 2
     assert person.status == Participant.Status.ENDED
-    assert annotation.assign_next_item(participant=person) is None
+    assert assign.assign_next_item(participant=person) is None
 
 
 def test_passing_an_attention_check_is_recorded():
@@ -445,11 +440,11 @@ def test_passing_an_attention_check_is_recorded():
     make_attention_item(study=study, prompt=make_prompt(study=study), texts=["fine", "broken"], broken=1)
     add_items(study, 2)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
-    shown = [s.candidate for s in annotation.shown_in_order(assignment)]
+    assignment = assign.assign_next_item(participant=person)
+    shown = [s.candidate for s in assign.shown_in_order(assignment)]
     fine = next(i for i, c in enumerate(shown, start=1) if not c.is_attention_check)
     assert assignment.item.is_attention_check
-    judgment = annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=fine).judgment
+    judgment = picking.record_judgment(participant=person, assignment_id=assignment.pk, position=fine).judgment
     person.refresh_from_db()
     assert judgment.attention_passed is True
     assert person.attention_failures == 0
@@ -502,7 +497,7 @@ def test_concurrent_participants_never_push_an_item_past_its_quota():
     people = [active(study) for _ in range(8)]
 
     def join(i: int):
-        assignment = annotation.assign_next_item(participant=people[i])
+        assignment = assign.assign_next_item(participant=people[i])
         return assignment.item_id if assignment else None
 
     results = _in_threads(8, join)
@@ -517,10 +512,10 @@ def test_concurrent_replays_of_one_pick_save_it_once():
     study = live_study()
     add_items(study, 3)
     person = active(study)
-    assignment = annotation.assign_next_item(participant=person)
+    assignment = assign.assign_next_item(participant=person)
 
     def submit(i: int):
-        return annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1 + i % 2)
+        return picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1 + i % 2)
 
     results = _in_threads(4, submit)
     assert not [r for r in results if isinstance(r, BaseException)], results

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import OperationalError
 
-from studies import annotation
+from studies.judgment import picking
 from studies.models import Judgment
 from tests.test_browser_annotate import browser, build_study  # noqa: F401  (fixture)
 
@@ -29,12 +29,12 @@ def test_a_pick_that_meets_a_database_outage_says_try_again_in_a_minute_and_can_
     study = build_study(items_per_participant=2)
     page = _first_task(live_server, browser, study)
     first = page.locator("#comparison").get_attribute("data-assignment")
-    real_record = annotation.record_judgment
+    real_record = picking.record_judgment
 
     def outage(**kwargs):
         raise OperationalError("could not connect to server")
 
-    monkeypatch.setattr(annotation, "record_judgment", outage)
+    monkeypatch.setattr(picking, "record_judgment", outage)
     page.get_by_role("button", name="Choose response 1").click()
     alert = page.locator("#comparison [data-connection-error]")
     alert.wait_for(state="visible")
@@ -42,7 +42,7 @@ def test_a_pick_that_meets_a_database_outage_says_try_again_in_a_minute_and_can_
     assert "try again in a minute" in alert.inner_text()
     assert not Judgment.objects.exists()
 
-    monkeypatch.setattr(annotation, "record_judgment", real_record)
+    monkeypatch.setattr(picking, "record_judgment", real_record)
     page.wait_for_selector("#comparison button.pick:not([disabled])")
     page.get_by_role("button", name="Choose response 1").click()
     page.wait_for_selector(f'#comparison:not([data-assignment="{first}"])')

@@ -14,10 +14,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from studies import annotation, reproduction
-from studies.annotation import StudyUnavailable
+from studies import reproduction
 from studies.estimate import export
 from studies.estimate.results import SUMMARY_HEADER, compute_results, summary_rows
+from studies.judgment import assign, flow, picking
+from studies.judgment.flow import StudyUnavailable
 from studies.models import Assignment, ComparisonItem, Judgment, Participant, Study
 from studies.simulated_annotators import annotators_to_fill
 from studies.steps import items
@@ -121,11 +122,11 @@ def active(study: Study) -> Participant:
 def test_decided_items_are_never_assigned_nor_counted_in_progress():
     study = live_mixed()
     person = active(study)
-    assert annotation.progress(person).total == 2
+    assert assign.progress(person).total == 2
     assigned = []
-    while (assignment := annotation.assign_next_item(participant=person)) is not None:
+    while (assignment := assign.assign_next_item(participant=person)) is not None:
         assigned.append(assignment.item)
-        annotation.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
+        picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1)
     assert len(assigned) == 2
     assert all(item.needs_judgment for item in assigned)
     person.refresh_from_db()
@@ -135,7 +136,7 @@ def test_decided_items_are_never_assigned_nor_counted_in_progress():
 def test_a_study_whose_items_are_all_decided_takes_no_newcomers(client):
     study = live_mixed(judged=0)
     with pytest.raises(StudyUnavailable) as raised:
-        annotation.ensure_open_for_newcomers(study)
+        flow.ensure_open_for_newcomers(study)
     assert raised.value.reason == "full"
     response = client.get(reverse("studies:join", args=[study.slug]), {"invite": study.invite_token})
     assert response.status_code == 200

@@ -13,7 +13,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from studies import annotation, participants, services
+from studies import services
+from studies.judgment import flow, participants
 from studies.models import Assignment, Judgment, Participant, Study
 from studies.text import unescape_cell
 from tests.factories import make_participant
@@ -43,7 +44,7 @@ def test_a_returned_or_timed_out_participant_frees_their_seat_and_open_task(leav
     first = start(first_browser, study)
     first_browser.get(url("task", study))
     task = open_assignment(first)
-    assert annotation.seats_taken(study) == 1
+    assert flow.seats_taken(study) == 1
     assert b"This study is full" in Client().get(url("join", study), {"invite": study.invite_token}).content
 
     if leave == "returned":
@@ -59,7 +60,7 @@ def test_a_returned_or_timed_out_participant_frees_their_seat_and_open_task(leav
     assert task.status == Assignment.Status.RELEASED
     task.item.refresh_from_db()
     assert (task.item.live_assignments, task.item.rotation_use) == (0, {})  # #14's counters gave it back
-    assert annotation.seats_taken(study) == 0
+    assert flow.seats_taken(study) == 0
     second = start(Client(), study)  # the place is free again
     assert second.status == Participant.Status.ACTIVE
 

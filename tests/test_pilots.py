@@ -7,9 +7,10 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from studies import annotation, services
-from studies.annotation import StudyUnavailable, join_study
+from studies import services
 from studies.estimate.results import compute_results
+from studies.judgment import assign, flow
+from studies.judgment.flow import StudyUnavailable, join_study
 from studies.models import (
     Assignment,
     ComparisonItem,
@@ -166,10 +167,10 @@ def test_the_command_pilots_on_a_copy_and_points_at_the_pilots_results(live_serv
 @pytest.mark.django_db
 def test_a_pilot_copys_items_start_with_no_live_assignments_and_their_own_shuffle_keys():
     study = prepared_study()
-    person = annotation.join_study(study=study, prolific_pid="PID-1")
-    annotation.record_consent(participant=person, accepted=True)
-    annotation.start_tasks(participant=person)
-    taken = annotation.assign_next_item(participant=person)
+    person = flow.join_study(study=study, prolific_pid="PID-1")
+    flow.record_consent(participant=person, accepted=True)
+    flow.start_tasks(participant=person)
+    taken = assign.assign_next_item(participant=person)
     assert ComparisonItem.objects.get(pk=taken.item_id).live_assignments == 1
 
     pilot = services.create_pilot(study=study)

@@ -75,7 +75,7 @@ def _database_settings(**overrides: str) -> dict:
 )
 def test_prepared_statements_and_their_plan_mode_follow_the_connection_settings(env, prepared, threshold, options):
     """Django turns psycopg's preparation off (prepare_threshold None): the hot path's statements
-    are prepared only where settings.py sets a threshold (studies/annotation_sql.py)."""
+    are prepared only where settings.py sets a threshold (studies/judgment/sql.py)."""
     database = _database_settings(**env)
     assert database["prepared"] is prepared
     assert database["options"].get("prepare_threshold") == threshold

@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from studies import annotation
+from studies.judgment import assign, rules
 from studies.models import Assignment, Judgment, Participant, Study
 from tests.factories import (
     make_attention_item,
@@ -386,7 +386,7 @@ def test_failing_attention_checks_ends_the_session_politely(client):
     participant = start(client, study)
     client.get(url("task", study))
     assignment = open_assignment(participant)
-    broken = next(i for i, s in enumerate(annotation.shown_in_order(assignment), 1) if s.candidate.is_attention_check)
+    broken = next(i for i, s in enumerate(assign.shown_in_order(assignment), 1) if s.candidate.is_attention_check)
     response = client.post(url("submit_judgment", study), {"assignment": assignment.pk, "choice": broken}, headers=HX)
     assert response["HX-Redirect"] == url("done", study)
     participant.refresh_from_db()
@@ -401,7 +401,7 @@ def test_a_pick_on_a_released_assignment_whose_item_was_refilled_says_so(client)
     client.get(url("task", study))
     stale = open_assignment(slow)
     later = timezone.now() + study.assignment_timeout * 2
-    annotation.release_expired_assignments(study=study, now=later)
+    rules.release_expired_assignments(study=study, now=later)
     other = Participant.objects.create(study=study, status=Participant.Status.ACTIVE)
     Assignment.objects.create(participant=other, item=stale.item, status=Assignment.Status.COMPLETED)
     response = client.post(url("submit_judgment", study), {"assignment": stale.pk, "choice": 1}, headers=HX)

@@ -129,7 +129,7 @@ DATABASES = {
 # the client, so the ORM's statements are never prepared.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors
 DB_PGBOUNCER = env_bool("DB_PGBOUNCER", False)
-# DB_PREPARED_STATEMENTS: the annotator's hot path (studies/annotation_sql.py, and nothing else)
+# DB_PREPARED_STATEMENTS: the annotator's hot path (studies/judgment/sql.py, and nothing else)
 # prepares its statements on PostgreSQL and runs their generic plans (plan_cache_mode below), so
 # each is planned once per connection instead of once per pick. Behind PgBouncer only from 1.21
 # on, with max_prepared_statements set and plan_cache_mode set on the role (docs/deployment.md),
@@ -143,10 +143,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The request then fails with OperationalError, which ualign_web.errors answers with a 503.
     # https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNECT-CONNECT-TIMEOUT
     DATABASES["default"].setdefault("OPTIONS", {}).update({"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5)})
+    # Django's backend, plus the cursors that prepare the hot path's statements (ualign_web/db_backend).
+    DATABASES["default"]["ENGINE"] = "ualign_web.db_backend"
     if UALIGN_PREPARED_STATEMENTS:
         # Django turns psycopg's prepared statements off (prepare_threshold None) for poolers' sake;
-        # only the hot path's cursors (server-side binding) ever prepare: the ORM's bind on the
-        # client, which psycopg never prepares, whatever the threshold.
+        # only the hot path's cursors (server-side binding, `preparing_cursor`) ever prepare: the
+        # ORM's bind on the client, which psycopg never prepares, whatever the threshold.
         DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 5
     if not DB_PGBOUNCER:
         DATABASES["default"]["OPTIONS"]["options"] = (

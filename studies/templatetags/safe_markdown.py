@@ -10,7 +10,7 @@ Candidates keep their rendered text (`Candidate.text_html`, issue #14), so a tas
 render Markdown per request: `versioned_html` renders with a version mark, `candidate_markdown`
 shows the stored HTML while its mark is current and renders afresh otherwise. Bump
 `RENDER_VERSION` whenever the renderer changes: every stored text is then rendered again (and
-stored again on its next display, `studies.annotation.shown_in_order`).
+stored again on its next display, `studies.judgment.assign.shown_in_order`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 - items: one per (prompt, cell, replicate), plus the design's attention checks (they take
   annotators' time and inform no cell), each judged `annotations_per_item` times;
-- assignment: as `studies.annotation` hands items out (fewest live assignments first, in a
+- assignment: as `studies.judgment.flow` hands items out (fewest live assignments first, in a
   per-participant shuffle), the items are dealt in rounds: every item once, in a random order,
   then every item again, and the stream is cut into participants of `items_per_participant`;
 - credit: a pick between the policy's text and the opponent's, 1 with probability

@@ -1,4 +1,4 @@
-"""The statements of the annotator's hot path, in SQL (issue #14), for `studies/annotation.py`.
+"""The statements of the annotator's hot path, in SQL (issue #14), for `studies/judgment/` (assign, picking, rules).
 
 A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Python to compile
 (select_related, counting subqueries, row locks): about 12 ms of a pick's 19 ms of Python
@@ -11,7 +11,7 @@ A pick runs about ten statements. Built by the ORM, each cost 0.3-2.7 ms of Pyth
 - every statement goes through Django's cursor wrapper: the query log, `CaptureQueriesContext`
   (tests/test_annotation_queries.py), execute wrappers and error translation see it;
 - on PostgreSQL each statement is prepared on the connection on first use (psycopg's server-side
-  binding) and runs its generic plan (`plan_cache_mode=force_generic_plan`, set on the connection
+  binding, through the project's backend: `preparing_cursor`, ualign_web/db_backend/base.py) and runs its generic plan (`plan_cache_mode=force_generic_plan`, set on the connection
   by settings.py): PostgreSQL plans it once per connection instead of once per pick. Planning was
   most of the PostgreSQL CPU a pick cost: 0.57 ms of the 0.67 ms of the locked read of the pick,
   0.35 of the claim's 0.5 (EXPLAIN ANALYZE, docs/benchmarks.md). The generic plans walk the same
@@ -115,59 +115,12 @@ def locking(of: str, *, skip_locked: bool = False) -> str:
     return f" FOR NO KEY UPDATE OF {of}" + (" SKIP LOCKED" if skip_locked else "")
 
 
-def _prepared() -> bool:
-    return connection.vendor == "postgresql" and settings.UALIGN_PREPARED_STATEMENTS
-
-
-@cache
-def _postgres() -> tuple[type, Any, Callable[..., None], Any]:
-    """What the preparing cursor needs from the PostgreSQL backend, imported once (the backend's
-    module imports psycopg, which an SQLite deployment need not have): the cursor class, the
-    timestamptz OID, the backend's time-zone loader and psycopg's text format."""
-    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor  # type: ignore[attr-defined]
-    from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
-    from psycopg.pq import Format
-
-    class PreparingCursor(ServerBindingCursor):  # psycopg's server-side binding, prepared on first use
-        def execute(self, query, params=None, *, prepare=None, binary=None):
-            result = super().execute(query, params, prepare=True, binary=binary)
-            # psycopg keeps the statement it sent (`_query`, which Django's query log reads, as
-            # `last_executed_query`) only for statements it does not prepare: give the log the
-            # SQL with its values, composed only if the log reads it (DEBUG, CaptureQueriesContext).
-            self._query = _Executed(query, params)
-            return result
-
-    return PreparingCursor, TIMESTAMPTZ_OID, register_tzloader, Format.TEXT
-
-
-class _Executed:
-    """A prepared statement as Django's query log reads it (`cursor._query.query`)."""
-
-    def __init__(self, sql: str, params: Any) -> None:
-        self.sql, self.params = sql, params
-
-    @property
-    def query(self) -> bytes:
-        return connection.ops.compose_sql(self.sql, self.params).encode()  # type: ignore[attr-defined]
-
-
 def _cursor() -> Any:
-    """Django's cursor wrapper around a cursor that prepares its statements (PostgreSQL), else
-    the backend's usual cursor."""
-    if not _prepared():
-        return connection.cursor()
-    # What `connection.cursor()` does (`_cursor`, `create_cursor`), with psycopg's binding cursor
-    # in place of Django's client-side one: the health check, the connection, the connection's
-    # time zone for timestamptz, then Django's wrapper (query log, execute wrappers, errors).
-    cursor_class, timestamptz, register_tzloader, text = _postgres()
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        cursor = cursor_class(connection.connection)
-        loader = connection.connection.adapters.get_loader(timestamptz, text)
-        if connection.timezone != loader.timezone:
-            register_tzloader(connection.timezone, cursor)
-        return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]
+    """Django's cursor; on PostgreSQL with prepared statements on, one whose statements psycopg
+    prepares (`preparing_cursor`, ualign_web/db_backend/base.py)."""
+    if connection.vendor == "postgresql" and settings.UALIGN_PREPARED_STATEMENTS:
+        return connection.preparing_cursor()  # type: ignore[attr-defined]
+    return connection.cursor()
 
 
 def fetch(sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -209,10 +162,16 @@ def insert(obj: M) -> M:
     params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     row = fetch_one(sql, params)
     assert row is not None
-    obj.pk = row[0]
-    obj._state.adding = False
-    obj._state.db = DEFAULT_DB_ALIAS
-    return obj
+    pk = obj._meta.pk
+    assert pk is not None
+    # The saved row as the ORM loads one (`from_db`: an instance known to be in the database), with
+    # the related objects the caller had set on it.
+    saved = type(obj).from_db(DEFAULT_DB_ALIAS, [pk.attname, *(f.attname for f in fields)],
+                              [row[0], *(getattr(obj, f.attname) for f in fields)])  # fmt: skip
+    for field in fields:
+        if field.is_relation and field.is_cached(obj):  # type: ignore[attr-defined]
+            setattr(saved, field.name, getattr(obj, field.name))
+    return saved
 
 
 @cache

@@ -1,4 +1,4 @@
-"""The study data model: prompt → pool → population → fit → item → judgment.
+"""The study and the first half of its data path: prompt → pool → population → fit → item.
 
 The database enforces what must never be wrong (one candidate per (prompt, generator, index),
 one judgment per assignment, counts and rates in range); model methods hold the rules about
@@ -11,10 +11,9 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -347,7 +346,7 @@ class Candidate(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     is_attention_check = models.BooleanField(default=False)
     # The text rendered by the safe Markdown renderer (studies/templatetags/safe_markdown.py), with
-    # its version mark: filled by the items step, or on first display (studies/annotation.py).
+    # its version mark: filled by the items step, or on first display (studies/judgment/assign.py `shown_in_order`).
     text_html = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -463,7 +462,7 @@ class ComparisonItem(models.Model):
         null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
     )
     draw = models.JSONField(default=dict, blank=True, help_text="The sampled candidate ids, for provenance.")
-    # Counters kept by studies/annotation.py in the transaction that assigns or releases (issue #14):
+    # Counters kept by studies/judgment/rules.py in the transaction that assigns or releases (issue #14):
     # live (assigned or completed) assignments, and how many of them show each rotation of the slot
     # order, keyed by the ItemCandidate id shown first. `spread` shuffles the order items are handed out.
     live_assignments = models.PositiveIntegerField(default=0, editable=False)
@@ -475,7 +474,7 @@ class ComparisonItem(models.Model):
         ordering = ["id"]
         indexes = [
             # The next item to hand out, in O(log n): open items of a study by kind, fewest live
-            # assignments first, then in a shuffled order (studies/annotation.py `_next_open_item`).
+            # assignments first, then in a shuffled order (`studies.judgment.rules.open_sql`).
             models.Index(
                 fields=["study", "is_attention_check", "live_assignments", "spread"],
                 condition=Q(needs_judgment=True),
@@ -541,360 +540,3 @@ class ItemCandidate(models.Model):
     def credit(self) -> float:
         """c_A / (c_A + c_B): the policy's credit when this text is picked."""
         return pick_credit(self.count_policy, self.count_opponent)
-
-
-class Participant(models.Model):
-    class Status(models.TextChoices):
-        JOINED = "joined", "Joined"
-        CONSENTED = "consented", "Consented"
-        ACTIVE = "active", "Annotating"
-        COMPLETED = "completed", "Completed"
-        ENDED = "ended", "Ended (failed attention checks)"
-        DECLINED = "declined", "Declined consent"
-        SCREENED_OUT = "screened_out", "Ended (failed the comprehension check twice)"
-        TIMED_OUT = "timed_out", "Timed out (inactive; seat freed)"
-        RETURNED = "returned", "Returned (on Prolific; seat freed)"
-
-    class Review(models.TextChoices):
-        """The researcher's verdict on a participant's submission, as on Prolific."""
-
-        PENDING = "pending", "Not reviewed"
-        APPROVED = "approved", "Approved"
-        REJECTED = "rejected", "Rejected"
-
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
-    external_id = models.CharField(max_length=200, blank=True, help_text="Prolific PID or invite label.")
-    prolific_study_id = models.CharField(max_length=200, blank=True)
-    prolific_session_id = models.CharField(max_length=200, blank=True)
-    # The browser that joined holds access_token in a signed, HttpOnly cookie (studies/views.py);
-    # resume_token is the secret of the participant's resume link, to continue on another device.
-    access_token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
-    resume_token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
-    # A keyed hash of the joining client's IP address, for the per-study join rate limit; never the address.
-    client_key = models.CharField(max_length=64, blank=True, editable=False)
-    pseudonym = models.CharField(max_length=32, unique=True, editable=False)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.JOINED)
-    consent_at = models.DateTimeField(null=True, blank=True)
-    comprehension_attempts = models.PositiveSmallIntegerField(default=0)
-    comprehension_passed = models.BooleanField(default=False)
-    attention_failures = models.PositiveSmallIntegerField(default=0)
-    completion_code = models.CharField(max_length=64, blank=True)
-    is_simulated = models.BooleanField(default=False)
-    review_status = models.CharField(max_length=16, choices=Review.choices, default=Review.PENDING)
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Moved on by every step and pick; the periodic sweep times out who stays idle past the study's timeout.
-    last_active_at = models.DateTimeField(default=timezone.now)
-    completed_at = models.DateTimeField(null=True, blank=True)
-    # The participant's completed tasks, and the attention checks among them: moved on by the pick
-    # that completes each (`annotation._record`, under this row's lock, in the pick's transaction),
-    # so that the annotator's path reads them instead of counting assignments (#14).
-    tasks_done = models.PositiveIntegerField(default=0, editable=False)
-    attention_checks_done = models.PositiveIntegerField(default=0, editable=False)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["study", "external_id"], condition=~Q(external_id=""), name="participant_external_unique"
-            ),
-            models.CheckConstraint(
-                condition=Q(review_status__in=["pending", "approved", "rejected"]), name="participant_review_valid"
-            ),
-        ]
-        indexes = [
-            models.Index(fields=["study", "client_key", "created_at"], name="participant_join_rate"),
-            models.Index(fields=["study", "status", "last_active_at"], name="participant_activity"),
-            # Seats taken (consented participants whose status keeps a seat), counted up to
-            # Study.max_participants from the index alone (the status is in it: #12's SEAT_FREED).
-            models.Index(fields=["study", "status"], condition=Q(consent_at__isnull=False), name="participant_seated"),
-        ]
-
-    def __str__(self) -> str:
-        return self.pseudonym
-
-    def save(self, *args, **kwargs) -> None:
-        if not self.pseudonym:
-            self.pseudonym = "p-" + secrets.token_hex(6)
-        super().save(*args, **kwargs)
-
-
-class Assignment(models.Model):
-    class Status(models.TextChoices):
-        ASSIGNED = "assigned", "Assigned"
-        COMPLETED = "completed", "Completed"
-        RELEASED = "released", "Released (timed out)"
-
-    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
-    item = models.ForeignKey(ComparisonItem, on_delete=models.CASCADE, related_name="assignments")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ASSIGNED)
-    display_order = models.JSONField(default=list, help_text="ItemCandidate ids in the order this person sees them.")
-    assigned_at = models.DateTimeField(default=timezone.now)
-    rendered_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            # No participant sees the same item twice.
-            models.UniqueConstraint(fields=["participant", "item"], name="assignment_once_per_participant"),
-        ]
-        indexes = [
-            # A participant's open assignment, and the expired ones to release, without a scan.
-            models.Index(fields=["participant"], condition=Q(status="assigned"), name="assignment_open"),
-            models.Index(fields=["assigned_at"], condition=Q(status="assigned"), name="assignment_open_since"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.participant} → item {self.item_id}"
-
-    def is_expired(self, now=None) -> bool:
-        now = now or timezone.now()
-        timeout = self.participant.study.assignment_timeout
-        return self.status == self.Status.ASSIGNED and self.assigned_at + timeout < now
-
-
-class Judgment(models.Model):
-    """One pick. `credit` is the policy's share of the chosen text (theory.md §1)."""
-
-    assignment = models.OneToOneField(Assignment, on_delete=models.CASCADE, related_name="judgment")
-    chosen_slot = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Position shown, from 1.")
-    chosen = models.ForeignKey(ItemCandidate, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    cant_decide = models.BooleanField(default=False)
-    credit = models.FloatField(null=True, blank=True)
-    attention_passed = models.BooleanField(null=True, blank=True)
-    rationale = models.TextField(blank=True)
-    latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From render to pick, on the server.")
-    rendered_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [
-            models.CheckConstraint(
-                condition=(Q(cant_decide=True) & Q(chosen__isnull=True))
-                | (Q(cant_decide=False) & Q(chosen__isnull=False)),
-                name="judgment_choice_or_cant_decide",
-            ),
-            models.CheckConstraint(
-                condition=Q(credit__isnull=True) | (Q(credit__gte=0) & Q(credit__lte=1)), name="judgment_credit_unit"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"judgment on {self.assignment}"
-
-
-class ResultsSnapshot(models.Model):
-    """The last computed results of a study for one origin, kept until newer judgments arrive.
-
-    `studies/estimate/results_cache.py` serves the results page and its poll from here; the task
-    `refresh_results` recomputes in the background once a study has too many judgments to do it
-    inside a request (issue #14). `judgment_watermark` is the highest Judgment id (of any study)
-    when the computation started: a judgment of this study with a higher id makes the snapshot
-    stale, and so does a change of the study row (`study_updated_at`).
-    """
-
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="results_snapshots")
-    origin = models.CharField(max_length=16)
-    payload = models.BinaryField(null=True, blank=True, editable=False, help_text="The pickled StudyResults.")
-    judgment_watermark = models.BigIntegerField(null=True, blank=True)
-    study_updated_at = models.DateTimeField(null=True, blank=True)
-    computed_at = models.DateTimeField(null=True, blank=True)
-    compute_seconds = models.FloatField(null=True, blank=True)
-    refresh_requested_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["study", "origin"], name="results_snapshot_unique")]
-
-    def __str__(self) -> str:
-        return f"results of {self.study_id} ({self.origin}) at {self.computed_at}"
-
-
-class JobQuerySet(models.QuerySet):
-    def claim(self, job_id: int) -> Job | None:
-        """Move a queued job to running with a conditional UPDATE; None if another worker has it.
-
-        A job whose worker died stays 'running'; re-delivery (acks_late + reject_on_worker_lost)
-        reclaims it while attempts remain, so a crashed job finishes after a restart.
-        """
-        now = timezone.now()
-        claimable = Q(status=Job.Status.QUEUED) | Q(
-            status=Job.Status.RUNNING, attempts__lt=settings.UALIGN_JOB_MAX_ATTEMPTS, heartbeat_at__lt=now - Job.stale_after()
-        )
-        claimed = self.filter(claimable, pk=job_id).update(
-            status=Job.Status.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
-        )
-        return self.get(pk=job_id) if claimed == 1 else None
-
-    def active(self) -> JobQuerySet:
-        return self.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
-
-
-class Job(models.Model):
-    """A unit of background work; the row, not Celery, holds its state."""
-
-    STALE = timedelta(seconds=60)  # the default; settings.UALIGN_JOB_STALE_SECONDS overrides it
-
-    class Kind(models.TextChoices):
-        PING = "ping", "Worker check"
-        PREPARE = "prepare", "Prepare study"
-        GENERATE = "generate", "Generate candidates"
-        POPULATE = "populate", "Build populations"
-        FIT = "fit", "Fit policies"
-        TRAIN_DOCTORS = "train_doctors", "Train LLMdoctor doctors"
-        BUILD_ITEMS = "build_items", "Build comparison items"
-        SIMULATE = "simulate", "Simulated annotators"
-        IMPORT_PROMPTS = "import_prompts", "Import prompts"
-        EXPORT = "export", "Export"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-
-    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
-    parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="steps",
-        help_text="The 'prepare' job whose chain this step belongs to.",
-    )
-    kind = models.CharField(max_length=32, choices=Kind.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    params = models.JSONField(default=dict, blank=True)
-    # What the job reads that doesn't fit in params (an uploaded prompt file); cleared when it finishes.
-    payload = models.BinaryField(null=True, blank=True, editable=False)
-    result = models.JSONField(default=dict, blank=True)
-    progress = models.FloatField(default=0.0)
-    progress_message = models.CharField(max_length=300, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    objects = JobQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_unit"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
-
-    @staticmethod
-    def stale_after() -> timedelta:
-        """How long a running job may go without a heartbeat before its worker counts as dead."""
-        return timedelta(seconds=getattr(settings, "UALIGN_JOB_STALE_SECONDS", Job.STALE.total_seconds()))
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED)
-
-    def report_progress(self, fraction: float, message: str = "") -> None:
-        fraction = min(max(fraction, 0.0), 1.0)
-        Job.objects.filter(pk=self.pk).update(
-            progress=fraction, progress_message=message[:300], heartbeat_at=timezone.now()
-        )
-        self.progress, self.progress_message = fraction, message
-
-    def mark_done(self, result: dict | None = None) -> None:
-        self.status, self.progress, self.finished_at = self.Status.DONE, 1.0, timezone.now()
-        self.result = result or {}
-        self.save(update_fields=["status", "progress", "finished_at", "result"])
-
-    def mark_failed(self, error: BaseException | str) -> None:
-        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self.status, self.error, self.finished_at = self.Status.FAILED, message[:5000], timezone.now()
-        self.save(update_fields=["status", "error", "finished_at"])
-
-
-# --------------------------------------------------------------------------------------------
-# LLMdoctor (issue #15): preference pairs, token rewards from the patient, trained doctors.
-# The rules are in studies/steps/doctor.py and workers/doctor/; docs/llmdoctor.md.
-
-
-class PreferencePair(models.Model):
-    """`chosen` preferred to `rejected` as an answer to a prompt: what a doctor is trained on.
-
-    Pairs come in sets per study (`pair_set`): "population:per_type:extremes",
-    "population:per_type:all" and "population:weighted" are built from the study's population on
-    its pool, "judgments:real" / "judgments:all" from its judgments, and "csv" is what a
-    researcher imported. The derived sets are rebuilt when doctors are trained; "csv" only by
-    an import. `source` says where one pair came from ("type:<label>", "weighted", "judgment", …).
-    """
-
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="preference_pairs")
-    pair_set = models.CharField(max_length=64)
-    prompt = models.ForeignKey(
-        Prompt, null=True, blank=True, on_delete=models.CASCADE, related_name="preference_pairs",
-        help_text="The study's prompt with this text, when there is one (an imported pair may have none).",
-    )
-    prompt_text = models.TextField()
-    chosen = models.TextField()
-    rejected = models.TextField()
-    weight = models.FloatField(default=1.0)
-    source = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["study", "pair_set"], name="pair_study_set")]
-        constraints = [
-            models.CheckConstraint(condition=Q(weight__gt=0), name="pair_weight_positive"),
-            models.CheckConstraint(condition=~Q(chosen=F("rejected")), name="pair_not_a_tie"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.chosen[:30]} ≻ {self.rejected[:30]}"
-
-
-class TokenRewardCache(models.Model):
-    """A candidate's token rewards under the frozen patient (`workers.doctor.rewards.TokenRewards`),
-    keyed by `reward_cache_key` (text, prompt, patient, both system prompts, τ, θ, the token cut)."""
-
-    key = models.CharField(max_length=64, unique=True)
-    rewards = models.JSONField(help_text="TokenRewards.to_json(): token ids, both log-probabilities, Δ, S and |r|.")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return self.key[:16]
-
-
-class Doctor(models.Model):
-    """One doctor of a doctor policy (its `position` in the policy's doctors), and its training.
-
-    `key` is `workers.doctor.tfpo.doctor_key` (pairs, patient, hyper-parameters): a doctor with
-    the same key is trained once and found again, in this table and on disk under `path`.
-    """
-
-    class Status(models.TextChoices):
-        PENDING = "pending", "Not trained yet"
-        TRAINING = "training", "Training"
-        DONE = "done", "Trained"
-
-    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="doctors")
-    position = models.PositiveSmallIntegerField(default=0)
-    spec = models.JSONField(default=dict, blank=True, help_text="The doctor's training params when it was trained.")
-    key = models.CharField(max_length=64, blank=True)
-    path = models.CharField(max_length=1000, blank=True, help_text="The trained doctor's folder.")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    pairs = models.PositiveIntegerField(default=0)
-    step = models.PositiveIntegerField(default=0)
-    steps = models.PositiveIntegerField(default=0)
-    loss = models.FloatField(null=True, blank=True)
-    history = models.JSONField(default=list, blank=True, help_text="(step, loss, subtb, hinge) of every step.")
-    resumed_from = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The checkpoint's step a crashed training resumed from."
-    )
-    seconds = models.FloatField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["policy_id", "position"]
-        constraints = [models.UniqueConstraint(fields=["policy", "position"], name="doctor_position_unique")]
-
-    def __str__(self) -> str:
-        return f"doctor {self.position} of {self.policy} ({self.key[:12] or 'untrained'})"

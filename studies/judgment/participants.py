@@ -1,7 +1,7 @@
 """Places and participants: who holds a seat, and the moves that free one or end a session.
 
 A participant holds a seat against `Study.max_participants` from consent on, and gives it back
-when they time out or return (`annotation.seats_taken`, `annotation.SEAT_FREED`). The moves:
+when they time out or return (`flow.seats_taken`, `Participant.SEAT_FREED`). The moves:
 
 - `sweep_study`: what the periodic task `studies.tasks.sweep_abandoned` (celery beat) does for
   each live study: release assignments older than the study's `assignment_timeout` and time out
@@ -33,18 +33,11 @@ from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
-from studies import annotation
-from studies.models import Assignment, Participant, Study
+from studies.judgment import flow, picking, rules
+from studies.models import Participant, Study
 from studies.text import safe_text
 
 Status = Participant.Status
-# Consented and not finished: they hold a seat and may hold an assignment.
-IN_PROGRESS = (Status.CONSENTED, Status.ACTIVE)
-# What the researcher may review: sessions that reached an end in ualign.
-REVIEWABLE: dict[str, tuple[str, ...]] = {
-    Participant.Review.APPROVED: (Status.COMPLETED,),
-    Participant.Review.REJECTED: (Status.COMPLETED, Status.ENDED, Status.SCREENED_OUT),
-}
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ class Outcome:
 
 def _free(ids: list[int], status: str) -> int:
     """Give back the open assignments of these participants and set their (seat-freeing) status."""
-    annotation.release_open_assignments(participant_ids=ids)  # with the items' counters (#14)
+    rules.release_open_assignments(participant_ids=ids)  # with the items' counters (#14)
     return Participant.objects.filter(pk__in=ids).update(status=status)
 
 
@@ -80,8 +73,7 @@ def _locked_ids(participants: QuerySet[Participant]) -> list[int]:
 @transaction.atomic
 def time_out_inactive(*, study: Study, now: datetime | None = None) -> int:
     """Time out the participants in progress who were idle past the study's `assignment_timeout`."""
-    cutoff = (now or timezone.now()) - study.assignment_timeout
-    idle = Participant.objects.filter(study=study, status__in=IN_PROGRESS, last_active_at__lt=cutoff)
+    idle = Participant.objects.filter(study=study, last_active_at__lt=rules.timeout_cutoff(study, now)).in_progress()
     ids = _locked_ids(idle)
     return _free(ids, Status.TIMED_OUT) if ids else 0
 
@@ -90,7 +82,7 @@ def time_out_inactive(*, study: Study, now: datetime | None = None) -> int:
 def sweep_study(*, study: Study, now: datetime | None = None) -> SweepResult:
     """Release abandoned assignments and free the seats of idle participants of one study."""
     now = now or timezone.now()
-    released = annotation.release_expired_assignments(study=study, now=now)
+    released = rules.release_expired_assignments(study=study, now=now)
     return SweepResult(released=released, timed_out=time_out_inactive(study=study, now=now))
 
 
@@ -110,11 +102,11 @@ def return_participants(*, participants: QuerySet[Participant]) -> Outcome:
 @transaction.atomic
 def review_participants(*, participants: QuerySet[Participant], verdict: str) -> Outcome:
     """Record the researcher's verdict (approved or rejected) on finished participants."""
-    if verdict not in REVIEWABLE:
+    if verdict not in Participant.REVIEWABLE:
         raise ValueError(f"unknown verdict {verdict!r}")
     chosen = _plain(participants)
     wanted = chosen.count()
-    changed = chosen.filter(status__in=REVIEWABLE[verdict]).update(review_status=verdict)
+    changed = chosen.filter(status__in=Participant.REVIEWABLE[verdict]).update(review_status=verdict)
     return Outcome(changed=changed, skipped=wanted - changed)
 
 
@@ -123,13 +115,10 @@ def close_out_study(*, study: Study, now: datetime | None = None) -> int:
     code); every open assignment is released. Returns the number completed. Call it inside the
     transaction that closes the study."""
     now = now or timezone.now()
-    worked = Participant.objects.filter(
-        study=study, status=Status.ACTIVE, assignments__status=Assignment.Status.COMPLETED
-    ).values("pk")
-    completed = Participant.objects.filter(pk__in=worked, status=Status.ACTIVE).update(
+    completed = Participant.objects.filter(study=study, status=Status.ACTIVE).worked().update(
         status=Status.COMPLETED, completion_code=study.completion_code, completed_at=now, last_active_at=now
     )
-    annotation.release_open_assignments(study=study)  # with the items' counters (#14)
+    rules.release_open_assignments(study=study)  # with the items' counters (#14)
     return completed
 
 
@@ -142,15 +131,15 @@ def complete_after_close(*, participant: Participant) -> Participant:
     if (
         participant.study.status == Study.Status.CLOSED
         and participant.status == Status.ACTIVE
-        and annotation.completed_count(participant) > 0
+        and rules.has_worked(participant)
     ):
-        annotation.complete_participant(participant=participant)
+        picking.complete_participant(participant=participant)
     return participant
 
 
 def restart_clocks(*, study: Study, now: datetime | None = None) -> None:
     """When a paused study reopens, its participants' idle time starts again from now."""
-    Participant.objects.filter(study=study, status__in=IN_PROGRESS).update(last_active_at=now or timezone.now())
+    Participant.objects.filter(study=study).in_progress().update(last_active_at=now or timezone.now())
 
 
 # --- The study page's figures --------------------------------------------------------------------
@@ -179,9 +168,9 @@ class Places:
 
 GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("Joined, not yet consented", (Status.JOINED,)),
-    ("Active", IN_PROGRESS),
+    ("Active", Participant.IN_PROGRESS),
     ("Completed", (Status.COMPLETED,)),
-    ("Returned or timed out", annotation.SEAT_FREED),
+    ("Returned or timed out", Participant.SEAT_FREED),
     ("Screened out", (Status.SCREENED_OUT,)),
     ("Failed attention checks", (Status.ENDED,)),
     ("Declined consent", (Status.DECLINED,)),
@@ -218,7 +207,7 @@ def places(study: Study) -> Places:
         )
     ]
     groups = [_group(label, statuses, rows) for label, statuses in GROUPS]
-    return Places(filled=annotation.seats_taken(study), target=study.max_participants, groups=groups)
+    return Places(filled=flow.seats_taken(study), target=study.max_participants, groups=groups)
 
 
 # --- The review list for Prolific ----------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""Joining and the steps before the tasks: invitation, join rate, seats, consent, comprehension.
+
+Every function is keyword-only and atomic. The rules they keep: a Prolific PID joins once
+(`join_study` raises AlreadyJoined after that: only the browser it joined with, or its resume
+link, continues it); one client creates at most `UALIGN_JOIN_LIMIT` participants per study and
+window (`check_join_rate`); consented participants hold a seat against `Study.max_participants`
+(`Participant.objects.seated()`), checked under the study's row lock; a study that is full takes
+newcomers again once abandoned tasks are released (`rules.release_expired_assignments`). The
+tasks themselves: `assign` (handing them out) and `pick` (saving a pick); seats given back, the
+sweep and close-out: `participants`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from studies.judgment import rules
+from studies.models import Participant, Study
+
+COMPREHENSION_ATTEMPTS = 2
+
+
+class StudyUnavailable(Exception):
+    """The study takes no new participants: not live, full, or nothing left to annotate."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "closed", "paused" or "full"
+
+
+
+# --- Joining ------------------------------------------------------------------------------
+
+
+def is_valid_invite(study: Study, token: str) -> bool:
+    return bool(token) and hmac.compare_digest(token.encode(), study.invite_token.encode())
+
+
+def seats_taken(study: Study, *, up_to: int | None = None) -> int:
+    """Participants who consented hold a seat against `Study.max_participants`, until they time
+    out or return (`Participant.SEAT_FREED`); finishing keeps it (their work fills the place).
+
+    `up_to`: count no further (a count of at most that many rows).
+    """
+    seated = study.participants.seated().order_by()
+    return (seated[:up_to] if up_to is not None else seated).count()
+
+
+def closed_reason(study: Study) -> str:
+    """Why a study that takes nobody now says so: "paused" (it reopens) or "closed"."""
+    return "paused" if study.status == Study.Status.PAUSED else "closed"
+
+
+def ensure_open_for_newcomers(study: Study) -> None:
+    """Raise StudyUnavailable unless a new participant could start annotating now."""
+    if not study.is_accepting_participants:
+        raise StudyUnavailable(closed_reason(study))
+    cap = study.max_participants
+    if cap is not None and seats_taken(study, up_to=cap) >= cap:
+        raise StudyUnavailable("full")
+    if not rules.count_open(study, 1):
+        raise StudyUnavailable("full")
+
+
+def _ensure_open_releasing(study: Study) -> None:
+    """`ensure_open_for_newcomers`, trying again once abandoned tasks have freed their places."""
+    try:
+        ensure_open_for_newcomers(study)
+    except StudyUnavailable as exc:
+        if exc.reason != "full" or not rules.release_expired_assignments(study=study):
+            raise
+        ensure_open_for_newcomers(study)
+
+
+class AlreadyJoined(Exception):
+    """This Prolific PID already has a participant: only the browser it joined with (or its
+    resume link) may continue it, so a stranger who knows the PID can't take it over."""
+
+
+class TooManyJoins(Exception):
+    """The client created `UALIGN_JOIN_LIMIT` participants in this study within the window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many new participants from this client; retry in {retry_after} s")
+        self.retry_after = retry_after  # seconds
+
+
+def check_join_rate(*, study: Study, client_key: str, now: datetime | None = None) -> None:
+    """Raise TooManyJoins when this client already created the limit of participants lately.
+
+    Counted on the Participant rows themselves (indexed by study, client key and time), so the
+    limit holds across web processes and hosts and survives restarts, with no cache to run.
+    Concurrent joins from one client may pass it by at most the number in flight at once.
+    """
+    limit, window = settings.UALIGN_JOIN_LIMIT, timedelta(seconds=settings.UALIGN_JOIN_WINDOW_SECONDS)
+    if not limit or not client_key:
+        return
+    now = now or timezone.now()
+    recent = Participant.objects.filter(study=study, client_key=client_key, created_at__gte=now - window)
+    times = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:limit])
+    if len(times) >= limit:
+        raise TooManyJoins(retry_after=max(1, math.ceil((times[-1] + window - now).total_seconds())))
+
+
+@transaction.atomic
+def join_study(
+    *,
+    study: Study,
+    prolific_pid: str = "",
+    prolific_study_id: str = "",
+    prolific_session_id: str = "",
+    client_key: str = "",
+    is_simulated: bool = False,
+) -> Participant:
+    """Create a participant for a newcomer; the caller binds it to their browser.
+
+    Raises AlreadyJoined for a Prolific PID the study already has (including two joins of one
+    PID racing), StudyUnavailable when the study is closed or full, and TooManyJoins past the
+    per-client rate limit (`check_join_rate`).
+    """
+    if study.is_pilot and not is_simulated:  # a pilot copy (studies/pilots.py) is never open to people
+        raise StudyUnavailable("closed")
+    if prolific_pid and Participant.objects.filter(study=study, external_id=prolific_pid).exists():
+        raise AlreadyJoined()
+    check_join_rate(study=study, client_key=client_key)
+    _ensure_open_releasing(study)  # abandoned tasks free places for newcomers
+    fields = {"study": study, "external_id": prolific_pid, "client_key": client_key, "is_simulated": is_simulated}
+    if prolific_pid:
+        fields |= {"prolific_study_id": prolific_study_id, "prolific_session_id": prolific_session_id}
+    try:
+        with transaction.atomic():
+            return Participant.objects.create(**fields)
+    except IntegrityError:
+        raise AlreadyJoined() from None  # the same PID joined at the same moment elsewhere
+
+
+# --- Before the tasks ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def record_consent(*, participant: Participant, accepted: bool, now: datetime | None = None) -> Participant:
+    """Store the consent time (or the refusal). The seat check runs under the study's row lock."""
+    participant = Participant.objects.select_for_update(no_key=True).get(pk=participant.pk)
+    if participant.status != Participant.Status.JOINED:
+        return participant  # answered already (a resubmitted form)
+    if not accepted:
+        participant.status = Participant.Status.DECLINED
+        participant.save(update_fields=["status"])
+        return participant
+    study = Study.objects.select_for_update(no_key=True).get(pk=participant.study_id)  # seats, one at a time
+    _ensure_open_releasing(study)
+    participant.consent_at = participant.last_active_at = now or timezone.now()
+    participant.status = Participant.Status.CONSENTED
+    participant.save(update_fields=["consent_at", "last_active_at", "status"])
+    return participant
+
+
+@transaction.atomic
+def start_tasks(*, participant: Participant, comprehension_answer: str | None = None) -> Participant:
+    """Leave the instructions: check the comprehension answer if the study asks one.
+
+    A wrong answer uses one of two attempts; after the second the participant is screened out.
+    """
+    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
+    if participant.status != Participant.Status.CONSENTED:
+        return participant
+    study = participant.study
+    if study.comprehension_question and not participant.comprehension_passed:
+        participant.comprehension_attempts += 1
+        if comprehension_answer == study.comprehension_answer:
+            participant.comprehension_passed = True
+        elif participant.comprehension_attempts >= COMPREHENSION_ATTEMPTS:
+            participant.status = Participant.Status.SCREENED_OUT
+        participant.save(update_fields=["comprehension_attempts", "comprehension_passed", "status"])
+        if not participant.comprehension_passed:
+            return participant
+    participant.status = Participant.Status.ACTIVE
+    participant.last_active_at = timezone.now()
+    participant.save(update_fields=["status", "last_active_at"])
+    return participant
+
+
