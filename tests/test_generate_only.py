@@ -17,7 +17,7 @@ from studies.tasks import (
     generate_candidates,
 )
 from tests.factories import make_generator, make_policy, make_prompt, make_study
-from tests.test_tasks import csv_for
+from tests.pipeline import csv_for
 
 pytestmark = pytest.mark.django_db
 
