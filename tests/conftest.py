@@ -1,4 +1,17 @@
-"""Shared fixtures: the cast of users, a real Celery worker process over Redis, and the\nproduction setting of the annotator's prepared statements."""
+"""Shared fixtures, for every test module (no test module imports another):
+
+- `rng`: a seeded NumPy generator;
+- the cast of users: `researcher` (staff and superuser), `researcher_client` (logged in as them),
+  `outsider` (logged in, not staff);
+- `celery_worker_process`: a real `celery worker` subprocess over Redis (`WorkerProcess`);
+- `tiny_model`: a tiny random Llama on disk, built once a session (tests/tinymodels.py);
+- `browser`: one headless Chromium per test module, through Playwright;
+- `judged_study`: the judged study of the results tests (`tests.judgments.make_judged_study`).
+
+Builders that are not fixtures live beside this file: tests/factories.py (rows), judgments.py,
+annotator.py (the annotator's path through the test client), browser_flow.py, pipeline.py,
+csv_study.py, prodserver.py and tinymodels.py.
+"""
 
 from __future__ import annotations
 
