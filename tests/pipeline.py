@@ -47,6 +47,14 @@ def pipeline_study(model_dir, *, n_prompts=2, pool=POOL, max_new_tokens=6, **ove
     return study
 
 
+def pipeline_csv_study(model_dir, **kwargs) -> Study:
+    """`pipeline_study` whose only source is an uploaded CSV, still empty (the candidates don't exist yet)."""
+    study = pipeline_study(model_dir, **kwargs)
+    study.preference_sources.all().delete()
+    PreferenceSource.objects.create(study=study, kind="csv", data="")
+    return study
+
+
 def doctor_study(model_dir, params=None, **kwargs) -> Study:
     """`pipeline_study` plus a doctor policy (LLMdoctor, issue #15) with a short training."""
     study = pipeline_study(model_dir, **kwargs)

@@ -28,7 +28,13 @@ from studies.tasks import (
     generate_candidates,
 )
 from tests.factories import make_study
-from tests.pipeline import POOL, csv_for, csv_utility, pipeline_study
+from tests.pipeline import (
+    POOL,
+    csv_for,
+    csv_utility,
+    pipeline_csv_study,
+    pipeline_study,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -36,14 +42,6 @@ def upload_csv(study: Study) -> None:
     source = study.preference_sources.get(kind="csv")
     source.data = csv_for(study)
     source.save()
-
-
-def csv_study(model_dir, **kwargs) -> Study:
-    """`pipeline_study` whose only source is an uploaded CSV, still empty (the candidates don't exist yet)."""
-    study = pipeline_study(model_dir, **kwargs)
-    study.preference_sources.all().delete()
-    PreferenceSource.objects.create(study=study, kind="csv", data="")
-    return study
 
 
 def _pool(study) -> list[tuple]:
@@ -144,7 +142,7 @@ def test_a_rerun_after_a_crash_regenerates_only_the_missing_prompt_identically(t
 
 
 def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
-    study = csv_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     parent = services.prepare_study(study=study)
     generate_candidates(_step(parent, "generate").pk)
     upload_csv(study)  # the populations step reads the source when it runs
@@ -167,7 +165,7 @@ def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
 def test_a_failing_step_fails_the_chain_with_a_readable_error_and_returns_the_study_to_draft(tiny_model):
     # An empty CSV source: Prepare generates the candidates, then the populations step stops and
     # says how to get the candidates and upload their utilities.
-    study = csv_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     parent = services.prepare_study(study=study)
     generate_candidates(_step(parent, "generate").pk)
 
@@ -193,7 +191,7 @@ def test_a_failing_step_fails_the_chain_with_a_readable_error_and_returns_the_st
 
 
 def test_a_csv_source_is_uploaded_after_generation_and_the_second_prepare_finishes_the_study(tiny_model):
-    study = csv_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     first = services.prepare_study(study=study)
     generate_candidates(_step(first, "generate").pk)
     with pytest.raises(Exception, match="No utilities"):
