@@ -1,8 +1,22 @@
-"""Shared fixtures: the cast of users, a real Celery worker process over Redis, and the\nproduction setting of the annotator's prepared statements."""
+"""Shared fixtures, for every test module (no test module imports another):
+
+- `rng`: a seeded NumPy generator;
+- the cast of users: `researcher` (staff and superuser), `researcher_client` (logged in as them),
+  `outsider` (logged in, not staff);
+- `celery_worker_process`: a real `celery worker` subprocess over Redis (`WorkerProcess`);
+- `tiny_model`: a tiny random Llama on disk, built once a session (tests/tinymodels.py);
+- `browser`: one headless Chromium per test module, through Playwright;
+- `judged_study`: the judged study of the results tests (`tests.judgments.make_judged_study`).
+
+Builders that are not fixtures live beside this file: tests/factories.py (rows), judgments.py,
+annotator.py (the annotator's path through the test client), browser_flow.py, pipeline.py,
+csv_study.py, prodserver.py and tinymodels.py.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +28,14 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -110,3 +132,36 @@ def celery_worker_process(transactional_db, tmp_path):
     yield worker
     worker.stop()
     _purge_broker()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random Llama on disk (tests/tinymodels.py), built once for the session."""
+    from tests.tinymodels import tiny_model_dir
+
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "llama", initializer_range=0.5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module; each test opens its own page or context (own cookies)."""
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Chromium is missing: run `make browser` (apt-get install chromium).")
+    # Playwright's sync API runs an event loop in this thread; Django's ORM refuses that by default.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+
+
+@pytest.fixture
+def judged_study():
+    """Two policies' items on three prompts, judged by three annotators, plus the odd cases
+    (can't decide, attention checks, a simulated annotator): `tests.judgments.make_judged_study`."""
+    from tests.judgments import make_judged_study
+
+    return make_judged_study()

@@ -91,3 +91,16 @@ def make_attention_item(*, study: Study, prompt: Prompt, texts: list[str], broke
         )
         ItemCandidate.objects.create(item=item, candidate=candidate, slot=slot, count_policy=0, count_opponent=1)
     return item
+
+
+def make_live_study(n_items: int = 3, *, prompt_text: str = "Prompt number", **overrides) -> Study:
+    """A live study ready for annotators: `n_items` two-text items, each on its own prompt
+    ("<prompt_text> <i>"); two annotations per item, two items per participant, no attention checks."""
+    fields = {"status": Study.Status.LIVE, "annotations_per_item": 2, "items_per_participant": 2, "attention_check_rate": 0}
+    fields.update(overrides)
+    study = make_study(**fields)
+    policy = make_policy(study=study)
+    for i in range(n_items):
+        make_item(study=study, prompt=make_prompt(study=study, text=f"{prompt_text} {i}"), policy=policy,
+                  texts=[f"Answer {i}a", f"Answer {i}b"], counts=[(2, 0), (0, 1)])
+    return study

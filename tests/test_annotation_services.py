@@ -27,8 +27,8 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-
-def live_study(**overrides) -> Study:
+def live_study_without_items(**overrides) -> Study:
+    """A live study with no items yet (tests add them with `add_items`, `add_attention_checks`)."""
     fields = {"status": Study.Status.LIVE, "annotations_per_item": 2, "items_per_participant": 3, "attention_check_rate": 0}
     fields.update(overrides)
     return make_study(**fields)
@@ -70,7 +70,7 @@ def pick(participant: Participant, position: int = 1, **kwargs):
 
 
 def test_a_known_prolific_pid_cannot_join_again():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 1)
     first = flow.join_study(study=study, prolific_pid="5f1a", prolific_session_id="s1")
     with pytest.raises(AlreadyJoined):
@@ -81,7 +81,7 @@ def test_a_known_prolific_pid_cannot_join_again():
 
 
 def test_anonymous_joins_create_a_new_participant_each_time():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 1)
     a = flow.join_study(study=study)
     b = flow.join_study(study=study)
@@ -91,7 +91,7 @@ def test_anonymous_joins_create_a_new_participant_each_time():
 
 def test_one_client_may_create_only_the_limit_of_participants_per_study_and_window(settings):
     settings.UALIGN_JOIN_LIMIT, settings.UALIGN_JOIN_WINDOW_SECONDS = 2, 600
-    study, other = live_study(), live_study()
+    study, other = live_study_without_items(), live_study_without_items()
     add_items(study, 1)
     add_items(other, 1)
     for _ in range(2):
@@ -107,7 +107,7 @@ def test_one_client_may_create_only_the_limit_of_participants_per_study_and_wind
 
 
 def test_a_study_that_is_not_live_refuses_newcomers():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 1)
     flow.join_study(study=study, prolific_pid="known")
     study.move_to(Study.Status.CLOSED)
@@ -117,7 +117,7 @@ def test_a_study_that_is_not_live_refuses_newcomers():
 
 
 def test_a_study_is_full_when_max_participants_consented():
-    study = live_study(max_participants=1)
+    study = live_study_without_items(max_participants=1)
     add_items(study, 3)
     first = flow.join_study(study=study)
     waiting = flow.join_study(study=study)  # joined, not yet consented
@@ -130,7 +130,7 @@ def test_a_study_is_full_when_max_participants_consented():
 
 
 def test_a_study_is_full_for_newcomers_when_every_item_has_its_annotations():
-    study = live_study(annotations_per_item=1)
+    study = live_study_without_items(annotations_per_item=1)
     add_items(study, 1)
     pick(active(study))
     with pytest.raises(StudyUnavailable) as exc:
@@ -139,7 +139,7 @@ def test_a_study_is_full_for_newcomers_when_every_item_has_its_annotations():
 
 
 def test_consent_stores_its_time_and_declining_is_recorded():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 1)
     yes, no = make_participant(study=study), make_participant(study=study)
     before = timezone.now()
@@ -154,7 +154,7 @@ def test_consent_stores_its_time_and_declining_is_recorded():
 
 
 def test_comprehension_check_allows_two_attempts_then_screens_out():
-    study = live_study(comprehension_question="Which do you pick?", comprehension_choices=["best", "first"],
+    study = live_study_without_items(comprehension_question="Which do you pick?", comprehension_choices=["best", "first"],
                        comprehension_answer="best")
     lucky = make_participant(study=study, status=Participant.Status.CONSENTED)
     unlucky = make_participant(study=study, status=Participant.Status.CONSENTED)
@@ -172,7 +172,7 @@ def test_comprehension_check_allows_two_attempts_then_screens_out():
 
 
 def test_each_item_gets_exactly_the_studys_number_of_annotations():
-    study = live_study(annotations_per_item=3, items_per_participant=2)
+    study = live_study_without_items(annotations_per_item=3, items_per_participant=2)
     items = add_items(study, 4)
     people = [active(study) for _ in range(7)]
     for person in people:
@@ -185,7 +185,7 @@ def test_each_item_gets_exactly_the_studys_number_of_annotations():
 
 
 def test_no_participant_sees_the_same_item_twice():
-    study = live_study(annotations_per_item=5, items_per_participant=10)
+    study = live_study_without_items(annotations_per_item=5, items_per_participant=10)
     add_items(study, 3)
     person = active(study)
     seen = []
@@ -200,7 +200,7 @@ def test_no_participant_sees_the_same_item_twice():
 
 
 def test_an_open_assignment_is_resumed_not_replaced():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 3)
     person = active(study)
     first = assign.assign_next_item(participant=person)
@@ -209,7 +209,7 @@ def test_an_open_assignment_is_resumed_not_replaced():
 
 
 def test_slot_order_is_balanced_across_annotators():
-    study = live_study(annotations_per_item=6, items_per_participant=1)
+    study = live_study_without_items(annotations_per_item=6, items_per_participant=1)
     (item,) = add_items(study, 1, texts=3)
     canonical = list(item.shown.order_by("slot").values_list("id", flat=True))
     orders = []
@@ -224,7 +224,7 @@ def test_slot_order_is_balanced_across_annotators():
 
 
 def test_the_judgment_records_the_displayed_position_and_its_credit():
-    study = live_study(items_per_participant=1)
+    study = live_study_without_items(items_per_participant=1)
     policy = make_policy(study=study)
     prompt = make_prompt(study=study)
     make_item(study=study, prompt=prompt, policy=policy, texts=["a", "b", "c"], counts=[(2, 0), (1, 1), (0, 1)],
@@ -244,7 +244,7 @@ def test_the_judgment_records_the_displayed_position_and_its_credit():
 
 
 def test_attention_checks_are_interleaved_at_the_studys_rate():
-    study = live_study(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
+    study = live_study_without_items(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
     add_items(study, 12)
     add_attention_checks(study, 3)
     person = active(study)
@@ -261,7 +261,7 @@ def test_attention_checks_are_interleaved_at_the_studys_rate():
 def test_a_participants_done_counters_follow_each_completed_task_and_nothing_else():
     """`Participant.tasks_done` / `attention_checks_done` (#14) equal the count of their completed
     assignments, of every kind, after every pick; a replayed pick moves neither."""
-    study = live_study(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
+    study = live_study_without_items(items_per_participant=10, attention_check_rate=0.2, annotations_per_item=1)
     add_items(study, 12)
     add_attention_checks(study, 3)
     person = active(study)
@@ -279,7 +279,7 @@ def test_the_migration_counts_what_existing_participants_did():
     from django.apps import apps
 
     migration = importlib.import_module("studies.migrations.0008_participant_done_counters")
-    study = live_study(items_per_participant=3, attention_check_rate=0.5, annotations_per_item=2)
+    study = live_study_without_items(items_per_participant=3, attention_check_rate=0.5, annotations_per_item=2)
     add_items(study, 4)
     add_attention_checks(study, 2)
     people = [active(study) for _ in range(3)]
@@ -296,7 +296,7 @@ def test_the_migration_counts_what_existing_participants_did():
 
 
 def test_an_abandoned_assignment_is_released_and_not_given_back_to_its_participant():
-    study = live_study(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
+    study = live_study_without_items(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
     (item,) = add_items(study, 1)
     quitter, other = active(study), active(study)
     abandoned = assign.assign_next_item(participant=quitter)
@@ -311,7 +311,7 @@ def test_an_abandoned_assignment_is_released_and_not_given_back_to_its_participa
 
 
 def test_a_late_pick_on_a_released_assignment_counts_while_the_item_has_room():
-    study = live_study(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
+    study = live_study_without_items(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
     add_items(study, 1)
     slow = active(study)
     assignment = assign.assign_next_item(participant=slow)
@@ -323,7 +323,7 @@ def test_a_late_pick_on_a_released_assignment_counts_while_the_item_has_room():
 
 
 def test_a_late_pick_is_refused_once_someone_else_has_the_item():
-    study = live_study(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
+    study = live_study_without_items(annotations_per_item=1, assignment_timeout=timedelta(minutes=10))
     add_items(study, 1)
     slow, fast = active(study), active(study)
     stale = assign.assign_next_item(participant=slow)
@@ -340,7 +340,7 @@ def test_a_late_pick_is_refused_once_someone_else_has_the_item():
 
 
 def test_recording_the_same_pick_twice_keeps_the_first_judgment():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 3)
     person = active(study)
     assignment = assign.assign_next_item(participant=person)
@@ -354,7 +354,7 @@ def test_recording_the_same_pick_twice_keeps_the_first_judgment():
 
 
 def test_someone_elses_assignment_cannot_be_answered():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 2)
     owner, intruder = active(study), active(study)
     assignment = assign.assign_next_item(participant=owner)
@@ -364,7 +364,7 @@ def test_someone_elses_assignment_cannot_be_answered():
 
 
 def test_a_position_outside_the_shown_responses_is_refused():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 1, texts=3)
     person = active(study)
     assignment = assign.assign_next_item(participant=person)
@@ -375,7 +375,7 @@ def test_a_position_outside_the_shown_responses_is_refused():
 
 
 def test_latency_runs_from_first_render_to_pick_on_the_server():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 1)
     person = active(study)
     assignment = assign.assign_next_item(participant=person)
@@ -391,7 +391,7 @@ def test_latency_runs_from_first_render_to_pick_on_the_server():
 
 @pytest.mark.parametrize(("analysis", "expected"), [("exclude", None), ("tie", 2 / 3)])
 def test_cant_decide_is_credited_as_the_study_configures(analysis, expected):
-    study = live_study(allow_cant_decide=True, cant_decide_analysis=analysis)
+    study = live_study_without_items(allow_cant_decide=True, cant_decide_analysis=analysis)
     policy = make_policy(study=study)
     make_item(study=study, prompt=make_prompt(study=study), policy=policy, texts=["a", "b"], counts=[(2, 0), (0, 1)],
               k=2, m=1)
@@ -406,7 +406,7 @@ def test_cant_decide_is_credited_as_the_study_configures(analysis, expected):
 
 
 def test_cant_decide_is_refused_when_the_study_does_not_allow_it():
-    study = live_study(allow_cant_decide=False)
+    study = live_study_without_items(allow_cant_decide=False)
     add_items(study, 1)
     person = active(study)
     assignment = assign.assign_next_item(participant=person)
@@ -415,7 +415,7 @@ def test_cant_decide_is_refused_when_the_study_does_not_allow_it():
 
 
 def test_failed_attention_checks_are_counted_and_end_the_session_at_the_limit():
-    study = live_study(max_attention_failures=2, items_per_participant=5, annotations_per_item=1)
+    study = live_study_without_items(max_attention_failures=2, items_per_participant=5, annotations_per_item=1)
     prompt = make_prompt(study=study)
     for r in range(3):
         make_attention_item(study=study, prompt=prompt, texts=[f"fine {r}", f"qwfp broken {r}"], broken=1, replicate=r)
@@ -436,7 +436,7 @@ def test_failed_attention_checks_are_counted_and_end_the_session_at_the_limit():
 
 
 def test_passing_an_attention_check_is_recorded():
-    study = live_study(max_attention_failures=1, attention_check_rate=1)
+    study = live_study_without_items(max_attention_failures=1, attention_check_rate=1)
     make_attention_item(study=study, prompt=make_prompt(study=study), texts=["fine", "broken"], broken=1)
     add_items(study, 2)
     person = active(study)
@@ -452,7 +452,7 @@ def test_passing_an_attention_check_is_recorded():
 
 
 def test_finishing_the_share_gives_the_completion_code():
-    study = live_study(items_per_participant=2, completion_code="C0DE42")
+    study = live_study_without_items(items_per_participant=2, completion_code="C0DE42")
     add_items(study, 3)
     person = active(study)
     pick(person)
@@ -492,7 +492,7 @@ def _in_threads(n: int, target) -> list:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_participants_never_push_an_item_past_its_quota():
-    study = live_study(annotations_per_item=2, items_per_participant=1)
+    study = live_study_without_items(annotations_per_item=2, items_per_participant=1)
     add_items(study, 3)
     people = [active(study) for _ in range(8)]
 
@@ -509,7 +509,7 @@ def test_concurrent_participants_never_push_an_item_past_its_quota():
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_replays_of_one_pick_save_it_once():
-    study = live_study()
+    study = live_study_without_items()
     add_items(study, 3)
     person = active(study)
     assignment = assign.assign_next_item(participant=person)

@@ -7,72 +7,18 @@ also writes docs/screenshots/annotate-{wide,narrow}.png.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from studies.models import Judgment, Participant, Study
+from tests.browser_flow import XSS, build_study, join
 from tests.factories import make_item, make_policy, make_prompt, make_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-XSS = '<script>alert("xss")</script>'
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium for the module; each test opens its own page or context (own cookies)."""
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Chromium is missing: run `make browser` (apt-get install chromium).")
-    # Playwright's sync API runs an event loop in this thread; Django's ORM refuses that by default.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            yield chromium
-            chromium.close()
-
-
-def build_study(**overrides) -> Study:
-    fields = {
-        "status": Study.Status.LIVE,
-        "title": "Which answer is better?",
-        "consent_text": "## Consent\n\nYou will compare short answers. Taking part is **voluntary**.",
-        "instructions": "Read the prompt, then pick the response you would rather receive.",
-        "items_per_participant": 3,
-        "annotations_per_item": 1,
-        "attention_check_rate": 0,
-        "completion_code": "C0MPLETE",
-    }
-    fields.update(overrides)
-    study = make_study(**fields)
-    policy = make_policy(study=study)
-    make_item(study=study, prompt=make_prompt(study=study, text="Greet the user."), policy=policy,
-              texts=[XSS + " Hello!", "Hi **there**, how can I help?"], counts=[(1, 0), (0, 1)], k=1)
-    for i in range(2):
-        make_item(study=study, prompt=make_prompt(study=study, text=f"Name a colour ({i})."), policy=policy,
-                  texts=[f"Blue {i}", f"Green {i}", f"Red {i}"], counts=[(1, 0), (1, 0), (0, 1)], k=2)
-    return study
-
-
-def join(page, base_url: str, study: Study, query: str = "") -> None:
-    """Open the study link (its landing page) and press Start, as an annotator does."""
-    page.goto(f"{base_url}{study.participant_link()}{query}")
-    page.get_by_role("button", name="Start", exact=True).click()
-    page.wait_for_url(f"**/s/{study.slug}/consent/")
 
 
 def test_an_annotator_completes_a_study_with_the_keyboard(live_server, browser):

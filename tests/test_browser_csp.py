@@ -12,8 +12,8 @@ import pytest
 from django.urls import reverse
 
 from studies.models import Judgment, Study
+from tests.browser_flow import build_study
 from tests.factories import make_prompt, make_study
-from tests.test_browser_annotate import browser, build_study  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +26,7 @@ document.addEventListener("securitypolicyviolation", function (e) {
 """
 
 
-def _watched_page(browser, console: list[str]):  # noqa: F811
+def _watched_page(browser, console: list[str]):
     context = browser.new_context()
     context.add_init_script(RECORD_VIOLATIONS)
     page = context.new_page()
@@ -38,7 +38,7 @@ def _violations(page) -> list[str]:
     return page.evaluate("window.__csp")
 
 
-def test_the_annotator_pages_run_under_the_policy_without_a_violation(live_server, browser):  # noqa: F811
+def test_the_annotator_pages_run_under_the_policy_without_a_violation(live_server, browser):
     study = build_study(items_per_participant=2)
     console: list[str] = []
     page = _watched_page(browser, console)
@@ -63,7 +63,7 @@ def test_the_annotator_pages_run_under_the_policy_without_a_violation(live_serve
     assert Judgment.objects.filter(assignment__participant__study=study).count() == 1
 
 
-def test_the_results_page_runs_under_the_policy_without_a_violation(live_server, browser, researcher):  # noqa: F811
+def test_the_results_page_runs_under_the_policy_without_a_violation(live_server, browser, researcher):
     study = build_study()
     console: list[str] = []
     page = _watched_page(browser, console)
@@ -97,7 +97,7 @@ def _admin_pages(study: Study) -> list[str]:
     return pages
 
 
-def test_the_admin_works_under_the_same_policy_without_a_violation(live_server, browser, researcher):  # noqa: F811
+def test_the_admin_works_under_the_same_policy_without_a_violation(live_server, browser, researcher):
     study = make_study(status=Study.Status.DRAFT)
     make_prompt(study=study)
     console: list[str] = []

@@ -7,14 +7,14 @@ from django.db import OperationalError
 
 from studies.judgment import picking
 from studies.models import Judgment
-from tests.test_browser_annotate import browser, build_study  # noqa: F401  (fixture)
+from tests.browser_flow import build_study
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SAVED = "Your picks so far are saved."
 
 
-def _first_task(live_server, browser, study):  # noqa: F811
+def _first_task(live_server, browser, study):
     page = browser.new_page()
     page.goto(f"{live_server.url}/s/{study.slug}/?invite={study.invite_token}")
     page.get_by_role("button", name="Start", exact=True).click()
@@ -25,7 +25,7 @@ def _first_task(live_server, browser, study):  # noqa: F811
 
 
 def test_a_pick_that_meets_a_database_outage_says_try_again_in_a_minute_and_can_be_retried(
-        live_server, browser, monkeypatch):  # noqa: F811
+        live_server, browser, monkeypatch):
     study = build_study(items_per_participant=2)
     page = _first_task(live_server, browser, study)
     first = page.locator("#comparison").get_attribute("data-assignment")
@@ -49,7 +49,7 @@ def test_a_pick_that_meets_a_database_outage_says_try_again_in_a_minute_and_can_
     assert Judgment.objects.filter(assignment_id=int(first)).count() == 1
 
 
-def test_a_pick_that_cannot_be_sent_says_so_and_that_the_picks_are_saved(live_server, browser):  # noqa: F811
+def test_a_pick_that_cannot_be_sent_says_so_and_that_the_picks_are_saved(live_server, browser):
     study = build_study(items_per_participant=2)
     page = _first_task(live_server, browser, study)
     page.route("**/judgments/", lambda route: route.abort("connectionreset"))

@@ -16,8 +16,8 @@ from django.urls import reverse
 from playwright.sync_api import expect
 
 from studies.models import Judgment, Participant, Study
+from tests.browser_flow import join
 from tests.factories import make_generator, make_item, make_policy, make_study
-from tests.test_browser_annotate import browser, join  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -71,7 +71,7 @@ def pick(page, position: int = 1) -> None:
     page.wait_for_selector(f'#comparison:not([data-assignment="{shown}"])')
 
 
-def test_a_researcher_runs_a_study_from_the_admin_start_to_close(live_server, browser, researcher):  # noqa: F811
+def test_a_researcher_runs_a_study_from_the_admin_start_to_close(live_server, browser, researcher):
     study = make_study(title="Colours", generator=make_generator(), max_participants=2, items_per_participant=3,
                        annotations_per_item=2, attention_check_rate=0, completion_code="PAID-42")
     base = live_server.url

@@ -29,13 +29,9 @@ from studies.steps.fit import policy_params_problems
 from studies.tasks import STEP_TASKS
 from tests.factories import make_participant, make_policy
 from tests.judgments import make_judgment
-from tests.test_tasks import POOL, pipeline_study, tiny_model  # noqa: F401  (fixture)
+from tests.pipeline import POOL, REWARDS, TFPO, doctor_study
 
 pytestmark = pytest.mark.django_db
-
-# A handful of steps: enough to write checkpoints and move the adapters, quick on a tiny model.
-TFPO = {"steps": 4, "pairs_per_step": 2, "checkpoint_every": 2, "learning_rate": 1e-3, "lora_rank": 2}
-REWARDS = {"max_response_tokens": 8, "positive_system": "Answer well.", "negative_system": "Answer badly."}
 
 
 @pytest.fixture(autouse=True)
@@ -43,13 +39,6 @@ def doctor_dir(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("UALIGN_TORCH_THREADS", "1")
     settings.UALIGN_DOCTOR_DIR = str(tmp_path / "doctors")
     return tmp_path / "doctors"
-
-
-def doctor_study(model_dir, params=None, **kwargs) -> Study:
-    study = pipeline_study(model_dir, **kwargs)
-    params = params or {"alpha": 0.5, "beta": 0.7, "rewards": REWARDS, "tfpo": TFPO}
-    make_policy(study=study, name="doctor", kind=Policy.Kind.DOCTOR, params=params)
-    return study
 
 
 def run_chain(parent: Job) -> None:
@@ -60,7 +49,7 @@ def run_chain(parent: Job) -> None:
         assert step.status == Job.Status.DONE, step.error
 
 
-def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its_own_candidates(tiny_model):  # noqa: F811
+def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its_own_candidates(tiny_model):
     study = doctor_study(tiny_model)
     parent = services.prepare_study(study=study)
     steps = list(parent.steps.order_by("id"))
@@ -119,7 +108,7 @@ def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its
     assert all(0 <= r.result.estimate <= 1 and not r.missing_opponents for r in robust)
 
 
-def test_pressing_prepare_again_reuses_the_trained_doctor_and_its_cached_rewards(tiny_model):  # noqa: F811
+def test_pressing_prepare_again_reuses_the_trained_doctor_and_its_cached_rewards(tiny_model):
     study = doctor_study(tiny_model, n_prompts=1)
     run_chain(services.prepare_study(study=study))
     first = Doctor.objects.get(policy__study=study)
@@ -137,7 +126,7 @@ def test_pressing_prepare_again_reuses_the_trained_doctor_and_its_cached_rewards
     assert Study.objects.get(pk=study.pk).status == Study.Status.READY
 
 
-def test_a_crashed_training_resumes_from_its_last_checkpoint_when_the_step_runs_again(tiny_model, monkeypatch):  # noqa: F811
+def test_a_crashed_training_resumes_from_its_last_checkpoint_when_the_step_runs_again(tiny_model, monkeypatch):
     study = doctor_study(tiny_model, n_prompts=1)
     parent = services.prepare_study(study=study)
     steps = list(parent.steps.order_by("id"))
@@ -171,7 +160,7 @@ def test_a_crashed_training_resumes_from_its_last_checkpoint_when_the_step_runs_
     assert [h["step"] for h in doctor.history] == [1, 2, 3, 4]
 
 
-def test_several_doctors_each_have_their_own_pairs_and_weight(tiny_model):  # noqa: F811
+def test_several_doctors_each_have_their_own_pairs_and_weight(tiny_model):
     study = doctor_study(tiny_model, n_prompts=1, params={"alpha": 1.0, "doctors": [
         {"beta": 0.3, "pairs": {"from": "population", "types": []}, "rewards": REWARDS, "tfpo": TFPO},
         {"beta": 0.5, "pairs": {"from": "population", "rule": "weighted"}, "rewards": REWARDS, "tfpo": TFPO},
@@ -187,7 +176,7 @@ def test_several_doctors_each_have_their_own_pairs_and_weight(tiny_model):  # no
     assert [(g["ref"], g["beta"]) for g in meta["guides"]] == [(doctors[0].path, 0.3), (doctors[1].path, 0.5)]
 
 
-def test_one_persona_s_doctor_learns_only_from_that_type_s_pairs(tiny_model):  # noqa: F811
+def test_one_persona_s_doctor_learns_only_from_that_type_s_pairs(tiny_model):
     study = doctor_study(tiny_model, n_prompts=1)
     services.prepare_study(study=study)
     for step in Job.objects.filter(study=study).exclude(kind="prepare").order_by("id")[:2]:
@@ -202,7 +191,7 @@ def test_one_persona_s_doctor_learns_only_from_that_type_s_pairs(tiny_model):  #
     assert {p.source for p in picked} == {f"type:{label}"}
 
 
-def test_changing_a_doctor_s_weight_after_its_candidates_exist_is_refused_not_ignored(tiny_model):  # noqa: F811
+def test_changing_a_doctor_s_weight_after_its_candidates_exist_is_refused_not_ignored(tiny_model):
     study = doctor_study(tiny_model, n_prompts=1)
     run_chain(services.prepare_study(study=study))
     policy = study.policies.get(name="doctor")
@@ -256,7 +245,7 @@ def test_valid_doctor_params_give_one_spec_per_doctor():
     assert parse_doctor_params({})[1] == []
 
 
-def test_prepare_refuses_a_doctor_without_pairs_to_learn_from_or_with_another_model(tiny_model):  # noqa: F811
+def test_prepare_refuses_a_doctor_without_pairs_to_learn_from_or_with_another_model(tiny_model):
     study = doctor_study(tiny_model, params={"pairs": {"from": "csv"}})
     make_policy(study=study, name="judged", kind=Policy.Kind.DOCTOR, params={"pairs": {"from": "judgments"}})
     other = study.generator.__class__.objects.create(name="another", model_ref="somewhere-else")

@@ -7,9 +7,7 @@ import pytest
 
 from studies import services
 from studies.models import Candidate, Doctor, Job, Study
-from tests.test_doctor_pipeline import REWARDS, doctor_study
-from tests.test_tasks import tiny_model  # noqa: F401  (fixture)
-from tests.test_tasks_worker import _wait
+from tests.pipeline import REWARDS, doctor_study, wait_for_worker
 
 STEPS, EVERY = 150, 5
 
@@ -22,7 +20,7 @@ def doctor_env(monkeypatch, tmp_path):
 
 
 def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_after_a_restart(
-    celery_worker_process, tiny_model, monkeypatch  # noqa: F811
+    celery_worker_process, tiny_model, monkeypatch
 ):
     # Enough steps that the kill lands mid-training; each is a few milliseconds on the tiny model.
     tfpo = {"steps": STEPS, "pairs_per_step": 2, "checkpoint_every": EVERY, "learning_rate": 1e-3, "lora_rank": 2}
@@ -33,7 +31,7 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_after_a_r
     def past_a_checkpoint() -> bool:
         return Doctor.objects.filter(policy__study=study, step__gt=EVERY).exists()
 
-    _wait(past_a_checkpoint, 120, celery_worker_process, "training past its first checkpoint")
+    wait_for_worker(past_a_checkpoint, 120, celery_worker_process, "training past its first checkpoint")
     celery_worker_process.kill_all()
     train.refresh_from_db()
     killed_at = Doctor.objects.get(policy__study=study).step
@@ -45,7 +43,7 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_after_a_r
     monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", "1")
     monkeypatch.setenv("UALIGN_JOB_STALE_SECONDS", "2")
     celery_worker_process.start()
-    _wait(lambda: Study.objects.get(pk=study.pk).status != Study.Status.PREPARING, 240, celery_worker_process,
+    wait_for_worker(lambda: Study.objects.get(pk=study.pk).status != Study.Status.PREPARING, 240, celery_worker_process,
           "the chain")
 
     train.refresh_from_db()

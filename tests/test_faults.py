@@ -29,6 +29,7 @@ from django.db.models import Count
 from studies.models import Candidate, Job, Judgment, Participant, Study
 from studies.simulated_annotators import Page, SimulationError
 from tests.conftest import WorkerProcess
+from tests.pipeline import pipeline_study
 from tests.prodserver import (
     ROOT,
     Gunicorn,
@@ -42,7 +43,6 @@ from tests.prodserver import (
     server_database_url,
     walk_to_first_task,
 )
-from tests.test_tasks import pipeline_study, tiny_model  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,7 +255,7 @@ class RedisServer:
             self.process.wait(timeout=10)
 
 
-def test_a_pipeline_finishes_when_redis_restarts_in_the_middle(tmp_path, tiny_model, transactional_db):  # noqa: F811
+def test_a_pipeline_finishes_when_redis_restarts_in_the_middle(tmp_path, tiny_model, transactional_db):
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is missing (apt-get install redis-server)")
     redis = RedisServer(tmp_path)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from studies.forms import IDENTIFIER
 from studies.models import Job, Judgment, Participant, Prompt, Study
 from studies.validation import text_problem
-from tests.factories import make_item, make_policy, make_prompt, make_study
+from tests.factories import make_live_study, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -60,16 +60,6 @@ def encode(fields: dict[str, bytes]) -> bytes:
     return "&".join(f"{name}={urllib.parse.quote_from_bytes(value)}" for name, value in fields.items()).encode()
 
 
-def live_study(**overrides) -> Study:
-    fields = {"status": Study.Status.LIVE, "annotations_per_item": 2, "items_per_participant": 2, "attention_check_rate": 0}
-    study = make_study(**fields | overrides)
-    policy = make_policy(study=study)
-    for i in range(3):
-        make_item(study=study, prompt=make_prompt(study=study, text=f"Prompt {i}"), policy=policy,
-                  texts=[f"Answer {i}a", f"Answer {i}b"], counts=[(2, 0), (0, 1)])
-    return study
-
-
 def has_message(content: bytes) -> bool:
     return b"<h1>" in content or b'role="alert"' in content
 
@@ -80,7 +70,7 @@ def has_message(content: bytes) -> bool:
 @pytest.fixture
 def joinable() -> Study:
     """A live study that already has a participant with the PID "KNOWN"."""
-    study = live_study()
+    study = make_live_study()
     Participant.objects.create(study=study, external_id="KNOWN")
     return study
 
@@ -127,7 +117,7 @@ def test_fuzzed_study_links_get_a_4xx_with_a_message_and_create_nobody(joinable,
 @pytest.fixture
 def started() -> tuple[Study, Client, int, int]:
     """A live study, a browser whose participant has a task open (mine), and someone else's task."""
-    study = live_study()
+    study = make_live_study()
     client, other = Client(), Client()
     return study, client, _start(client, study), _start(other, study)
 

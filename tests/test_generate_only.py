@@ -9,41 +9,23 @@ import pytest
 from django.urls import reverse
 
 from studies import services
-from studies.models import Candidate, Job, PreferenceSource, Study
+from studies.models import Candidate, Job, Study
 from studies.tasks import (
     build_items,
     build_populations,
     fit_policies,
     generate_candidates,
 )
-from tests.factories import make_generator, make_policy, make_prompt, make_study
-from tests.test_tasks import csv_for
+from tests.factories import make_generator, make_prompt, make_study
+from tests.pipeline import csv_for, pipeline_csv_study
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    from tests.tinymodels import tiny_model_dir
-
-    return tiny_model_dir(tmp_path_factory.mktemp("tiny-generate-only") / "llama", initializer_range=0.5)
-
-
-def csv_only_study(model_dir) -> Study:
-    generator = make_generator(model_ref=str(model_dir), decoding={"max_new_tokens": 6}, batch_size=4)
-    study = make_study(generator=generator, pool_size=4, k_values=[1, 2], attention_check_rate=0.2)
-    for i in range(2):
-        make_prompt(study=study, external_id=f"q{i}", text=f"Question {i}: what is tea?")
-    make_policy(study=study, name="sample", kind="sample")
-    make_policy(study=study, name="u-align", kind="multiplayer")
-    PreferenceSource.objects.create(study=study, kind="csv", data="")
-    return study
 
 
 def test_generate_only_samples_the_pool_and_one_prepare_after_the_upload_finishes_the_study(
     researcher_client, tiny_model, django_capture_on_commit_callbacks
 ):
-    study = csv_only_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     assert 'id="generate-only"' in researcher_client.get(
         reverse("admin:studies_study_change", args=[study.pk])).content.decode()
 

@@ -13,8 +13,14 @@ from django.urls import reverse
 
 from studies import services
 from studies.models import Assignment, Judgment, Participant, Study
-from tests.factories import make_participant, make_policy, make_prompt, make_study
-from tests.test_views_annotate import HX, join, live_study, open_assignment, start, url
+from tests.annotator import HX, join, open_assignment, start, url
+from tests.factories import (
+    make_live_study,
+    make_participant,
+    make_policy,
+    make_prompt,
+    make_study,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -40,12 +46,12 @@ def test_a_study_goes_live_only_when_it_has_items_that_need_judging():
         services.change_study_status(study=study, action="go-live")
     assert Study.objects.get(pk=study.pk).status == Study.Status.READY
 
-    ready = live_study(status=Study.Status.READY)
+    ready = make_live_study(status=Study.Status.READY)
     assert services.change_study_status(study=ready, action="go-live").status == Study.Status.LIVE
 
 
 def test_closing_is_final():
-    study = live_study()
+    study = make_live_study()
     services.change_study_status(study=study, action="close")
     for action in ("go-live", "resume", "pause", "close"):
         with pytest.raises(services.LifecycleError, match="closing is final"):
@@ -58,7 +64,7 @@ def test_closing_is_final():
 
 
 def test_live_and_paused_move_back_and_forth_and_the_buttons_follow_the_status():
-    study = live_study()
+    study = make_live_study()
     assert [a.name for a in services.lifecycle_actions(study)] == ["pause", "close"]
     study = services.change_study_status(study=study, action="pause")
     assert study.status == Study.Status.PAUSED
@@ -84,7 +90,7 @@ def test_the_database_accepts_paused_and_refuses_an_unknown_status():
 
 
 def test_a_lifecycle_button_asks_for_confirmation_then_moves_the_study(researcher):
-    study = live_study(status=Study.Status.READY)
+    study = make_live_study(status=Study.Status.READY)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(researcher)
     page = browser.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
@@ -117,7 +123,7 @@ def test_a_refused_move_says_why_and_changes_nothing(researcher_client):
 
 
 def test_the_buttons_need_the_change_study_permission(client, django_user_model):
-    study = live_study()
+    study = make_live_study()
     user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_study"))
     client.force_login(user)
@@ -135,7 +141,7 @@ def test_the_buttons_need_the_change_study_permission(client, django_user_model)
 
 
 def test_a_paused_study_tells_newcomers_politely_and_creates_nobody(client):
-    study = live_study()
+    study = make_live_study()
     services.change_study_status(study=study, action="pause")
     landing = client.get(url("join", study), {"invite": study.invite_token})
     assert landing.status_code == 200
@@ -147,7 +153,7 @@ def test_a_paused_study_tells_newcomers_politely_and_creates_nobody(client):
 
 
 def test_a_participant_mid_task_finishes_that_task_when_paused_then_waits(client):
-    study = live_study(items_per_participant=3)
+    study = make_live_study(items_per_participant=3)
     participant = start(client, study)
     client.get(url("task", study))
     current = open_assignment(participant)
@@ -173,7 +179,7 @@ def test_a_participant_mid_task_finishes_that_task_when_paused_then_waits(client
 
 
 def test_a_participant_before_the_tasks_waits_on_the_paused_page(client):
-    study = live_study()
+    study = make_live_study()
     join(client, study)
     services.change_study_status(study=study, action="pause")
     response = client.get(url("consent", study))
@@ -184,7 +190,7 @@ def test_a_participant_before_the_tasks_waits_on_the_paused_page(client):
 
 
 def test_closing_completes_every_participant_with_a_pick_and_gives_them_the_code(client):
-    study = live_study(items_per_participant=3, completion_code="DONE-7")
+    study = make_live_study(items_per_participant=3, completion_code="DONE-7")
     worker = start(client, study)
     pick(client, study, worker)
     other = Client()
@@ -205,7 +211,7 @@ def test_closing_completes_every_participant_with_a_pick_and_gives_them_the_code
 
 def test_a_participant_whose_pick_lands_as_the_study_closes_gets_the_code(client):
     """The stranded case: a pick saved after the close (submits stay open) still earns the code."""
-    study = live_study(items_per_participant=3, completion_code="LATE-1")
+    study = make_live_study(items_per_participant=3, completion_code="LATE-1")
     participant = start(client, study)
     client.get(url("task", study))
     current = open_assignment(participant)
@@ -218,7 +224,7 @@ def test_a_participant_whose_pick_lands_as_the_study_closes_gets_the_code(client
 
 
 def test_a_participant_without_a_pick_sees_that_the_study_is_closed(client):
-    study = live_study()
+    study = make_live_study()
     start(client, study)
     services.change_study_status(study=study, action="close")
     response = client.get(url("task", study))
@@ -227,7 +233,7 @@ def test_a_participant_without_a_pick_sees_that_the_study_is_closed(client):
 
 
 def test_a_joined_participant_is_not_completed_by_the_close():
-    study = live_study()
+    study = make_live_study()
     joined = make_participant(study=study)
     services.change_study_status(study=study, action="close")
     joined.refresh_from_db()

@@ -114,7 +114,7 @@ def test_with_two_opponent_outputs_the_adversary_is_the_worst_pair_and_predicted
         assert wp.multiset_win_rate(pp.pop, pi, k, list(single)) > fitted.predicted_robust_win_rate + 0.01
 
 
-def test_the_plot_draws_the_bound_that_holds_for_m(judged_study):  # noqa: F811
+def test_the_plot_draws_the_bound_that_holds_for_m(judged_study):
     svg = results_plot_svg(compute_results(judged_study))
     assert "equilibrium's guarantee" in svg
     ComparisonItem.objects.filter(study=judged_study).update(m=2)
@@ -229,7 +229,7 @@ def test_rescaling_one_source_tenfold_moves_neither_ctrl_nor_best_of_n():
 # Few clusters, the headline on the page, regularised fits
 
 
-def test_few_annotators_take_the_few_clusters_interval_and_the_page_says_why(researcher_client, judged_study):  # noqa: F811
+def test_few_annotators_take_the_few_clusters_interval_and_the_page_says_why(researcher_client, judged_study):
     results = compute_results(judged_study)
     assert {cell.interval.method for cell in results.cells} == {intervals.METHOD_FEW}
     assert "3 annotators" in results.few_clusters_warning
@@ -239,7 +239,7 @@ def test_few_annotators_take_the_few_clusters_interval_and_the_page_says_why(res
 
 
 def test_the_page_shows_the_headline_cell_the_conservative_min_and_the_pool_and_held_out_predictions(
-        researcher_client, judged_study):  # noqa: F811
+        researcher_client, judged_study):
     PolicyFit.objects.filter(policy__study=judged_study).update(pool_robust_win_rate=0.71, held_out_robust_win_rate=0.62)
     html = researcher_client.get(reverse("studies:results", args=[judged_study.slug])).content.decode()
     assert "Headline: against the adversary" in html

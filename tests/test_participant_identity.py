@@ -8,21 +8,11 @@ from django.urls import reverse
 
 from studies.models import Assignment, Judgment, Participant, Study
 from studies.views import client_key
-from tests.factories import make_item, make_policy, make_prompt, make_study
+from tests.factories import make_live_study
 
 pytestmark = pytest.mark.django_db
 
 PID = "60a1b2c3d4e5f60718293a4b"
-
-
-def live_study(**overrides) -> Study:
-    fields = {"status": Study.Status.LIVE, "annotations_per_item": 2, "items_per_participant": 2, "attention_check_rate": 0}
-    study = make_study(**fields | overrides)
-    policy = make_policy(study=study)
-    for i in range(3):
-        make_item(study=study, prompt=make_prompt(study=study, text=f"Secret prompt {i}"), policy=policy,
-                  texts=[f"Answer {i}a", f"Answer {i}b"], counts=[(2, 0), (0, 1)])
-    return study
 
 
 def url(name: str, study: Study, *args) -> str:
@@ -42,7 +32,7 @@ def start(client: Client, study: Study, **params) -> Assignment:
 
 
 def test_a_fresh_browser_with_someone_elses_pid_is_told_to_continue_where_they_started(client):
-    study = live_study()
+    study = make_live_study(prompt_text="Secret prompt")
     theirs = start(client, study, PROLIFIC_PID=PID)
     stranger = Client()
     for response in (stranger.get(url("join", study), link(study, PROLIFIC_PID=PID)),
@@ -58,7 +48,7 @@ def test_a_fresh_browser_with_someone_elses_pid_is_told_to_continue_where_they_s
 
 
 def test_the_stranger_cannot_answer_even_as_another_participant(client):
-    study = live_study()
+    study = make_live_study()
     theirs = start(client, study, PROLIFIC_PID=PID)
     stranger = Client()
     start(stranger, study, PROLIFIC_PID="someone-else")
@@ -68,19 +58,19 @@ def test_the_stranger_cannot_answer_even_as_another_participant(client):
 
 
 def test_a_tampered_or_foreign_cookie_is_not_a_participant(client):
-    study = live_study()
+    study = make_live_study()
     start(client, study)
     participant = Participant.objects.get()
     forger = Client()
     forger.cookies[f"ualign_p{study.pk}"] = participant.access_token  # the token without a signature
     assert forger.get(url("task", study)).status_code == 404
-    other = live_study()
+    other = make_live_study()
     forger.cookies[f"ualign_p{other.pk}"] = client.cookies[f"ualign_p{study.pk}"].value  # another study's cookie
     assert forger.get(url("task", other)).status_code == 404
 
 
 def test_the_resume_link_asks_before_binding_then_continues_the_session():
-    study = live_study()
+    study = make_live_study()
     first = Client()
     theirs = start(first, study, PROLIFIC_PID=PID)
     page = first.get(url("task", study))
@@ -102,14 +92,14 @@ def test_the_resume_link_asks_before_binding_then_continues_the_session():
 
 @pytest.mark.parametrize("token", ["not-a-token", "x" * 32, "../../admin"])
 def test_an_unknown_resume_token_gets_a_404(client, token):
-    study = live_study()
+    study = make_live_study()
     start(Client(), study)
     assert client.get(f"/s/{study.slug}/resume/{token}/").status_code == 404
     assert client.post(f"/s/{study.slug}/resume/{token}/").status_code == 404
 
 
 def test_another_studys_resume_token_does_not_open_this_study(client):
-    study, other = live_study(), live_study()
+    study, other = make_live_study(), make_live_study()
     start(Client(), other)
     token = Participant.objects.get(study=other).resume_token
     assert client.post(url("resume", study, token)).status_code == 404
@@ -117,7 +107,7 @@ def test_another_studys_resume_token_does_not_open_this_study(client):
 
 def test_the_join_rate_limit_refuses_politely_with_retry_after(client, settings):
     settings.UALIGN_JOIN_LIMIT = 2
-    study = live_study()
+    study = make_live_study()
     for _ in range(2):
         assert Client().post(url("join", study), link(study)).status_code == 302
     response = Client().post(url("join", study), link(study))
@@ -148,7 +138,7 @@ def test_ipv6_clients_are_counted_by_their_64_bit_prefix():
 
 
 def test_a_prolific_link_without_the_study_key_is_refused(client):
-    study = live_study()
+    study = make_live_study()
     response = client.get(url("join", study), {"PROLIFIC_PID": PID, "STUDY_ID": "s", "SESSION_ID": "x"})
     assert response.status_code == 403
     assert b"missing the study's key" in response.content
@@ -166,7 +156,7 @@ def test_a_prolific_link_without_the_study_key_is_refused(client):
     ],
 )
 def test_control_characters_or_odd_ids_in_a_prolific_link_get_a_clear_400(client, field, value, message):
-    study = live_study()
+    study = make_live_study()
     params = link(study, PROLIFIC_PID=PID, STUDY_ID="st-1", SESSION_ID="se-1") | {field: value}
     for response in (client.get(url("join", study), params), client.post(url("join", study), params)):
         assert response.status_code == 400
@@ -176,7 +166,7 @@ def test_control_characters_or_odd_ids_in_a_prolific_link_get_a_clear_400(client
 
 
 def test_the_admin_shows_the_links_with_the_study_key_and_a_participants_resume_link(researcher_client):
-    study = live_study()
+    study = make_live_study()
     start(Client(), study)
     participant = Participant.objects.get()
     page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
@@ -190,7 +180,7 @@ def test_the_admin_shows_the_links_with_the_study_key_and_a_participants_resume_
 
 @pytest.mark.parametrize("assignment", ["²", "١", "9" * 30, "-1", "1e3", "0x1", "", "1\x00"])
 def test_an_assignment_id_that_is_not_plain_digits_gets_a_404_not_a_500(client, assignment):
-    study = live_study()
+    study = make_live_study()
     start(client, study)
     response = client.post(url("submit_judgment", study), {"assignment": assignment, "choice": "1"})
     assert response.status_code == 404
@@ -200,7 +190,7 @@ def test_an_assignment_id_that_is_not_plain_digits_gets_a_404_not_a_500(client, 
 
 @pytest.mark.parametrize("choice", ["٢", "²", "9" * 5000, "1.0", "+1", "1\x00"])
 def test_a_choice_in_other_digits_or_too_long_is_refused_with_a_message(client, choice):
-    study = live_study()
+    study = make_live_study()
     mine = start(client, study)
     response = client.post(url("submit_judgment", study), {"assignment": mine.pk, "choice": choice})
     assert response.status_code == 400
@@ -209,7 +199,7 @@ def test_a_choice_in_other_digits_or_too_long_is_refused_with_a_message(client, 
 
 
 def test_an_oversized_rationale_is_refused_and_not_echoed_back(client):
-    study = live_study()
+    study = make_live_study()
     mine = start(client, study)
     note = "Because " + "x" * 200_000
     response = client.post(url("submit_judgment", study), {"assignment": mine.pk, "choice": "1", "rationale": note})
@@ -221,7 +211,7 @@ def test_an_oversized_rationale_is_refused_and_not_echoed_back(client):
 
 
 def test_control_characters_are_stripped_from_a_rationale(client):
-    study = live_study()
+    study = make_live_study()
     mine = start(client, study)
     note = "Clearer\x00 and\x07 shorter\x1b[31m.\nAlso kind."
     assert client.post(url("submit_judgment", study), {"assignment": mine.pk, "choice": "1", "rationale": note}).status_code == 302

@@ -17,8 +17,9 @@ from studies import services
 from studies.judgment import flow, participants
 from studies.models import Assignment, Judgment, Participant, Study
 from studies.text import unescape_cell
-from tests.factories import make_participant
-from tests.test_views_annotate import HX, join, live_study, open_assignment, start, url
+from tests.annotator import HX, join, open_assignment, start, url
+from tests.factories import make_live_study, make_participant
+from tests.test_views_annotate import HX, join, open_assignment, start, url
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +40,7 @@ def idle_since(participant: Participant, ago: timedelta) -> None:
 
 @pytest.mark.parametrize("leave", ["returned", "timed out"])
 def test_a_returned_or_timed_out_participant_frees_their_seat_and_open_task(leave):
-    study = live_study(max_participants=1)
+    study = make_live_study(max_participants=1)
     first_browser = Client()
     first = start(first_browser, study)
     first_browser.get(url("task", study))
@@ -66,7 +67,7 @@ def test_a_returned_or_timed_out_participant_frees_their_seat_and_open_task(leav
 
 
 def test_the_sweep_times_out_only_participants_in_progress_who_were_idle_too_long():
-    study = live_study(assignment_timeout=timedelta(minutes=30))
+    study = make_live_study(assignment_timeout=timedelta(minutes=30))
     idle, busy, joined, done = (Client() for _ in range(4))
     idle_p, busy_p = start(idle, study), start(busy, study)
     idle.get(url("task", study))
@@ -90,7 +91,7 @@ def test_the_sweep_times_out_only_participants_in_progress_who_were_idle_too_lon
 
 
 def test_the_sweep_releases_abandoned_assignments_of_participants_still_in_progress():
-    study = live_study(assignment_timeout=timedelta(minutes=30))
+    study = make_live_study(assignment_timeout=timedelta(minutes=30))
     browser = Client()
     participant = start(browser, study)
     browser.get(url("task", study))
@@ -100,7 +101,7 @@ def test_the_sweep_releases_abandoned_assignments_of_participants_still_in_progr
 
 
 def test_every_step_and_pick_counts_as_activity():
-    study = live_study(items_per_participant=3)
+    study = make_live_study(items_per_participant=3)
     browser = Client()
     participant = start(browser, study)
     idle_since(participant, LONG_AGO)
@@ -116,7 +117,7 @@ def test_every_step_and_pick_counts_as_activity():
 
 
 def test_a_pause_stops_the_idle_clock():
-    study = live_study()
+    study = make_live_study()
     participant = start(Client(), study)
     services.change_study_status(study=study, action="pause")
     idle_since(participant, LONG_AGO)  # the pause lasted two hours
@@ -130,7 +131,7 @@ def test_a_pause_stops_the_idle_clock():
 
 
 def test_approve_reject_and_return_apply_to_the_participants_they_fit(researcher_client):
-    study = live_study()
+    study = make_live_study()
     completed = make_participant(study=study, status=Participant.Status.COMPLETED, external_id="PID-DONE")
     failed = make_participant(study=study, status=Participant.Status.ENDED, external_id="PID-FAILED")
     active = make_participant(study=study, status=Participant.Status.ACTIVE, external_id="PID-ACTIVE",
@@ -150,7 +151,7 @@ def test_approve_reject_and_return_apply_to_the_participants_they_fit(researcher
 
 
 def test_the_review_list_exports_prolific_pids_with_decisions_and_formula_safe_cells(researcher_client):
-    study = live_study(completion_code="CODE-1")
+    study = make_live_study(completion_code="CODE-1")
     browser = Client()
     worker = start(browser, study, PROLIFIC_PID="5f1a2b3c4d5e6f7a8b9c0d1e")
     browser.get(url("task", study))
@@ -172,7 +173,7 @@ def test_the_review_list_exports_prolific_pids_with_decisions_and_formula_safe_c
 
 
 def test_reviewing_needs_the_change_participant_permission(client, django_user_model):
-    study = live_study()
+    study = make_live_study()
     done = make_participant(study=study, status=Participant.Status.COMPLETED)
     user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename="view_participant"))
@@ -186,7 +187,7 @@ def test_reviewing_needs_the_change_participant_permission(client, django_user_m
 
 
 def test_the_participants_list_filters_by_study_status_and_review(researcher_client):
-    study, other = live_study(), live_study()
+    study, other = make_live_study(), make_live_study()
     make_participant(study=study, status=Participant.Status.TIMED_OUT, external_id="gone")
     make_participant(study=study, status=Participant.Status.ACTIVE, external_id="here")
     make_participant(study=other, status=Participant.Status.TIMED_OUT, external_id="elsewhere")
@@ -201,7 +202,7 @@ def test_the_participants_list_filters_by_study_status_and_review(researcher_cli
 
 
 def test_the_study_page_shows_places_filled_and_participants_by_status(researcher_client):
-    study = live_study(max_participants=3)
+    study = make_live_study(max_participants=3)
     browser = Client()
     worker = start(browser, study)
     browser.get(url("task", study))
@@ -230,7 +231,7 @@ def test_the_study_page_shows_places_filled_and_participants_by_status(researche
 
 
 def test_the_places_page_also_renders_as_a_page_of_its_own(researcher_client):
-    study = live_study(max_participants=4)
+    study = make_live_study(max_participants=4)
     page = researcher_client.get(reverse("admin:studies_study_places", args=[study.pk]))
     assert page.status_code == 200
     assert '<strong id="places-filled">0 / 4</strong>' in page.content.decode()
@@ -238,13 +239,13 @@ def test_the_places_page_also_renders_as_a_page_of_its_own(researcher_client):
 
 
 def test_the_places_page_needs_the_view_study_permission(client, django_user_model):
-    study = live_study()
+    study = make_live_study()
     client.force_login(django_user_model.objects.create_user("staff", password="pw", is_staff=True))
     assert client.get(reverse("admin:studies_study_places", args=[study.pk])).status_code == 403
 
 
 def test_closing_a_study_releases_open_tasks_and_gives_their_places_back_on_the_items_counters():
-    study = live_study()
+    study = make_live_study()
     browser = Client()
     person = start(browser, study)
     browser.get(url("task", study))

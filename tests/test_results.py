@@ -6,50 +6,12 @@ import pytest
 from django.urls import reverse
 
 from studies.estimate.results import compute_results, summary_rows
-from studies.models import ComparisonItem, PolicyFit, Study
+from studies.models import ComparisonItem, Study
 from tests.factories import (
-    make_attention_item,
-    make_item,
-    make_participant,
-    make_policy,
-    make_prompt,
     make_study,
 )
-from tests.judgments import make_judgment
 
 pytestmark = pytest.mark.django_db
-
-# Canonical slot picked by each annotator on prompts 0, 1, 2.
-ADVERSARY_PICKS = {"u1": [0, 1, 1], "u2": [1, 1, 0], "u3": [1, 0, 1]}  # slot 0 credits ½, slot 1 credits 1
-BETA_PICKS = {"u1": [0, 0, 1], "u2": [1, 0, 1], "u3": [0, 1, 1]}  # slot 0 credits 1, slot 1 credits 0
-
-
-@pytest.fixture
-def judged_study():
-    study = make_study(slug="tea", k_values=[2], status=Study.Status.LIVE, allow_cant_decide=True)
-    alpha = make_policy(study=study, name="alpha")
-    beta = make_policy(study=study, name="beta")
-    people = {name: make_participant(study=study) for name in ADVERSARY_PICKS}
-    prompts = [make_prompt(study=study, external_id=f"p{i}") for i in range(4)]
-    for i, prompt in enumerate(prompts[:3]):
-        vs_adversary = make_item(study=study, prompt=prompt, policy=alpha, texts=[f"shared {i}", f"own {i}"],
-                                 counts=[(1, 1), (1, 0)], predicted_win_rate=0.8)
-        vs_beta = make_item(study=study, prompt=prompt, policy=alpha, texts=[f"alpha {i}", f"beta {i}"],
-                            counts=[(2, 0), (0, 1)], opponent_label="beta", opponent_policy=beta,
-                            predicted_win_rate=0.5)
-        for name, person in people.items():
-            make_judgment(item=vs_adversary, participant=person, pick=ADVERSARY_PICKS[name][i], reverse=i == 1)
-            make_judgment(item=vs_beta, participant=person, pick=BETA_PICKS[name][i])
-        PolicyFit.objects.create(policy=alpha, prompt=prompt, k=2, candidate_ids=[], probabilities=[],
-                                 certificate_kind="none", predicted_robust_win_rate=0.6 + 0.1 * i)
-    undecided = make_item(study=study, prompt=prompts[3], policy=alpha, texts=["a", "b"], counts=[(2, 0), (0, 1)])
-    make_judgment(item=undecided, participant=people["u1"], pick=None)
-    check = make_attention_item(study=study, prompt=prompts[3], texts=["fine", "gibberish"], broken=1)
-    make_judgment(item=check, participant=people["u1"], pick=0, attention_passed=True)
-    make_judgment(item=check, participant=people["u2"], pick=1, attention_passed=False)
-    robot = make_participant(study=study, is_simulated=True)
-    make_judgment(item=ComparisonItem.objects.filter(opponent_label="adversary").first(), participant=robot, pick=0)
-    return study
 
 
 def cell(results, opponent):

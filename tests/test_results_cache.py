@@ -20,7 +20,8 @@ from tests.judgments import make_judgment
 pytestmark = pytest.mark.django_db
 
 
-def judged_study(n_judgments: int = 3) -> Study:
+def study_with_one_judged_item(n_judgments: int = 3) -> Study:
+    """A live study with one item, judged `n_judgments` times (not the `judged_study` fixture)."""
     study = make_study(status=Study.Status.LIVE)
     policy = make_policy(study=study)
     item = make_item(study=study, prompt=make_prompt(study=study), policy=policy, texts=["a", "b"],
@@ -43,7 +44,7 @@ def snapshot(study: Study) -> ResultsSnapshot:
 
 
 def test_a_small_study_is_computed_once_then_served_from_its_snapshot_until_a_judgment_arrives(researcher_client):
-    study = judged_study(3)
+    study = study_with_one_judged_item(3)
     assert b"3 judgments" in results_page(researcher_client, study).content
     first = snapshot(study).computed_at
     assert b"up to date" in results_page(researcher_client, study, **{"HX-Request": "true"}).content
@@ -55,7 +56,7 @@ def test_a_small_study_is_computed_once_then_served_from_its_snapshot_until_a_ju
 
 
 def test_a_change_of_the_study_makes_its_snapshot_out_of_date(researcher_client):
-    study = judged_study(2)
+    study = study_with_one_judged_item(2)
     results_page(researcher_client, study)
     first = snapshot(study).computed_at
     study.cant_decide_analysis = Study.CantDecide.TIE
@@ -67,7 +68,7 @@ def test_a_change_of_the_study_makes_its_snapshot_out_of_date(researcher_client)
 def test_a_large_study_shows_its_last_snapshot_and_queues_one_recomputation(
     researcher_client, settings, django_capture_on_commit_callbacks
 ):
-    study = judged_study(3)
+    study = study_with_one_judged_item(3)
     results_cache.compute_and_store(study, "real")
     settings.UALIGN_RESULTS_INLINE_MAX_JUDGMENTS = 2  # from now on too many to compute in a request
     add_judgment(study)
@@ -91,7 +92,7 @@ def test_a_large_study_shows_its_last_snapshot_and_queues_one_recomputation(
 def test_a_large_study_without_a_snapshot_says_its_results_are_being_computed(
     researcher_client, settings, django_capture_on_commit_callbacks
 ):
-    study = judged_study(3)
+    study = study_with_one_judged_item(3)
     settings.UALIGN_RESULTS_INLINE_MAX_JUDGMENTS = 2
     with django_capture_on_commit_callbacks() as callbacks:
         page = results_page(researcher_client, study)
@@ -103,7 +104,7 @@ def test_a_large_study_without_a_snapshot_says_its_results_are_being_computed(
 
 
 def test_an_older_computation_never_replaces_a_newer_snapshot():
-    study = judged_study(2)
+    study = study_with_one_judged_item(2)
     results_cache.compute_and_store(study, "real")
     newer = snapshot(study)
     ResultsSnapshot.objects.filter(pk=newer.pk).update(judgment_watermark=newer.judgment_watermark + 10**6)

@@ -15,10 +15,10 @@ from django.urls import reverse
 from studies import demo
 from studies.duration import DEFAULT_SECONDS_PER_ITEM, SETUP_SECONDS, estimated_duration
 from studies.models import Job, Study
+from tests.annotator import join, start, url
 from tests.conftest import ROOT
-from tests.factories import make_participant, make_prompt, make_study
+from tests.factories import make_live_study, make_participant, make_prompt, make_study
 from tests.judgments import make_judgment
-from tests.test_views_annotate import join, live_study, start, url
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def test_the_prompt_list_shows_the_prompt_text(researcher_client):
 
 
 def test_task_and_step_pages_are_never_stored_by_the_browser(client):
-    study = live_study()
+    study = make_live_study()
     join(client, study)
     consent = client.get(url("consent", study))
     client.post(url("consent", study), {"decision": "accept"})
@@ -110,7 +110,7 @@ def test_task_and_step_pages_are_never_stored_by_the_browser(client):
 
 
 def test_the_why_box_comes_before_the_pick_buttons(client):
-    study = live_study()
+    study = make_live_study()
     start(client, study)
 
     page = client.get(url("task", study)).content.decode()
@@ -121,7 +121,7 @@ def test_the_why_box_comes_before_the_pick_buttons(client):
 
 
 def test_the_consent_page_estimates_the_time_from_items_per_participant(client):
-    study = live_study(n_items=3, items_per_participant=12)
+    study = make_live_study(n_items=3, items_per_participant=12)
     join(client, study)
 
     page = client.get(url("consent", study)).content.decode()
@@ -132,7 +132,7 @@ def test_the_consent_page_estimates_the_time_from_items_per_participant(client):
 
 
 def test_the_estimate_uses_the_median_time_on_task_once_people_have_judged(client):
-    study = live_study(n_items=3, annotations_per_item=30, items_per_participant=10)
+    study = make_live_study(n_items=3, annotations_per_item=30, items_per_participant=10)
     item = study.items.first()
     for i in range(25):
         make_judgment(item=item, participant=make_participant(study=study), pick=0, latency_ms=(i + 1) * 12_000)

@@ -15,8 +15,7 @@ from django.utils import timezone
 from studies.models import Assignment, Participant, Study
 from studies.tasks import sweep_abandoned
 from tests.conftest import ROOT
-from tests.factories import make_participant
-from tests.test_views_annotate import live_study
+from tests.factories import make_live_study, make_participant
 
 LONG_AGO = timedelta(hours=2)
 
@@ -39,10 +38,10 @@ def wait_for(predicate, timeout: float, logs) -> None:
 
 
 def test_the_sweep_sent_to_a_real_worker_frees_seats_and_assignments(celery_worker_process):
-    study = live_study(assignment_timeout=timedelta(minutes=30))
+    study = make_live_study(assignment_timeout=timedelta(minutes=30))
     gone, task = abandoned_participant(study)
     here = make_participant(study=study, status=Participant.Status.ACTIVE, consent_at=timezone.now())
-    paused = live_study(status=Study.Status.PAUSED)
+    paused = make_live_study(status=Study.Status.PAUSED)
     waiting, _ = abandoned_participant(paused)
 
     sweep_abandoned.delay()
@@ -76,7 +75,7 @@ def beat(celery_worker_process, tmp_path):
 
 
 def test_beat_sends_the_sweep_on_its_schedule_and_the_worker_runs_it(celery_worker_process, beat):
-    study = live_study(assignment_timeout=timedelta(minutes=30))
+    study = make_live_study(assignment_timeout=timedelta(minutes=30))
     gone, task = abandoned_participant(study)
 
     def logs() -> str:

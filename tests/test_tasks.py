@@ -27,62 +27,21 @@ from studies.tasks import (
     fit_policies,
     generate_candidates,
 )
-from tests.factories import make_generator, make_policy, make_prompt, make_study
+from tests.factories import make_study
+from tests.pipeline import (
+    POOL,
+    csv_for,
+    csv_utility,
+    pipeline_csv_study,
+    pipeline_study,
+)
 
 pytestmark = pytest.mark.django_db
-
-POOL = 4
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    from tests.tinymodels import tiny_model_dir
-
-    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "llama", initializer_range=0.5)
-
-
-def csv_utility(t: int, j: int) -> int:
-    """Type t's utility for the prompt's j-th candidate (population order)."""
-    return (j * (t + 2)) % (POOL + 1)
-
-
-def csv_for(study: Study) -> str:
-    """Utilities of three types for every generated candidate of the study, named by id (CSV_HELP)."""
-    lines = ["type,candidate_id,utility,prompt_id"]
-    for prompt in study.prompts.order_by("id"):
-        for t, name in enumerate(["terse", "verbose", "odd"]):
-            lines += [f"{name},{c.pk},{csv_utility(t, j)},{prompt.pk}"
-                      for j, c in enumerate(population.population_candidates(prompt))]
-    return "\n".join(lines)
-
 
 def upload_csv(study: Study) -> None:
     source = study.preference_sources.get(kind="csv")
     source.data = csv_for(study)
     source.save()
-
-
-def pipeline_study(model_dir, *, n_prompts=2, pool=POOL, max_new_tokens=6, **overrides) -> Study:
-    """A study ready to prepare, its population from two personas judged by the tiny model itself
-    (a CSV source can only be written once the candidates exist: see the CSV tests below)."""
-    generator = make_generator(model_ref=str(model_dir), decoding={"max_new_tokens": max_new_tokens}, batch_size=4)
-    fields = {"generator": generator, "pool_size": pool, "k_values": [1, 2], "attention_check_rate": 0.2, **overrides}
-    study = make_study(**fields)
-    for i in range(n_prompts):
-        make_prompt(study=study, external_id=f"q{i}", text=f"Question {i}: what is tea?")
-    make_policy(study=study, name="sample", kind="sample")
-    make_policy(study=study, name="u-align", kind="multiplayer")
-    PreferenceSource.objects.create(study=study, kind="persona_judge",
-                                    params={"model": str(model_dir), "personas": ["Likes it terse.", "Likes detail."]})
-    return study
-
-
-def csv_study(model_dir, **kwargs) -> Study:
-    """`pipeline_study` whose only source is an uploaded CSV, still empty (the candidates don't exist yet)."""
-    study = pipeline_study(model_dir, **kwargs)
-    study.preference_sources.all().delete()
-    PreferenceSource.objects.create(study=study, kind="csv", data="")
-    return study
 
 
 def _pool(study) -> list[tuple]:
@@ -183,7 +142,7 @@ def test_a_rerun_after_a_crash_regenerates_only_the_missing_prompt_identically(t
 
 
 def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
-    study = csv_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     parent = services.prepare_study(study=study)
     generate_candidates(_step(parent, "generate").pk)
     upload_csv(study)  # the populations step reads the source when it runs
@@ -206,7 +165,7 @@ def test_the_steps_run_in_order_leave_a_ready_study(tiny_model):
 def test_a_failing_step_fails_the_chain_with_a_readable_error_and_returns_the_study_to_draft(tiny_model):
     # An empty CSV source: Prepare generates the candidates, then the populations step stops and
     # says how to get the candidates and upload their utilities.
-    study = csv_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     parent = services.prepare_study(study=study)
     generate_candidates(_step(parent, "generate").pk)
 
@@ -232,7 +191,7 @@ def test_a_failing_step_fails_the_chain_with_a_readable_error_and_returns_the_st
 
 
 def test_a_csv_source_is_uploaded_after_generation_and_the_second_prepare_finishes_the_study(tiny_model):
-    study = csv_study(tiny_model)
+    study = pipeline_csv_study(tiny_model)
     first = services.prepare_study(study=study)
     generate_candidates(_step(first, "generate").pk)
     with pytest.raises(Exception, match="No utilities"):

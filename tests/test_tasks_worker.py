@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import time
-
 from studies import services
 from studies.models import Candidate, ComparisonItem, Job, PolicyFit, Study
-from tests.test_tasks import pipeline_study, tiny_model  # noqa: F401  (fixture)
+from tests.pipeline import pipeline_study, wait_for_worker
 
 
-def _wait(predicate, timeout: float, worker, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    jobs = list(Job.objects.values_list("kind", "status", "attempts", "error"))
-    raise AssertionError(f"timed out waiting for {what}; jobs {jobs}\n{worker.log()}")
-
-
-def test_prepare_runs_the_whole_pipeline_through_a_real_worker(celery_worker_process, tiny_model):  # noqa: F811
+def test_prepare_runs_the_whole_pipeline_through_a_real_worker(celery_worker_process, tiny_model):
     study = pipeline_study(tiny_model)
     parent = services.prepare_study(study=study)
 
-    _wait(lambda: Study.objects.get(pk=study.pk).status != Study.Status.PREPARING, 60, celery_worker_process, "the chain")
+    wait_for_worker(lambda: Study.objects.get(pk=study.pk).status != Study.Status.PREPARING, 60, celery_worker_process, "the chain")
 
     study.refresh_from_db()
     parent.refresh_from_db()
@@ -36,7 +24,7 @@ def test_prepare_runs_the_whole_pipeline_through_a_real_worker(celery_worker_pro
     assert ComparisonItem.objects.filter(study=study, is_attention_check=True).exists()
 
 
-def test_a_worker_killed_mid_generation_finishes_after_a_restart(celery_worker_process, tiny_model, monkeypatch):  # noqa: F811
+def test_a_worker_killed_mid_generation_finishes_after_a_restart(celery_worker_process, tiny_model, monkeypatch):
     # Enough work that the kill lands between prompts: 8 prompts × 8 samples × 32 tokens.
     study = pipeline_study(tiny_model, n_prompts=8, pool=8, max_new_tokens=32, attention_check_rate=0)
     study.generator.batch_size = 2
@@ -47,7 +35,7 @@ def test_a_worker_killed_mid_generation_finishes_after_a_restart(celery_worker_p
     def some_prompts_done() -> bool:
         return Candidate.objects.filter(prompt__study=study).values("prompt").distinct().count() >= 1
 
-    _wait(some_prompts_done, 60, celery_worker_process, "the first prompt's pool")
+    wait_for_worker(some_prompts_done, 60, celery_worker_process, "the first prompt's pool")
     celery_worker_process.kill_all()
     generate.refresh_from_db()
     assert generate.status == Job.Status.RUNNING, "the kill should land mid-generation; make the work longer"
@@ -60,7 +48,7 @@ def test_a_worker_killed_mid_generation_finishes_after_a_restart(celery_worker_p
     monkeypatch.setenv("UALIGN_JOB_STALE_SECONDS", "2")
     celery_worker_process.start()
 
-    _wait(lambda: Study.objects.get(pk=study.pk).status != Study.Status.PREPARING, 120, celery_worker_process, "the chain")
+    wait_for_worker(lambda: Study.objects.get(pk=study.pk).status != Study.Status.PREPARING, 120, celery_worker_process, "the chain")
     generate.refresh_from_db()
     study.refresh_from_db()
     assert generate.status == Job.Status.DONE, celery_worker_process.log()

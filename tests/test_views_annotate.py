@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from studies.judgment import assign, rules
 from studies.models import Assignment, Judgment, Participant, Study
+from tests.annotator import HX, join, open_assignment, start, url
 from tests.factories import (
     make_attention_item,
     make_item,
+    make_live_study,
     make_policy,
     make_prompt,
     make_study,
@@ -22,52 +24,11 @@ from tests.factories import (
 
 pytestmark = pytest.mark.django_db
 
-HX = {"HX-Request": "true"}
-
-
-def live_study(n_items: int = 3, **overrides) -> Study:
-    fields = {"status": Study.Status.LIVE, "annotations_per_item": 2, "items_per_participant": 2, "attention_check_rate": 0}
-    fields.update(overrides)
-    study = make_study(**fields)
-    policy = make_policy(study=study)
-    for i in range(n_items):
-        make_item(study=study, prompt=make_prompt(study=study, text=f"Prompt number {i}"), policy=policy,
-                  texts=[f"Answer {i}a", f"Answer {i}b"], counts=[(2, 0), (0, 1)])
-    return study
-
-
-def url(name: str, study: Study) -> str:
-    return reverse(f"studies:{name}", args=[study.slug])
-
-
-def join(client: Client, study: Study, **params) -> Participant:
-    """Open the study link (the landing page), then press Start (the join POST)."""
-    params = {"invite": study.invite_token, **params}
-    landing = client.get(url("join", study), params)
-    assert landing.status_code == 200
-    response = client.post(url("join", study), {**params, "csrfmiddlewaretoken": str(landing.context["csrf_token"])})
-    assert response.status_code == 302
-    return Participant.objects.filter(study=study).latest("id")
-
-
-def start(client: Client, study: Study, **params) -> Participant:
-    participant = join(client, study, **params)
-    client.post(url("consent", study), {"decision": "accept"})
-    client.post(url("instructions", study))
-    participant.refresh_from_db()
-    assert participant.status == Participant.Status.ACTIVE
-    return participant
-
-
-def open_assignment(participant: Participant) -> Assignment:
-    return participant.assignments.get(status=Assignment.Status.ASSIGNED)
-
-
 # --- Entry --------------------------------------------------------------------------------
 
 
 def test_an_invite_link_shows_a_landing_page_and_its_post_creates_the_participant(client):
-    study = live_study()
+    study = make_live_study()
     landing = client.get(url("join", study), {"invite": study.invite_token})
     assert landing.status_code == 200
     assert b"Start" in landing.content
@@ -86,7 +47,7 @@ def test_an_invite_link_shows_a_landing_page_and_its_post_creates_the_participan
 
 
 def test_prolific_parameters_create_one_participant_that_the_same_browser_resumes(client):
-    study = live_study()
+    study = make_live_study()
     params = {"PROLIFIC_PID": "60a1b2c3d4e5f60718293a4b", "STUDY_ID": "st-1", "SESSION_ID": "se-1"}
     first = start(client, study, **params)
     client.get(url("task", study))
@@ -101,7 +62,7 @@ def test_prolific_parameters_create_one_participant_that_the_same_browser_resume
 
 
 def test_a_wrong_or_missing_key_unknown_study_or_foreign_browser_gets_a_polite_4xx(client):
-    study = live_study()
+    study = make_live_study()
     for response, status in (
         (client.get(url("join", study), {"invite": "nope"}), 403),
         (client.get(url("join", study)), 403),
@@ -119,7 +80,7 @@ def test_a_wrong_or_missing_key_unknown_study_or_foreign_browser_gets_a_polite_4
 
 @pytest.mark.parametrize(("status", "message"), [("ready", b"This study is not open"), ("closed", b"This study is not open")])
 def test_a_study_that_is_not_live_says_so_politely(client, status, message):
-    study = live_study(status=status)
+    study = make_live_study(status=status)
     response = client.get(url("join", study), {"invite": study.invite_token})
     assert response.status_code == 200
     assert message in response.content
@@ -127,7 +88,7 @@ def test_a_study_that_is_not_live_says_so_politely(client, status, message):
 
 
 def test_a_full_study_says_so_politely(client):
-    study = live_study(max_participants=1)
+    study = make_live_study(max_participants=1)
     start(client, study)
     response = Client().get(url("join", study), {"invite": study.invite_token})
     assert response.status_code == 200
@@ -138,7 +99,7 @@ def test_a_full_study_says_so_politely(client):
 
 
 def test_consent_page_renders_the_consent_text_as_safe_markdown(client):
-    study = live_study(consent_text="**Bold** terms <script>alert('x')</script>")
+    study = make_live_study(consent_text="**Bold** terms <script>alert('x')</script>")
     join(client, study)
     response = client.get(url("consent", study))
     assert b"<strong>Bold</strong>" in response.content
@@ -147,7 +108,7 @@ def test_consent_page_renders_the_consent_text_as_safe_markdown(client):
 
 
 def test_declining_consent_ends_politely_with_the_prolific_hint(client):
-    study = live_study()
+    study = make_live_study()
     participant = join(client, study)
     response = client.post(url("consent", study), {"decision": "decline"}, follow=True)
     participant.refresh_from_db()
@@ -160,14 +121,14 @@ def test_declining_consent_ends_politely_with_the_prolific_hint(client):
 
 
 def test_tasks_cannot_be_reached_before_consent(client):
-    study = live_study()
+    study = make_live_study()
     join(client, study)
     assert client.get(url("task", study))["Location"] == url("consent", study)
     assert client.get(url("instructions", study))["Location"] == url("consent", study)
 
 
 def test_comprehension_check_gives_a_second_attempt_then_ends_the_session(client):
-    study = live_study(comprehension_question="What do you do?", comprehension_choices=["Pick the best", "Pick 1"],
+    study = make_live_study(comprehension_question="What do you do?", comprehension_choices=["Pick the best", "Pick 1"],
                        comprehension_answer="Pick the best")
     participant = join(client, study)
     client.post(url("consent", study), {"decision": "accept"})
@@ -183,7 +144,7 @@ def test_comprehension_check_gives_a_second_attempt_then_ends_the_session(client
 
 
 def test_a_right_comprehension_answer_starts_the_tasks(client):
-    study = live_study(comprehension_question="What do you do?", comprehension_choices=["Pick the best", "Pick 1"],
+    study = make_live_study(comprehension_question="What do you do?", comprehension_choices=["Pick the best", "Pick 1"],
                        comprehension_answer="Pick the best")
     join(client, study)
     client.post(url("consent", study), {"decision": "accept"})
@@ -195,7 +156,7 @@ def test_a_right_comprehension_answer_starts_the_tasks(client):
 
 
 def test_task_page_shows_the_prompt_and_numbered_responses(client):
-    study = live_study(allow_cant_decide=True)
+    study = make_live_study(allow_cant_decide=True)
     start(client, study)
     response = client.get(url("task", study))
     html = response.content.decode()
@@ -226,7 +187,7 @@ def test_model_output_is_escaped_not_executed(client):
 
 
 def test_a_pick_by_plain_post_redirects_to_the_next_task(client):
-    study = live_study()
+    study = make_live_study()
     participant = start(client, study)
     client.get(url("task", study))
     first = open_assignment(participant)
@@ -241,7 +202,7 @@ def test_a_pick_by_plain_post_redirects_to_the_next_task(client):
 
 
 def test_a_pick_by_htmx_returns_the_next_task_as_a_partial(client):
-    study = live_study(items_per_participant=3)
+    study = make_live_study(items_per_participant=3)
     participant = start(client, study)
     client.get(url("task", study))
     first = open_assignment(participant)
@@ -258,7 +219,7 @@ def test_a_pick_by_htmx_returns_the_next_task_as_a_partial(client):
 
 
 def test_a_double_submit_saves_one_judgment_and_shows_the_next_task(client):
-    study = live_study(items_per_participant=3)
+    study = make_live_study(items_per_participant=3)
     participant = start(client, study)
     client.get(url("task", study))
     first = open_assignment(participant)
@@ -272,7 +233,7 @@ def test_a_double_submit_saves_one_judgment_and_shows_the_next_task(client):
 
 
 def test_a_missing_choice_re_renders_the_same_task_with_an_error(client):
-    study = live_study()
+    study = make_live_study()
     participant = start(client, study)
     client.get(url("task", study))
     assignment = open_assignment(participant)
@@ -289,7 +250,7 @@ def test_a_missing_choice_re_renders_the_same_task_with_an_error(client):
 
 
 def test_someone_elses_assignment_id_gets_a_404(client):
-    study = live_study()
+    study = make_live_study()
     owner = start(client, study)
     client.get(url("task", study))
     theirs = open_assignment(owner)
@@ -301,7 +262,7 @@ def test_someone_elses_assignment_id_gets_a_404(client):
 
 
 def test_judgment_posts_need_a_csrf_token():
-    study = live_study()
+    study = make_live_study()
     browser = Client(enforce_csrf_checks=True)
     join(browser, study)
     assert browser.post(url("consent", study), {"decision": "accept"}).status_code == 403
@@ -319,7 +280,7 @@ def test_cant_decide_is_offered_only_when_allowed_and_never_on_attention_checks(
 
 
 def test_cant_decide_is_recorded_from_the_page(client):
-    study = live_study(allow_cant_decide=True, cant_decide_analysis="tie")
+    study = make_live_study(allow_cant_decide=True, cant_decide_analysis="tie")
     participant = start(client, study)
     client.get(url("task", study))
     assignment = open_assignment(participant)
@@ -341,7 +302,7 @@ def answer_all(client: Client, study: Study, participant: Participant, headers=N
 
 
 def test_finishing_shows_the_completion_code_and_the_redirect_link(client):
-    study = live_study(completion_code="ABCD1234", completion_redirect_url="https://app.prolific.com/submissions/complete?cc=ABCD1234")
+    study = make_live_study(completion_code="ABCD1234", completion_redirect_url="https://app.prolific.com/submissions/complete?cc=ABCD1234")
     participant = start(client, study)
     client.get(url("task", study))
     last = answer_all(client, study, participant, headers=HX)[-1]
@@ -359,7 +320,7 @@ def test_finishing_shows_the_completion_code_and_the_redirect_link(client):
 
 
 def test_without_javascript_the_last_pick_redirects_to_the_completion_page(client):
-    study = live_study(items_per_participant=1, completion_code="NOJS0001")
+    study = make_live_study(items_per_participant=1, completion_code="NOJS0001")
     participant = start(client, study)
     client.get(url("task", study))
     (last,) = answer_all(client, study, participant)
@@ -368,7 +329,7 @@ def test_without_javascript_the_last_pick_redirects_to_the_completion_page(clien
 
 
 def test_a_study_that_runs_out_completes_those_who_did_some_work(client):
-    study = live_study(n_items=1, items_per_participant=5, annotations_per_item=1)
+    study = make_live_study(n_items=1, items_per_participant=5, annotations_per_item=1)
     participant = start(client, study)
     page = client.get(url("task", study))
     assert page.context["progress"].total == 1  # fewer than 5: that's all there is
@@ -396,7 +357,7 @@ def test_failing_attention_checks_ends_the_session_politely(client):
 
 
 def test_a_pick_on_a_released_assignment_whose_item_was_refilled_says_so(client):
-    study = live_study(n_items=3, annotations_per_item=1, items_per_participant=2)
+    study = make_live_study(n_items=3, annotations_per_item=1, items_per_participant=2)
     slow = start(client, study)
     client.get(url("task", study))
     stale = open_assignment(slow)
@@ -412,7 +373,7 @@ def test_a_pick_on_a_released_assignment_whose_item_was_refilled_says_so(client)
 
 
 def test_researchers_see_attention_failures_in_the_admin(researcher_client, client):
-    study = live_study()
+    study = make_live_study()
     participant = start(client, study)
     Participant.objects.filter(pk=participant.pk).update(attention_failures=2)
     response = researcher_client.get(reverse("admin:studies_participant_changelist"), {"failed_attention": "yes"})
