@@ -24,7 +24,6 @@ from tests.factories import (
     make_study,
 )
 from tests.judgments import make_judgment
-from tests.test_results import judged_study  # noqa: F401 (a fixture)
 from workers.stats import intervals
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,6 @@ from studies.models import Assignment, Judgment, Participant, Study
 from studies.text import unescape_cell
 from tests.annotator import HX, join, open_assignment, start, url
 from tests.factories import make_live_study, make_participant
-from tests.test_views_annotate import HX, join, open_assignment, start, url
 
 pytestmark = pytest.mark.django_db
 
