@@ -44,6 +44,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, stats
 
+from .intervals import credit_variance_floor
+
 __all__ = [
     "ADVERSARY",
     "Alternative",
@@ -604,10 +606,9 @@ def _cell_width(
         + comp.annotator * (1 + (per_person - 1) / n_cells) / n
         + comp.residual / n
     )
-    shrunk = (mean * n + 2) / (n + 4)
     variance = max(
-        variance, shrunk * (1 - shrunk) / (n + 4)
-    )  # intervals._cell's Agresti–Coull floor
+        variance, credit_variance_floor(n, mean, sigma2)
+    )  # as intervals._cell floors
     # Expected distinct annotators: each of the study's participants meets the cell at least once.
     annotators = min(
         float(n),
