@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -82,3 +82,7 @@ bench-pick: install
 # The results page at 1,000,000 judgments, served from its snapshot, against a full recompute.
 bench-results: install
 	$(PY) bench/bench_results.py
+
+# Coverage and width of the cell interval on fractional credits, before and after issue #21's floor.
+bench-intervals: install
+	$(PY) bench/bench_interval_coverage.py --write docs/benchmarks.md

@@ -38,7 +38,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from studies import candidate_import, services
 from studies.estimate import export
-from studies.estimate.results import ORIGINS, StudyResults, results_plot_svg
+from studies.estimate.results import (
+    INCLUDE_UNREVIEWED,
+    ORIGINS,
+    StudyResults,
+    results_plot_svg,
+    scope_key,
+)
 from studies.htmx import HtmxHttpRequest
 from studies.job_rows import chain_rows
 from studies.judgment import participants
@@ -74,6 +80,12 @@ def _origin(request: HttpRequest) -> str:
     """Whose judgments to show: the `source` query parameter (kept for shared links), default real."""
     origin = request.GET.get("source", "real")
     return origin if origin in ORIGINS else "real"
+
+
+def _include_unreviewed(request: HttpRequest) -> bool:
+    """The `unreviewed=include` switch: count participants rejected in review or ended for failed
+    attention checks (left out by default; `studies.estimate.results.judgments_for`)."""
+    return request.GET.get("unreviewed") == INCLUDE_UNREVIEWED
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,11 +288,14 @@ def study_places(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
 @staff_member_required
 def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
-    origin = _origin(request)
-    cached = services.results_for_page(study, origin)  # a snapshot, refreshed when judgments arrive
+    origin, include_unreviewed = _origin(request), _include_unreviewed(request)
+    # a snapshot per origin and switch, refreshed when judgments arrive
+    cached = services.results_for_page(study, scope_key(origin, include_unreviewed))
     context = {
         "study": study,
         "origin": origin,
+        "include_unreviewed": include_unreviewed,
+        "unreviewed_param": f"&unreviewed={INCLUDE_UNREVIEWED}" if include_unreviewed else "",
         "origins": list(ORIGINS.items()),
         "results": cached.results,
         "freshness": cached,
@@ -296,8 +311,8 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
 @staff_member_required
 def results_plot(request: HttpRequest, slug: str) -> HttpResponse:
     study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
-    origin = _origin(request)
-    results = services.results_for_page(study, origin).results
+    origin, include_unreviewed = _origin(request), _include_unreviewed(request)
+    results = services.results_for_page(study, scope_key(origin, include_unreviewed)).results
     empty = StudyResults(study_id=study.pk, origin=origin, confidence=0.95, n_judgments=0, n_analysed=0,
                          n_excluded=0, n_annotators=0)  # the first computation is still running
     svg = results_plot_svg(results or empty)
@@ -318,7 +333,8 @@ def export_table(request: HttpRequest, slug: str, table: str) -> StreamingHttpRe
     origin = request.GET.get("source")
     if origin is not None and origin not in ORIGINS:
         origin = None
-    response = StreamingHttpResponse(export.iter_csv(study, table, origin=origin), content_type="text/csv")
+    chunks = export.iter_csv(study, table, origin=origin, include_unreviewed=_include_unreviewed(request))
+    response = StreamingHttpResponse(chunks, content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{export.filename(study, table)}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -17,7 +17,16 @@ Judgment columns
 shown: the texts in the order this annotator saw them, as "candidate_id:position" pairs joined
 by ";" (position 1-based, as in chosen_position). chosen_count_policy / chosen_count_opponent
 are c_A / c_B of the chosen text (theory.md §1); credit is the stored credit (empty when a
-"can't decide" was excluded); participant is the pseudonym, never the access token.
+"can't decide" was excluded); participant is the pseudonym, never the access token. The table
+holds every judgment of the origin; left_out_by_default names why the results and the summary
+leave a judgment out unless asked ("rejected in review", "ended for failed attention checks"; empty
+when it counts: `studies.estimate.results.judgments_for`).
+
+Summary
+-------
+By default the summary counts reviewed judgments only, as the results page does; with
+`include_unreviewed` (the `unreviewed=include` query parameter, `export_study --include-unreviewed`)
+it counts everyone. Every row records which in unreviewed_included, next to unreviewed_judgments.
 
 Item columns
 ------------
@@ -39,12 +48,20 @@ from django.db.models import TextField
 from django.db.models.functions import Cast
 
 from studies.estimate.results import (
+    LEFT_OUT_REASONS,
     SUMMARY_HEADER,
     compute_results,
     judgments_for,
     summary_rows,
 )
-from studies.models import Candidate, ComparisonItem, ItemCandidate, Prompt, Study
+from studies.models import (
+    Candidate,
+    ComparisonItem,
+    ItemCandidate,
+    Participant,
+    Prompt,
+    Study,
+)
 from studies.text import safe_text
 from workers.policies.credit import tie_credit
 
@@ -55,7 +72,7 @@ JUDGMENT_HEADER = (
     "study", "judgment_id", "prompt_id", "prompt_external_id", "item_id", "is_attention_check", "policy", "k",
     "opponent", "m", "replicate", "shown", "chosen_candidate_id", "chosen_position", "chosen_count_policy",
     "chosen_count_opponent", "credit", "cant_decide", "attention_passed", "participant", "is_simulated",
-    "latency_ms", "rendered_at", "created_at", "rationale",
+    "latency_ms", "rendered_at", "created_at", "rationale", "left_out_by_default",
 )  # fmt: skip
 ITEM_HEADER = (
     "study", "item_id", "prompt_id", "prompt_external_id", "policy", "k", "opponent", "opponent_policy", "m",
@@ -142,10 +159,16 @@ def _ids(order_text: str | None) -> list[str]:
     return [part.strip() for part in inner.split(",")] if inner.strip() else []
 
 
+def _left_out(review: str, status: str) -> str:
+    if review == Participant.Review.REJECTED:
+        return LEFT_OUT_REASONS["rejected"]
+    return LEFT_OUT_REASONS["ended"] if status == Participant.Status.ENDED else ""
+
+
 def iter_judgment_rows(study: Study, *, origin: str = "all") -> Iterator[tuple]:
     shown_lookup = _ShownLookup(study)
     rows = (
-        judgments_for(study, origin)
+        judgments_for(study, origin, include_unreviewed=True)
         .order_by("assignment__item_id", "id")
         .annotate(
             _order=Cast("assignment__display_order", TextField()),
@@ -159,7 +182,8 @@ def iter_judgment_rows(study: Study, *, origin: str = "all") -> Iterator[tuple]:
             "_order", "chosen__candidate_id", "chosen_slot", "chosen__count_policy",
             "chosen__count_opponent", "credit", "cant_decide", "attention_passed",
             "assignment__participant__pseudonym", "assignment__participant__is_simulated", "latency_ms",
-            "_rendered", "_created", "rationale",
+            "_rendered", "_created", "rationale", "assignment__participant__review_status",
+            "assignment__participant__status",
         )  # fmt: skip
         .iterator(chunk_size=CHUNK_SIZE)
     )
@@ -169,7 +193,7 @@ def iter_judgment_rows(study: Study, *, origin: str = "all") -> Iterator[tuple]:
     fields: dict[str, str] = {}
     for (pk, prompt_id, external_id, item_id, is_check, policy, k, opponent, m, replicate, order, chosen,
          position, c_a, c_b, credit, cant, passed, pseudonym, simulated, latency, rendered, created,
-         rationale) in rows:  # fmt: skip
+         rationale, review, status) in rows:  # fmt: skip
         if item_id != current_item:
             current_item, fields = item_id, {}
             shown = shown_lookup.get(item_id)
@@ -186,7 +210,7 @@ def iter_judgment_rows(study: Study, *, origin: str = "all") -> Iterator[tuple]:
             slug, pk, prompt_id, safe_text(external_id), item_id, flag[is_check], safe_text(policy), k,
             safe_text(opponent), m, replicate, shown_field, chosen, position, c_a, c_b, credit, flag[cant],
             flag[passed], safe_text(pseudonym), flag[simulated], latency, _iso_text(rendered), _iso_text(created),
-            safe_text(rationale),
+            safe_text(rationale), _left_out(review, status),
         )  # fmt: skip
 
 
@@ -251,9 +275,9 @@ def iter_prompt_rows(study: Study) -> Iterator[tuple]:
         yield slug, pk, safe_text(external_id), safe_text(text), safe_text(json.dumps(metadata)), _time(created)
 
 
-def iter_summary_rows(study: Study, *, origin: str = "real") -> Iterator[tuple]:
+def iter_summary_rows(study: Study, *, origin: str = "real", include_unreviewed: bool = False) -> Iterator[tuple]:
     slug = safe_text(study.slug)
-    for row in summary_rows(compute_results(study, origin=origin)):
+    for row in summary_rows(compute_results(study, origin=origin, include_unreviewed=include_unreviewed)):
         yield (slug, *(safe_text(v) if isinstance(v, str) else _number(v) for v in row))
 
 
@@ -272,13 +296,15 @@ TABLES = {
 
 
 def header_and_rows(
-    study: Study, table: str, *, origin: str | None = None
+    study: Study, table: str, *, origin: str | None = None, include_unreviewed: bool = False
 ) -> tuple[tuple[str, ...], Iterable[tuple]]:
     """The header and row generator of one table.
 
     origin ('real', 'simulated', 'all') filters judgments by annotator kind; by default the
     judgments table holds all of them (with an is_simulated column) and the summary, like the
-    results page, real annotators only.
+    results page, real annotators only. include_unreviewed: the summary counts the judgments of
+    participants rejected in review or ended for failed attention checks too (the judgments table
+    always holds them, flagged in left_out_by_default).
     """
     if table == "judgments":
         return JUDGMENT_HEADER, iter_judgment_rows(study, origin=origin or "all")
@@ -289,15 +315,15 @@ def header_and_rows(
     if table == "prompts":
         return PROMPT_HEADER, iter_prompt_rows(study)
     if table == "summary":
-        return summary_header(), iter_summary_rows(study, origin=origin or "real")
+        return summary_header(), iter_summary_rows(study, origin=origin or "real", include_unreviewed=include_unreviewed)
     if table == "pairs":
         return PAIR_HEADER, iter_pair_rows(study)
     raise ValueError(f"table must be one of {sorted(TABLES)}, got {table!r}")
 
 
-def iter_csv(study: Study, table: str, *, origin: str | None = None) -> Iterator[str]:
+def iter_csv(study: Study, table: str, *, origin: str | None = None, include_unreviewed: bool = False) -> Iterator[str]:
     """The table as CSV text, yielded in chunks of ROWS_PER_WRITE rows (header first)."""
-    header, rows = header_and_rows(study, table, origin=origin)
+    header, rows = header_and_rows(study, table, origin=origin, include_unreviewed=include_unreviewed)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)

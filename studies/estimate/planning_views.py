@@ -22,8 +22,8 @@ from studies.researcher_views import VIEW_STUDY, study_for
 from workers.stats import planning
 
 TARGET_CHOICES = [
-    ("robust", "every f̂(k) band (simultaneous over opponents, as the results page plots)"),
-    ("cell", "every adversary cell (one opponent each)"),
+    ("headline", "the headline: every adversary cell (f̂(k) as the results page plots it)"),
+    ("band", "the conservative band: the min over every opponent, simultaneous (30–70% more prompts)"),
 ]
 COMPONENT_CHOICES = [
     ("auto", "a pilot's judgments if named, else this study's own (once it has some), else the literature's"),
@@ -40,7 +40,7 @@ class PlanForm(forms.Form):
         min_value=Decimal("0"), max_digits=9, decimal_places=2, required=False,
         label="Price per participant", help_text="What each participant is paid; leave blank for no cost.",
     )
-    target = forms.ChoiceField(choices=TARGET_CHOICES, initial="robust", required=False,
+    target = forms.ChoiceField(choices=TARGET_CHOICES, initial="headline", required=False,
                                label="Intervals to bring to the target")
     components = forms.ChoiceField(choices=COMPONENT_CHOICES, initial="auto", required=False,
                                    label="Variance components from")
@@ -49,15 +49,18 @@ class PlanForm(forms.Form):
         help_text="A study whose judgments (real or simulated) say how much prompts and annotators vary.",
     )
 
-    def __init__(self, *args, study: Study, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, data=None, *args, study: Study, **kwargs) -> None:
+        if data is not None and data.get("target") in planning.TARGET_ALIASES:
+            data = data.copy()  # a link made before issue #21 names the targets "robust" and "cell"
+            data["target"] = planning.TARGET_ALIASES[data["target"]]
+        super().__init__(data, *args, **kwargs)
         pilot = self.fields["pilot"]
         assert isinstance(pilot, forms.ModelChoiceField)
         pilot.queryset = Study.objects.exclude(pk=study.pk).order_by("slug")
 
     def clean(self):
         data = super().clean() or {}
-        data["target"] = data.get("target") or "robust"  # a link may leave the choices out
+        data["target"] = data.get("target") or "headline"  # a link may leave the choices out
         data["components"] = data.get("components") or "auto"
         if data.get("pilot") is not None and data.get("components") == "defaults":
             raise forms.ValidationError("Choose a pilot study or the literature's defaults, not both.")
@@ -65,7 +68,7 @@ class PlanForm(forms.Form):
 
 
 def _initial() -> dict:
-    return {"half_width": Decimal("0.05"), "price": None, "target": "robust", "components": "auto", "pilot": None}
+    return {"half_width": Decimal("0.05"), "price": None, "target": "headline", "components": "auto", "pilot": None}
 
 
 @require_GET

@@ -27,6 +27,11 @@ from workers.stats import planning
 from workers.stats.study_design import ADVERSARY, CellKey, Design, attention_check_share
 
 MIN_JUDGMENTS = 30
+#: How the page and the command name each target (`planning.TARGETS`).
+TARGET_TEXT = {
+    "headline": "adversary cell (the headline f̂(k), as the results page plots it)",
+    "band": "conservative band (the min over every opponent, simultaneous band)",
+}
 
 
 class PlanningError(Exception):
@@ -132,10 +137,15 @@ def plan_study(
     price: float | None = None,
     pilot: Study | None = None,
     defaults: bool = False,
-    target: str = "robust",
+    target: str = "headline",
     confidence: float = 0.95,
 ) -> StudyPlan:
-    """The current design's expected widths and the design that reaches ±half_width."""
+    """The current design's expected widths and the design that reaches ±half_width.
+
+    target: "headline" (default) sizes the study for the headline, each policy's adversary cell
+    at each k; "band" for the conservative band (the simultaneous band of the min over every
+    opponent), which needs 30-70% more prompts (`planning.TARGETS`; "cell"/"robust" still work).
+    """
     prompts_now = study.prompts.count()
     design = study_design(study, prompts=prompts_now)
     components = study_components(study, pilot=pilot, defaults=defaults)
@@ -178,12 +188,12 @@ def format_plan(sp: StudyPlan) -> str:
         "",
         f"Current design: {design.judgments:,} judgments, {design.participants:,} participants"
         + (f", cost {_money(plan.current_cost)}" if plan.price is not None else ""),
-        f"  {'policy':<20} {'k':>3} {'mean':>6} {'f̂(k) band':>17} {'adversary cell':>17}",
-        *(f"  {r['policy']:<20} {r['k']:>3} {r['mean']:>6.3f} {_pm(r['band']):>17} {_pm(r['cell']):>17}"
+        f"  {'policy':<20} {'k':>3} {'mean':>6} {'headline cell':>17} {'conservative band':>17}",
+        *(f"  {r['policy']:<20} {r['k']:>3} {r['mean']:>6.3f} {_pm(r['cell']):>17} {_pm(r['band']):>17}"
           for r in sp.rows(sp.current)),
         "",
         f"Target: {_pm(plan.target_half_width)} for every "
-        + ("f̂(k) band (simultaneous over opponents)" if plan.target == "robust" else "adversary cell")
+        + (TARGET_TEXT["band"] if plan.target == "band" else TARGET_TEXT["headline"])
         + f" at {sp.current.confidence:.0%}",
     ]
     if plan.recommended is None:

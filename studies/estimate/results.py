@@ -42,9 +42,16 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 import numpy as np
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
+from studies.models import (
+    ComparisonItem,
+    ItemCandidate,
+    Judgment,
+    Participant,
+    PolicyFit,
+    Study,
+)
 from workers.policies import MOutputBound, m_output_bound
 from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
 from workers.stats import intervals
@@ -66,6 +73,32 @@ ORIGINS = {
     "simulated": "Simulated annotators",
     "all": "All annotators",
 }
+
+# Participants whose judgments the results leave out unless the researcher includes them (issue #21):
+# rejected in review, or ended by the study for failing its attention checks (a participant who is
+# both counts as rejected). The switch is `include_unreviewed`; on the page and the exports, the
+# query parameter `unreviewed=include`, and `--include-unreviewed` on `export_study`.
+LEFT_OUT_REASONS = {
+    "rejected": "rejected in review",
+    "ended": "ended for failed attention checks",
+}
+INCLUDE_UNREVIEWED = "include"  # the value of the `unreviewed` query parameter that includes them
+_REJECTED = Q(assignment__participant__review_status=Participant.Review.REJECTED)
+_ENDED = Q(assignment__participant__status=Participant.Status.ENDED)
+# How a results snapshot names the scope it was computed for (`ResultsSnapshot.origin`, 16 chars).
+_INCLUDED_SUFFIX = "+incl"
+
+
+def scope_key(origin: str, include_unreviewed: bool) -> str:
+    """The snapshot key of an origin and the switch: "real", or "real+incl" with them included."""
+    return origin + _INCLUDED_SUFFIX if include_unreviewed else origin
+
+
+def parse_scope(key: str) -> tuple[str, bool]:
+    """`scope_key`'s inverse: (origin, include_unreviewed)."""
+    if key.endswith(_INCLUDED_SUFFIX):
+        return key[: -len(_INCLUDED_SUFFIX)], True
+    return key, False
 
 
 class JudgmentRow(NamedTuple):
@@ -177,6 +210,30 @@ class RobustRow:
     predicted_held_out: float | None = None
     regularised: str = ""  # why the policy has no equilibrium guarantee (β > 0), else ""
     missing_opponents: tuple[str, ...] = ()  # opponents with items but no data yet: not in the min
+    search: AdversarySearch | None = None  # set when the adversary of some prompt was searched for
+
+
+@dataclass(frozen=True)
+class AdversarySearch:
+    """The headline cell's adversary was found by a search, not by enumerating every m-list, on
+    `searched` of its `prompts` (`workers.policies.find_adversary`: exact enumeration when
+    affordable, else greedy + swap with a certified lower bound; `PolicyFit.solver_stats`).
+
+    gap_bound: the mean over the cell's judgments of their prompt's gap (win rate against the found
+    adversary minus the certified lower bound; 0 where exact): the worst opponent the search may have
+    missed would lower the headline's target by at most this much. gap_max: the largest on one prompt.
+    """
+
+    searched: int
+    prompts: int
+    gap_bound: float
+    gap_max: float
+
+    @property
+    def text(self) -> str:
+        return (f"adversary found by search (not enumeration) on {self.searched} of {self.prompts} prompts: the "
+                f"worst opponent may win up to {self.gap_bound:.3f} more (certified bound, mean over the cell; "
+                f"at most {self.gap_max:.3f} on one prompt)")
 
 
 @dataclass(frozen=True)
@@ -196,6 +253,25 @@ class StudyResults:
     timing: TimeOnTask | None = None
     attention: Proportion | None = None
     few_clusters_warning: str | None = None  # `intervals.few_clusters_warning` for the analysed rows
+    include_unreviewed: bool = False  # whether the judgments of `LEFT_OUT_REASONS` participants count
+    # Judgments of the origin by such participants, per reason: left out, or counted when included.
+    unreviewed: dict[str, int] = field(default_factory=dict)
+    flagged: tuple[tuple[int, bool], ...] = ()  # `flagged_participants` when computed (staleness)
+
+    @property
+    def n_unreviewed(self) -> int:
+        return sum(self.unreviewed.values())
+
+    @property
+    def unreviewed_text(self) -> str:
+        """What the page says about them: how many judgments were left out (or included) and why."""
+        parts = [f"{n:,} of participants {LEFT_OUT_REASONS[reason]}" for reason, n in self.unreviewed.items() if n]
+        if not parts:
+            return "No judgment is by a participant rejected in review or ended for failed attention checks."
+        total = f"{self.n_unreviewed:,} judgment{'s' if self.n_unreviewed != 1 else ''}"
+        if self.include_unreviewed:
+            return f"Included on request: {total} ({'; '.join(parts)})."
+        return f"Left out: {total} ({'; '.join(parts)})."
 
     @property
     def position_rows(self) -> list[tuple]:
@@ -206,17 +282,45 @@ class StudyResults:
     @property
     def fingerprint(self) -> str:
         """Changes when the data do: cache-busts the plot."""
-        return f"{self.n_judgments}-{self.n_analysed}-{self.n_decided}"
+        return f"{self.n_judgments}-{self.n_analysed}-{self.n_decided}-{int(self.include_unreviewed)}"
 
 
-def judgments_for(study: Study, origin: str = "real") -> QuerySet[Judgment]:
-    """The study's judgments, filtered by their origin ('real', 'simulated' or 'all' annotators)."""
+def judgments_for(study: Study, origin: str = "real", *, include_unreviewed: bool = False) -> QuerySet[Judgment]:
+    """The study's judgments that the numbers count: the one place they are selected.
+
+    origin: 'real', 'simulated' or 'all' annotators. By default the judgments of participants
+    rejected in review or ended for failed attention checks (`LEFT_OUT_REASONS`) are left out;
+    `include_unreviewed=True` keeps them.
+    """
     if origin not in ORIGINS:
         raise ValueError(f"origin must be one of {sorted(ORIGINS)}, got {origin!r}")
     qs = Judgment.objects.filter(assignment__item__study=study)
     if origin != "all":
         qs = qs.filter(assignment__participant__is_simulated=(origin == "simulated"))
+    if not include_unreviewed:
+        qs = qs.exclude(_REJECTED | _ENDED)
     return qs
+
+
+def unreviewed_judgments(study: Study, origin: str = "real") -> dict[str, int]:
+    """Judgments of the origin by participants `judgments_for` leaves out by default, per reason
+    (a key of `LEFT_OUT_REASONS`; a rejected participant who also ended counts as rejected)."""
+    counts = judgments_for(study, origin, include_unreviewed=True).filter(_REJECTED | _ENDED).aggregate(
+        rejected=Count("id", filter=_REJECTED), ended=Count("id", filter=_ENDED & ~_REJECTED)
+    )
+    return {reason: int(counts[reason] or 0) for reason in LEFT_OUT_REASONS}
+
+
+def flagged_participants(study: Study) -> tuple[tuple[int, bool], ...]:
+    """(id, rejected) of the study's participants whose judgments are left out by default: a
+    results snapshot is stale once this changes (a review decision saves no judgment)."""
+    rows = Participant.objects.filter(study=study).filter(
+        Q(review_status=Participant.Review.REJECTED) | Q(status=Participant.Status.ENDED)
+    )
+    return tuple(
+        (pk, review == Participant.Review.REJECTED)
+        for pk, review in rows.order_by("id").values_list("id", "review_status")
+    )
 
 
 def _mean_or_none(values: list[float | None], weights: list[float] | None = None) -> float | None:
@@ -305,8 +409,9 @@ class _Quality:
     n_excluded: int = 0  # "can't decide" judgments left out of the win rates
 
 
-def _read_judgments(study: Study, origin: str) -> list[JudgmentRow]:
-    return [JudgmentRow(*values) for values in judgments_for(study, origin).order_by("id").values_list(*_COLUMNS)]
+def _read_judgments(study: Study, origin: str, include_unreviewed: bool) -> list[JudgmentRow]:
+    rows = judgments_for(study, origin, include_unreviewed=include_unreviewed).order_by("id")
+    return [JudgmentRow(*values) for values in rows.values_list(*_COLUMNS)]
 
 
 def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed, _Quality]:
@@ -374,17 +479,34 @@ class _FitPredictions(NamedTuple):
     overall: float | None
     pool: float | None
     held_out: float | None
+    exact: bool | None = None  # whether the adversary was enumerated (None: not recorded)
+    gap: float | None = None  # its certified gap when searched
 
 
 def _fit_predictions(study: Study) -> dict[tuple[int | None, int, int], _FitPredictions]:
     """(policy id, prompt id, k) → the fit's robust win rates (`studies.steps.fit.predictions`)."""
     return {
-        (policy_id, prompt, k): _FitPredictions(overall, pool, held)
-        for policy_id, prompt, k, overall, pool, held in PolicyFit.objects.filter(policy__study=study).values_list(
+        (policy_id, prompt, k): _FitPredictions(overall, pool, held, exact, gap)
+        for policy_id, prompt, k, overall, pool, held, exact, gap in PolicyFit.objects.filter(
+            policy__study=study
+        ).values_list(
             "policy_id", "prompt_id", "k", "predicted_robust_win_rate", "pool_robust_win_rate",
-            "held_out_robust_win_rate",
+            "held_out_robust_win_rate", "solver_stats__adversary_exact", "solver_stats__adversary_gap",
         )
     }
+
+
+def _adversary_search(analysed: _Analysed, fits: dict[tuple[int | None, int, int], _FitPredictions],
+                      idx: list[int], k: int) -> AdversarySearch | None:
+    """How the adversary cell's rows `idx` got their adversary: None when every prompt's was enumerated."""
+    per_row = [fits.get((analysed.policy_ids[i], analysed.prompts[i], k)) for i in idx]
+    searched = {analysed.prompts[i] for i, f in zip(idx, per_row, strict=True) if f is not None and f.exact is False}
+    if not searched:
+        return None
+    gaps = [float(f.gap or 0.0) if f is not None and f.exact is False else 0.0 for f in per_row]
+    weights = [analysed.weights[i] for i in idx]
+    return AdversarySearch(searched=len(searched), prompts=len({analysed.prompts[i] for i in idx}),
+                           gap_bound=float(np.average(gaps, weights=weights)), gap_max=max(gaps))
 
 
 def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_with_items: set[WinRateCell], *,
@@ -409,14 +531,13 @@ def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_
         )
         per_row = [fits.get((analysed.policy_ids[i], analysed.prompts[i], k)) for i in idx]
         weights = [analysed.weights[i] for i in idx]
-        predicted = [
-            _mean_or_none([None if f is None else f[j] for f in per_row], weights) for j in range(3)
-        ]
+        predicted = [_mean_or_none([None if f is None else f[j] for f in per_row], weights) for j in range(3)]
         missing = tuple(sorted(opponents_with_items[(policy, k, m)] - {opponent for opponent, _ in members}))
+        adversary_idx = [i for opponent, rows in members if opponent == ComparisonItem.ADVERSARY for i in rows]
         robust.append(RobustRow(
             policy, k, m, result, predicted[0], m_output_bound(k, m), headline=headline.get((policy, k, m)),
             predicted_pool=predicted[1], predicted_held_out=predicted[2], regularised=notes.get(policy, ""),
-            missing_opponents=missing,
+            missing_opponents=missing, search=_adversary_search(analysed, fits, adversary_idx, k),
         ))  # fmt: skip
     return robust
 
@@ -428,12 +549,15 @@ def compute_results(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int | None = None,
+    include_unreviewed: bool = False,
 ) -> StudyResults:
     """Everything the results page and the summary export show, from one pass over the judgments.
 
     `seed` (default: the study's seed) makes the simultaneous band of f̂(k) reproducible.
+    `include_unreviewed` counts the judgments `judgments_for` leaves out by default.
     """
-    rows = _read_judgments(study, origin)
+    flagged = flagged_participants(study)
+    rows = _read_judgments(study, origin, include_unreviewed)
     rng = np.random.default_rng(study.seed if seed is None else seed)
     analysed, quality = _analyse_judgments(study, rows)
     n_analysed = len(analysed.credit)
@@ -459,6 +583,9 @@ def compute_results(
         agreement=annotator_agreement(quality.agree_items, quality.agree_choices, quality.agree_k),
         timing=time_on_task([np.nan if row.latency_ms is None else row.latency_ms for row in rows] or np.zeros(0)),
         attention=attention_failure_rate(np.array(quality.attention_passed, dtype=bool)),
+        include_unreviewed=include_unreviewed,
+        unreviewed=unreviewed_judgments(study, origin) if flagged else dict.fromkeys(LEFT_OUT_REASONS, 0),
+        flagged=flagged,
     )
 
 
@@ -466,6 +593,7 @@ SUMMARY_HEADER = (
     "row", "policy", "k", "opponent", "m", "n", "n_prompts", "n_annotators", "estimate", "ci_low", "ci_high",
     "confidence", "predicted", "reference_k_over_k_plus_m", "method", "n_decided_items", "decided_weight_share",
     "role", "predicted_pool", "predicted_held_out", "guaranteed_1_minus_m_over_k_plus_1", "regularised",
+    "unreviewed_judgments", "unreviewed_included", "adversary_searched_prompts", "adversary_gap_bound",
 )  # fmt: skip
 
 
@@ -482,14 +610,24 @@ def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
     construction in the same estimate, and decided_weight_share their share of its weight (for the
     min over opponents, the worst opponent's). reference_k_over_k_plus_m is the ceiling no policy
     exceeds; guaranteed_1_minus_m_over_k_plus_1 what an equilibrium is guaranteed (theory.md §2).
+    unreviewed_judgments counts the judgments of participants rejected in review or ended for failed
+    attention checks, and unreviewed_included says whether they are in the numbers (by default not;
+    `judgments_for`). On the rows that rest on the adversary cell, adversary_searched_prompts is the
+    number of prompts whose adversary was searched for rather than enumerated (0: all exact), and
+    adversary_gap_bound how much lower the worst opponent's win rate could be (`AdversarySearch`).
     """
+    review = (results.n_unreviewed, "true" if results.include_unreviewed else "false")
+    searches = {(r.policy, r.k, r.m): _search_fields(r.search) for r in results.robust}
     for row in results.cells:
         r = row.interval
+        search = searches.get((row.policy, row.k, row.m)) if row.opponent == ComparisonItem.ADVERSARY else None
         yield ("win_rate", row.policy, row.k, row.opponent, row.m, *_interval_fields(r), row.predicted,
-               row.k / (row.k + row.m), r.method, r.n_decided, r.decided_share, "cell", None, None, None, "")  # fmt: skip
+               row.k / (row.k + row.m), r.method, r.n_decided, r.decided_share, "cell", None, None, None, "",
+               *review, *(search or (None, None)))  # fmt: skip
     for robust in results.robust:
         tail = (robust.bound.ceiling,)
-        extra = (robust.predicted_pool, robust.predicted_held_out, robust.bound.guaranteed, robust.regularised)
+        extra = (robust.predicted_pool, robust.predicted_held_out, robust.bound.guaranteed, robust.regularised,
+                 *review, *_search_fields(robust.search))
         if robust.headline is not None:
             h = robust.headline
             yield ("headline_adversary_cell", robust.policy, robust.k, ComparisonItem.ADVERSARY, robust.m,
@@ -502,6 +640,10 @@ def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
                max(c.n_prompts for c in f.per_opponent), max(c.n_annotators for c in f.per_opponent),
                f.estimate, f.low, f.high, f.confidence, robust.predicted, *tail, f.method,
                sum(c.n_decided for c in f.per_opponent), worst.decided_share, CONSERVATIVE_ROLE, *extra)  # fmt: skip
+
+
+def _search_fields(search: AdversarySearch | None) -> tuple[int, float]:
+    return (0, 0.0) if search is None else (search.searched, search.gap_bound)
 
 
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")

@@ -15,6 +15,12 @@ The results page and its 5-second poll (and the plot) are served from the last s
   `studies.services.results_for_page`, at most once per `UALIGN_RESULTS_REFRESH_SECONDS`)
   computes the next one.
 
+A snapshot is kept per study and *scope*: the origin, and whether the judgments of participants
+rejected in review or ended for failed attention checks are included (`results.scope_key`: "real",
+or "real+incl"; the `origin` arguments below take either). A review decision saves no judgment, so
+a snapshot is also stale once the study's set of such participants changes (`flagged_participants`,
+kept in the snapshot's results).
+
 This module wraps `compute_results`; it does not change how results are computed. A pick whose
 transaction was still open when a computation began (its id below the watermark) is counted by
 the next one, which any later judgment, or a change of the study, brings on.
@@ -32,7 +38,13 @@ from django.db import transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from studies.estimate.results import StudyResults, compute_results, judgments_for
+from studies.estimate.results import (
+    StudyResults,
+    compute_results,
+    flagged_participants,
+    judgments_for,
+    parse_scope,
+)
 from studies.models import Judgment, ResultsSnapshot, Study
 
 # New judgments are counted up to this many for the page ("10000+ new").
@@ -60,17 +72,26 @@ def _load(snapshot: ResultsSnapshot | None) -> StudyResults | None:
     return pickle.loads(bytes(snapshot.payload))  # written by compute_and_store, never from a request  # noqa: S301
 
 
+def _judgments(study: Study, scope: str) -> QuerySet[Judgment]:
+    origin, include_unreviewed = parse_scope(scope)
+    return judgments_for(study, origin, include_unreviewed=include_unreviewed)
+
+
 def _new_since(study: Study, origin: str, snapshot: ResultsSnapshot) -> QuerySet[Judgment]:
-    """Judgments of the study and origin saved after the snapshot began (a range of Judgment's key)."""
-    return judgments_for(study, origin).filter(pk__gt=snapshot.judgment_watermark or 0)
+    """Judgments of the study and scope saved after the snapshot began (a range of Judgment's key)."""
+    return _judgments(study, origin).filter(pk__gt=snapshot.judgment_watermark or 0)
 
 
 def current_snapshot(study: Study, origin: str) -> tuple[ResultsSnapshot | None, bool]:
-    """The study's snapshot for `origin` (or None) and whether it is current (two indexed queries)."""
+    """The study's snapshot for `origin` (a scope key; or None) and whether it is current (three
+    indexed queries: the snapshot, newer judgments, the participants left out by default)."""
     snapshot = ResultsSnapshot.objects.filter(study=study, origin=origin).first()
     if snapshot is None or snapshot.payload is None or snapshot.study_updated_at != study.updated_at:
         return snapshot, False
-    return snapshot, not _new_since(study, origin, snapshot).exists()
+    if _new_since(study, origin, snapshot).exists():
+        return snapshot, False
+    results = _load(snapshot)
+    return snapshot, results is not None and getattr(results, "flagged", None) == flagged_participants(study)
 
 
 def cached(snapshot: ResultsSnapshot | None, study: Study, origin: str, *, current: bool) -> CachedResults:
@@ -86,7 +107,7 @@ def cached(snapshot: ResultsSnapshot | None, study: Study, origin: str, *, curre
 def small_enough_to_compute_now(study: Study, origin: str) -> bool:
     """Whether the study has at most UALIGN_RESULTS_INLINE_MAX_JUDGMENTS judgments (counted no further)."""
     limit = settings.UALIGN_RESULTS_INLINE_MAX_JUDGMENTS
-    return judgments_for(study, origin).order_by()[: limit + 1].count() <= limit
+    return _judgments(study, origin).order_by()[: limit + 1].count() <= limit
 
 
 def claim_refresh(study: Study, origin: str, now: datetime | None = None) -> bool:
@@ -106,7 +127,8 @@ def compute_and_store(study: Study, origin: str) -> CachedResults:
     study = Study.objects.get(pk=study.pk)  # its current settings and updated_at
     watermark = Judgment.objects.aggregate(top=Max("pk"))["top"] or 0
     started = time.perf_counter()
-    results = compute_results(study, origin=origin)
+    scope_origin, include_unreviewed = parse_scope(origin)
+    results = compute_results(study, origin=scope_origin, include_unreviewed=include_unreviewed)
     seconds = time.perf_counter() - started
     computed_at = timezone.now()
     with transaction.atomic():

@@ -13,6 +13,7 @@ candidate (the adversary the items field; `predicted_robust_win_rate`). The math
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,19 +129,30 @@ class PoolColumns:
     held_out: npt.NDArray[np.intp]
 
 
+def content_seed(text: str) -> list[int]:
+    """Eight 32-bit words of the SHA-256 of a text: a seed that is the same wherever the text is."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 32, 4)]
+
+
 def held_out_columns(study: Study, pp: PromptPopulation) -> PoolColumns:
-    """Split the prompt's pool into fitted and held-out columns, reproducibly from the study's seed.
+    """Split the prompt's pool into fitted and held-out columns, reproducibly from the study's
+    seed and the prompt's text, never from database ids.
 
     The rule: a pool of fewer than MIN_POOL_FOR_HELD_OUT distinct texts, or a study whose
     `held_out_fraction` is 0, holds nothing out; otherwise `workers.policies.split_pool` holds out
-    round(fraction × N) texts (at least one, never all), drawn from `[study.seed, prompt id]`.
+    round(fraction × N) texts (at least one, never all), drawn from
+    `[study.seed, HELD_OUT_STREAM, *content_seed(prompt text)]` over the pool's texts in the order
+    of their SHA-256. So a copy of a study (`services.copy_study_as_draft`), or the same study
+    set up twice, holds out the same texts of each prompt whatever ids its rows got (issue #21).
     """
     columns = pp.columns(study.generator_id)
     if len(columns) < MIN_POOL_FOR_HELD_OUT or study.held_out_fraction <= 0:
         return PoolColumns(study.generator_id, columns, columns, columns[:0])
-    rng = np.random.default_rng([study.seed, pp.prompt.pk, HELD_OUT_STREAM])
-    split = wp.split_pool(len(columns), rng, fraction=study.held_out_fraction)
-    return PoolColumns(study.generator_id, columns, columns[split.fitted], columns[split.held_out])
+    by_text = columns[np.argsort([pp.candidates[int(i)].text_sha256 for i in columns], kind="stable")]
+    rng = np.random.default_rng([study.seed, HELD_OUT_STREAM, *content_seed(pp.prompt.text)])
+    split = wp.split_pool(len(by_text), rng, fraction=study.held_out_fraction)
+    return PoolColumns(study.generator_id, columns, np.sort(by_text[split.fitted]), np.sort(by_text[split.held_out]))
 
 
 def _reference(pp: PromptPopulation, columns: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:

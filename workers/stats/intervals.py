@@ -44,6 +44,7 @@ from ._validation import (
 __all__ = [
     "RobustWinRate",
     "WinRateInterval",
+    "credit_variance_floor",
     "design_interval",
     "few_clusters_interval",
     "few_clusters_warning",
@@ -167,6 +168,40 @@ def _annotator_part(
     )
 
 
+def credit_variance_floor(total_weight: float, mean: float, spread: float) -> float:
+    """The least variance a cell's mean is given: the credits' own variance, Agresti–Coull-shrunk.
+
+    total_weight W = Σ w (the judgments, when every weight is 1); mean ȳ = Σ w y / W; spread
+    s² = Σ w (y − ȳ)² / W, the credits' (weighted) variance about their mean. Four
+    pseudo-credits, two at 0 and two at 1 (Agresti & Coull 1998, "Approximate is better than
+    'exact' for interval estimation of binomial proportions", Am. Stat. 52(2)), are added to the
+    credits; the floor is their second moment about the shrunk mean p̃ = (W ȳ + 2) / (W + 4),
+    divided by W + 4:
+
+        floor = [W s² + W (ȳ − p̃)² + 2 p̃² + 2 (1 − p̃)²] / (W + 4)²
+
+    For 0/1 credits the bracket is (W + 4) p̃ (1 − p̃), so the floor is exactly Agresti–Coull's
+    p̃(1 − p̃)/(W + 4), as before this function; for fractional credits (a shared text credits
+    c_A / (c_A + c_B); an item decided by construction k / (k + m)) it is their own iid variance
+    of the mean, which is smaller: the binomial variance overstated it, and bound the interval
+    of most equilibrium-type cells (coverage ≈ 1.00 where 0.95 was promised; docs/benchmarks.md,
+    "Interval coverage on fractional credits"). The pseudo-credits keep a cell whose credits are
+    all equal (s² = 0: all 0, all 1, or all k/(k+m)) off a zero width, as before.
+
+    `_cell` applies it to its rows, and `workers.stats.planning` to the credit variance it
+    predicts (spread = dispersion · f (1 − f)), so the planner floors as the estimator does.
+    """
+    total = float(total_weight)
+    shrunk = (total * mean + 2.0) / (total + 4.0)
+    second = (
+        total * spread
+        + total * (mean - shrunk) ** 2
+        + 2.0 * shrunk**2
+        + 2.0 * (1.0 - shrunk) ** 2
+    )
+    return float(second / (total + 4.0) ** 2)
+
+
 def _cell(
     y: FloatArray,
     p: IntArray,
@@ -193,8 +228,9 @@ def _cell(
     v_p = float(_one_way(p, scores, g_p)[0, 0])
     v_a_m, v_pa_m = _annotator_part(p, a, human, scores)
     v_a, v_pa = float(v_a_m[0, 0]), float(v_pa_m[0, 0])
-    shrunk = (float(w @ y) + 2.0) / (total + 4.0)
-    floor = float(shrunk * (1.0 - shrunk) / (total + 4.0))
+    floor = credit_variance_floor(
+        total, estimate, float(w @ (y - estimate) ** 2) / total
+    )
     two_way = v_p + v_a - v_pa
     variance = max(two_way, v_p, v_a, floor)
     # Only judgments have annotators; a cell of decided items alone varies by prompt only.
@@ -276,13 +312,19 @@ def win_rate_interval(
         V_G   = G/(G-1) · Σ_g S_g²                 (G/(G-1): CGM §2.3 small-sample factor;
                                                      (n-1)/(n-K) = 1 for a mean)
         V_2w  = V_prompt + V_annotator - V_prompt∩annotator
-        V     = max(V_2w, V_prompt, V_annotator, p̃(1-p̃)/(n+4)),  p̃ = (Σy + 2)/(n + 4)
+        V     = max(V_2w, V_prompt, V_annotator, V_floor)
+        V_floor = [Σ(y - p̃)² + 2p̃² + 2(1-p̃)²] / (n+4)²,  p̃ = (Σy + 2)/(n + 4)
 
     The floors are principled, not tuning: (i) under non-negative within-cluster correlation the
     variance of the mean is at least what either one-way clustering alone accounts for, and
     V_2w can come out below it or negative in small samples (CGM 2011 §2.3 discuss the
-    non-positive case); (ii) the Agresti–Coull (1998) binomial variance keeps a cell whose
-    credits are all 0 or all 1 from getting a zero-width interval. The interval is
+    non-positive case); (ii) V_floor (`credit_variance_floor`) is the credits' own i.i.d.
+    variance of the mean with Agresti–Coull's (1998) four pseudo-credits, two at 0 and two at
+    1: it keeps a cell whose credits are all equal (all 0, all 1, all k/(k+m)) or that has few
+    clusters from a zero-width interval. For 0/1 credits it is Agresti–Coull's p̃(1-p̃)/(n+4);
+    for fractional credits it is smaller, as their variance is (until issue #21 the binomial
+    variance floored every cell, and bound 98% of equilibrium-type cells, whose intervals came
+    out 1.7× the needed width). The interval is
     ȳ ± t_{df, (1+confidence)/2} · sqrt(V) with df = min(G_prompt, G_annotator) - 1, the
     reference distribution recommended for few clusters by Cameron & Miller (2015, "A
     practitioner's guide to cluster-robust inference", JHR 50(2), §VI.C and §VII.A) and

@@ -45,6 +45,7 @@ import numpy.typing as npt
 from scipy import optimize, stats
 
 from ._validation import _is_int, _is_real
+from .intervals import credit_variance_floor
 from .study_design import ADVERSARY, CellKey, Design
 
 __all__ = [
@@ -61,7 +62,9 @@ __all__ = [
     "sup_t_critical_value",
 ]
 
-TARGETS = ("robust", "cell")
+#: Sized for: the headline (adversary cells, default) or the conservative band (old names accepted).
+TARGETS = ("headline", "band")
+TARGET_ALIASES = {"cell": "headline", "robust": "band"}
 MAX_PROMPTS = 1_000_000
 
 # Agreement of two people on the same pairwise comparison of model outputs, as published (see
@@ -160,9 +163,9 @@ class DesignWidths:
     cells: tuple[CellWidth, ...]
     robust: tuple[RobustWidth, ...]
 
-    def headline(self, target: str = "robust") -> float:
-        """The widest headline half-width: of the f̂(k) bands, or of the adversary cells."""
-        if target == "robust":
+    def headline(self, target: str = "headline") -> float:
+        """The widest half-width of the target: the adversary cells, or the conservative bands."""
+        if TARGET_ALIASES.get(target, target) == "band":
             return max(r.half_width for r in self.robust)
         heads = [c.half_width for c in self.cells if c.cell.opponent == ADVERSARY] or [
             c.half_width for c in self.cells
@@ -244,9 +247,10 @@ def _iv_predict(
 
 def _iv_plan(
     half_width: Any, target: Any, price: Any, annotation_grid: Any
-) -> tuple[float, float | None, tuple[int, ...]]:
+) -> tuple[float, str, float | None, tuple[int, ...]]:
     if not _is_real(half_width) or not 0 < half_width <= 0.5:
         raise ValueError(f"half_width must be in (0, 0.5], got {half_width!r}")
+    target = TARGET_ALIASES.get(target, target) if isinstance(target, str) else target
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if price is not None and (not _is_real(price) or price < 0):
@@ -256,7 +260,7 @@ def _iv_plan(
         raise ValueError(
             f"annotation_grid must hold positive integers, got {annotation_grid!r}"
         )
-    return float(half_width), None if price is None else float(price), grid
+    return float(half_width), target, None if price is None else float(price), grid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,11 +502,9 @@ def _cell_width(
     n_cells = len(design.cells)
     pr = design.prompts * design.replicates
     n = pr * design.annotations_per_item
-    regular_share = design.regular_items / (
-        design.regular_items + design.attention_items
-    )
+    regular = design.regular_items / (design.regular_items + design.attention_items)
     per_person = (
-        design.items_per_participant * regular_share
+        design.items_per_participant * regular
     )  # regular judgments per annotator, L
     sigma2 = comp.dispersion * mean * (1 - mean)
     variance = sigma2 * (
@@ -511,10 +513,7 @@ def _cell_width(
         + comp.annotator * (1 + (per_person - 1) / n_cells) / n
         + comp.residual / n
     )
-    shrunk = (mean * n + 2) / (n + 4)
-    variance = max(
-        variance, shrunk * (1 - shrunk) / (n + 4)
-    )  # intervals._cell's Agresti–Coull floor
+    variance = max(variance, credit_variance_floor(n, mean, sigma2))  # as _cell floors
     # Expected distinct annotators: each of the study's participants meets the cell at least once.
     annotators = min(
         float(n),
@@ -631,22 +630,25 @@ def plan_sample_size(
     components: VarianceComponents,
     *,
     half_width: float,
-    target: str = "robust",
+    target: str = "headline",
     cell_means: Mapping[Any, float | None] | None = None,
     confidence: float = 0.95,
     price: float | None = None,
     annotation_grid: Iterable[int] = (1, 2, 3, 5, 10),
 ) -> SampleSizePlan:
-    """The fewest prompts (and so participants) that bring every headline interval to ±half_width.
+    """The fewest prompts (and so participants) that bring every target interval to ±half_width.
 
-    target: "robust" for the simultaneous bands of f̂(k) (what the results page plots), "cell"
-    for the per-opponent intervals of the adversary cells. The recommended design keeps the
+    target: "headline" (default) for the adversary cells, the headline f̂(k) that the results page
+    plots; "band" for the conservative band, the simultaneous band of the min over every opponent
+    (30-70% more prompts; "cell" and "robust" are their old names). The recommended design keeps the
     study's annotations per item and items per participant and grows the prompts; the
     alternatives do the same for each number of annotations per item in `annotation_grid`,
     cheapest first. Participants = ⌈judgments / items per participant⌉, cost = participants ·
     price (the researcher's price per participant; platform fees not included).
     """
-    half_width, price, grid = _iv_plan(half_width, target, price, annotation_grid)
+    half_width, target, price, grid = _iv_plan(
+        half_width, target, price, annotation_grid
+    )
     means, confidence = _iv_predict(design, components, cell_means, confidence)
 
     def widths(d: Design) -> DesignWidths:
@@ -667,17 +669,11 @@ def plan_sample_size(
         p = _smallest_prompts(d, fits)
         if p is not None:
             d = replace(d, prompts=p)
+            h = widths(d).headline(target)
             alternatives.append(
-                Alternative(
-                    a,
-                    p,
-                    d.participants,
-                    d.judgments,
-                    cost(d),
-                    widths(d).headline(target),
-                )
+                Alternative(a, p, d.participants, d.judgments, cost(d), h)
             )
-    alternatives.sort(key=lambda alt: (alt.participants, alt.prompts))
+    alternatives.sort(key=lambda alt: (alt.participants, alt.prompts))  # cheapest first
     return SampleSizePlan(
         target_half_width=half_width,
         target=target,

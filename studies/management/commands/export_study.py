@@ -25,13 +25,20 @@ class Command(BaseCommand):
             choices=sorted(ORIGINS),
             help="Which annotators' judgments (default: all for judgments, real for the summary).",
         )
+        parser.add_argument(
+            "--include-unreviewed",
+            action="store_true",
+            help="Count the judgments of participants rejected in review or ended for failed attention checks "
+            "in the summary (left out by default; the summary's unreviewed_included column records it).",
+        )
 
-    def handle(self, *args, slug: str, table: str, output: str | None, origin: str | None, **options) -> None:
+    def handle(self, *args, slug: str, table: str, output: str | None, origin: str | None,
+               include_unreviewed: bool = False, **options) -> None:
         try:
             study = Study.objects.get(slug=slug)
         except Study.DoesNotExist:
             raise CommandError(f"No study with slug {slug!r}.") from None
-        chunks = export.iter_csv(study, table, origin=origin)
+        chunks = export.iter_csv(study, table, origin=origin, include_unreviewed=include_unreviewed)
         if output in (None, "-"):
             for chunk in chunks:
                 sys.stdout.write(chunk)

@@ -41,8 +41,10 @@ class Command(BaseCommand):
         parser.add_argument("--price", type=str, help="Price per participant, for the cost.")
         parser.add_argument("--pilot", help="Slug of a pilot study whose judgments give the variance components.")
         parser.add_argument("--defaults", action="store_true", help="Use the literature's variance components.")
-        parser.add_argument("--target", choices=planning.TARGETS, default="robust",
-                            help="robust: the simultaneous f̂(k) bands (default); cell: the adversary cells.")
+        parser.add_argument("--target", choices=(*planning.TARGETS, *planning.TARGET_ALIASES), default="headline",
+                            help="headline: the adversary cells, the headline f̂(k) (default); band: the "
+                                 "conservative band, the min over every opponent (simultaneous; 30-70%% more "
+                                 "prompts). cell and robust are their old names.")
 
     def handle(self, *args, slug: str, half_width: str, price: str | None, pilot: str | None, defaults: bool,
                target: str, **options) -> None:
