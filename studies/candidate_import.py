@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from studies.importing import MAX_ERRORS, MAX_EXTERNAL_ID, RowError, TooManyProblems
+from studies.importing import (
+    MAX_ERRORS,
+    MAX_EXTERNAL_ID,
+    RowError,
+    TooManyProblems,
+    jsonl_lines,
+)
 from studies.models import Candidate, Prompt, Study
 from studies.validation import JSONProblem, loads_strict, text_problem
 
@@ -156,7 +162,7 @@ def _source_problem(value: object) -> str | None:
 
 
 def _parse_jsonl(text: str, pools: _Pools) -> None:
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:

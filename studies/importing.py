@@ -128,9 +128,18 @@ def _decode(data: bytes) -> str:
     return text
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL file: split at \n only (a \r before it is JSON whitespace).
+
+    Not `str.splitlines()`, which also splits at U+2028, U+2029, U+0085 and other separators
+    that a JSON string may hold as they are: a valid file would be cut inside a string.
+    """
+    return text.split("\n")
+
+
 def _parse_jsonl(text: str, rows: _Rows) -> None:
     depth = settings.UALIGN_JSON_MAX_DEPTH
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         rows.count(line_no)
