@@ -484,7 +484,8 @@ class StudyAdmin(admin.ModelAdmin):
             "opts": self.model._meta, "original": study, "study": study, "form": form, "report": report,
             "title": f"Import preference pairs into “{study}”",
         }  # fmt: skip
-        return TemplateResponse(request, "admin/studies/study/import_pairs.html", context)
+        refused = report is not None and bool(study.design_fixed_message())
+        return TemplateResponse(request, "admin/studies/study/import_pairs.html", context, status=409 if refused else 200)
 
 
 @admin.register(Prompt)

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import F, Q
 from django.urls import reverse
@@ -109,7 +110,10 @@ class Study(models.Model):
     assignment_timeout = models.DurationField(default=timedelta(minutes=30))
     max_participants = models.PositiveIntegerField(null=True, blank=True)
     completion_code = models.CharField(max_length=64, default=new_completion_code)
-    completion_redirect_url = models.URLField(blank=True, help_text="For example Prolific's completion URL.")
+    completion_redirect_url = models.URLField(
+        blank=True, validators=[URLValidator(schemes=["http", "https"])],  # no ftp:// (issue #24)
+        help_text="For example Prolific's completion URL (http or https).",
+    )
     invite_token = models.CharField(max_length=64, unique=True, default=new_token)
     seed = models.PositiveIntegerField(default=0)
     # A pilot copy (studies/pilots.py): the original's items on copied prompts and policies, with its

@@ -35,3 +35,80 @@ def test_jsonl_candidates_may_hold_u2028_inside_a_string():
     report = import_candidates(study=study, filename="c.jsonl", data=data)
     assert report.ok, report.errors
     assert set(Candidate.objects.filter(prompt__study=study).values_list("text", flat=True)) == {SEPARATED, "Steep it."}
+
+
+# --- Completion URLs: http and https only ---------------------------------------------------
+
+
+def admin_study_form(rf, researcher, study, **changes):
+    """The admin's real form for the study, bound to its current values with `changes`."""
+    from django.contrib import admin
+    from django.forms.models import model_to_dict
+
+    from studies.models import Study
+
+    request = rf.post("/")
+    request.user = researcher
+    form_class = admin.site._registry[Study].get_form(request, obj=study, change=True)
+    data = {k: v for k, v in model_to_dict(study).items() if v is not None}
+    for name in ("k_values", "comprehension_choices"):
+        data[name] = json.dumps(data[name])
+    data.pop("generator", None)
+    data.update(changes)
+    return form_class(data=data, instance=study)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["ftp://files.example.org/done", "ftps://files.example.org/done",
+                                 "javascript:alert(1)", "file:///etc/passwd"])
+def test_a_completion_url_other_than_http_or_https_is_refused(rf, researcher, url):
+    from django.core.exceptions import ValidationError
+
+    study = make_study()
+    study.completion_redirect_url = url
+    with pytest.raises(ValidationError) as refused:
+        study.full_clean()
+    assert "completion_redirect_url" in refused.value.message_dict
+    form = admin_study_form(rf, researcher, make_study(), completion_redirect_url=url)
+    assert not form.is_valid()
+    assert "completion_redirect_url" in form.errors
+
+
+@pytest.mark.django_db
+def test_an_https_completion_url_is_accepted(rf, researcher):
+    form = admin_study_form(rf, researcher, make_study(),
+                            completion_redirect_url="https://app.prolific.com/submissions/complete?cc=ABC")
+    assert form.is_valid(), form.errors
+
+
+# --- The pairs import follows the design-fixed rule -----------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["live", "ready", "paused", "closed"])
+def test_the_pairs_import_is_refused_once_the_design_is_fixed(researcher_client, status):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+
+    from studies.models import PreferencePair
+    from studies.steps.doctor import import_pairs_csv
+
+    study = make_study(status=status)
+    report = import_pairs_csv(study, b"prompt,chosen,rejected\nq,a,b\n")
+    assert not report.ok
+    assert "design is fixed" in " ".join(report.errors)
+    url = reverse("admin:studies_study_import_pairs", args=[study.pk])
+    response = researcher_client.post(url, {"file": SimpleUploadedFile("p.csv", b"prompt,chosen,rejected\nq,a,b\n")})
+    assert response.status_code == 409
+    assert "design is fixed" in response.content.decode()
+    assert not PreferencePair.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_pairs_import_still_works_on_a_draft(researcher_client):
+    from studies.models import PreferencePair
+    from studies.steps.doctor import import_pairs_csv
+
+    study = make_study()
+    assert import_pairs_csv(study, b"prompt,chosen,rejected\nq,a,b\n").created == 1
+    assert PreferencePair.objects.filter(study=study, pair_set="csv").count() == 1
