@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from workers.generation.loading import model_location_problem
 from workers.policies.credit import pick_credit, tie_credit
 
 
@@ -258,6 +259,12 @@ class GeneratorModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # The worker refuses these too (load_model); here the admin says so at once.
+        problem = model_location_problem(self.model_ref, self.gguf_file or None)
+        if problem:
+            raise ValidationError({"gguf_file" if problem.startswith("gguf_file") else "model_ref": problem})
 
 
 class PreferenceSource(models.Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Tests save tiny models under pytest's temporary folders and load them as local models: allow
+# that folder (workers.generation.loading.allowed_model_roots), for worker subprocesses too.
+os.environ.setdefault("UALIGN_MODEL_DIRS", tempfile.gettempdir())
 
 
 

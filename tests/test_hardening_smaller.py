@@ -112,3 +112,68 @@ def test_the_pairs_import_still_works_on_a_draft(researcher_client):
     study = make_study()
     assert import_pairs_csv(study, b"prompt,chosen,rejected\nq,a,b\n").created == 1
     assert PreferencePair.objects.filter(study=study, pair_set="csv").count() == 1
+
+
+# --- Model files stay inside the model folders ----------------------------------------------
+
+
+@pytest.fixture
+def model_roots(tmp_path, monkeypatch):
+    """A model cache and one listed model folder under tmp_path; pytest's temp root not allowed."""
+    cache, mine = tmp_path / "cache", tmp_path / "mine"
+    (mine / "m").mkdir(parents=True)
+    (mine / "m" / "weights.gguf").write_bytes(b"GGUF")
+    cache.mkdir()
+    monkeypatch.setenv("UALIGN_MODEL_CACHE", str(cache))
+    monkeypatch.setenv("UALIGN_DOCTOR_DIR", str(tmp_path / "doctors"))
+    monkeypatch.setenv("UALIGN_MODEL_DIRS", str(mine))
+    return mine
+
+
+@pytest.mark.parametrize(("ref", "gguf_file", "field"), [
+    ("../../../../etc", "passwd", "ref"),
+    ("models/../../etc", None, "ref"),
+    ("/etc", None, "ref"),
+    ("~", None, "ref"),
+    ("TheBloke/some-model-GGUF", "../../../../etc/passwd", "gguf_file"),
+    ("TheBloke/some-model-GGUF", "/etc/passwd", "gguf_file"),
+])
+def test_a_model_path_outside_the_model_folders_is_refused(model_roots, ref, gguf_file, field):
+    from workers.generation import load_model
+    from workers.generation.loading import model_location_problem
+
+    problem = model_location_problem(ref, gguf_file)
+    assert problem is not None
+    assert problem.startswith(field)
+    with pytest.raises(ValueError, match=f"^{field}"):
+        load_model(ref, gguf_file=gguf_file)  # refused before anything is opened
+
+
+def test_a_symlink_out_of_an_allowed_folder_is_refused(model_roots):
+    from workers.generation.loading import model_location_problem
+
+    (model_roots / "escape").symlink_to("/etc")
+    assert model_location_problem(str(model_roots / "escape")) is not None
+    assert model_location_problem(str(model_roots / "m"), "weights.gguf") is None
+    (model_roots / "m" / "link.gguf").symlink_to("/etc/hostname")
+    assert model_location_problem(str(model_roots / "m"), "link.gguf") is not None
+
+
+def test_hub_ids_and_demo_refs_need_no_folder(model_roots):
+    from workers.generation.loading import model_location_problem
+
+    assert model_location_problem("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+    assert model_location_problem("TheBloke/some-model-GGUF", "sub/model.Q4_K_M.gguf") is None
+
+
+@pytest.mark.django_db
+def test_the_generator_form_refuses_a_path_outside_the_model_folders(model_roots):
+    from django.core.exceptions import ValidationError
+
+    from studies.models import GeneratorModel
+
+    generator = GeneratorModel(name="evil", model_ref="../../../../etc", gguf_file="passwd")
+    with pytest.raises(ValidationError) as refused:
+        generator.full_clean()
+    assert "model_ref" in refused.value.message_dict
+    GeneratorModel(name="fine", model_ref=str(model_roots / "m"), gguf_file="weights.gguf").full_clean()
