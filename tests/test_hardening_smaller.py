@@ -177,3 +177,30 @@ def test_the_generator_form_refuses_a_path_outside_the_model_folders(model_roots
         generator.full_clean()
     assert "model_ref" in refused.value.message_dict
     GeneratorModel(name="fine", model_ref=str(model_roots / "m"), gguf_file="weights.gguf").full_clean()
+
+
+# --- /readyz gives up on the database after UALIGN_READY_TIMEOUT ----------------------------
+
+from tests.test_production_settings import silent_port  # noqa: E402, F401  (fixture)
+
+
+@pytest.mark.django_db
+def test_readyz_gives_up_on_a_hung_database_after_the_ready_timeout(monkeypatch, settings, silent_port):  # noqa: F811
+    """A database that accepts the connection and never answers: the probe waits
+    UALIGN_READY_TIMEOUT (2 s, libpq's least), not the pages' connect timeout (30 s here)."""
+    import time
+
+    from django.db import connection
+    from django.db.utils import load_backend
+
+    from ualign_web import health
+
+    hung = {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": str(silent_port),
+            "OPTIONS": {**connection.settings_dict.get("OPTIONS", {}), "connect_timeout": 30}}
+    wrapper = load_backend(hung["ENGINE"]).DatabaseWrapper(hung, alias="hung")
+    monkeypatch.setattr(health, "connection", wrapper)
+    settings.UALIGN_READY_TIMEOUT = 2
+    started = time.monotonic()
+    assert health.database_problem() == "database unavailable"
+    assert time.monotonic() - started < 15  # 30 s with the pages' timeout; about 2 s with the probe's
+    assert wrapper.settings_dict["OPTIONS"]["connect_timeout"] == 30  # the pages' setting is untouched
