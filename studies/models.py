@@ -39,6 +39,18 @@ def _validate_held_out_fraction(value: float) -> None:
         raise ValidationError("The held-out share must be at least 0 and below 1, such as 0.25.")
 
 
+# The assignment timeout's bounds (docs/security.md): a task takes at least a minute, and a study
+# that waits a week for an abandoned task has a sweep with nothing to do. Unbounded, a huge value
+# overflowed `now - timeout` and stopped the sweep.
+MIN_ASSIGNMENT_TIMEOUT = timedelta(minutes=1)
+MAX_ASSIGNMENT_TIMEOUT = timedelta(days=7)
+
+
+def _validate_assignment_timeout(value: timedelta) -> None:
+    if not MIN_ASSIGNMENT_TIMEOUT <= value <= MAX_ASSIGNMENT_TIMEOUT:
+        raise ValidationError("The assignment timeout must be between 1 minute and 7 days, such as 0:30:00.")
+
+
 def _validate_object(value: object) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Must be a JSON object.")
@@ -108,7 +120,7 @@ class Study(models.Model):
     comprehension_question = models.TextField(blank=True)
     comprehension_choices = models.JSONField(default=list, blank=True)
     comprehension_answer = models.CharField(max_length=200, blank=True)
-    assignment_timeout = models.DurationField(default=timedelta(minutes=30))
+    assignment_timeout = models.DurationField(default=timedelta(minutes=30), validators=[_validate_assignment_timeout])
     max_participants = models.PositiveIntegerField(null=True, blank=True)
     completion_code = models.CharField(max_length=64, default=new_completion_code)
     completion_redirect_url = models.URLField(
@@ -142,6 +154,10 @@ class Study(models.Model):
             models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_positive"),
             models.CheckConstraint(condition=Q(pool_size__gte=1), name="study_pool_positive"),
             models.CheckConstraint(condition=Q(replicates__gte=1), name="study_replicates_positive"),
+            models.CheckConstraint(
+                condition=Q(assignment_timeout__gte=MIN_ASSIGNMENT_TIMEOUT, assignment_timeout__lte=MAX_ASSIGNMENT_TIMEOUT),
+                name="study_timeout_bounded",
+            ),
             models.CheckConstraint(
                 condition=Q(attention_check_rate__gte=0) & Q(attention_check_rate__lte=1),
                 name="study_attention_rate_unit",

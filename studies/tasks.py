@@ -272,12 +272,21 @@ def sweep_abandoned() -> dict[str, int]:
     No job row: the sweep is idempotent (conditional updates; rows a pick is being saved on are
     skipped), so a duplicate or a missed run changes nothing but the timing. Paused and closed
     studies are left alone (a pause stops the clock; closing released everything).
+
+    Each study is swept on its own (its own transaction, in `sweep_study`): one that fails is
+    logged and skipped, so a bad row in one study never stops the seats of the others coming back.
     """
-    results = [participants.sweep_study(study=study) for study in Study.objects.filter(status=Study.Status.LIVE)]
+    results, failed = [], 0
+    for study in Study.objects.filter(status=Study.Status.LIVE).order_by("pk"):
+        try:
+            results.append(participants.sweep_study(study=study))
+        except Exception:  # logged with its traceback; the next study is swept all the same
+            failed += 1
+            logger.exception("sweep: study %s (%s) failed; the other studies are swept", study.pk, study.slug)
     total = participants.counts(results)
     if total.released or total.timed_out:
         logger.info("sweep: released %d assignments, timed out %d participants", total.released, total.timed_out)
-    return {"studies": len(results), "released": total.released, "timed_out": total.timed_out}
+    return {"studies": len(results), "failed": failed, "released": total.released, "timed_out": total.timed_out}
 
 
 # --------------------------------------------------------------------------------------------
