@@ -77,7 +77,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: load-balancer probes are answered before host validation and the HTTPS redirect.
+    # Before anything reads the body: oversized or unsized bodies are refused from their headers
+    # (ualign_web/limits.py; UALIGN_MAX_REQUEST_BYTES, UALIGN_ANNOTATOR_MAX_REQUEST_BYTES).
+    "ualign_web.limits.BodyLimitMiddleware",
+    # Then: load-balancer probes are answered before host validation and the HTTPS redirect.
     "ualign_web.health.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the collected, hashed and compressed STATIC_ROOT (or the finders under DEBUG).
@@ -245,6 +248,12 @@ CONTENT_SECURITY_POLICY = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 UALIGN_MAX_UPLOAD_BYTES = env_int("UALIGN_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+# Request bodies are refused (413) from their Content-Length before they are read: anywhere above
+# the largest upload plus 1 MiB of multipart envelope, and on the anonymous annotator's pages
+# (/s/...) above 256 KiB (a pick with the longest rationale is at most about 60 KB; an over-long
+# one still gets the form's own message). ualign_web/limits.py
+UALIGN_MAX_REQUEST_BYTES = env_int("UALIGN_MAX_REQUEST_BYTES", UALIGN_MAX_UPLOAD_BYTES + 1024 * 1024)
+UALIGN_ANNOTATOR_MAX_REQUEST_BYTES = env_int("UALIGN_ANNOTATOR_MAX_REQUEST_BYTES", 256 * 1024)
 
 LOGIN_URL = "admin:login"
 
