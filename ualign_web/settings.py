@@ -9,6 +9,7 @@ PostgreSQL and REDIS_URL to a Redis server.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -71,6 +72,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "csp",
+    "axes",  # throttles the admin's login (AXES_* below)
     "django_htmx",
     "template_partials",
     "studies",  # its tasks.py holds the Celery tasks; `workers` is plain libraries, not an app
@@ -93,6 +95,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ualign_web.urls"
@@ -256,6 +260,22 @@ UALIGN_MAX_REQUEST_BYTES = env_int("UALIGN_MAX_REQUEST_BYTES", UALIGN_MAX_UPLOAD
 UALIGN_ANNOTATOR_MAX_REQUEST_BYTES = env_int("UALIGN_ANNOTATOR_MAX_REQUEST_BYTES", 256 * 1024)
 
 LOGIN_URL = "admin:login"
+
+# --- Login throttling (django-axes, docs/security.md) -----------------------------------------
+# After UALIGN_LOGIN_FAILURE_LIMIT wrong passwords for one username from one client address, that
+# pair is locked out (429, even with the right password) for UALIGN_LOGIN_COOLOFF_MINUTES; other
+# addresses can still log in as that user, so a stranger can't lock a researcher out. A success
+# resets the count. Failures are counted in the database (AxesDatabaseHandler), shared by every
+# web worker. https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("UALIGN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("UALIGN_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "ualign_web.login_throttle.client_ip"  # honours UALIGN_TRUSTED_PROXY_HOPS
 
 # /readyz gives up on the database or the broker after this many seconds.
 UALIGN_READY_TIMEOUT = env_int("UALIGN_READY_TIMEOUT", 2)
