@@ -444,7 +444,7 @@ class StudyAdmin(admin.ModelAdmin):
                     started = services.start_prompt_import(study=study, filename=upload.name, data=upload.read())
                     return HttpResponseRedirect(f"{here}?job={started.pk}")
                 report = import_prompts(study=study, filename=upload.name, data=upload.read())
-            except services.DesignFixed as exc:
+            except (services.DesignFixed, services.ImportBusy) as exc:
                 fixed = str(exc)
             if report is not None and report.ok:
                 self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)

@@ -42,8 +42,15 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
-from studies import importing, participants, results_cache, simulated_annotators
+from studies import (
+    candidate_import,
+    importing,
+    participants,
+    results_cache,
+    simulated_annotators,
+)
 from studies.models import Job, Study
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 
@@ -51,6 +58,41 @@ logger = logging.getLogger(__name__)
 
 # A duplicate delivery checks back this often (at most) while the original runs.
 DEFER_RETRIES = 1000
+
+
+# --------------------------------------------------------------------------------------------
+# Sending a job to its task (issue #24: a broker outage must not leave it "queued" forever)
+
+NOT_STARTED = "Not started: the queue is unreachable. Try again in a minute."
+# What a failed publish raises: the broker's errors, and the socket errors under them.
+BROKER_ERRORS = (KombuError, OSError)
+
+
+class QueueUnavailable(Exception):
+    """The broker could not take a job's message; the job (and its chain) is marked not started.
+
+    `ualign_web.errors.QueueUnavailableMiddleware` answers it with a 503 page.
+    """
+
+
+def send(task: Task, job: Job) -> None:
+    """Send `job` to `task` once the current transaction commits (`_publish`)."""
+    transaction.on_commit(lambda: _publish(task, job.pk))
+
+
+def _publish(task: Task, job_id: int) -> None:
+    """Publish the job's message; if the broker can't be reached (after the publish retry policy),
+    mark the job failed with NOT_STARTED (a chain's step fails its chain, the study returns to
+    draft) and raise QueueUnavailable, so that nothing stays queued with no message behind it."""
+    try:
+        task.delay(job_id)  # with CELERY_TASK_PUBLISH_RETRY_POLICY's retries
+    except BROKER_ERRORS as exc:
+        logger.error("job %s was not started: the broker is unreachable (%r)", job_id, exc)
+        job = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).first()
+        if job is not None:
+            Job.objects.filter(pk=job_id).update(payload=None)
+            fail_step(job, NOT_STARTED)
+        raise QueueUnavailable(NOT_STARTED) from exc
 
 
 @shared_task
@@ -186,7 +228,7 @@ STEP_TASKS: dict[str, Task] = {
 
 def enqueue_step(step: Job) -> None:
     """Send a step job to its task once the current transaction commits."""
-    STEP_TASKS[step.kind].delay_on_commit(step.pk)
+    send(STEP_TASKS[step.kind], step)
 
 
 @transaction.atomic
@@ -251,13 +293,22 @@ def _simulate(job: Job) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Prompt imports too large for a web request (queued by `studies.services.start_prompt_import`)
+# Imports too large for a web request (queued by `studies.services.start_import`)
 
 
 @shared_task(bind=True, acks_late=True)
 def import_prompts(self: Task, job_id: int) -> None:
     """Run an IMPORT_PROMPTS job: check every row of the uploaded file, then save all of them or none."""
     run_step(self, job_id, importing.run_import_job)
+
+
+@shared_task(bind=True, acks_late=True)
+def import_candidates(self: Task, job_id: int) -> None:
+    """Run an IMPORT_CANDIDATES job (`studies.services.start_candidate_import`): check, then save all or none."""
+    run_step(self, job_id, candidate_import.run_import_job)
+
+
+IMPORT_TASKS: dict[str, Task] = {Job.Kind.IMPORT_PROMPTS: import_prompts, Job.Kind.IMPORT_CANDIDATES: import_candidates}
 
 
 # --------------------------------------------------------------------------------------------

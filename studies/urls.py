@@ -36,6 +36,8 @@ def admin_urlpatterns(admin_view: Callable[[Any], Any]) -> list[URLPattern]:
         path("<int:study_id>/generate/", admin_view(researcher_views.generate_only), name="studies_study_generate"),
         path("<int:study_id>/import-candidates/", admin_view(researcher_views.import_candidates),
              name="studies_study_import_candidates"),
+        path("<int:study_id>/imports/<int:job_id>/retry/", admin_view(researcher_views.retry_import),
+             name="studies_study_retry_import"),
         path("<int:study_id>/pilot/", admin_view(researcher_views.start_pilot), name="studies_study_pilot"),
         path("<int:study_id>/delete-pilot/", admin_view(researcher_views.delete_pilot), name="studies_study_delete_pilot"),
         path("<int:study_id>/status/<slug:action>/", admin_view(researcher_views.study_status),
