@@ -435,7 +435,7 @@ class StudyAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, study):
             return HttpResponse(status=403)
         form = PromptImportForm(request.POST or None, request.FILES or None)
-        report, here = None, reverse("admin:studies_study_import_prompts", args=[study.pk])
+        report, busy, here = None, "", reverse("admin:studies_study_import_prompts", args=[study.pk])
         fixed = study.design_fixed_message()  # only a draft takes prompts (the services check it again)
         if request.method == "POST" and not fixed and form.is_valid():
             upload = form.cleaned_data["file"]
@@ -444,8 +444,10 @@ class StudyAdmin(admin.ModelAdmin):
                     started = services.start_prompt_import(study=study, filename=upload.name, data=upload.read())
                     return HttpResponseRedirect(f"{here}?job={started.pk}")
                 report = import_prompts(study=study, filename=upload.name, data=upload.read())
-            except (services.DesignFixed, services.ImportBusy) as exc:
+            except services.DesignFixed as exc:
                 fixed = str(exc)
+            except services.ImportBusy as exc:
+                busy = str(exc)
             if report is not None and report.ok:
                 self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
@@ -453,7 +455,8 @@ class StudyAdmin(admin.ModelAdmin):
         job: Job | None = None
         if re.fullmatch(r"[0-9]{1,18}", job_id, flags=re.ASCII):
             job = study.jobs.filter(pk=int(job_id), kind=Job.Kind.IMPORT_PROMPTS).first()
-        context = {"study": study, "form": form, "report": report, "job": job, "here": here, "fixed": fixed}
+        context = {"study": study, "form": form, "report": report, "job": job, "here": here, "fixed": fixed,
+                   "busy": busy}
         if getattr(request, "htmx", False) and job is not None:
             return TemplateResponse(request, "admin/studies/prompt/import.html#import-job", context)
         context |= {
@@ -462,7 +465,7 @@ class StudyAdmin(admin.ModelAdmin):
             "original": study,
             "title": f"Import prompts into “{study}”",
         }
-        refused = request.method == "POST" and bool(fixed)
+        refused = request.method == "POST" and bool(fixed or busy)
         return TemplateResponse(request, "admin/studies/prompt/import.html", context, status=409 if refused else 200)
 
 

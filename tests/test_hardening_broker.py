@@ -30,7 +30,9 @@ def broker_down(monkeypatch, dead_port):  # noqa: F811
     monkeypatch.setitem(celery_app.conf, "broker_connection_timeout", 1)
     monkeypatch.setitem(celery_app.conf, "task_publish_retry_policy",
                         {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1})
-    monkeypatch.setattr(celery_app, "_pool", None)  # a fresh producer pool, on the dead address
+    # Fresh connection and producer pools, on the dead address (earlier tests may have made both).
+    monkeypatch.setattr(celery_app, "_pool", None)
+    monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
     # The sender keeps the retry policy it was made with: make one with the short policy.
     monkeypatch.setattr(celery_app.amqp, "send_task_message", celery_app.amqp._create_task_sender())
 
