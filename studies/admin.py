@@ -416,6 +416,8 @@ class StudyAdmin(admin.ModelAdmin):
             path("<int:study_id>/generate/", view(researcher_views.generate_only), name="studies_study_generate"),
             path("<int:study_id>/import-candidates/", view(researcher_views.import_candidates),
                  name="studies_study_import_candidates"),
+            path("<int:study_id>/imports/<int:job_id>/retry/", view(researcher_views.retry_import),
+                 name="studies_study_retry_import"),
             path("<int:study_id>/pilot/", view(researcher_views.start_pilot), name="studies_study_pilot"),
             path("<int:study_id>/delete-pilot/", view(researcher_views.delete_pilot), name="studies_study_delete_pilot"),
             path("<int:study_id>/status/<slug:action>/", view(researcher_views.study_status),
@@ -456,7 +458,7 @@ class StudyAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, study):
             return HttpResponse(status=403)
         form = PromptImportForm(request.POST or None, request.FILES or None)
-        report, here = None, reverse("admin:studies_study_import_prompts", args=[study.pk])
+        report, busy, here = None, "", reverse("admin:studies_study_import_prompts", args=[study.pk])
         fixed = study.design_fixed_message()  # only a draft takes prompts (the services check it again)
         if request.method == "POST" and not fixed and form.is_valid():
             upload = form.cleaned_data["file"]
@@ -467,6 +469,8 @@ class StudyAdmin(admin.ModelAdmin):
                 report = import_prompts(study=study, filename=upload.name, data=upload.read())
             except services.DesignFixed as exc:
                 fixed = str(exc)
+            except services.ImportBusy as exc:
+                busy = str(exc)
             if report is not None and report.ok:
                 self.message_user(request, f"Imported {report.created} prompts into “{study}”.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
@@ -474,7 +478,8 @@ class StudyAdmin(admin.ModelAdmin):
         job: Job | None = None
         if re.fullmatch(r"[0-9]{1,18}", job_id, flags=re.ASCII):
             job = study.jobs.filter(pk=int(job_id), kind=Job.Kind.IMPORT_PROMPTS).first()
-        context = {"study": study, "form": form, "report": report, "job": job, "here": here, "fixed": fixed}
+        context = {"study": study, "form": form, "report": report, "job": job, "here": here, "fixed": fixed,
+                   "busy": busy}
         if getattr(request, "htmx", False) and job is not None:
             return TemplateResponse(request, "admin/studies/prompt/import.html#import-job", context)
         context |= {
@@ -483,7 +488,7 @@ class StudyAdmin(admin.ModelAdmin):
             "original": study,
             "title": f"Import prompts into “{study}”",
         }
-        refused = request.method == "POST" and bool(fixed)
+        refused = request.method == "POST" and bool(fixed or busy)
         return TemplateResponse(request, "admin/studies/prompt/import.html", context, status=409 if refused else 200)
 
 
@@ -505,7 +510,8 @@ class StudyAdmin(admin.ModelAdmin):
             "opts": self.model._meta, "original": study, "study": study, "form": form, "report": report,
             "title": f"Import preference pairs into “{study}”",
         }  # fmt: skip
-        return TemplateResponse(request, "admin/studies/study/import_pairs.html", context)
+        refused = report is not None and bool(study.design_fixed_message())
+        return TemplateResponse(request, "admin/studies/study/import_pairs.html", context, status=409 if refused else 200)
 
 
 @admin.register(Prompt)

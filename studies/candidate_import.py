@@ -26,9 +26,22 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from studies.importing import MAX_ERRORS, MAX_EXTERNAL_ID, RowError, TooManyProblems
-from studies.models import Candidate, Prompt, Study
+from studies.importing import (
+    MAX_ERRORS,
+    MAX_EXTERNAL_ID,
+    PROGRESS_EVERY,
+    AlreadyImported,
+    ImportRejected,
+    Progress,
+    RowError,
+    TooManyProblems,
+    finished_result,
+    job_still_ours,
+    jsonl_lines,
+)
+from studies.models import Candidate, Job, Prompt, Study
 from studies.validation import JSONProblem, loads_strict, text_problem
 
 MAX_COUNT = 1_000_000  # a candidate's count (how many samples gave it)
@@ -63,6 +76,11 @@ class CandidateImportReport:
     def ok(self) -> bool:
         return not self.errors
 
+    def as_result(self) -> dict[str, int]:
+        """The job's record of a background import."""
+        return {"prompts_created": self.prompts_created, "prompts_matched": self.prompts_matched,
+                "candidates": self.candidates}
+
 
 def max_candidates_per_prompt() -> int:
     return settings.UALIGN_IMPORT_MAX_CANDIDATES
@@ -71,10 +89,11 @@ def max_candidates_per_prompt() -> int:
 class _Pools:
     """Collects pools and errors, keeps the caps."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress | None = None, total_lines: int = 0) -> None:
         self.pools: dict[str, PoolDraft] = {}
         self.errors: list[RowError] = []
         self.rows = 0
+        self.progress, self.total_lines = progress, total_lines
 
     def fail(self, line: int, message: str) -> None:
         self.errors.append(RowError(line, message))
@@ -84,6 +103,8 @@ class _Pools:
 
     def add(self, line: int, external_id: object, prompt: object, text: object, count: object, source: object) -> None:
         self.rows += 1
+        if self.progress and self.rows % PROGRESS_EVERY == 0:
+            self.progress(0.8 * line / max(self.total_lines, 1), f"Checked {self.rows} candidates")
         if self.rows > settings.UALIGN_IMPORT_MAX_ROWS:
             self.errors.append(RowError(line, f"the file has more than {settings.UALIGN_IMPORT_MAX_ROWS} candidates "
                                               "(the import limit)"))
@@ -156,7 +177,7 @@ def _source_problem(value: object) -> str | None:
 
 
 def _parse_jsonl(text: str, pools: _Pools) -> None:
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -241,9 +262,10 @@ def _check_against_study(study: Study, pools: _Pools) -> dict[str, Prompt]:
     return existing
 
 
-def check_candidates(*, study: Study, filename: str, data: bytes) -> tuple[_Pools, dict[str, Prompt]]:
+def check_candidates(*, study: Study, filename: str, data: bytes,
+                     progress: Progress | None = None) -> tuple[_Pools, dict[str, Prompt]]:
     """Parse and check every row; the pools, the prompts they match, and the problems in `pools.errors`."""
-    pools = _Pools()
+    pools = _Pools(progress, data.count(b"\n") + 1)
     existing: dict[str, Prompt] = {}
     pools.errors += [RowError(0, p) for p in study_problems(study)]
     if len(data) > settings.UALIGN_MAX_UPLOAD_BYTES:
@@ -280,12 +302,27 @@ def import_candidates(*, study: Study, filename: str, data: bytes) -> CandidateI
     pools, existing = check_candidates(study=study, filename=filename, data=data)
     if pools.errors:
         return CandidateImportReport(errors=pools.errors)
+    return _save_checked(study, pools, existing, filename)
+
+
+def _save_checked(study: Study, pools: _Pools, existing: dict[str, Prompt], filename: str,
+                  job: Job | None = None) -> CandidateImportReport:
+    """Save checked pools in one transaction, with the job's completion when a worker runs it
+    (so a redelivered job can't save twice: `studies.importing.job_still_ours`)."""
     try:
         with transaction.atomic():
             study = Study.objects.select_for_update().get(pk=study.pk)
             if study_problems(study):  # changed since the check
                 return CandidateImportReport(errors=[RowError(0, p) for p in study_problems(study)])
-            return _save(study, pools, existing, filename)
+            if job is not None and not job_still_ours(job):
+                raise AlreadyImported(job)
+            report = _save(study, pools, existing, filename)
+            if job is not None:
+                Job.objects.filter(pk=job.pk).update(
+                    status=Job.Status.DONE, progress=1.0, result=report.as_result(), finished_at=timezone.now(),
+                    payload=None,
+                )
+            return report
     except IntegrityError:
         return CandidateImportReport(errors=[RowError(0, "the study's prompts changed meanwhile; nothing was saved, "
                                                          "try again")])
@@ -308,6 +345,29 @@ def _save(study: Study, pools: _Pools, existing: dict[str, Prompt], filename: st
     Candidate.objects.bulk_create(rows, batch_size=1000)
     report.candidates = len(rows)
     return report
+
+
+def run_import_job(job: Job) -> dict:
+    """The worker's side of `studies.services.start_candidate_import`: check every row with
+    progress on the job's row, then save all or nothing. Raises ImportRejected when any row is bad."""
+    study = job.study
+    assert study is not None  # an import job always belongs to a study
+    data = bytes(Job.objects.filter(pk=job.pk).values_list("payload", flat=True).get() or b"")
+    job.report_progress(0.0, "Checking the rows")
+    pools, existing = check_candidates(study=study, filename=job.params.get("filename", ""), data=data,
+                                       progress=job.report_progress)
+    if pools.errors:
+        Job.objects.filter(pk=job.pk).update(payload=None)
+        raise ImportRejected(pools.errors)
+    job.report_progress(0.9, f"Saving the candidates of {len(pools.pools)} prompts")
+    try:
+        report = _save_checked(study, pools, existing, job.params.get("filename", ""), job=job)
+    except AlreadyImported:
+        return finished_result(job)
+    if report.errors:
+        Job.objects.filter(pk=job.pk).update(payload=None)
+        raise ImportRejected(report.errors)
+    return report.as_result()
 
 
 def imported_candidates(study: Study):

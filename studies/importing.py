@@ -128,9 +128,18 @@ def _decode(data: bytes) -> str:
     return text
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL file: split at \n only (a \r before it is JSON whitespace).
+
+    Not `str.splitlines()`, which also splits at U+2028, U+2029, U+0085 and other separators
+    that a JSON string may hold as they are: a valid file would be cut inside a string.
+    """
+    return text.split("\n")
+
+
 def _parse_jsonl(text: str, rows: _Rows) -> None:
     depth = settings.UALIGN_JSON_MAX_DEPTH
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         rows.count(line_no)
@@ -259,6 +268,8 @@ def _save(study: Study, rows: _Rows, *, job: Job | None = None) -> ImportReport:
             fixed = Study.objects.select_for_update().get(pk=study.pk).design_fixed_message()
             if fixed:  # it left draft while the rows were checked
                 return ImportReport(errors=[RowError(0, fixed)])
+            if job is not None and not job_still_ours(job):
+                raise AlreadyImported(job)
             Prompt.objects.bulk_create(prompts, batch_size=SAVE_BATCH)
             if job is not None:  # done in the same commit: a redelivered task can't import twice
                 Job.objects.filter(pk=job.pk).update(
@@ -269,6 +280,29 @@ def _save(study: Study, rows: _Rows, *, job: Job | None = None) -> ImportReport:
         # Another import added one of these external ids meanwhile.
         return ImportReport(errors=[RowError(0, "an external_id was added meanwhile; nothing was saved, try again")])
     return ImportReport(created=len(prompts))
+
+
+class AlreadyImported(Exception):
+    """Another run of the same import job finished it meanwhile; this run saves nothing."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job.pk} was finished by another run")
+
+
+def job_still_ours(job: Job) -> bool:
+    """Lock the job's row and say whether it is still running (inside the saving transaction).
+
+    Two runs of one job can overlap when a worker that seemed dead (no heartbeat) was only slow
+    and its job was reclaimed: the first to commit marks it done in the same transaction as its
+    rows, and the second finds it finished here and saves nothing.
+    """
+    return Job.objects.select_for_update().filter(pk=job.pk, status=Job.Status.RUNNING).exists()
+
+
+def finished_result(job: Job) -> dict:
+    """What the run that finished the job recorded, for a run that found it finished."""
+    return Job.objects.filter(pk=job.pk).values_list("result", flat=True).get() or {}
 
 
 def import_prompts(*, study: Study, filename: str, data: bytes) -> ImportReport:
@@ -296,7 +330,10 @@ def run_import_job(job: Job) -> dict:
         Job.objects.filter(pk=job.pk).update(payload=None)
         raise ImportRejected(rows.errors)
     job.report_progress(0.9, f"Saving {len(rows.rows)} prompts")
-    report = _save(study, rows, job=job)
+    try:
+        report = _save(study, rows, job=job)
+    except AlreadyImported:
+        return finished_result(job)
     if report.errors:
         raise ImportRejected(report.errors)
     return {"created": report.created}

@@ -18,6 +18,12 @@ class JobRow:
     details: str  # a summary when done, the progress line while it runs, the error when failed
 
 
+# A running step whose heartbeat stopped (`Job.is_stale`): its worker died; Prepare retries it.
+STALE = "Stale: the worker stopped"
+STALE_HINT = ("No heartbeat from its worker: it stopped (a crash or a restart). Press Prepare on the study's page "
+              "to run this step again; what was saved is kept.")
+
+
 def _rate(value: Any) -> str:
     return f"{value:,.1f}" if isinstance(value, int | float) else "?"
 
@@ -58,6 +64,8 @@ def step_summary(job: Job) -> str:
         return f"{r.get('annotators', 0)} simulated annotators, {r.get('judgments', 0)} judgments"
     if job.kind == Job.Kind.IMPORT_PROMPTS:
         return f"{r.get('created', 0)} prompts imported"
+    if job.kind == Job.Kind.IMPORT_CANDIDATES:
+        return f"{r.get('candidates', 0)} candidates imported"
     return job.progress_message
 
 
@@ -71,16 +79,21 @@ def chain_rows(chain: Job, steps: list[Job]) -> list[JobRow]:
     elif chain.status == Job.Status.DONE or current is None:
         status = Job.Status.DONE.label
         details = "Candidates saved; the study stays a draft." if generate_only else "The study is ready."
+    elif current.is_stale:
+        status, details = f"{STALE}: {current.get_kind_display()}", STALE_HINT
     else:
         status = f"{current.get_status_display()}: {current.get_kind_display()}"
         details = current.progress_message
     rows = [JobRow(chain, True, label, status, details)]
     for step in steps:
+        status = step.get_status_display()
         if step.status == Job.Status.DONE:
             details = step_summary(step)
         elif step.status == Job.Status.FAILED:
             details = step.error
+        elif step.is_stale:
+            status, details = STALE, STALE_HINT
         else:
             details = step.progress_message
-        rows.append(JobRow(step, False, step.get_kind_display(), step.get_status_display(), details))
+        rows.append(JobRow(step, False, step.get_kind_display(), status, details))
     return rows

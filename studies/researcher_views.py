@@ -139,24 +139,65 @@ class CandidateImportForm(forms.Form):
 
 @staff_member_required
 @require_http_methods(["GET", "POST"])
-def import_candidates(request: HttpRequest, study_id: int) -> HttpResponse:
-    """Bring your own candidates (`studies.candidate_import`): every row checked, all saved or none."""
+def import_candidates(request: HtmxHttpRequest, study_id: int) -> HttpResponse:
+    """Bring your own candidates (`studies.candidate_import`): every row checked, all saved or none.
+
+    Files past UALIGN_IMPORT_BACKGROUND_BYTES go to a worker (`services.start_candidate_import`),
+    as prompt imports do, and this page shows its progress (`?job=`), polled while it runs.
+    """
     study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    here = reverse("admin:studies_study_import_candidates", args=[study.pk])
     form = CandidateImportForm(request.POST or None, request.FILES or None)
-    report = None
+    report, refused = None, candidate_import.study_problems(study)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
-        report = candidate_import.import_candidates(study=study, filename=upload.name, data=upload.read())
-        if report.ok:
-            messages.success(request, f"Imported {report.candidates} candidates for {report.prompts_created} new and "
-                                      f"{report.prompts_matched} existing prompts into “{study}”.")
-            return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
-    context = {
-        **admin.site.each_context(request), "study": study, "form": form, "report": report,
-        "opts": Study._meta, "title": f"Import candidates into “{study}”",
-        "refused": candidate_import.study_problems(study),
-    }
-    return render(request, "admin/studies/study/import_candidates.html", context, status=400 if report else 200)
+        if upload.size > settings.UALIGN_IMPORT_BACKGROUND_BYTES:  # too big for a web request
+            try:
+                started = services.start_candidate_import(study=study, filename=upload.name, data=upload.read())
+            except (services.DesignFixed, services.ImportBusy) as exc:
+                refused = [str(exc)]
+            else:
+                return HttpResponseRedirect(f"{here}?job={started.pk}")
+        else:
+            report = candidate_import.import_candidates(study=study, filename=upload.name, data=upload.read())
+            if report.ok:
+                messages.success(request, f"Imported {report.candidates} candidates for {report.prompts_created} new "
+                                          f"and {report.prompts_matched} existing prompts into “{study}”.")
+                return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    job = _import_job(request, study, Job.Kind.IMPORT_CANDIDATES)
+    context = {"study": study, "form": form, "report": report, "job": job, "here": here, "refused": refused}
+    if request.htmx and job is not None:
+        return render(request, "admin/studies/study/import_candidates.html#import-job", context)
+    context |= {**admin.site.each_context(request), "opts": Study._meta, "title": f"Import candidates into “{study}”"}
+    status = 400 if report else 409 if request.method == "POST" and refused else 200
+    return render(request, "admin/studies/study/import_candidates.html", context, status=status)
+
+
+def _import_job(request: HttpRequest, study: Study, kind: str) -> Job | None:
+    """The study's import job named by `?job=` (digits only), if there is one of this kind."""
+    job_id = request.GET.get("job", "")
+    if not (job_id.isascii() and job_id.isdigit() and len(job_id) <= 18):
+        return None
+    return study.jobs.filter(pk=int(job_id), kind=kind).first()
+
+
+IMPORT_PAGES: dict[str, str] = {Job.Kind.IMPORT_PROMPTS: "admin:studies_study_import_prompts",
+                Job.Kind.IMPORT_CANDIDATES: "admin:studies_study_import_candidates"}
+
+
+@staff_member_required
+@require_POST
+def retry_import(request: HttpRequest, study_id: int, job_id: int) -> HttpResponse:
+    """The import page's "Retry" on a job whose worker stopped (`services.retry_stale_import`)."""
+    study = study_for(request, VIEW_STUDY, CHANGE_STUDY, pk=study_id)
+    job = get_object_or_404(Job, pk=job_id, study=study, kind__in=list(IMPORT_PAGES))
+    try:
+        services.retry_stale_import(job=job)
+    except services.NotStale as exc:
+        messages.warning(request, str(exc))
+    else:
+        messages.success(request, f"The import of {job.params.get('filename', '')} is queued again.")
+    return HttpResponseRedirect(reverse(IMPORT_PAGES[job.kind], args=[study.pk]) + f"?job={job.pk}")
 
 
 @staff_member_required

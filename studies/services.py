@@ -24,14 +24,16 @@ judgment, estimate → models → `workers`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from studies import pilots, tasks
 from studies.candidate_import import imported_candidates
+from studies.candidate_import import study_problems as candidate_study_problems
 from studies.estimate import results_cache
 from studies.judgment import participants
 from studies.models import Job, Policy, PreferenceSource, Prompt, Study
@@ -47,6 +49,8 @@ from studies.steps.doctor import (
 from studies.steps.fit import policy_params_problems
 from studies.steps.pool import generators_record
 from studies.steps.preference_sources import source_problems
+
+logger = logging.getLogger(__name__)
 
 PIPELINE = [Job.Kind.GENERATE, Job.Kind.POPULATE, Job.Kind.FIT, Job.Kind.BUILD_ITEMS]
 
@@ -232,7 +236,7 @@ def start_simulation(*, study: Study, annotators: int | None = None, luce_temper
         "seed": study.seed if seed is None else seed,
     }
     job = Job.objects.create(study=study, kind=Job.Kind.SIMULATE, params=params)
-    tasks.simulate_annotators.delay_on_commit(job.pk)
+    tasks.send(tasks.simulate_annotators, job)
     return job
 
 
@@ -254,18 +258,67 @@ def delete_pilot(*, pilot: Study) -> None:
     pilots.delete_pilot(pilot)
 
 
-@transaction.atomic
-def start_prompt_import(*, study: Study, filename: str, data: bytes) -> Job:
-    """Queue an import for a worker (large files): the upload travels in the job row.
+class ImportBusy(Exception):
+    """Another import of the study is queued or running (one at a time: issue #24)."""
 
-    Raises DesignFixed when the study is no longer a draft (`Study.design_fixed_message`).
+
+IMPORT_BUSY = ("Another import into this study is queued or running: wait for it to finish (or, if its worker "
+               "stopped, retry it from its page), then upload again.")
+
+
+def start_prompt_import(*, study: Study, filename: str, data: bytes) -> Job:
+    """Queue a prompt import for a worker (large files). Raises DesignFixed when the study is no
+    longer a draft (`Study.design_fixed_message`), ImportBusy when another import is active."""
+    return start_import(study=study, kind=Job.Kind.IMPORT_PROMPTS, filename=filename, data=data)
+
+
+def start_candidate_import(*, study: Study, filename: str, data: bytes) -> Job:
+    """Queue a candidate import for a worker (large files); raises DesignFixed or ImportBusy."""
+    return start_import(study=study, kind=Job.Kind.IMPORT_CANDIDATES, filename=filename, data=data)
+
+
+@transaction.atomic
+def start_import(*, study: Study, kind: str, filename: str, data: bytes) -> Job:
+    """Queue an import job (the upload travels in its row) under the study's lock.
+
+    The database holds at most one active import per study (`job_one_active_import_per_study`),
+    so a second upload while one runs, or while a crashed one awaits redelivery, is refused
+    instead of importing the same rows twice.
     """
-    fixed = Study.objects.select_for_update().get(pk=study.pk).design_fixed_message()
-    if fixed:
-        raise DesignFixed(fixed)
-    job = Job.objects.create(study=study, kind=Job.Kind.IMPORT_PROMPTS, params={"filename": filename[:200]},
-                             payload=data)
-    tasks.import_prompts.delay_on_commit(job.pk)
+    locked = Study.objects.select_for_update().get(pk=study.pk)
+    problems = ([locked.design_fixed_message()] if kind == Job.Kind.IMPORT_PROMPTS
+                else candidate_study_problems(locked))
+    if any(problems):
+        raise DesignFixed(" ".join(p for p in problems if p))
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(study=study, kind=kind, params={"filename": filename[:200]}, payload=data)
+    except IntegrityError:
+        raise ImportBusy(IMPORT_BUSY) from None
+    tasks.send(tasks.IMPORT_TASKS[kind], job)
+    return job
+
+
+class NotStale(Exception):
+    """The job is not a running job whose worker stopped, so there is nothing to retry."""
+
+
+@transaction.atomic
+def retry_stale_import(*, job: Job) -> Job:
+    """Queue again an import whose worker stopped (`Job.is_stale`): its upload is still in its row.
+
+    A conditional UPDATE, so two presses (or a redelivery racing the press) queue it once; a
+    message of the old run that arrives later finds it claimed or finished and does nothing.
+    """
+    stale_before = timezone.now() - Job.stale_after()
+    moved = Job.objects.filter(
+        pk=job.pk, kind__in=list(tasks.IMPORT_TASKS), status=Job.Status.RUNNING, heartbeat_at__lt=stale_before,
+    ).update(status=Job.Status.QUEUED, heartbeat_at=None, progress=0.0,
+             progress_message="Queued again after its worker stopped")
+    if moved != 1:
+        raise NotStale("This import is not stalled: it is running, queued or finished.")
+    job.refresh_from_db()
+    tasks.send(tasks.IMPORT_TASKS[job.kind], job)
     return job
 
 
@@ -414,6 +467,14 @@ def results_for_page(study: Study, origin: str) -> results_cache.CachedResults:
     if results_cache.small_enough_to_compute_now(study, origin):
         return results_cache.compute_and_store(study, origin)
     if results_cache.claim_refresh(study, origin):
-        tasks.refresh_results.delay_on_commit(study.pk, origin)
+        transaction.on_commit(lambda: _queue_refresh(study.pk, origin))
     return results_cache.cached(snapshot, study, origin, current=False)
 
+
+def _queue_refresh(study_id: int, origin: str) -> None:
+    """Queue a recomputation of the results; with the broker down the page still shows the last
+    snapshot (marked out of date), and the next claim after UALIGN_RESULTS_REFRESH_SECONDS tries again."""
+    try:
+        tasks.refresh_results.apply_async((study_id, origin), retry=False)  # a page waits on this: no retries
+    except tasks.BROKER_ERRORS:
+        logger.exception("results of study %s (%s): the recomputation could not be queued", study_id, origin)

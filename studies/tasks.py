@@ -42,8 +42,9 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
-from studies import importing, simulated_annotators
+from studies import candidate_import, importing, simulated_annotators
 from studies.estimate import results_cache
 from studies.judgment import participants
 from studies.models import Job, Study
@@ -53,6 +54,41 @@ logger = logging.getLogger(__name__)
 
 # A duplicate delivery checks back this often (at most) while the original runs.
 DEFER_RETRIES = 1000
+
+
+# --------------------------------------------------------------------------------------------
+# Sending a job to its task (issue #24: a broker outage must not leave it "queued" forever)
+
+NOT_STARTED = "Not started: the queue is unreachable. Try again in a minute."
+# What a failed publish raises: the broker's errors, and the socket errors under them.
+BROKER_ERRORS = (KombuError, OSError)
+
+
+class QueueUnavailable(Exception):
+    """The broker could not take a job's message; the job (and its chain) is marked not started.
+
+    `ualign_web.errors.QueueUnavailableMiddleware` answers it with a 503 page.
+    """
+
+
+def send(task: Task, job: Job) -> None:
+    """Send `job` to `task` once the current transaction commits (`_publish`)."""
+    transaction.on_commit(lambda: _publish(task, job.pk))
+
+
+def _publish(task: Task, job_id: int) -> None:
+    """Publish the job's message; if the broker can't be reached (after the publish retry policy),
+    mark the job failed with NOT_STARTED (a chain's step fails its chain, the study returns to
+    draft) and raise QueueUnavailable, so that nothing stays queued with no message behind it."""
+    try:
+        task.delay(job_id)  # with CELERY_TASK_PUBLISH_RETRY_POLICY's retries
+    except BROKER_ERRORS as exc:
+        logger.error("job %s was not started: the broker is unreachable (%r)", job_id, exc)
+        job = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).first()
+        if job is not None:
+            Job.objects.filter(pk=job_id).update(payload=None)
+            fail_step(job, NOT_STARTED)
+        raise QueueUnavailable(NOT_STARTED) from exc
 
 
 @shared_task
@@ -188,7 +224,7 @@ STEP_TASKS: dict[str, Task] = {
 
 def enqueue_step(step: Job) -> None:
     """Send a step job to its task once the current transaction commits."""
-    STEP_TASKS[step.kind].delay_on_commit(step.pk)
+    send(STEP_TASKS[step.kind], step)
 
 
 @transaction.atomic
@@ -253,13 +289,22 @@ def _simulate(job: Job) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Prompt imports too large for a web request (queued by `studies.services.start_prompt_import`)
+# Imports too large for a web request (queued by `studies.services.start_import`)
 
 
 @shared_task(bind=True, acks_late=True)
 def import_prompts(self: Task, job_id: int) -> None:
     """Run an IMPORT_PROMPTS job: check every row of the uploaded file, then save all of them or none."""
     run_step(self, job_id, importing.run_import_job)
+
+
+@shared_task(bind=True, acks_late=True)
+def import_candidates(self: Task, job_id: int) -> None:
+    """Run an IMPORT_CANDIDATES job (`studies.services.start_candidate_import`): check, then save all or none."""
+    run_step(self, job_id, candidate_import.run_import_job)
+
+
+IMPORT_TASKS: dict[str, Task] = {Job.Kind.IMPORT_PROMPTS: import_prompts, Job.Kind.IMPORT_CANDIDATES: import_candidates}
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,12 +319,21 @@ def sweep_abandoned() -> dict[str, int]:
     No job row: the sweep is idempotent (conditional updates; rows a pick is being saved on are
     skipped), so a duplicate or a missed run changes nothing but the timing. Paused and closed
     studies are left alone (a pause stops the clock; closing released everything).
+
+    Each study is swept on its own (its own transaction, in `sweep_study`): one that fails is
+    logged and skipped, so a bad row in one study never stops the seats of the others coming back.
     """
-    results = [participants.sweep_study(study=study) for study in Study.objects.filter(status=Study.Status.LIVE)]
+    results, failed = [], 0
+    for study in Study.objects.filter(status=Study.Status.LIVE).order_by("pk"):
+        try:
+            results.append(participants.sweep_study(study=study))
+        except Exception:  # logged with its traceback; the next study is swept all the same
+            failed += 1
+            logger.exception("sweep: study %s (%s) failed; the other studies are swept", study.pk, study.slug)
     total = participants.counts(results)
     if total.released or total.timed_out:
         logger.info("sweep: released %d assignments, timed out %d participants", total.released, total.timed_out)
-    return {"studies": len(results), "released": total.released, "timed_out": total.timed_out}
+    return {"studies": len(results), "failed": failed, "released": total.released, "timed_out": total.timed_out}
 
 
 # --------------------------------------------------------------------------------------------

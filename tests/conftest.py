@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +37,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+# Tests save tiny models under pytest's temporary folders and load them as local models: allow
+# that folder (workers.generation.loading.allowed_model_roots), for worker subprocesses too.
+os.environ.setdefault("UALIGN_MODEL_DIRS", tempfile.gettempdir())
+
 
 
 @pytest.fixture

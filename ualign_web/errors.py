@@ -1,7 +1,9 @@
 """Error pages that tell an annotator what happened to their work.
 
 Django renders `templates/404.html`, `400.html`, `403_csrf.html` and `500.html` on its own.
-`server_error` (urls.py's handler500) adds one case: when the request failed because the
+`QueueUnavailableMiddleware` answers a request whose background job could not be queued (the
+broker is down) with a 503 that says nothing was started. `server_error` (urls.py's handler500)
+adds one case: when the request failed because the
 database could not be reached or timed out (connect timeout, statement timeout, connection
 refused or dropped), the answer is a 503 with `Retry-After` and the "try again in a minute"
 page: every pick acknowledged before was committed, and the next request reconnects. Anything
@@ -45,3 +47,27 @@ def server_error(request: HttpRequest) -> HttpResponse:
         response = HttpResponse(loader.get_template("500.html").render(), status=500)
     response["Cache-Control"] = "no-store"
     return response
+
+
+class QueueUnavailableMiddleware:
+    """A request that could not queue its background job (`studies.tasks.QueueUnavailable`: the
+    broker is down) gets a 503 that says so, with `Retry-After`; the job was marked "Not started:
+    the queue is unreachable" and a preparing study went back to draft, so pressing the button
+    again once the broker is back starts it afresh."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        # Imported here: studies.tasks imports the models, which the app registry loads after this module.
+        from studies.tasks import QueueUnavailable
+
+        if not isinstance(exception, QueueUnavailable):
+            return None
+        response = HttpResponse(loader.get_template("queue_unavailable.html").render(), status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        response["Cache-Control"] = "no-store"
+        return response

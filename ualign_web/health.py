@@ -33,9 +33,26 @@ def _probe_response(body: str, status: int = 200) -> HttpResponse:
     return response
 
 
-def database_problem() -> str | None:
-    """None when `SELECT 1` answers, else a short reason."""
+def _connect_within(timeout: int) -> None:
+    """Open the database connection if it is not open, giving up after `timeout` seconds.
+
+    Pages connect with DB_CONNECT_TIMEOUT (5 s by default); a probe must answer within
+    UALIGN_READY_TIMEOUT, so this connection attempt (this thread's wrapper only) uses that.
+    """
+    if connection.connection is not None or connection.vendor != "postgresql":
+        return
+    original = connection.settings_dict
+    connection.settings_dict = {**original, "OPTIONS": {**original.get("OPTIONS", {}), "connect_timeout": timeout}}
     try:
+        connection.ensure_connection()
+    finally:
+        connection.settings_dict = original
+
+
+def database_problem() -> str | None:
+    """None when `SELECT 1` answers within UALIGN_READY_TIMEOUT, else a short reason."""
+    try:
+        _connect_within(settings.UALIGN_READY_TIMEOUT)
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()

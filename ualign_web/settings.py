@@ -9,6 +9,7 @@ PostgreSQL and REDIS_URL to a Redis server.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -71,13 +72,17 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "csp",
+    "axes",  # throttles the admin's login (AXES_* below)
     "django_htmx",
     "template_partials",
     "studies",  # its tasks.py holds the Celery tasks; `workers` is plain libraries, not an app
 ]
 
 MIDDLEWARE = [
-    # First: load-balancer probes are answered before host validation and the HTTPS redirect.
+    # Before anything reads the body: oversized or unsized bodies are refused from their headers
+    # (ualign_web/limits.py; UALIGN_MAX_REQUEST_BYTES, UALIGN_ANNOTATOR_MAX_REQUEST_BYTES).
+    "ualign_web.limits.BodyLimitMiddleware",
+    # Then: load-balancer probes are answered before host validation and the HTTPS redirect.
     "ualign_web.health.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the collected, hashed and compressed STATIC_ROOT (or the finders under DEBUG).
@@ -90,6 +95,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A job that could not be queued (the broker is down): a 503 saying nothing was started.
+    "ualign_web.errors.QueueUnavailableMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ualign_web.urls"
@@ -247,8 +256,30 @@ CONTENT_SECURITY_POLICY = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 10 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 UALIGN_MAX_UPLOAD_BYTES = env_int("UALIGN_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+# Request bodies are refused (413) from their Content-Length before they are read: anywhere above
+# the largest upload plus 1 MiB of multipart envelope, and on the anonymous annotator's pages
+# (/s/...) above 256 KiB (a pick with the longest rationale is at most about 60 KB; an over-long
+# one still gets the form's own message). ualign_web/limits.py
+UALIGN_MAX_REQUEST_BYTES = env_int("UALIGN_MAX_REQUEST_BYTES", UALIGN_MAX_UPLOAD_BYTES + 1024 * 1024)
+UALIGN_ANNOTATOR_MAX_REQUEST_BYTES = env_int("UALIGN_ANNOTATOR_MAX_REQUEST_BYTES", 256 * 1024)
 
 LOGIN_URL = "admin:login"
+
+# --- Login throttling (django-axes, docs/security.md) -----------------------------------------
+# After UALIGN_LOGIN_FAILURE_LIMIT wrong passwords for one username from one client address, that
+# pair is locked out (429, even with the right password) for UALIGN_LOGIN_COOLOFF_MINUTES; other
+# addresses can still log in as that user, so a stranger can't lock a researcher out. A success
+# resets the count. Failures are counted in the database (AxesDatabaseHandler), shared by every
+# web worker. https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("UALIGN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("UALIGN_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "ualign_web.login_throttle.client_ip"  # honours UALIGN_TRUSTED_PROXY_HOPS
 
 # /readyz gives up on the database or the broker after this many seconds.
 UALIGN_READY_TIMEOUT = env_int("UALIGN_READY_TIMEOUT", 2)

@@ -2,7 +2,8 @@
 
 A read-only computation, so the form is a GET (bookmarkable, no CSRF needed) and nothing is
 saved. Staff reach it through the admin (`StudyAdmin.get_urls`, which requires a staff login);
-the view itself requires the `studies.view_study` permission. Bad input gets the form back with
+the view itself requires the `studies.view_study` permission, and a pilot study (whose
+judgments it reads) `studies.view_judgment` too, as the results page does. Bad input gets the form back with
 its errors and status 400. The figures are those of `manage.py plan_study` (studies/estimate/plans.py).
 """
 
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_GET
 
 from studies.estimate.plans import PlanningError, format_half_width, plan_study
 from studies.models import Study
-from studies.researcher_views import VIEW_STUDY, study_for
+from studies.researcher_views import VIEW_JUDGMENT, VIEW_STUDY, study_for
 from workers.stats import planning
 
 TARGET_CHOICES = [
@@ -79,6 +80,8 @@ def study_plan(request: HttpRequest, study_id: int) -> HttpResponse:
     if form.is_bound:
         if form.is_valid():
             values = form.cleaned_data
+            if values["pilot"] is not None:  # its judgments' statistics: the results page's rule
+                study_for(request, VIEW_STUDY, VIEW_JUDGMENT, pk=values["pilot"].pk)
         else:
             status = 400
     if status == 200:

@@ -74,6 +74,7 @@ class Job(models.Model):
         BUILD_ITEMS = "build_items", "Build comparison items"
         SIMULATE = "simulate", "Simulated annotators"
         IMPORT_PROMPTS = "import_prompts", "Import prompts"
+        IMPORT_CANDIDATES = "import_candidates", "Import candidates"
         EXPORT = "export", "Export"
 
     class Status(models.TextChoices):
@@ -108,6 +109,12 @@ class Job(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="job_progress_unit"),
+            # At most one import queued or running per study (issue #24): a second upload while one
+            # runs (or while a crashed one waits for redelivery) would import its rows twice.
+            models.UniqueConstraint(
+                fields=["study"], name="job_one_active_import_per_study",
+                condition=Q(kind__in=["import_prompts", "import_candidates"], status__in=["queued", "running"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -121,6 +128,12 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def is_stale(self) -> bool:
+        """Running, but its worker's heartbeat stopped: the worker died (or lost the database)."""
+        return (self.status == self.Status.RUNNING and self.heartbeat_at is not None
+                and self.heartbeat_at < timezone.now() - self.stale_after())
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         fraction = min(max(fraction, 0.0), 1.0)

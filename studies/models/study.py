@@ -12,11 +12,13 @@ import secrets
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from workers.generation.loading import model_location_problem
 from workers.policies.credit import pick_credit, tie_credit
 
 
@@ -34,6 +36,18 @@ def _validate_k_values(value: object) -> None:
 def _validate_held_out_fraction(value: float) -> None:
     if not 0 <= value < 1:
         raise ValidationError("The held-out share must be at least 0 and below 1, such as 0.25.")
+
+
+# The assignment timeout's bounds (docs/security.md): a task takes at least a minute, and a study
+# that waits a week for an abandoned task has a sweep with nothing to do. Unbounded, a huge value
+# overflowed `now - timeout` and stopped the sweep.
+MIN_ASSIGNMENT_TIMEOUT = timedelta(minutes=1)
+MAX_ASSIGNMENT_TIMEOUT = timedelta(days=7)
+
+
+def _validate_assignment_timeout(value: timedelta) -> None:
+    if not MIN_ASSIGNMENT_TIMEOUT <= value <= MAX_ASSIGNMENT_TIMEOUT:
+        raise ValidationError("The assignment timeout must be between 1 minute and 7 days, such as 0:30:00.")
 
 
 def _validate_object(value: object) -> None:
@@ -105,10 +119,13 @@ class Study(models.Model):
     comprehension_question = models.TextField(blank=True)
     comprehension_choices = models.JSONField(default=list, blank=True)
     comprehension_answer = models.CharField(max_length=200, blank=True)
-    assignment_timeout = models.DurationField(default=timedelta(minutes=30))
+    assignment_timeout = models.DurationField(default=timedelta(minutes=30), validators=[_validate_assignment_timeout])
     max_participants = models.PositiveIntegerField(null=True, blank=True)
     completion_code = models.CharField(max_length=64, default=new_completion_code)
-    completion_redirect_url = models.URLField(blank=True, help_text="For example Prolific's completion URL.")
+    completion_redirect_url = models.URLField(
+        blank=True, validators=[URLValidator(schemes=["http", "https"])],  # no ftp:// (issue #24)
+        help_text="For example Prolific's completion URL (http or https).",
+    )
     invite_token = models.CharField(max_length=64, unique=True, default=new_token)
     seed = models.PositiveIntegerField(default=0)
     # A pilot copy (studies/pilots.py): the original's items on copied prompts and policies, with its
@@ -136,6 +153,10 @@ class Study(models.Model):
             models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_positive"),
             models.CheckConstraint(condition=Q(pool_size__gte=1), name="study_pool_positive"),
             models.CheckConstraint(condition=Q(replicates__gte=1), name="study_replicates_positive"),
+            models.CheckConstraint(
+                condition=Q(assignment_timeout__gte=MIN_ASSIGNMENT_TIMEOUT, assignment_timeout__lte=MAX_ASSIGNMENT_TIMEOUT),
+                name="study_timeout_bounded",
+            ),
             models.CheckConstraint(
                 condition=Q(attention_check_rate__gte=0) & Q(attention_check_rate__lte=1),
                 name="study_attention_rate_unit",
@@ -253,6 +274,12 @@ class GeneratorModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # The worker refuses these too (load_model); here the admin says so at once.
+        problem = model_location_problem(self.model_ref, self.gguf_file or None)
+        if problem:
+            raise ValidationError({"gguf_file" if problem.startswith("gguf_file") else "model_ref": problem})
 
 
 class PreferenceSource(models.Model):

@@ -198,7 +198,14 @@ class PairsImport:
 
 def import_pairs_csv(study: Study, data: bytes) -> PairsImport:
     """Check every row of a pairs CSV (`prompt,chosen,rejected[,weight,source]`); when all are
-    good, they replace the study's imported pairs ("csv" set); otherwise nothing is saved."""
+    good, they replace the study's imported pairs ("csv" set); otherwise nothing is saved.
+
+    The pairs train the doctors that sample candidates, so they are part of the design: a study
+    whose design is fixed (`Study.design_fixed_message`: not a draft, or items built) refuses them.
+    """
+    fixed = study.design_fixed_message()
+    if fixed:
+        return PairsImport(errors=[fixed])
     try:
         pairs = wpairs.read_pairs_csv(data, max_rows=settings.UALIGN_IMPORT_MAX_ROWS,
                                       max_field_chars=settings.UALIGN_IMPORT_MAX_FIELD_CHARS)
@@ -214,7 +221,11 @@ def import_pairs_csv(study: Study, data: bytes) -> PairsImport:
         errors.append("the file has no pairs")
     if errors:
         return PairsImport(errors=errors[:50])
-    return PairsImport(created=store_pairs(study, "csv", pairs))
+    with transaction.atomic():  # the rule again, under the study's lock: it may have gone live meanwhile
+        fixed = Study.objects.select_for_update().get(pk=study.pk).design_fixed_message()
+        if fixed:
+            return PairsImport(errors=[fixed])
+        return PairsImport(created=store_pairs(study, "csv", pairs))
 
 
 # --------------------------------------------------------------------------------------------

@@ -85,6 +85,63 @@ def model_cache_dir() -> Path:
     return Path(env).expanduser() if env else _repo_root() / "var" / "models"
 
 
+def allowed_model_roots() -> list[Path]:
+    """The folders a local model may be loaded from: the conversion cache, the trained doctors'
+    folder (``$UALIGN_DOCTOR_DIR``, default ``<repo>/var/doctors``) and each folder listed in
+    ``$UALIGN_MODEL_DIRS`` (separated by ``os.pathsep``), resolved. Hub ids need none of them."""
+    doctors = os.environ.get("UALIGN_DOCTOR_DIR", "").strip()
+    roots = [
+        model_cache_dir(),
+        Path(doctors).expanduser() if doctors else _repo_root() / "var" / "doctors",
+    ]
+    extra = os.environ.get("UALIGN_MODEL_DIRS", "")
+    roots += [
+        Path(item.strip()).expanduser()
+        for item in extra.split(os.pathsep)
+        if item.strip()
+    ]
+    return [root.resolve() for root in roots]
+
+
+def _has_parent_step(value: str) -> bool:
+    return ".." in value.replace("\\", "/").split("/")
+
+
+def model_location_problem(ref: str, gguf_file: str | None = None) -> str | None:
+    """Why ``ref`` / ``gguf_file`` may not be loaded (a phrase), or None.
+
+    A model setting comes from the admin, so it must not make a worker read any file it can
+    reach: a ``..`` step is refused in both; ``gguf_file`` names a file inside ``ref`` (a relative
+    path); and a local ``ref`` (an absolute path, ``~``, or a relative path that exists here) must
+    lie, symbolic links resolved, inside :func:`allowed_model_roots`. Anything else is a hub id.
+    """
+    if _has_parent_step(ref):
+        return "ref: a path with '..' is not allowed"
+    outside = gguf_file is not None and (
+        _has_parent_step(gguf_file)
+        or Path(gguf_file).is_absolute()
+        or gguf_file.startswith(("/", "\\", "~"))
+    )
+    if outside:
+        return "gguf_file: the name of a file inside the model's folder or repository, without '..'"
+    local = (
+        ref.startswith(("/", "~", ".", "\\"))
+        or Path(ref).is_absolute()
+        or Path(ref).exists()
+    )
+    if not local:
+        return None
+    resolved = Path(ref).expanduser().resolve()
+    targets = [resolved] + ([(resolved / gguf_file).resolve()] if gguf_file else [])
+    roots = allowed_model_roots()
+    if all(any(t == root or root in t.parents for root in roots) for t in targets):
+        return None
+    return (
+        "ref: a local model must be inside the model cache, the doctors' folder or a folder listed in "
+        "UALIGN_MODEL_DIRS"
+    )
+
+
 def _shipped_file(dist: str, relative: str) -> Path:
     try:
         path = Path(str(importlib.metadata.distribution(dist).locate_file(relative)))
@@ -251,7 +308,8 @@ def load_model(
     Raises
     ------
     ValueError
-        On an unknown ``kind``/``dtype``, or a demo ref asked for with the wrong ``kind``.
+        On an unknown ``kind``/``dtype``, a demo ref asked for with the wrong ``kind``, or a
+        ``ref``/``gguf_file`` outside the allowed folders (:func:`model_location_problem`).
     """
     kind = _check_load_arguments(ref, revision, gguf_file, kind)
     dtype = dtype or "float32"
@@ -288,6 +346,10 @@ def _check_load_arguments(
         raise ValueError(
             f"revision: the demo ref {ref!r} is pinned by its pip package; pass neither revision nor gguf_file"
         )
+    if demo_kind is None:
+        problem = model_location_problem(ref, gguf_file)
+        if problem:
+            raise ValueError(problem)
     return kind
 
 
