@@ -49,7 +49,7 @@ def admin_study_form(rf, researcher, study, **changes):
 
     request = rf.post("/")
     request.user = researcher
-    form_class = admin.site._registry[Study].get_form(request, obj=study, change=True)
+    form_class = admin.site.get_model_admin(Study).get_form(request, obj=study, change=True)
     data = {k: v for k, v in model_to_dict(study).items() if v is not None}
     for name in ("k_values", "comprehension_choices"):
         data[name] = json.dumps(data[name])

@@ -142,3 +142,24 @@ def test_the_project_reaches_django_and_psycopg_through_public_names_only():
                 if PRIVATE.search(line.split("#")[0]):
                     found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert found == []
+
+
+# Django's and psycopg's own objects as the project names them, and their private names that the
+# old hot path used: none may appear anywhere in the project, tests and benches included.
+DJANGO_PRIVATE = re.compile(
+    r"\b(?:connection|connections\[[^\]]*\]|cursor|signing|site|settings|request|response|transaction|apps"
+    r"|django(?:\.\w+)*|psycopg(?:\.\w+)*)\._(?!meta\b)[a-z]\w*"
+    r"|\._state\b|\._prepare_cursor\b|\bServerBindingCursor\b|\bcursor\._query\b"
+)
+
+
+def test_no_private_name_of_django_or_psycopg_anywhere_in_the_project():
+    found = []
+    for folder in ("studies", "ualign_web", "workers", "tests", "bench", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == Path(__file__) or "migrations" in path.parts:
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if DJANGO_PRIVATE.search(line.split("#")[0]):
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert found == []
