@@ -436,6 +436,8 @@ def _pick_answer(request: HtmxHttpRequest, study: Study, participant: Participan
     if outcome is not None:
         if outcome.kind is picking.Kind.NOT_FOUND:
             return _link_invalid(request)
+        if outcome.kind is picking.Kind.NOT_OPEN:  # closed (or paused): nothing was saved
+            return _not_open(request, study, participant, "task", task)
         if outcome.kind is picking.Kind.LOST:
             notice = "That task had timed out and was given to someone else, so here is a new one."
             return _after_pick(request, study, participant, notice=notice)
