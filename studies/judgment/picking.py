@@ -263,10 +263,11 @@ def _after_judgment(*, participant: Participant, done: Done, attention_passed: b
 
 
 def complete_participant(*, participant: Participant, now: datetime | None = None) -> Participant:
-    """Give the study's completion code to an active participant who has done their share."""
+    """Give the completion code (`Study.completion_code_for`: the study's, or their own) to an
+    active participant who has done their share."""
     if participant.status == Participant.Status.ACTIVE:
         participant.status = Participant.Status.COMPLETED
-        participant.completion_code = participant.study.completion_code
+        participant.completion_code = participant.study.completion_code_for(participant)
         participant.completed_at = now or timezone.now()
         participant.save(update_fields=["status", "completion_code", "completed_at"])
     return participant
