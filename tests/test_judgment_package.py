@@ -55,10 +55,12 @@ def test_a_pick_is_saved_then_replayed_and_each_outcome_says_which():
     assert task is not None
     saved = _pick(person, task.pk)
     assert saved.kind is picking.Kind.SAVED
-    assert saved.result is not None and saved.result.next_assignment is not None
+    assert saved.result is not None
+    assert saved.result.next_assignment is not None
     replay = _pick(person, task.pk, position=2)
     assert replay.kind is picking.Kind.REPLAYED
-    assert replay.result is not None and replay.result.judgment.pk == saved.result.judgment.pk
+    assert replay.result is not None
+    assert replay.result.judgment.pk == saved.result.judgment.pk
 
 
 def test_a_refused_choice_and_someone_elses_task_are_outcomes_that_save_nothing():
@@ -79,7 +81,8 @@ def test_a_late_pick_on_a_task_whose_item_was_given_away_is_lost():
     assert task is not None
     rules.release_expired_assignments(study=study, now=timezone.now() + 2 * study.assignment_timeout)
     taken = assign.assign_next_item(participant=fast)
-    assert taken is not None and taken.item_id == task.item_id
+    assert taken is not None
+    assert taken.item_id == task.item_id
     assert _pick(slow, task.pk).kind is picking.Kind.LOST
 
 
@@ -109,7 +112,8 @@ def test_close_out_completes_who_has_worked_and_nobody_else():
     worker.refresh_from_db()
     idle.refresh_from_db()
     assert (worker.status, idle.status) == (Participant.Status.COMPLETED, Participant.Status.ACTIVE)
-    assert rules.has_worked(worker) and not rules.has_worked(idle)
+    assert rules.has_worked(worker)
+    assert not rules.has_worked(idle)
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
@@ -120,7 +124,8 @@ def test_prepared_statements_reach_the_query_log_with_their_values():
         task = assign.assign_next_item(participant=person)
     assert task is not None
     claims = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("WITH claimed")]
-    assert claims and f"i.study_id = {study.pk}" in claims[0]
+    assert claims
+    assert f"i.study_id = {study.pk}" in claims[0]
 
 
 # Private names of Django or psycopg (`obj._name`, apart from the documented `Model._meta`).
