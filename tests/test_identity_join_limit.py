@@ -9,6 +9,8 @@ import threading
 
 import pytest
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
 
 from studies.judgment import flow
 from studies.judgment.flow import TooManyJoins
@@ -65,3 +67,17 @@ def test_concurrent_joins_with_one_invite_take_one_place():
     assert len(joined) == 1
     assert Participant.objects.filter(study=study).count() == 1
     assert Invite.objects.get(pk=invite.pk).used_by_id == joined[0].pk
+
+
+def test_concurrent_join_posts_from_one_address_never_pass_the_limit(settings):
+    """The reported attack, through the join page: concurrent POSTs from one address."""
+    settings.UALIGN_JOIN_LIMIT, settings.UALIGN_JOIN_WINDOW_SECONDS = 2, 3600
+    study = make_live_study(n_items=10, annotations_per_item=10)
+    join_url = reverse("studies:join", args=[study.slug])
+
+    def post(i: int) -> int:
+        return Client(REMOTE_ADDR="203.0.113.7").post(join_url, {"invite": study.invite_token}).status_code
+
+    statuses = _in_threads(10, post)
+    assert sorted(statuses) == [302, 302] + [429] * 8
+    assert Participant.objects.filter(study=study).count() == 2
