@@ -27,7 +27,7 @@ from studies import researcher_views, services
 from studies.estimate import planning_views
 from studies.estimate.export import TABLES
 from studies.importing import import_prompts
-from studies.judgment import participants
+from studies.judgment import flow, participants
 from studies.judgment.flow import seats_taken
 from studies.models import (
     Assignment,
@@ -35,6 +35,7 @@ from studies.models import (
     ComparisonItem,
     Doctor,
     GeneratorModel,
+    Invite,
     ItemCandidate,
     Job,
     Judgment,
@@ -257,7 +258,7 @@ class StudyAdmin(admin.ModelAdmin):
     DESIGN_FIELDS = ["generator", "pool_size", "k_values", "opponent_outputs", "replicates", "annotations_per_item",
                      "attention_check_rate", "held_out_fraction", "seed"]
     inlines = [PolicyInline, PreferenceSourceInline]
-    actions = ["prepare_selected", "run_simulated_annotators", "download_judgments"]
+    actions = ["prepare_selected", "run_simulated_annotators", "download_judgments", "create_invites"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
@@ -296,7 +297,8 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token", "participant_links"]}),
+        ("Recruitment and completion", {"fields": ["recruitment", "invite_token", "participant_links", "completion_code",
+                                                   "per_participant_codes", "completion_redirect_url"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -361,6 +363,11 @@ class StudyAdmin(admin.ModelAdmin):
         if not study.pk:
             return "Save the study first."
         base = settings.SITE_URL.rstrip("/")
+        invites = reverse("admin:studies_invite_changelist") + f"?study__id__exact={study.pk}"
+        if study.recruitment == Study.Recruitment.INVITES:
+            return format_html('Single-use invite links: {} unused · <a href="{}">list, add or revoke</a> (the '
+                               "shared key no longer joins).", study.invites.filter(used_at__isnull=True,
+                               revoked_at__isnull=True).count(), invites)  # fmt: skip
         return format_html(
             "Lab volunteers: <code>{}</code><br>Prolific (study URL): <code>{}</code><br>"
             "Both carry the study's key; a link without it is refused.",
@@ -425,6 +432,13 @@ class StudyAdmin(admin.ModelAdmin):
             path("<int:study_id>/copy/", view(researcher_views.copy_study), name="studies_study_copy"),
             path("<int:study_id>/places/", view(researcher_views.study_places), name="studies_study_places"),
         ]
+
+    @admin.action(description="Create 10 single-use invite links for each selected study", permissions=["change"])
+    def create_invites(self, request: HttpRequest, queryset) -> HttpResponseRedirect | None:
+        for study in queryset:
+            flow.create_invites(study=study, count=10)
+        self.message_user(request, "Created 10 invite links per study (they join studies recruited by invites).")
+        return HttpResponseRedirect(reverse("admin:studies_invite_changelist"))
 
     @admin.action(description="Prepare selected studies (generate, populate, fit, build items)", permissions=["change"])
     def prepare_selected(self, request: HttpRequest, queryset) -> None:
@@ -732,3 +746,30 @@ class JobAdmin(ReadOnlyAdmin):
             round(job.progress * 100),
             job.progress_message,
         )
+
+
+@admin.register(Invite)
+class InviteAdmin(admin.ModelAdmin):
+    """Single-use invite links (`Study.Recruitment.INVITES`): one place each, listed with their
+    state and who used them, revoked by the action (`flow.revoke_invites`)."""
+
+    list_display = ["__str__", "study", "state", "used_by", "used_at", "revoked_at", "invite_link"]
+    list_filter = ["study", ("used_at", admin.EmptyFieldListFilter), ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["label", "study__title"]
+    fields = ["study", "label", "invite_link", "used_by", "used_at", "revoked_at"]
+    readonly_fields = ["invite_link", "used_by", "used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Invite | None = None) -> list[str]:
+        return [*self.readonly_fields, "study"] if obj is not None else list(self.readonly_fields)
+
+    @admin.display(description="link")
+    def invite_link(self, invite: Invite) -> str:
+        if not invite.pk:
+            return "Save the invite and its link appears here."
+        return format_html("<code>{}</code>", settings.SITE_URL.rstrip("/") + invite.link())
+
+    @admin.action(description="Revoke the selected invites (their unused links stop working)", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset) -> None:
+        revoked = flow.revoke_invites(invites=queryset)
+        self.message_user(request, f"Revoked {revoked} unused invite(s); used ones are kept as they are.")

@@ -417,7 +417,7 @@ COPY_EXPLANATION = (
 
 # Study fields that are not copied: identity, state, secrets, and what belongs to one Prolific study.
 NOT_COPIED = {"id", "slug", "title", "status", "invite_token", "completion_code", "completion_redirect_url",
-              "created_at", "updated_at"}
+              "code_secret", "created_at", "updated_at"}
 
 
 def _free_slug(slug: str) -> str:

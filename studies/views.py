@@ -43,7 +43,12 @@ from studies.forms import (
 )
 from studies.htmx import HtmxHttpRequest
 from studies.judgment import assign, flow, participants, picking
-from studies.judgment.flow import AlreadyJoined, StudyUnavailable, TooManyJoins
+from studies.judgment.flow import (
+    AlreadyJoined,
+    LinkRefused,
+    StudyUnavailable,
+    TooManyJoins,
+)
 from studies.models import Assignment, Participant, Study
 
 STEP_FOR_STATUS: dict[str, str] = {
@@ -230,7 +235,9 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
-    """The study link `?invite=<the study's key>[&PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=…]`.
+    """The study link `?invite=<the study's key or a single-use invite>[&PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=…]`.
+
+    What the link must carry depends on the study's recruitment mode (`flow.check_link`).
 
     GET shows the landing page (no side effects); its form POSTs here to create the participant.
     A browser that already joined goes straight to its current step.
@@ -242,12 +249,14 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     if not form.is_valid():
         problems = [str(error) for errors in form.errors.values() for error in errors]
         return _link_invalid(request, status=400, problems=problems)
-    pid = form.cleaned_data["PROLIFIC_PID"]
+    pid = flow.normalized_pid(study, form.cleaned_data["PROLIFIC_PID"])
     participant = _browser_participant(request, study)
     if participant is not None and (not pid or pid == participant.external_id):
         return redirect(_step_url(participant))
-    if not flow.is_valid_invite(study, form.cleaned_data["invite"]):
-        return _link_invalid(request, status=403, missing_key=True)
+    try:
+        flow.check_link(study, invite=form.cleaned_data["invite"], pid=pid)  # by the study's recruitment mode
+    except LinkRefused as exc:
+        return _refused(request, exc)
     if pid and Participant.objects.filter(study=study, external_id=pid).exists():
         return _started_elsewhere(request, study)
     if request.method == "GET":
@@ -259,6 +268,11 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     return _create_participant(request, study, form)
 
 
+def _refused(request: HtmxHttpRequest, exc: LinkRefused) -> HttpResponse:
+    return _link_invalid(request, status=exc.status, problems=[exc.message] if exc.message else [],
+                         missing_key=exc.missing_key)  # fmt: skip
+
+
 def _create_participant(request: HtmxHttpRequest, study: Study, form: JoinForm) -> HttpResponse:
     data = form.cleaned_data
     try:
@@ -268,7 +282,10 @@ def _create_participant(request: HtmxHttpRequest, study: Study, form: JoinForm) 
             prolific_study_id=data["STUDY_ID"],
             prolific_session_id=data["SESSION_ID"],
             client_key=client_key(request),
+            invite=data["invite"],
         )
+    except LinkRefused as exc:  # an invite used or revoked since the landing page
+        return _refused(request, exc)
     except StudyUnavailable as exc:
         return _unavailable(request, study, exc.reason)
     except AlreadyJoined:
@@ -436,6 +453,8 @@ def _pick_answer(request: HtmxHttpRequest, study: Study, participant: Participan
     if outcome is not None:
         if outcome.kind is picking.Kind.NOT_FOUND:
             return _link_invalid(request)
+        if outcome.kind is picking.Kind.NOT_OPEN:  # closed (or paused): nothing was saved
+            return _not_open(request, study, participant, "task", task)
         if outcome.kind is picking.Kind.LOST:
             notice = "That task had timed out and was given to someone else, so here is a new one."
             return _after_pick(request, study, participant, notice=notice)

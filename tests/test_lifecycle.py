@@ -209,18 +209,20 @@ def test_closing_completes_every_participant_with_a_pick_and_gives_them_the_code
     assert b"DONE-7" in done.content
 
 
-def test_a_participant_whose_pick_lands_as_the_study_closes_gets_the_code(client):
-    """The stranded case: a pick saved after the close (submits stay open) still earns the code."""
+def test_a_pick_posted_after_the_study_closed_is_refused_and_earns_no_code(client):
+    """Closed means closed (#24, finding 4; this test asserted the opposite before): a pick posted
+    after the close saves nothing, and a participant without a pick gets no code."""
     study = make_live_study(items_per_participant=3, completion_code="LATE-1")
     participant = start(client, study)
     client.get(url("task", study))
     current = open_assignment(participant)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)  # closed between page and pick
     response = client.post(url("submit_judgment", study), {"assignment": current.pk, "choice": 1}, follow=True)
-    assert response.redirect_chain[-1][0] == url("done", study)
-    assert b"LATE-1" in response.content
+    assert b"This study is not open" in response.content
+    assert b"LATE-1" not in response.content
+    assert not Judgment.objects.filter(assignment=current).exists()
     participant.refresh_from_db()
-    assert participant.status == Participant.Status.COMPLETED
+    assert participant.status == Participant.Status.ACTIVE
 
 
 def test_a_participant_without_a_pick_sees_that_the_study_is_closed(client):

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from studies.judgment import rules
-from studies.models import Participant, Study
+from studies.models import Invite, Participant, Study
 
 COMPREHENSION_ATTEMPTS = 2
 
@@ -40,6 +42,49 @@ class StudyUnavailable(Exception):
 
 def is_valid_invite(study: Study, token: str) -> bool:
     return bool(token) and hmac.compare_digest(token.encode(), study.invite_token.encode())
+
+
+# Prolific's participant ids: 24 hexadecimal characters (a MongoDB ObjectId), compared in lower case.
+PROLIFIC_PID = re.compile(r"[0-9a-f]{24}")
+
+
+class LinkRefused(Exception):
+    """The link lacks what the study's recruitment mode asks for (docs/security.md): the study's
+    key, a valid single-use invite, or a well-formed PROLIFIC_PID. `missing_key`: say only that
+    the key is missing or wrong (nothing about the study)."""
+
+    def __init__(self, message: str = "", *, status: int = 403, missing_key: bool = False) -> None:
+        super().__init__(message or "missing key")
+        self.message, self.status, self.missing_key = message, status, missing_key
+
+
+def normalized_pid(study: Study, pid: str) -> str:
+    """A Prolific study's PIDs in lower case, so that one id can't join twice by changing case."""
+    return pid.lower() if study.recruitment == Study.Recruitment.PROLIFIC else pid
+
+
+def check_link(study: Study, *, invite: str, pid: str, lock: bool = False) -> Invite | None:
+    """What a newcomer's link must carry, by the study's recruitment mode; the unused invite it
+    names (invites mode), else None. Raises LinkRefused. The key is checked first, so a link
+    without it learns nothing else. `lock`: take the invite's row lock (the join that uses it),
+    which also reads its state as committed by a join that held the lock before."""
+    found = None
+    if study.recruitment == Study.Recruitment.INVITES:
+        invites = Invite.objects.filter(study=study, token=invite)
+        found = (invites.select_for_update(no_key=True) if lock else invites).first() if invite else None
+        if found is None:
+            raise LinkRefused(missing_key=True)
+        if found.revoked_at is not None:
+            raise LinkRefused("This invite link was withdrawn by the researchers.")
+        if found.used_at is not None:
+            raise LinkRefused("This invite link has been used already: each invite takes one place. Continue in the "
+                              "browser where you started, or with your resume link.")  # fmt: skip
+    elif not is_valid_invite(study, invite):
+        raise LinkRefused(missing_key=True)
+    if study.recruitment == Study.Recruitment.PROLIFIC and not PROLIFIC_PID.fullmatch(pid):
+        raise LinkRefused("This study takes part through Prolific: please open it from Prolific, whose link carries "
+                          "your Prolific ID (PROLIFIC_PID, 24 hexadecimal characters).", status=400)  # fmt: skip
+    return found
 
 
 def seats_taken(study: Study, *, up_to: int | None = None) -> int:
@@ -78,6 +123,19 @@ def _ensure_open_releasing(study: Study) -> None:
         ensure_open_for_newcomers(study)
 
 
+def create_invites(*, study: Study, count: int, label: str = "") -> list[Invite]:
+    """`count` new single-use invite links for `study` (numbered after `label`, if given)."""
+    return Invite.objects.bulk_create(
+        [Invite(study=study, label=f"{label} {i}".strip() if label else "") for i in range(1, count + 1)]
+    )
+
+
+def revoke_invites(*, invites: QuerySet[Invite], now: datetime | None = None) -> int:
+    """Withdraw the unused ones among `invites`: their links join nobody after this. A used
+    invite stays as it is (its participant carries on; end them with "Mark returned")."""
+    return invites.filter(used_at__isnull=True, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+
+
 class AlreadyJoined(Exception):
     """This Prolific PID already has a participant: only the browser it joined with (or its
     resume link) may continue it, so a stranger who knows the PID can't take it over."""
@@ -96,11 +154,15 @@ def check_join_rate(*, study: Study, client_key: str, now: datetime | None = Non
 
     Counted on the Participant rows themselves (indexed by study, client key and time), so the
     limit holds across web processes and hosts and survives restarts, with no cache to run.
-    Concurrent joins from one client may pass it by at most the number in flight at once.
+    The count and the insert that follows it are one step: the joins of a study take its row
+    lock first (held to the end of `join_study`'s transaction), so concurrent joins from one
+    client are counted one after another and can't pass the limit together (#24). Joins are
+    rare next to picks, which never lock the study row.
     """
     limit, window = settings.UALIGN_JOIN_LIMIT, timedelta(seconds=settings.UALIGN_JOIN_WINDOW_SECONDS)
     if not limit or not client_key:
         return
+    Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True).first()
     now = now or timezone.now()
     recent = Participant.objects.filter(study=study, client_key=client_key, created_at__gte=now - window)
     times = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:limit])
@@ -117,8 +179,14 @@ def join_study(
     prolific_session_id: str = "",
     client_key: str = "",
     is_simulated: bool = False,
+    invite: str | None = None,
 ) -> Participant:
     """Create a participant for a newcomer; the caller binds it to their browser.
+
+    `invite`: the link's key (the study's key, or a single-use invite's token); None for the
+    server's own joins (simulated annotators, tests), which skip the link's checks. With a key,
+    the study's recruitment mode is checked (`check_link`: LinkRefused) and an invite is used up
+    here, under its row lock, so two browsers racing on one invite get one place.
 
     Raises AlreadyJoined for a Prolific PID the study already has (including two joins of one
     PID racing), StudyUnavailable when the study is closed or full, and TooManyJoins past the
@@ -126,6 +194,8 @@ def join_study(
     """
     if study.is_pilot and not is_simulated:  # a pilot copy (studies/pilots.py) is never open to people
         raise StudyUnavailable("closed")
+    prolific_pid = normalized_pid(study, prolific_pid)
+    used = None if invite is None else check_link(study, invite=invite, pid=prolific_pid, lock=True)
     if prolific_pid and Participant.objects.filter(study=study, external_id=prolific_pid).exists():
         raise AlreadyJoined()
     check_join_rate(study=study, client_key=client_key)
@@ -135,9 +205,12 @@ def join_study(
         fields |= {"prolific_study_id": prolific_study_id, "prolific_session_id": prolific_session_id}
     try:
         with transaction.atomic():
-            return Participant.objects.create(**fields)
+            participant = Participant.objects.create(**fields)
     except IntegrityError:
         raise AlreadyJoined() from None  # the same PID joined at the same moment elsewhere
+    if used is not None:
+        Invite.objects.filter(pk=used.pk).update(used_by=participant, used_at=timezone.now())
+    return participant
 
 
 # --- Before the tasks ---------------------------------------------------------------------

@@ -115,9 +115,16 @@ def close_out_study(*, study: Study, now: datetime | None = None) -> int:
     code); every open assignment is released. Returns the number completed. Call it inside the
     transaction that closes the study."""
     now = now or timezone.now()
-    completed = Participant.objects.filter(study=study, status=Status.ACTIVE).worked().update(
-        status=Status.COMPLETED, completion_code=study.completion_code, completed_at=now, last_active_at=now
-    )
+    workers = Participant.objects.filter(study=study, status=Status.ACTIVE).worked()
+    fields = {"status": Status.COMPLETED, "completed_at": now, "last_active_at": now}
+    if study.per_participant_codes:  # each their own code: one UPDATE per participant, once per study
+        completed = 0
+        for participant in workers.only("pk", "pseudonym"):
+            code = study.completion_code_for(participant)
+            completed += Participant.objects.filter(pk=participant.pk, status=Status.ACTIVE).update(
+                completion_code=code, **fields)  # fmt: skip
+    else:
+        completed = workers.update(completion_code=study.completion_code, **fields)
     rules.release_open_assignments(study=study)  # with the items' counters (#14)
     return completed
 
@@ -215,6 +222,7 @@ def places(study: Study) -> Places:
 REVIEW_HEADER = (
     "study", "PROLIFIC_PID", "decision", "status", "review_status", "picks", "attention_failures",
     "completion_code", "joined_at", "last_active_at", "completed_at", "participant", "is_simulated",
+    "expected_code", "code_ok",
 )  # fmt: skip
 DECISIONS: dict[str, str] = {Participant.Review.APPROVED: "APPROVE", Participant.Review.REJECTED: "REJECT"}
 
@@ -230,7 +238,8 @@ def review_csv(participants: QuerySet[Participant]) -> str:
     """The approve/reject list as CSV: one row per participant, text cells formula-safe (`text.safe_text`).
 
     `decision` is APPROVE or REJECT once reviewed (empty before): the column to filter on when
-    pasting PROLIFIC_PIDs into Prolific's bulk approval.
+    pasting PROLIFIC_PIDs into Prolific's bulk approval. `expected_code` and `code_ok`: the code
+    a completed participant should hold, and whether theirs is it (`_code_check`).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -241,8 +250,19 @@ def review_csv(participants: QuerySet[Participant]) -> str:
             safe_text(p.study.slug), safe_text(p.external_id), DECISIONS.get(p.review_status, ""), p.status,
             p.review_status, picks, p.attention_failures, safe_text(p.completion_code), _iso(p.created_at),
             _iso(p.last_active_at), _iso(p.completed_at), p.pseudonym, "true" if p.is_simulated else "false",
+            *_code_check(p),
         ])  # fmt: skip
     return buffer.getvalue()
+
+
+def _code_check(participant: Participant) -> tuple[str, str]:
+    """The code the participant should have been given (`Study.completion_code_for`, recomputed
+    now: with per-participant codes it names one person), and whether the stored one matches:
+    compare `expected_code` with the code each submission on Prolific carries."""
+    if participant.status != Status.COMPLETED:
+        return "", ""
+    expected = participant.study.completion_code_for(participant)
+    return safe_text(expected), "true" if participant.completion_code == expected else "false"
 
 
 def _iso(moment: datetime | None) -> str:

@@ -49,6 +49,10 @@ class AssignmentLost(Exception):
     """A pick arrived for an assignment that timed out and whose item has since been filled."""
 
 
+class StudyNotOpen(Exception):
+    """The study takes no pick now: closed, or paused and the task was not open (`rules.takes_pick`)."""
+
+
 class InvalidChoice(ValueError):
     """The submitted position is not one of the shown responses (or can't-decide isn't allowed)."""
 
@@ -159,7 +163,8 @@ def record_judgment(
     """Save one pick exactly once. `position` is the displayed position, from 1.
 
     A second call for the same assignment returns the first judgment unchanged. Raises
-    Assignment.DoesNotExist for someone else's assignment, InvalidChoice for a bad position,
+    Assignment.DoesNotExist for someone else's assignment, StudyNotOpen when the study takes no
+    pick now (closed; paused and the task not open: `rules.takes_pick`), InvalidChoice for a bad position,
     AssignmentLost when a timed-out assignment's item was filled meanwhile. `participant` may be
     a `Browser`: the active participant it names, found and locked with the assignment (the
     annotator's pick, one statement fewer); DoesNotExist too when there is none.
@@ -186,10 +191,18 @@ def _record(*, participant: Participant | BrowserKey, assignment_id: int, positi
         if existing is not None:
             return JudgmentResult(existing, created=False)
     participant, study, item = assignment.participant, assignment.participant.study, assignment.item
+    # The study's status came with the locked read (no statement of its own). A pick whose read
+    # waited on Close's lock of the assignment sees it released, with the status read before the
+    # wait: that rare path reads the status again before it takes the place back.
+    if not rules.takes_pick(study.status, assignment.status):
+        raise StudyNotOpen()
     done = Done.of(participant)
     chosen = _chosen(assignment, study, position, cant_decide)
-    if assignment.status == Assignment.Status.RELEASED and not rules.reclaim_place(assignment, study):
-        raise AssignmentLost()
+    if assignment.status == Assignment.Status.RELEASED:
+        if not rules.takes_pick(rules.study_status_now(study), assignment.status):
+            raise StudyNotOpen()
+        if not rules.reclaim_place(assignment, study):
+            raise AssignmentLost()
     attention_passed = None
     if item.is_attention_check and chosen is not None:
         attention_passed = not chosen.candidate.is_attention_check
@@ -250,10 +263,11 @@ def _after_judgment(*, participant: Participant, done: Done, attention_passed: b
 
 
 def complete_participant(*, participant: Participant, now: datetime | None = None) -> Participant:
-    """Give the study's completion code to an active participant who has done their share."""
+    """Give the completion code (`Study.completion_code_for`: the study's, or their own) to an
+    active participant who has done their share."""
     if participant.status == Participant.Status.ACTIVE:
         participant.status = Participant.Status.COMPLETED
-        participant.completion_code = participant.study.completion_code
+        participant.completion_code = participant.study.completion_code_for(participant)
         participant.completed_at = now or timezone.now()
         participant.save(update_fields=["status", "completion_code", "completed_at"])
     return participant
@@ -277,6 +291,7 @@ class Kind(enum.Enum):
     NOT_FOUND = "not_found"  # no active participant of this browser holds that assignment
     INVALID = "invalid"  # not one of the shown positions, or "can't decide" where it isn't allowed
     LOST = "lost"  # the assignment timed out and its item was filled meanwhile
+    NOT_OPEN = "not_open"  # the study is closed (or paused and the task was not open): nothing saved
 
 
 @dataclass(frozen=True)
@@ -302,5 +317,7 @@ def pick(*, browsers: Iterable[BrowserKey], assignment_id: int, position: int | 
             return Outcome(Kind.INVALID, error=str(exc))
         except AssignmentLost:
             return Outcome(Kind.LOST)
+        except StudyNotOpen:
+            return Outcome(Kind.NOT_OPEN)
         return Outcome(Kind.SAVED if result.created else Kind.REPLAYED, result)
     return Outcome(Kind.NOT_FOUND)

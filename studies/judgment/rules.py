@@ -18,7 +18,9 @@ reclaim, close-out, the simulated annotators' sizing) all read these from here:
 - **has worked**: a participant with at least one completed task (`Participant.tasks_done`, moved
   on by the pick that completes each, under the participant's row lock);
 - **timeout**: an assignment open, or a participant idle, for longer than the study's
-  `assignment_timeout` (`timeout_cutoff`).
+  `assignment_timeout` (`timeout_cutoff`);
+- **takes picks**: a live study takes every pick; a paused one only the pick of a task still
+  open (`ASSIGNED`: the participant finishes it); any other study none (`takes_pick`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,21 @@ def has_worked(participant: Participant) -> bool:
     """Whether the participant completed at least one task (they get the completion code when
     the study ends before their share)."""
     return participant.tasks_done > 0
+
+
+def takes_pick(study_status: str, assignment_status: str) -> bool:
+    """Whether a pick on an assignment in `assignment_status` may be saved into a study in
+    `study_status` (docs/architecture.md, Lifecycle): live, or paused with the task still open.
+    A closed study takes nothing, so no judgment lands after Close and no code is earned by it."""
+    if study_status == Study.Status.LIVE:
+        return True
+    return study_status == Study.Status.PAUSED and assignment_status == Assignment.Status.ASSIGNED
+
+
+def study_status_now(study: Study) -> str:
+    """The study's status as committed now (a fresh read: a pick that waited on a row lock held
+    by Close sees the close, not the status its locked read began with)."""
+    return Study.objects.filter(pk=study.pk).values_list("status", flat=True).first() or ""
 
 
 def completed_count(participant: Participant) -> int:

@@ -20,6 +20,7 @@ from studies.models.jobs import (
 )
 from studies.models.participants import (
     Assignment,
+    Invite,
     Judgment,
     Participant,
     ParticipantQuerySet,
@@ -45,7 +46,7 @@ from studies.models.study import (
 )
 
 __all__ = [
-    "Assignment", "Candidate", "ComparisonItem", "Doctor", "GeneratorModel", "ItemCandidate", "Job", "JobQuerySet",
+    "Assignment", "Candidate", "ComparisonItem", "Doctor", "GeneratorModel", "Invite", "ItemCandidate", "Job", "JobQuerySet",
     "Judgment", "Participant", "ParticipantQuerySet", "Policy", "PolicyFit", "PopulationMatrix", "PreferencePair",
     "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "TokenRewardCache", "_validate_assignment_timeout",
     "_validate_held_out_fraction",

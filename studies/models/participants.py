@@ -9,6 +9,7 @@ import secrets
 
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from studies.models.study import ComparisonItem, ItemCandidate, Study, new_token
@@ -178,3 +179,34 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"judgment on {self.assignment}"
+
+
+class Invite(models.Model):
+    """A single-use invite link for a study recruited by invites (`Study.Recruitment.INVITES`):
+    `/s/<slug>/?invite=<token>` takes one place. The join that uses it records the participant
+    (`judgment.flow.join_study`, under the invite's row lock); a used or revoked invite joins
+    nobody else. Revoking stops an unused link; a participant who joined already keeps going."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="invites")
+    token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    label = models.CharField(max_length=200, blank=True, help_text="Whom it is for (researchers only see it).")
+    used_by = models.OneToOneField(Participant, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="invite", editable=False)  # fmt: skip
+    used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.label or f"invite {self.pk}"
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "used" if self.used_at is not None else "unused"
+
+    def link(self) -> str:
+        return f"{reverse('studies:join', args=[self.study.slug])}?invite={self.token}"

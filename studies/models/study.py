@@ -8,6 +8,7 @@ one row; cross-model workflows live in `studies/services.py`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import timedelta
 
@@ -77,6 +78,13 @@ class Study(models.Model):
         PAUSED = "paused", "Paused"
         CLOSED = "closed", "Closed"
 
+    class Recruitment(models.TextChoices):
+        """How a place is claimed (docs/security.md, "Recruitment modes")."""
+
+        SHARED_LINK = "shared_link", "Shared link: anyone with the study's key joins"
+        PROLIFIC = "prolific", "Prolific: the study's key and a well-formed PROLIFIC_PID"
+        INVITES = "invites", "Single-use invite links: one place each"
+
     class CantDecide(models.TextChoices):
         EXCLUDE = "exclude", "Excluded from win rates"
         TIE = "tie", "Counted as a tie over all shown positions (credit k/(k+m))"
@@ -127,6 +135,17 @@ class Study(models.Model):
         help_text="For example Prolific's completion URL (http or https).",
     )
     invite_token = models.CharField(max_length=64, unique=True, default=new_token)
+    recruitment = models.CharField(
+        max_length=16, choices=Recruitment.choices, default=Recruitment.SHARED_LINK,
+        help_text="Prolific: joins need a PROLIFIC_PID (24 hex characters). Single-use invites: each invite link "
+        "(Invites in the admin) takes one place and the shared key no longer joins.",
+    )
+    per_participant_codes = models.BooleanField(
+        default=False, help_text="Give each participant their own completion code (derived from a secret; the "
+        "approve/reject export lists the code each participant should have submitted) instead of the study's code.",
+    )
+    # The key of the per-participant completion codes (`completion_code_for`); never shown.
+    code_secret = models.CharField(max_length=64, default=new_token, editable=False)
     seed = models.PositiveIntegerField(default=0)
     # A pilot copy (studies/pilots.py): the original's items on copied prompts and policies, with its
     # own quota, participants and judgments, for simulated annotators only; never joinable by people.
@@ -168,6 +187,9 @@ class Study(models.Model):
                 condition=Q(status__in=["draft", "preparing", "ready", "live", "paused", "closed"]),
                 name="study_status_valid",
             ),
+            models.CheckConstraint(
+                condition=Q(recruitment__in=["shared_link", "prolific", "invites"]), name="study_recruitment_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -188,6 +210,16 @@ class Study(models.Model):
         if moved != 1:
             raise ValidationError("The study changed meanwhile; reload and try again.")
         self.status = status
+
+    def completion_code_for(self, participant: models.Model) -> str:
+        """The code a participant who completes gets: the study's, or with `per_participant_codes`
+        their own, an HMAC of their pseudonym under `code_secret` (12 hex characters). Derived, so
+        the review export can say which code each participant should have submitted, and one
+        participant's code is worth nothing to anyone else."""
+        if not self.per_participant_codes:
+            return self.completion_code
+        message = f"{self.pk}:{participant.pseudonym}".encode()  # type: ignore[attr-defined]
+        return hmac.new(self.code_secret.encode(), message, hashlib.sha256).hexdigest()[:12].upper()
 
     @property
     def is_pilot(self) -> bool:
