@@ -15,7 +15,7 @@ def _own_code_secrets(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studies', '0008_participant_done_counters'),
+        ('studies', '0011_one_active_import'),
     ]
 
     operations = [
