@@ -1,4 +1,4 @@
-"""Shared fixtures, for every test module (no test module imports another):
+"""Shared fixtures, for every test module (no test module imports another: tests/test_no_test_module_imports.py checks):
 
 - `rng`: a seeded NumPy generator;
 - the cast of users: `researcher` (staff and superuser), `researcher_client` (logged in as them),
