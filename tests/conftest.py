@@ -1,4 +1,4 @@
-"""Shared fixtures, for every test module (no test module imports another):
+"""Shared fixtures, for every test module (no test module imports another: tests/test_no_test_module_imports.py checks):
 
 - `rng`: a seeded NumPy generator;
 - the cast of users: `researcher` (staff and superuser), `researcher_client` (logged in as them),
@@ -6,9 +6,14 @@
 - `celery_worker_process`: a real `celery worker` subprocess over Redis (`WorkerProcess`);
 - `tiny_model`: a tiny random Llama on disk, built once a session (tests/tinymodels.py);
 - `browser`: one headless Chromium per test module, through Playwright;
-- `judged_study`: the judged study of the results tests (`tests.judgments.make_judged_study`).
+- `judged_study`: the judged study of the results tests (`tests.judgments.make_judged_study`);
+- `draft_study` (a draft with 5 prompts and the `DRAFT_POLICIES`) and `piloted_study` (two
+  policies' items, each judged by the same 5 people): the planning tests';
+- `dead_port` (bound, refuses connections) and `silent_port` (accepts, never answers): a broker
+  or database that is down or hung.
 
-Builders that are not fixtures live beside this file: tests/factories.py (rows), judgments.py,
+Builders that are not fixtures live beside this file: tests/factories.py (rows, upload files,
+the admin's study form and plan URL), judgments.py,
 annotator.py (the annotator's path through the test client), browser_flow.py, pipeline.py,
 csv_study.py, prodserver.py and tinymodels.py.
 """
@@ -17,9 +22,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -171,3 +178,85 @@ def judged_study():
     from tests.judgments import make_judged_study
 
     return make_judged_study()
+
+
+DRAFT_POLICIES = ["sample", "nlhf", "multiplayer"]
+
+
+@pytest.fixture
+def draft_study():
+    from tests.factories import make_policy, make_prompt, make_study
+
+    study = make_study(slug="draft", title="Draft study", k_values=[1, 4], annotations_per_item=2,
+                       items_per_participant=12, attention_check_rate=0.1)
+    for i in range(5):
+        make_prompt(study=study, external_id=f"p{i}")
+    for name in DRAFT_POLICIES:
+        make_policy(study=study, name=name)
+    return study
+
+
+@pytest.fixture
+def piloted_study():
+    """Two policies at k = 2 on 8 prompts, every item judged by the same 5 people (160 judgments)."""
+    import numpy as np
+
+    from studies.models import Study
+    from tests.factories import (
+        make_item,
+        make_participant,
+        make_policy,
+        make_prompt,
+        make_study,
+    )
+    from tests.judgments import make_judgment
+
+    study = make_study(slug="pilot", title="Pilot", k_values=[2], status=Study.Status.LIVE, annotations_per_item=5)
+    alpha, beta = make_policy(study=study, name="alpha"), make_policy(study=study, name="beta")
+    people = [make_participant(study=study) for _ in range(5)]
+    rng = np.random.default_rng(16)
+    for i in range(8):
+        prompt = make_prompt(study=study, external_id=f"q{i}")
+        for policy, label, other in [(alpha, "adversary", None), (alpha, "beta", beta),
+                                     (beta, "adversary", None), (beta, "alpha", alpha)]:
+            item = make_item(study=study, prompt=prompt, policy=policy, texts=[f"{policy.name} {label} {i}", f"other {label} {i}"],
+                             counts=[(2, 0), (0, 1)], opponent_label=label, opponent_policy=other,
+                             predicted_win_rate=0.7 if label == "adversary" else 0.5)
+            lean = rng.uniform(0.2, 0.8)  # the prompt's own pull
+            for person in people:
+                make_judgment(item=item, participant=person, pick=0 if rng.random() < lean else 1)
+    return study
+
+
+@pytest.fixture
+def dead_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]  # bound, never listening: connections are refused
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers (a hung broker)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for s in held:
+        s.close()
+    listener.close()

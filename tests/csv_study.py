@@ -1,11 +1,13 @@
 """A study whose population comes from an uploaded CSV (no models), and the steps run on it.
 
-Shared by the tests of `studies.steps` (tests/test_steps_*.py).
+Shared by the tests of `studies.steps` (tests/test_steps_*.py); `byo_study` (imported pools,
+no generator at all) by the candidate-import and broker tests.
 """
 
 from __future__ import annotations
 
-from studies.models import ItemCandidate, PreferenceSource
+from studies.candidate_import import import_candidates
+from studies.models import ItemCandidate, PreferenceSource, Study
 from studies.steps import fit, items, population
 from tests.factories import (
     make_candidate,
@@ -58,3 +60,30 @@ def snapshot(study):
          ic.item.is_attention_check, ic.candidate_id, ic.slot, ic.count_policy, ic.count_opponent)
         for ic in ItemCandidate.objects.filter(item__study=study).select_related("item")
     )
+
+
+# Pools to import (`studies.candidate_import`): identical texts merge, adding their counts.
+POOLS_CSV = """external_id,prompt,candidate,count,source
+tea,How do I brew green tea?,Use water at 80 °C for two minutes.,3,model-a
+tea,,Boil it hard for ten minutes.,1,model-b
+tea,How do I brew green tea?,Use water at 80 °C for two minutes.,2,model-b
+tea,,"Steep it briefly, then taste.",,
+sky,Why is the sky blue?,Rayleigh scattering.,2,model-a
+sky,,Because it reflects the sea.,1,model-a
+sky,,Air scatters blue light more than red.,1,
+"""
+
+
+def byo_study() -> Study:
+    """A study without a generator: imported pools, three policies, a utilities CSV naming the imported ids."""
+    study = make_study(pool_size=4, k_values=[1, 2], attention_check_rate=0.2)
+    assert import_candidates(study=study, filename="pools.csv", data=POOLS_CSV.encode()).ok
+    for kind in ("sample", "multiplayer", "nlhf"):
+        make_policy(study=study, name=kind, kind=kind)
+    lines = ["type,candidate_id,utility,prompt"]
+    for prompt in study.prompts.order_by("id"):
+        for t, name in enumerate(["terse", "careful", "odd"]):
+            lines += [f"{name},{c.pk},{(j * (t + 2)) % 4},{prompt.external_id}"
+                      for j, c in enumerate(population.population_candidates(prompt))]
+    PreferenceSource.objects.create(study=study, kind="csv", data="\n".join(lines))
+    return study

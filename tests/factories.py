@@ -1,10 +1,17 @@
-"""Small explicit builders for test data (house style E)."""
+"""Small explicit builders for test data (house style E): rows, the files a researcher uploads,
+and the admin's study form and plan URL as the tests drive them."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from datetime import timedelta
+
+from django.urls import reverse
+from django.utils import timezone
 
 from studies.models import (
+    Assignment,
     Candidate,
     ComparisonItem,
     GeneratorModel,
@@ -104,3 +111,38 @@ def make_live_study(n_items: int = 3, *, prompt_text: str = "Prompt number", **o
         make_item(study=study, prompt=make_prompt(study=study, text=f"{prompt_text} {i}"), policy=policy,
                   texts=[f"Answer {i}a", f"Answer {i}b"], counts=[(2, 0), (0, 1)])
     return study
+
+
+def abandoned_participant(study: Study) -> tuple[Participant, Assignment]:
+    """A participant who took a task two hours ago and was never seen again."""
+    then = timezone.now() - timedelta(hours=2)
+    participant = make_participant(study=study, status=Participant.Status.ACTIVE, consent_at=then, last_active_at=then)
+    assignment = Assignment.objects.create(participant=participant, item=study.items.first(), assigned_at=then)
+    return participant, assignment
+
+
+def anonymous_rows(n: int) -> bytes:
+    """Prompts without external_id: nothing but the job's own state keeps them from being imported twice."""
+    return "".join(json.dumps({"text": f"Prompt number {i}: say something kind."}) + "\n" for i in range(n)).encode()
+
+
+def admin_study_form(rf, researcher, study, **changes):
+    """The admin's real form for the study, bound to its current values with `changes`."""
+    from django.contrib import admin
+    from django.forms.models import model_to_dict
+
+    request = rf.post("/")
+    request.user = researcher
+    form_class = admin.site.get_model_admin(Study).get_form(request, obj=study, change=True)
+    data = {k: v for k, v in model_to_dict(study).items() if v is not None}
+    for name in ("k_values", "comprehension_choices"):
+        data[name] = json.dumps(data[name])
+    data.pop("generator", None)
+    data.update(changes)
+    return form_class(data=data, instance=study)
+
+
+def plan_url(study, **params) -> str:
+    """The admin's "Plan" page for the study, with `params` as its query."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return reverse("admin:studies_study_plan", args=[study.pk]) + (f"?{query}" if query else "")

@@ -1,5 +1,6 @@
 """Studies run through the real pipeline on the tiny random model (the `tiny_model` fixture in
-tests/conftest.py), shared by the task, worker, doctor and fault tests.
+tests/conftest.py), shared by the task, worker, doctor and fault tests, and the waits on a real
+worker (`wait_for_worker`, `wait_for_job`) that they and the background-import tests share.
 """
 
 from __future__ import annotations
@@ -72,3 +73,14 @@ def wait_for_worker(predicate, timeout: float, worker, what: str) -> None:
         time.sleep(0.1)
     jobs = list(Job.objects.values_list("kind", "status", "attempts", "error"))
     raise AssertionError(f"timed out waiting for {what}; jobs {jobs}\n{worker.log()}")
+
+
+def wait_for_job(job: Job, worker, timeout: float = 120) -> Job:
+    """Poll until the job is finished; on timeout fail with its state and the worker's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.is_finished:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"the import job did not finish: {job.status} {job.progress_message}\n{worker.log()}")

@@ -17,31 +17,19 @@ from studies.models import (
     ComparisonItem,
     Job,
     PolicyFit,
-    PreferenceSource,
     Prompt,
     Study,
 )
-from studies.steps import population
 from studies.tasks import (
     build_items,
     build_populations,
     fit_policies,
     generate_candidates,
 )
-from tests.factories import make_generator, make_policy, make_prompt, make_study
+from tests.csv_study import POOLS_CSV, byo_study
+from tests.factories import make_generator, make_prompt, make_study
 
 pytestmark = pytest.mark.django_db
-
-POOLS_CSV = """external_id,prompt,candidate,count,source
-tea,How do I brew green tea?,Use water at 80 °C for two minutes.,3,model-a
-tea,,Boil it hard for ten minutes.,1,model-b
-tea,How do I brew green tea?,Use water at 80 °C for two minutes.,2,model-b
-tea,,"Steep it briefly, then taste.",,
-sky,Why is the sky blue?,Rayleigh scattering.,2,model-a
-sky,,Because it reflects the sea.,1,model-a
-sky,,Air scatters blue light more than red.,1,
-"""
-
 
 def pools(study: Study) -> dict[str, list[tuple[str, int, list[str]]]]:
     out: dict[str, list] = {}
@@ -187,21 +175,6 @@ def test_the_command_imports_a_file_and_refuses_a_bad_one(tmp_path, capsys):
 
     assert "Imported 6 candidates" in capsys.readouterr().out
     assert Candidate.objects.filter(prompt__study=study).count() == 6
-
-
-def byo_study() -> Study:
-    """A study without a generator: imported pools, three policies, a utilities CSV naming the imported ids."""
-    study = make_study(pool_size=4, k_values=[1, 2], attention_check_rate=0.2)
-    assert import_candidates(study=study, filename="pools.csv", data=POOLS_CSV.encode()).ok
-    for kind in ("sample", "multiplayer", "nlhf"):
-        make_policy(study=study, name=kind, kind=kind)
-    lines = ["type,candidate_id,utility,prompt"]
-    for prompt in study.prompts.order_by("id"):
-        for t, name in enumerate(["terse", "careful", "odd"]):
-            lines += [f"{name},{c.pk},{(j * (t + 2)) % 4},{prompt.external_id}"
-                      for j, c in enumerate(population.population_candidates(prompt))]
-    PreferenceSource.objects.create(study=study, kind="csv", data="\n".join(lines))
-    return study
 
 
 def test_a_study_of_imported_candidates_prepares_without_a_generator_through_every_step():

@@ -16,16 +16,15 @@ from django.urls import reverse
 from studies import services
 from studies.models import Job, Study
 from studies.tasks import NOT_STARTED, QueueUnavailable
-from tests.test_candidate_import import byo_study
-from tests.test_hardening_imports import anonymous_rows
-from tests.test_production_settings import dead_port  # noqa: F401  (fixture)
+from tests.csv_study import byo_study
+from tests.factories import anonymous_rows
 from ualign_web.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the message is sent when the transaction commits
 
 
 @pytest.fixture
-def broker_down(monkeypatch, dead_port):  # noqa: F811
+def broker_down(monkeypatch, dead_port):
     monkeypatch.setattr(celery_app.conf, "broker_write_url", f"redis://127.0.0.1:{dead_port}/0")
     monkeypatch.setitem(celery_app.conf, "broker_connection_timeout", 1)
     monkeypatch.setitem(celery_app.conf, "task_publish_retry_policy",

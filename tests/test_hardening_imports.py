@@ -21,15 +21,10 @@ from studies import importing, services
 from studies.models import Candidate, Job, Prompt
 from studies.tasks import import_candidates as candidates_task
 from studies.tasks import import_prompts as prompts_task
-from tests.factories import make_study
-from tests.test_importing_background import wait_for
+from tests.factories import anonymous_rows, make_study
+from tests.pipeline import wait_for_job
 
 HX = {"HX-Request": "true"}
-
-
-def anonymous_rows(n: int) -> bytes:
-    """Prompts without external_id: nothing but the job's own state keeps them from being imported twice."""
-    return "".join(json.dumps({"text": f"Prompt number {i}: say something kind."}) + "\n" for i in range(n)).encode()
 
 
 def pools_jsonl(n: int, *, bad_line: int | None = None) -> bytes:
@@ -156,7 +151,7 @@ def test_a_large_candidate_file_is_imported_by_a_worker_with_progress(celery_wor
     assert response["Location"].endswith(f"?job={job.pk}")
     assert 'id="import-job"' in researcher_client.get(response["Location"]).content.decode()
 
-    job = wait_for(job, celery_worker_process)
+    job = wait_for_job(job, celery_worker_process)
     assert job.status == Job.Status.DONE, (job.error, celery_worker_process.log())
     assert job.result == {"prompts_created": 3000, "prompts_matched": 0, "candidates": 6000}
     assert job.progress_message == "Saving the candidates of 3000 prompts"  # its last report before the commit

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Permission
 
-from tests.test_plan_study import draft_study, piloted_study, plan_url  # noqa: F401  (fixtures)
+from tests.factories import plan_url
 
 pytestmark = pytest.mark.django_db
 
@@ -17,8 +17,8 @@ def _staff_with(django_user_model, *codenames: str):
     return django_user_model.objects.get(pk=user.pk)  # a fresh permission cache
 
 
-def test_a_viewer_without_view_judgment_gets_no_pilots_statistics(client, django_user_model, draft_study,  # noqa: F811
-                                                                   piloted_study):  # noqa: F811
+def test_a_viewer_without_view_judgment_gets_no_pilots_statistics(client, django_user_model, draft_study,
+                                                                   piloted_study):
     client.force_login(_staff_with(django_user_model, "view_study"))
     assert client.get(plan_url(draft_study)).status_code == 200  # the plan itself is allowed
     response = client.get(plan_url(draft_study, half_width="0.05", pilot="pilot"))
@@ -26,8 +26,8 @@ def test_a_viewer_without_view_judgment_gets_no_pilots_statistics(client, django
     assert b"160 judgments" not in response.content
 
 
-def test_a_viewer_with_view_judgment_plans_from_the_pilot(client, django_user_model, draft_study,  # noqa: F811
-                                                          piloted_study):  # noqa: F811
+def test_a_viewer_with_view_judgment_plans_from_the_pilot(client, django_user_model, draft_study,
+                                                          piloted_study):
     client.force_login(_staff_with(django_user_model, "view_study", "view_judgment"))
     response = client.get(plan_url(draft_study, half_width="0.05", pilot="pilot"))
     assert response.status_code == 200

@@ -10,7 +10,7 @@ import pytest
 from studies.candidate_import import import_candidates
 from studies.importing import import_prompts
 from studies.models import Candidate, Prompt
-from tests.factories import make_study
+from tests.factories import admin_study_form, make_study
 
 # A line separator and a paragraph separator inside JSON strings: valid JSON, and valid JSONL,
 # since JSONL ends its lines at \n only (https://jsonlines.org). str.splitlines() splits on both.
@@ -38,24 +38,6 @@ def test_jsonl_candidates_may_hold_u2028_inside_a_string():
 
 
 # --- Completion URLs: http and https only ---------------------------------------------------
-
-
-def admin_study_form(rf, researcher, study, **changes):
-    """The admin's real form for the study, bound to its current values with `changes`."""
-    from django.contrib import admin
-    from django.forms.models import model_to_dict
-
-    from studies.models import Study
-
-    request = rf.post("/")
-    request.user = researcher
-    form_class = admin.site.get_model_admin(Study).get_form(request, obj=study, change=True)
-    data = {k: v for k, v in model_to_dict(study).items() if v is not None}
-    for name in ("k_values", "comprehension_choices"):
-        data[name] = json.dumps(data[name])
-    data.pop("generator", None)
-    data.update(changes)
-    return form_class(data=data, instance=study)
 
 
 @pytest.mark.django_db
@@ -181,11 +163,8 @@ def test_the_generator_form_refuses_a_path_outside_the_model_folders(model_roots
 
 # --- /readyz gives up on the database after UALIGN_READY_TIMEOUT ----------------------------
 
-from tests.test_production_settings import silent_port  # noqa: E402, F401  (fixture)
-
-
 @pytest.mark.django_db
-def test_readyz_gives_up_on_a_hung_database_after_the_ready_timeout(monkeypatch, settings, silent_port):  # noqa: F811
+def test_readyz_gives_up_on_a_hung_database_after_the_ready_timeout(monkeypatch, settings, silent_port):
     """A database that accepts the connection and never answers: the probe waits
     UALIGN_READY_TIMEOUT (2 s, libpq's least), not the pages' connect timeout (30 s here)."""
     import time

@@ -16,10 +16,12 @@ from django.db import IntegrityError, connection, transaction
 
 from studies.models import Assignment, Participant, Study
 from studies.tasks import sweep_abandoned
-from tests.factories import make_study
-from tests.test_hardening_smaller import admin_study_form
-from tests.test_sweep_worker import abandoned_participant
-from tests.test_views_annotate import live_study
+from tests.factories import (
+    abandoned_participant,
+    admin_study_form,
+    make_live_study,
+    make_study,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -60,13 +62,13 @@ def _legacy_broken_study() -> Study:
     constraint is dropped inside this test's transaction (rolled back after it) to store it."""
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {Study._meta.db_table} DROP CONSTRAINT IF EXISTS study_timeout_bounded")
-    return live_study(assignment_timeout=timedelta(days=999_999_999))
+    return make_live_study(assignment_timeout=timedelta(days=999_999_999))
 
 
 def test_a_failing_study_is_logged_and_the_others_are_still_swept(caplog):
     broken = _legacy_broken_study()  # first in the sweep's order
     broken_participant, _ = abandoned_participant(broken)
-    healthy = live_study(assignment_timeout=timedelta(minutes=30))
+    healthy = make_live_study(assignment_timeout=timedelta(minutes=30))
     gone, task = abandoned_participant(healthy)
 
     with caplog.at_level(logging.ERROR, logger="studies.tasks"):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -12,6 +10,7 @@ from studies.models import Job, Prompt
 from studies.services import start_prompt_import
 from studies.tasks import import_prompts as import_task
 from tests.factories import make_study
+from tests.pipeline import wait_for_job
 
 HX = {"HX-Request": "true"}
 
@@ -21,16 +20,6 @@ def jsonl(n: int, *, bad_line: int | None = None) -> bytes:
     if bad_line:
         lines[bad_line - 1] = '{"text": "", "external_id": "empty"}'
     return ("\n".join(lines) + "\n").encode()
-
-
-def wait_for(job: Job, worker, timeout: float = 120) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job.refresh_from_db()
-        if job.is_finished:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"the import job did not finish: {job.status} {job.progress_message}\n{worker.log()}")
 
 
 def upload(client, study, data: bytes):
@@ -50,7 +39,7 @@ def test_a_file_past_the_threshold_is_imported_by_a_worker_with_progress(
     page = researcher_client.get(response["Location"]).content.decode()
     assert 'id="import-job"' in page  # the progress region, polled while the job runs
 
-    job = wait_for(job, celery_worker_process)
+    job = wait_for_job(job, celery_worker_process)
     assert job.status == Job.Status.DONE, (job.error, celery_worker_process.log())
     assert job.result == {"created": 20_000}
     assert job.progress_message == "Saving 20000 prompts"  # its last report before the commit
@@ -68,7 +57,7 @@ def test_one_bad_row_in_a_background_import_saves_nothing_and_is_listed(
     settings.UALIGN_IMPORT_BACKGROUND_BYTES = 10_000
     study = make_study()
     response = upload(researcher_client, study, jsonl(20_000, bad_line=15_000))
-    job = wait_for(Job.objects.get(kind=Job.Kind.IMPORT_PROMPTS), celery_worker_process)
+    job = wait_for_job(Job.objects.get(kind=Job.Kind.IMPORT_PROMPTS), celery_worker_process)
     assert job.status == Job.Status.FAILED
     assert "line 15000: text is missing or empty" in job.error
     assert not Prompt.objects.filter(study=study).exists()

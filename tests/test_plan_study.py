@@ -4,59 +4,22 @@ from __future__ import annotations
 
 from io import StringIO
 
-import numpy as np
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from studies.estimate.plans import predicted_cell_means, study_design
-from studies.models import Policy, Study
+from studies.models import Policy
+from tests.conftest import DRAFT_POLICIES
 from tests.factories import (
-    make_item,
-    make_participant,
-    make_policy,
     make_prompt,
     make_study,
+    plan_url,
 )
-from tests.judgments import make_judgment
 from workers.stats import planning
 
 pytestmark = pytest.mark.django_db
-
-POLICIES = ["sample", "nlhf", "multiplayer"]
-
-
-@pytest.fixture
-def draft_study():
-    study = make_study(slug="draft", title="Draft study", k_values=[1, 4], annotations_per_item=2,
-                       items_per_participant=12, attention_check_rate=0.1)
-    for i in range(5):
-        make_prompt(study=study, external_id=f"p{i}")
-    for name in POLICIES:
-        make_policy(study=study, name=name)
-    return study
-
-
-@pytest.fixture
-def piloted_study():
-    """Two policies at k = 2 on 8 prompts, every item judged by the same 5 people (160 judgments)."""
-    study = make_study(slug="pilot", title="Pilot", k_values=[2], status=Study.Status.LIVE, annotations_per_item=5)
-    alpha, beta = make_policy(study=study, name="alpha"), make_policy(study=study, name="beta")
-    people = [make_participant(study=study) for _ in range(5)]
-    rng = np.random.default_rng(16)
-    for i in range(8):
-        prompt = make_prompt(study=study, external_id=f"q{i}")
-        for policy, label, other in [(alpha, "adversary", None), (alpha, "beta", beta),
-                                     (beta, "adversary", None), (beta, "alpha", alpha)]:
-            item = make_item(study=study, prompt=prompt, policy=policy, texts=[f"{policy.name} {label} {i}", f"other {label} {i}"],
-                             counts=[(2, 0), (0, 1)], opponent_label=label, opponent_policy=other,
-                             predicted_win_rate=0.7 if label == "adversary" else 0.5)
-            lean = rng.uniform(0.2, 0.8)  # the prompt's own pull
-            for person in people:
-                make_judgment(item=item, participant=person, pick=0 if rng.random() < lean else 1)
-    return study
-
 
 def plan_output(*args) -> str:
     out = StringIO()
@@ -130,15 +93,10 @@ def test_cell_means_are_the_items_predicted_win_rates(piloted_study):
 def test_the_design_has_the_pipelines_cells(draft_study):
     design = study_design(draft_study)
     assert design.prompts == 5
-    assert len(design.cells) == len(POLICIES) * 2 * len(POLICIES)  # adversary + the two other policies
+    assert len(design.cells) == len(DRAFT_POLICIES) * 2 * len(DRAFT_POLICIES)  # adversary + the two other policies
 
 
 # --- The page ---------------------------------------------------------------------------------------
-
-
-def plan_url(study, **params) -> str:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    return reverse("admin:studies_study_plan", args=[study.pk]) + (f"?{query}" if query else "")
 
 
 def test_plan_page_is_linked_from_the_study_admin_page(researcher_client, draft_study):

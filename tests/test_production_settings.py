@@ -6,10 +6,8 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -95,40 +93,6 @@ def test_healthz_answers_without_the_database_for_any_host_over_plain_http(clien
 def test_readyz_is_ready_when_the_database_and_broker_answer(client):
     response = client.get("/readyz")
     assert (response.status_code, response.content) == (200, b"ready\n")
-
-
-@pytest.fixture
-def dead_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield s.getsockname()[1]  # bound, never listening: connections are refused
-
-
-@pytest.fixture
-def silent_port():
-    """A port that accepts connections and never answers (a hung broker)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def hold() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for s in held:
-        s.close()
-    listener.close()
 
 
 @pytest.mark.parametrize("port_fixture", ["dead_port", "silent_port"])

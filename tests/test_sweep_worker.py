@@ -15,17 +15,7 @@ from django.utils import timezone
 from studies.models import Assignment, Participant, Study
 from studies.tasks import sweep_abandoned
 from tests.conftest import ROOT
-from tests.factories import make_live_study, make_participant
-
-LONG_AGO = timedelta(hours=2)
-
-
-def abandoned_participant(study: Study) -> tuple[Participant, Assignment]:
-    """A participant who took a task two hours ago and was never seen again."""
-    then = timezone.now() - LONG_AGO
-    participant = make_participant(study=study, status=Participant.Status.ACTIVE, consent_at=then, last_active_at=then)
-    assignment = Assignment.objects.create(participant=participant, item=study.items.first(), assigned_at=then)
-    return participant, assignment
+from tests.factories import abandoned_participant, make_live_study, make_participant
 
 
 def wait_for(predicate, timeout: float, logs) -> None:
