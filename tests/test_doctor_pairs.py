@@ -8,7 +8,7 @@ import pytest
 from workers.doctor.pairs import (
     JudgmentRecord,
     PairsCSVError,
-    PreferencePair,
+    TextPair,
     mid_quantiles,
     pairs_from_judgments,
     pairs_from_population,
@@ -138,9 +138,9 @@ def test_a_picked_text_that_was_not_shown_is_refused():
 
 def test_a_pair_refuses_a_tie_and_a_bad_weight():
     with pytest.raises(ValueError, match="^chosen"):
-        PreferencePair("q", "same", " same")
+        TextPair("q", "same", " same")
     with pytest.raises(ValueError, match="^weight"):
-        PreferencePair("q", "a", "b", weight=0.0)
+        TextPair("q", "a", "b", weight=0.0)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -148,8 +148,8 @@ def test_a_pair_refuses_a_tie_and_a_bad_weight():
 
 def test_the_csv_round_trip_is_exact_even_for_formula_like_texts():
     pairs = [
-        PreferencePair("=1+1", "-minus, with a comma", "'quoted", 0.25, "type:x"),
-        PreferencePair("multi\nline", "@at", 'plain "quotes" ünïcode', 1.0, "judgment"),
+        TextPair("=1+1", "-minus, with a comma", "'quoted", 0.25, "type:x"),
+        TextPair("multi\nline", "@at", 'plain "quotes" ünïcode', 1.0, "judgment"),
     ]
     text = write_pairs_csv(pairs)
     assert text.splitlines()[0] == "prompt,chosen,rejected,weight,source"
@@ -160,7 +160,7 @@ def test_the_csv_round_trip_is_exact_even_for_formula_like_texts():
 
 def test_a_hand_written_csv_needs_only_the_three_columns():
     pairs = read_pairs_csv("Chosen,prompt,rejected\ngood,q,bad\n\n")
-    assert pairs == [PreferencePair("q", "good", "bad", 1.0, "csv")]
+    assert pairs == [TextPair("q", "good", "bad", 1.0, "csv")]
 
 
 @pytest.mark.parametrize(

@@ -124,9 +124,9 @@ def judgment_rows(study: Study, origin: str) -> Any:
     return rows if origin == "all" else rows.filter(assignment__participant__is_simulated=False)
 
 
-def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.PreferencePair]:
+def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.TextPair]:
     """Pairs of every prompt from its population restricted to the study's pool (μ = multiplicities)."""
-    out: list[wpairs.PreferencePair] = []
+    out: list[wpairs.TextPair] = []
     for prompt in study.prompts.order_by("id"):
         pp = load_population(prompt)
         columns = pp.columns(study.generator_id)
@@ -143,7 +143,7 @@ def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.PreferencePair
     return out
 
 
-def judgment_pairs(study: Study, origin: str) -> list[wpairs.PreferencePair]:
+def judgment_pairs(study: Study, origin: str) -> list[wpairs.TextPair]:
     """The picked text against each shown text not picked, per judgment, in judgment order."""
     records = []
     rows = judgment_rows(study, origin).select_related("chosen__candidate", "assignment__item__prompt")
@@ -155,7 +155,7 @@ def judgment_pairs(study: Study, origin: str) -> list[wpairs.PreferencePair]:
     return wpairs.pairs_from_judgments(records)
 
 
-def store_pairs(study: Study, pair_set: str, pairs: Sequence[wpairs.PreferencePair]) -> int:
+def store_pairs(study: Study, pair_set: str, pairs: Sequence[wpairs.TextPair]) -> int:
     """Replace the study's pair set with `pairs`, in order, in one transaction."""
     prompts = {p.text: p for p in study.prompts.all()}
     with transaction.atomic():
@@ -176,12 +176,12 @@ def refresh_pairs(study: Study, spec: PairSpec) -> None:
         store_pairs(study, spec.pair_set, judgment_pairs(study, spec.origin))
 
 
-def stored_pairs(study: Study, spec: PairSpec) -> list[wpairs.PreferencePair]:
+def stored_pairs(study: Study, spec: PairSpec) -> list[wpairs.TextPair]:
     """The pairs a doctor learns from: its set, in order, only the listed types' when it names some."""
     rows = study.preference_pairs.filter(pair_set=spec.pair_set).order_by("id")
     if spec.types:
         rows = rows.filter(source__in=[f"type:{t}" for t in spec.types])
-    return [wpairs.PreferencePair(r.prompt_text, r.chosen, r.rejected, r.weight, r.source) for r in rows]
+    return [wpairs.TextPair(r.prompt_text, r.chosen, r.rejected, r.weight, r.source) for r in rows]
 
 
 @dataclasses.dataclass

@@ -39,7 +39,7 @@ __all__ = [
     "JudgmentRecord",
     "PairsCSVError",
     "PairsRowError",
-    "PreferencePair",
+    "TextPair",
     "mid_quantiles",
     "pairs_from_judgments",
     "pairs_from_population",
@@ -53,7 +53,7 @@ _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 @dataclasses.dataclass(frozen=True)
-class PreferencePair:
+class TextPair:
     """``chosen`` is preferred to ``rejected`` as an answer to ``prompt``.
 
     Attributes
@@ -165,13 +165,13 @@ def _split(
     losers: Iterable[int],
     weight: float,
     source: str,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """Every (winner, loser) combination, sharing ``weight`` equally; equal texts make no pair."""
     combos = [
         (i, j) for i in winners for j in losers if texts[i].strip() != texts[j].strip()
     ]
     return [
-        PreferencePair(prompt, texts[i], texts[j], weight / len(combos), source)
+        TextPair(prompt, texts[i], texts[j], weight / len(combos), source)
         for i, j in combos
     ]
 
@@ -195,7 +195,7 @@ def pairs_from_population(
     mode: Literal["extremes", "all"] = "extremes",
     labels: Sequence[str] | None = None,
     reference: Sequence[float] | np.ndarray | None = None,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """Preference pairs of one prompt's pool from its population (see the module docstring).
 
     Parameters
@@ -220,7 +220,7 @@ def pairs_from_population(
 
     Returns
     -------
-    list[PreferencePair]
+    list[TextPair]
         Empty when every type (or the weighted score) is indifferent.
     """
     texts, u, w, mu = _check_population(texts, utilities, weights, reference)
@@ -240,7 +240,7 @@ def pairs_from_population(
         raise ValueError(f"rule: expected 'per_type' or 'weighted', got {rule!r}")
     if mode not in ("extremes", "all"):
         raise ValueError(f"mode: expected 'extremes' or 'all', got {mode!r}")
-    pairs: list[PreferencePair] = []
+    pairs: list[TextPair] = []
     for t in range(u.shape[0]):
         row, source = u[t], f"type:{labels[t]}"
         if w[t] == 0 or row.max() == row.min():
@@ -263,7 +263,7 @@ def pairs_from_population(
         ]
         ordered = [(i, j) for i, j in ordered if texts[i].strip() != texts[j].strip()]
         pairs += [
-            PreferencePair(prompt, texts[i], texts[j], w[t] / len(ordered), source)
+            TextPair(prompt, texts[i], texts[j], w[t] / len(ordered), source)
             for i, j in ordered
         ]
     return pairs
@@ -274,7 +274,7 @@ def pairs_from_population(
 # --------------------------------------------------------------------------------------------
 
 
-def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[PreferencePair]:
+def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[TextPair]:
     """The picked text against each distinct shown text not picked, per judgment.
 
     A "can't decide" (``picked is None``) makes no pair; texts equal to the picked one after
@@ -299,7 +299,7 @@ def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[PreferencePa
             t for t in record.shown if t.strip() != record.picked.strip()
         )
         pairs += [
-            PreferencePair(record.prompt, record.picked, other, 1.0, "judgment")
+            TextPair(record.prompt, record.picked, other, 1.0, "judgment")
             for other in others
         ]
     return pairs
@@ -320,7 +320,7 @@ def _unsafe(value: str) -> str:
 
 
 def write_pairs_csv(
-    pairs: Iterable[PreferencePair], out: io.TextIOBase | None = None
+    pairs: Iterable[TextPair], out: io.TextIOBase | None = None
 ) -> str | None:
     """Write ``prompt,chosen,rejected,weight,source`` rows; return the text when ``out`` is None.
 
@@ -386,7 +386,7 @@ def _header(names: list[str] | None) -> tuple[list[str], str | None]:
 
 def _row(
     cells: dict[str, str], max_field_chars: int
-) -> tuple[PreferencePair | None, str | None]:
+) -> tuple[TextPair | None, str | None]:
     for name, value in cells.items():
         if len(value) > max_field_chars:
             return None, f"{name}: longer than {max_field_chars} characters"
@@ -403,7 +403,7 @@ def _row(
     text = {name: _unsafe(cells[name]) for name in ("prompt", "chosen", "rejected")}
     source = _unsafe(cells.get("source", "")) or "csv"
     try:
-        return PreferencePair(
+        return TextPair(
             text["prompt"], text["chosen"], text["rejected"], weight, source
         ), None
     except ValueError as exc:
@@ -417,9 +417,9 @@ def _read_rows(
     max_rows: int,
     max_field_chars: int,
     max_errors: int,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """The pairs of the data rows; problems go to ``errors`` (reading stops at ``max_errors``)."""
-    pairs: list[PreferencePair] = []
+    pairs: list[TextPair] = []
 
     def fail(line: int, message: str) -> None:
         errors.append(PairsRowError(line, message))
@@ -462,7 +462,7 @@ def read_pairs_csv(
     max_rows: int = 100_000,
     max_field_chars: int = 100_000,
     max_errors: int = 20,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """Read pairs written by :func:`write_pairs_csv` (or by hand): all rows valid, or nothing.
 
     Required columns ``prompt, chosen, rejected`` (any order, case-insensitive); optional

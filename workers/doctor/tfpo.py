@@ -55,7 +55,7 @@ from typing import Any, Literal
 import numpy as np
 
 from workers.doctor.network import build_doctor, save_doctor
-from workers.doctor.pairs import PreferencePair
+from workers.doctor.pairs import TextPair
 from workers.doctor.rewards import (
     RewardConfig,
     TokenRewards,
@@ -220,7 +220,7 @@ class TrainedDoctor:
 
 
 def doctor_key(
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[TextPair],
     patient: ModelHandle | str,
     reward_config: RewardConfig,
     config: TFPOConfig,
@@ -245,7 +245,7 @@ def doctor_key(
 
 def prepare_examples(
     patient: ModelHandle,
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[TextPair],
     reward_config: RewardConfig,
     config: TFPOConfig,
     *,
@@ -625,7 +625,7 @@ def train_doctor(
 
 def train_doctor_from_pairs(
     patient: ModelHandle,
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[TextPair],
     *,
     root: str | Path,
     reward_config: RewardConfig | None = None,
