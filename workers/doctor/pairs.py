@@ -39,11 +39,14 @@ __all__ = [
     "JudgmentRecord",
     "PairsCSVError",
     "PairsRowError",
+    "PromptSplit",
     "TextPair",
     "mid_quantiles",
     "pairs_from_judgments",
     "pairs_from_population",
     "read_pairs_csv",
+    "split_prompts",
+    "training_pairs",
     "write_pairs_csv",
 ]
 
@@ -303,6 +306,64 @@ def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[TextPair]:
             for other in others
         ]
     return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# A prompt split: what a doctor may learn from
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSplit:
+    """Prompts a doctor learns from (``train``) and prompts kept for measuring it (``held_out``)."""
+
+    train: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+
+def split_prompts(
+    prompts: Sequence[str], held_out_fraction: float, seed: int
+) -> PromptSplit:
+    """A seeded split of distinct prompts: round(fraction × n) held out (at least one, never all).
+
+    Why by prompt: a doctor measured on the prompts whose candidates built its pairs is
+    measured on its training data; held-out prompts say whether it learnt the taste.
+    """
+    unique = list(dict.fromkeys(prompts))
+    if len(unique) < 2:
+        raise ValueError("prompts: a split needs at least two distinct prompts")
+    if not (0 < held_out_fraction < 1):
+        raise ValueError(
+            f"held_out_fraction: expected a number in (0, 1), got {held_out_fraction!r}"
+        )
+    count = min(max(1, round(held_out_fraction * len(unique))), len(unique) - 1)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    held = {unique[i] for i in order[:count]}
+    return PromptSplit(
+        tuple(p for p in unique if p not in held), tuple(p for p in unique if p in held)
+    )
+
+
+def training_pairs(
+    pairs: Iterable[TextPair],
+    held_out_prompts: Iterable[str],
+    held_out_texts: Iterable[str] = (),
+) -> list[TextPair]:
+    """The pairs that touch nothing held out: no held-out prompt, and no held-out text on either side.
+
+    ``held_out_texts`` are the candidates of the held-out prompts (a text such as "Sure!" may be
+    sampled for a training prompt too) and any texts a study holds out of its pools; texts
+    compare after ``strip()``.
+    """
+    prompts = set(held_out_prompts)
+    texts = {t.strip() for t in held_out_texts}
+    return [
+        p
+        for p in pairs
+        if p.prompt not in prompts
+        and p.chosen.strip() not in texts
+        and p.rejected.strip() not in texts
+    ]
 
 
 # --------------------------------------------------------------------------------------------

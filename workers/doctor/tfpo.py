@@ -306,9 +306,17 @@ def prepare_examples(
     if not kept:
         raise ValueError("pairs: no pair has a non-empty chosen and rejected response")
     if config.anchor == "reward+reference":
-        rows = [scored[2 * n + side].token_ids for n in kept for side in (0, 1)]
-        ctx = [contexts[pairs[n].prompt] for n in kept for _ in (0, 1)]
-        reference = response_logprobs(patient, ctx, rows, batch_size=batch_size)
+        # One pass per distinct (prompt, response): with mode="all" a text is in many pairs.
+        wanted = [(pairs[n].prompt, scored[2 * n + side].token_ids) for n in kept for side in (0, 1)]
+        distinct = list(dict.fromkeys(wanted))
+        computed = response_logprobs(
+            patient,
+            [contexts[prompt] for prompt, _ in distinct],
+            [list(ids) for _, ids in distinct],
+            batch_size=batch_size,
+        )
+        by_row = dict(zip(distinct, computed, strict=True))
+        reference = [by_row[w] for w in wanted]
     else:
         reference = [
             np.zeros(len(scored[2 * n + side].token_ids))
