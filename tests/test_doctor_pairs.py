@@ -13,6 +13,8 @@ from workers.doctor.pairs import (
     pairs_from_judgments,
     pairs_from_population,
     read_pairs_csv,
+    split_prompts,
+    training_pairs,
     write_pairs_csv,
 )
 
@@ -233,3 +235,34 @@ def test_importing_the_doctor_library_imports_neither_torch_nor_django():
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- a prompt split ------------------------------------------------------------------------------
+
+
+def test_a_prompt_split_is_seeded_disjoint_and_holds_out_the_asked_share():
+    prompts = [f"p{i}" for i in range(10)] + ["p3"]  # a repeat counts once
+    split = split_prompts(prompts, 0.3, seed=4)
+    assert split == split_prompts(prompts, 0.3, seed=4)
+    assert len(split.held_out) == 3
+    assert len(split.train) == 7
+    assert set(split.train) | set(split.held_out) == {f"p{i}" for i in range(10)}
+    assert not set(split.train) & set(split.held_out)
+    assert split_prompts(["a", "b"], 0.01, seed=0).held_out  # at least one held out …
+    assert split_prompts(["a", "b"], 0.99, seed=0).train  # … and never all
+    with pytest.raises(ValueError, match="^prompts"):
+        split_prompts(["a", "a"], 0.5, seed=0)
+    with pytest.raises(ValueError, match="^held_out_fraction"):
+        split_prompts(["a", "b"], 1.0, seed=0)
+
+
+def test_no_held_out_prompt_nor_any_of_its_candidates_reaches_the_training_pairs():
+    texts = {"train": ["Sure!", "A long answer.", "Short."], "held": ["Sure! ", "Other.", "Third."]}
+    utilities = np.array([[3.0, 2.0, 1.0]])
+    pairs = [p for prompt, xs in texts.items() for p in pairs_from_population(prompt, xs, utilities, mode="all")]
+    kept = training_pairs(pairs, ["held"], texts["held"])
+    assert kept
+    assert all(p.prompt == "train" for p in kept)
+    # "Sure!" was also sampled for the held-out prompt (up to spaces): its pairs go too.
+    assert [(p.chosen, p.rejected) for p in kept] == [("A long answer.", "Short.")]
+    assert {p.prompt for p in training_pairs(pairs, ["held"])} == {"train"}

@@ -25,7 +25,8 @@ from studies.results import compute_results
 from studies.steps import StepError
 from studies.steps import doctor as doctor_step
 from studies.steps.doctor_spec import parse_doctor_params
-from studies.steps.fit import policy_params_problems
+from studies.steps.fit import held_out_columns, policy_params_problems
+from studies.steps.population import load_population
 from studies.tasks import STEP_TASKS
 from tests.factories import make_participant, make_policy
 from tests.judgments import make_judgment
@@ -80,6 +81,13 @@ def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its
     assert all(p.source.startswith("type:persona_judge") for p in pairs)
     pool_texts = set(Candidate.objects.filter(generator=study.generator).values_list("text", flat=True))
     assert all(p.chosen in pool_texts and p.rejected in pool_texts for p in pairs)
+    # The pool's held-out share (what the results measure policies against) never reaches the pairs.
+    held_out = set()
+    for prompt in study.prompts.all():
+        pp = load_population(prompt)
+        held_out |= {pp.candidates[int(i)].text for i in held_out_columns(study, pp).held_out}
+    assert held_out
+    assert not {t for p in pairs for t in (p.chosen, p.rejected)} & held_out
     # Token rewards: one cache row per distinct (prompt, text) of the pairs.
     distinct = {(p.prompt_text, t) for p in pairs for t in (p.chosen, p.rejected)}
     assert TokenRewardCache.objects.count() == len(distinct)

@@ -48,6 +48,7 @@ from studies.steps.doctor_spec import (
     doctor_policy_spec,
     parse_doctor_params,
 )
+from studies.steps.fit import held_out_columns
 from studies.steps.pool import load_generator
 from studies.steps.population import load_population
 from studies.validation import text_problem
@@ -125,11 +126,17 @@ def judgment_rows(study: Study, origin: str) -> Any:
 
 
 def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.TextPair]:
-    """Pairs of every prompt from its population restricted to the study's pool (μ = multiplicities)."""
+    """Pairs of every prompt from its population on the fitted part of the study's pool (μ = multiplicities).
+
+    The pool's held-out texts (`fit.held_out_columns`, the study's `held_out_fraction`) are left
+    out, as they are of every fitted policy: the results measure policies against them, so a
+    doctor must not have learnt from them either.
+    """
     out: list[wpairs.TextPair] = []
     for prompt in study.prompts.order_by("id"):
         pp = load_population(prompt)
-        columns = pp.columns(study.generator_id)
+        pool = held_out_columns(study, pp)
+        columns = pool.fitted
         if len(columns) < 2:
             continue
         texts = [pp.candidates[i].text for i in columns]
