@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-doctor-effect browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,3 +85,9 @@ bench-pick: install
 # The results page at 1,000,000 judgments, served from its snapshot, against a full recompute.
 bench-results: install
 	$(PY) bench/bench_results.py
+
+# LLMdoctor's effect (issue #23): a doctor per persona on training prompts, judged by MiniLM on
+# held-out prompts, over β; writes docs/benchmarks.md, docs/llmdoctor.md and docs/figures/.
+# About 30 min on CPU; BENCH_ARGS="--prompts 12 --steps 40 --betas 0,0.5,1" for a reduced run.
+bench-doctor-effect: install
+	$(PY) bench/bench_doctor_effect.py --write $(BENCH_ARGS)
