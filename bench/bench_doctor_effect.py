@@ -189,8 +189,15 @@ def train_persona_doctor(setup: Setup, args, t: int, train_texts, train_u, held_
     examples = prepare_examples(setup.patient, pairs, rewards, config)
     held_examples = prepare_examples(setup.patient, monitor, rewards, config)
     prep = time.perf_counter() - started
+    print(f"{PERSONAS[t][0]}: {len(pairs)} pairs, token rewards and references in {prep:.0f} s", flush=True)
     key = doctor_key(pairs, setup.patient, rewards, config)
-    trained = train_doctor(setup.patient, examples, config, run_dir=root / key[:16], key=key,
+
+    def report(h) -> None:
+        if h.step % 5 == 0 or h.margin is not None:
+            print(f"  step {h.step}: loss {h.loss:.3f} subtb {h.subtb:.3f} hinge {h.hinge:.3f} margin {h.margin} "
+                  f"[{time.perf_counter() - started:.0f} s]", flush=True)  # fmt: skip
+
+    trained = train_doctor(setup.patient, examples, config, run_dir=root / key[:16], key=key, progress=report,
                            held_out=held_examples, monitor_every=max(1, args.steps // 10))  # fmt: skip
     return trained, {"pairs": len(pairs), "held_out_pairs": len(monitor), "prepare_seconds": prep,
                      "train_seconds": trained.seconds}  # fmt: skip
@@ -341,6 +348,7 @@ def run(args) -> dict:
     train_texts = {p: texts_of(s) for p, s in pools(setup, split.train, args.pool, args.seed).items()}
     plain = pools(setup, split.held_out, args.eval, args.seed + 1)
     held_texts = {p: texts_of(s) for p, s in plain.items()}
+    print(f"[{time.perf_counter() - started:.0f} s] sampled pools and plain held-out samples", flush=True)
     train_u = {p: judge(setup, x) for p, x in train_texts.items()}
     held_u = {p: judge(setup, x) for p, x in held_texts.items()}
     sampled = time.perf_counter() - started

@@ -208,6 +208,9 @@ def test_one_persona_s_doctor_learns_only_from_that_type_s_pairs(tiny_model):  #
     assert picked
     assert len(picked) < len(everything)
     assert {p.source for p in picked} == {f"type:{label}"}
+    # The label without its source's prefix ("persona_judge-3: x" → "x") names the same type.
+    bare = label.split(": ", 1)[1]
+    assert doctor_step.stored_pairs(study, doctor_step.PairSpec(types=(bare,))) == picked
 
 
 def test_changing_a_doctor_s_weight_after_its_candidates_exist_is_refused_not_ignored(tiny_model):  # noqa: F811

@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from studies.models import (
     Doctor,
@@ -184,10 +185,18 @@ def refresh_pairs(study: Study, spec: PairSpec) -> None:
 
 
 def stored_pairs(study: Study, spec: PairSpec) -> list[wpairs.TextPair]:
-    """The pairs a doctor learns from: its set, in order, only the listed types' when it names some."""
+    """The pairs a doctor learns from: its set, in order, only the listed types' when it names some.
+
+    A type is named by its population label ("embedding-3: child") or by the label without its
+    source's prefix ("child"), which params written before the sources exist (the demo's) can use;
+    a bare label names that type in every source that has it.
+    """
     rows = study.preference_pairs.filter(pair_set=spec.pair_set).order_by("id")
     if spec.types:
-        rows = rows.filter(source__in=[f"type:{t}" for t in spec.types])
+        named = Q(source__in=[f"type:{t}" for t in spec.types])
+        for t in spec.types:
+            named |= Q(source__startswith="type:", source__endswith=f": {t}")
+        rows = rows.filter(named)
     return [wpairs.TextPair(r.prompt_text, r.chosen, r.rejected, r.weight, r.source) for r in rows]
 
 
