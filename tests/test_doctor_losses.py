@@ -125,3 +125,20 @@ def test_training_records_the_held_out_pairs_margin_at_the_monitored_steps(patie
     measured = [h.step for h in trained.history if h.margin is not None]
     assert measured == [1, 4, 8, 12]
     assert all(np.isfinite(h.margin) for h in trained.history if h.margin is not None)
+
+
+def test_the_training_curve_svg_is_built_from_numbers_only():
+    from workers.doctor.curve import history_svg
+
+    history = [
+        {"step": 1, "loss": 3.0, "subtb": 2.0, "hinge": 0.1, "margin": 0.0},
+        {"step": 2, "loss": 2.0, "subtb": 1.5, "hinge": 0.05, "margin": None},
+        {"step": 3, "loss": 1.0, "subtb": float("nan"), "hinge": 0.0, "margin": 0.4, "note": "<script>"},
+    ]
+    svg = history_svg(history)
+    assert svg.startswith("<svg")
+    assert svg.count("<polyline") == 3
+    assert "<script>" not in svg
+    assert "nan" not in svg.lower()
+    assert "held-out margin 0.4" in svg
+    assert history_svg([]) == ""

@@ -287,3 +287,22 @@ def test_training_runs_on_the_gpu_queue():
     from ualign_web.celery import app
 
     assert app.amqp.router.route({}, STEP_TASKS[Job.Kind.TRAIN_DOCTORS].name)["queue"].name == "gpu"
+
+
+def test_a_doctor_in_training_shows_its_curve_so_far():
+    from studies.steps.doctor import _Progress
+    from tests.factories import make_study
+    from workers.doctor.curve import history_svg
+    from workers.doctor.tfpo import StepLoss
+
+    policy = make_policy(study=make_study(), name="doctor", kind=Policy.Kind.DOCTOR, params={})
+    row = Doctor.objects.create(policy=policy, position=0, steps=3)
+    messages = []
+    progress = _Progress(row, lambda done, total, message: messages.append(message), "Doctor 1", 0.0, 1.0)
+    progress(StepLoss(1, 3, 5.0, 4.9, 0.1))
+    progress(StepLoss(2, 3, 4.0, 3.95, 0.05, margin=0.2))
+    row.refresh_from_db()
+    assert row.status == Doctor.Status.TRAINING
+    assert [(h["step"], h["loss"], h["margin"]) for h in row.history] == [(1, 5.0, None), (2, 4.0, 0.2)]
+    assert history_svg(row.history).count("<polyline") == 3
+    assert messages[-1] == "Doctor 1: step 2 of 3, loss 4"

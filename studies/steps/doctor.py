@@ -310,13 +310,17 @@ class _Progress:
     done: float
     total: float
     first_step: int | None = None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __call__(self, step: tfpo.StepLoss) -> None:
         if self.first_step is None:
             self.first_step = step.step
             resumed = step.step - 1 if step.step > 1 else None
             Doctor.objects.filter(pk=self.row.pk).update(resumed_from=resumed)
-        Doctor.objects.filter(pk=self.row.pk).update(status=Doctor.Status.TRAINING, step=step.step, loss=step.loss)
+        # The curve so far (from this run's first step), so the admin can draw it while it trains.
+        self.history.append(dataclasses.asdict(step))
+        Doctor.objects.filter(pk=self.row.pk).update(status=Doctor.Status.TRAINING, step=step.step, loss=step.loss,
+                                                     history=self.history)
         message = f"{self.label}: step {step.step} of {step.steps}, loss {step.loss:.4g}"
         self.on_progress(self.done + step.step / step.steps, self.total, message)
 
