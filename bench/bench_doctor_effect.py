@@ -244,13 +244,15 @@ def t_interval(diffs: np.ndarray) -> tuple[float, float, float]:
 
 
 def evaluate(setup: Setup, args, doctors, plain: dict) -> list[dict]:
+    """Rows of the dose-response table; ``doctors`` are (persona index, loaded doctor) pairs."""
     from workers.generation import sample_pool
 
     base = describe(setup, plain)
     rows = []
-    for t, doctor in enumerate(doctors):
+    for t, doctor in doctors:
         for beta in args.betas:
             rules = (("plain", 1.0),) if beta == 0 else (("1-beta", 1.0 - beta), ("1", 1.0))
+            rules = tuple(r for r in rules if r[0] in args.alpha_rules or r[0] == "plain")
             for mode, alpha in rules:
                 if beta == 0:
                     stats = base  # no guidance: the plain samples themselves
@@ -355,8 +357,10 @@ def run(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="doctor-effect-"))
     doctors, histories, training = [], {}, {}
     for t, (name, _) in enumerate(PERSONAS):
+        if args.personas and name not in args.personas:
+            continue
         trained, info = train_persona_doctor(setup, args, t, train_texts, train_u, held_texts, held_u, root)
-        doctors.append(load_model(str(trained.path)))
+        doctors.append((t, load_model(str(trained.path))))
         histories[name], training[name] = list(trained.history), info
         print(name, json.dumps(info, default=float), flush=True)
     trained_at = time.perf_counter() - started
@@ -366,6 +370,59 @@ def run(args) -> dict:
             "seconds": {"sampling": sampled, "training": trained_at - sampled,
                         "evaluation": time.perf_counter() - trained_at, "total": time.perf_counter() - started},
             "_histories": histories}  # fmt: skip
+
+
+def held_out_setup(args):
+    """Models, split and decoding, and the plain held-out samples (the same seeds as a full run)."""
+    from workers.doctor.pairs import split_prompts
+
+    os.environ.setdefault("UALIGN_TORCH_THREADS", str(args.threads))
+    patient, embedder = load_models(args.quick)
+    split = split_prompts(PROMPTS[: args.prompts], args.held_out, args.seed)
+    decoding = {"max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_p": 0.95,
+                "batch_size": max(args.pool, args.eval), "system_prompt": SYSTEM_PROMPT}  # fmt: skip
+    setup = Setup(patient, embedder, split.train, split.held_out, decoding)
+    return setup, split, pools(setup, split.held_out, args.eval, args.seed + 1)
+
+
+def run_evaluation_part(args) -> dict:
+    """Evaluate already trained doctors (``--doctor NAME=FOLDER``): one part of a run split over
+    processes, so that one doctor is evaluated while the next trains (a shared, slow CPU)."""
+    from workers.generation import load_model
+
+    started = time.perf_counter()
+    setup, split, plain = held_out_setup(args)
+    held_texts = {p: texts_of(s) for p, s in plain.items()}
+    held_u = {p: judge(setup, x) for p, x in held_texts.items()}
+    names = [n for n, _ in PERSONAS]
+    part: dict = {"split": dataclasses.asdict(split), "histories": {}, "training": {}}
+    doctors = []
+    for spec in args.doctor:
+        name, folder = spec.split("=", 1)
+        t = names.index(name)
+        meta = json.loads((Path(folder) / "doctor.json").read_text())
+        part["histories"][name] = meta["history"]
+        part["training"][name] = {"pairs": meta["examples"], "train_seconds": None,
+                                  "held_out_pairs": len(persona_pairs(held_texts, held_u, t, "extremes"))}  # fmt: skip
+        doctors.append((t, load_model(folder)))
+    part["rows"] = evaluate(setup, args, doctors, plain)
+    part["seconds"] = {"evaluation": time.perf_counter() - started}
+    return part
+
+
+def merge_parts(paths: list[str]) -> dict:
+    """One result from evaluation parts (rows in the personas' order)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    order = [n for n, _ in PERSONAS]
+    rules = ["plain", "1-beta", "1"]
+    unique = {(r["doctor"], r["beta"], r["alpha_rule"]): r for part in parts for r in part["rows"]}
+    rows = sorted(unique.values(), key=lambda r: (order.index(r["doctor"]), r["beta"], rules.index(r["alpha_rule"])))
+    result = {"split": parts[0]["split"], "rows": rows, "training": {}, "histories": {},
+              "seconds": {"evaluation parts": [part["seconds"]["evaluation"] for part in parts]}}  # fmt: skip
+    for part in parts:
+        result["training"].update(part["training"])
+        result["histories"].update(part["histories"])
+    return result
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -404,7 +461,8 @@ def training_table(result: dict) -> list[str]:
             f"| {name} | {info['pairs']} | {info['held_out_pairs']} | "
             f"{np.mean([h['subtb'] for h in first]):.3g} → {np.mean([h['subtb'] for h in last]):.3g} | "
             f"{np.mean([h['hinge'] for h in first]):.3g} → {np.mean([h['hinge'] for h in last]):.3g} | "
-            f"{margins[0]:+.3f} → {margins[-1]:+.3f} | {info['train_seconds']:.0f} |"
+            f"{margins[0]:+.3f} → {margins[-1]:+.3f} | "
+            f"{'–' if info['train_seconds'] is None else format(info['train_seconds'], '.0f')} |"
         )
     return lines
 
@@ -429,8 +487,11 @@ def markdown(args, result: dict, command: str, heading: str) -> str:
     lines = [
         heading, "",
         f"`{command}`: {default}; {model}; {datetime.datetime.now(datetime.UTC).date().isoformat()}, {os.cpu_count()} CPU cores "
-        f"(shared), torch threads {os.environ.get('UALIGN_TORCH_THREADS')}; {secs['total'] / 60:.1f} min "
-        f"(sampling {secs['sampling']:.0f} s, training {secs['training']:.0f} s, evaluation {secs['evaluation']:.0f} s).",
+        f"(shared), torch threads {os.environ.get('UALIGN_TORCH_THREADS')}; " + (
+            f"{secs['total'] / 60:.1f} min (sampling {secs['sampling']:.0f} s, training {secs['training']:.0f} s, "
+            f"evaluation {secs['evaluation']:.0f} s)." if "total" in secs else
+            "run in parts (`--doctor` evaluation parts merged with `--merge`): evaluation parts took "
+            + ", ".join(f"{x / 60:.0f} min" for x in secs["evaluation parts"]) + "."),
         "",
         f"Prompts: {len(split['train'])} training, {len(split['held_out'])} held out (seed {args.seed}); pools of "
         f"{args.pool} on training prompts, {args.eval} plain and {args.eval} guided samples per held-out prompt "
@@ -470,13 +531,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (UALIGN_TORCH_THREADS)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny random models: checks the script, measures nothing")
+    parser.add_argument("--doctor", action="append", default=[], metavar="NAME=FOLDER",
+                        help="evaluate this trained doctor only (a part; repeatable), written to --part-out")
+    parser.add_argument("--personas", type=lambda v: [x for x in v.split(",") if x], default=[],
+                        help="train and evaluate only these personas' doctors (a part, written to --part-out)")
+    parser.add_argument("--alpha-rules", type=lambda v: v.split(","), default=["1-beta", "1"],
+                        help="which α rules to evaluate: 1-beta, 1 (both by default)")
+    parser.add_argument("--part-out", default="doctor-effect-part.json")
+    parser.add_argument("--merge", default="", metavar="PART,PART", help="report from evaluation parts")
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md, docs/llmdoctor.md, figures")
     args = parser.parse_args(argv)
     args.prompts = max(2, min(args.prompts, len(PROMPTS)))
+    if args.doctor or args.personas:
+        part = run_evaluation_part(args) if args.doctor else run(args)
+        part.pop("_histories", None)
+        part["seconds"].setdefault("evaluation", part["seconds"].get("total", 0.0))
+        Path(args.part_out).write_text(json.dumps(part, default=float, indent=1))
+        print(f"evaluation part in {args.part_out}")
+        return
     args.is_default = all(getattr(args, k) == parser.get_default(k) for k in
                           ("prompts", "held_out", "steps", "pairs_per_step", "betas", "pool", "eval", "max_new_tokens"))  # fmt: skip
-    result = run(args)
-    histories = result.pop("_histories")
+    from workers.doctor.tfpo import StepLoss
+
+    result = merge_parts(args.merge.split(",")) if args.merge else run(args)
+    histories = result.pop("_histories", None) or {
+        k: [StepLoss(**h) for h in v] for k, v in result["histories"].items()
+    }
     command = command_line("bench/bench_doctor_effect.py", argv)
     section = markdown(args, result, command, SECTION)
     out = FIGURES if args.write else Path(tempfile.mkdtemp(prefix="doctor-effect-figures-"))
