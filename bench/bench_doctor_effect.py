@@ -281,8 +281,9 @@ def draw_dose_response(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(PERSONAS), 4, figsize=(15, 3.4 * len(PERSONAS)), squeeze=False)
-    for r, (doctor, _) in enumerate(PERSONAS):
+    present = [name for name, _ in PERSONAS if any(x["doctor"] == name for x in rows)]
+    fig, axes = plt.subplots(len(present), 4, figsize=(15, 3.4 * len(present)), squeeze=False)
+    for r, doctor in enumerate(present):
         for mode, style in (("1-beta", "-"), ("1", "--")):
             sel = [x for x in rows if x["doctor"] == doctor and x["alpha_rule"] in (mode, "plain")]
             betas = [x["beta"] for x in sel]
