@@ -307,7 +307,11 @@ def prepare_examples(
         raise ValueError("pairs: no pair has a non-empty chosen and rejected response")
     if config.anchor == "reward+reference":
         # One pass per distinct (prompt, response): with mode="all" a text is in many pairs.
-        wanted = [(pairs[n].prompt, scored[2 * n + side].token_ids) for n in kept for side in (0, 1)]
+        wanted = [
+            (pairs[n].prompt, scored[2 * n + side].token_ids)
+            for n in kept
+            for side in (0, 1)
+        ]
         distinct = list(dict.fromkeys(wanted))
         computed = response_logprobs(
             patient,
