@@ -441,6 +441,9 @@ def verdict(rows: list[dict]) -> list[str]:
     for name in names:
         other = next(n for n in names if n != name)
         guided = [r for r in rows if r["doctor"] == name and r["beta"] > 0]
+        if not guided:
+            lines.append(f"- **{name}'s doctor**: not in this run.")
+            continue
         clear = [r for r in guided if r[f"gain_{name}"][1] > 0]
         more = [r for r in guided if r[f"gain_{name}"][0] > r[f"gain_{other}"][0]]
         where = ", ".join(f"β={r['beta']:g} α={r['alpha']:g}" for r in clear) or "no setting"
