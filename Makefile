@@ -88,6 +88,6 @@ bench-results: install
 
 # LLMdoctor's effect (issue #23): a doctor per persona on training prompts, judged by MiniLM on
 # held-out prompts, over β; writes docs/benchmarks.md, docs/llmdoctor.md and docs/figures/.
-# About 30 min on CPU; BENCH_ARGS="--prompts 12 --steps 40 --betas 0,0.5,1" for a reduced run.
+# Sized for about 30 min on two free CPU cores (not yet timed); BENCH_ARGS="--prompts 12 --steps 40 --betas 0,0.5,1" for a reduced run.
 bench-doctor-effect: install
 	$(PY) bench/bench_doctor_effect.py --write $(BENCH_ARGS)

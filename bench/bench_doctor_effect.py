@@ -24,7 +24,7 @@ over β ∈ ``--betas`` with α = 1 − β (an untrained doctor would reproduce 
 hinge, and the held-out pairs' chosen-minus-rejected log-likelihood margin against the
 patient's) and the dose-response curves are drawn as PNGs.
 
-    .venv/bin/python bench/bench_doctor_effect.py                     # the full design (about 30 min on CPU)
+    .venv/bin/python bench/bench_doctor_effect.py                     # the full design (sized for ~30 min on 2 free cores)
     .venv/bin/python bench/bench_doctor_effect.py --prompts 12 --steps 30 --betas 0,0.5,1
     .venv/bin/python bench/bench_doctor_effect.py --quick             # tiny random models, a smoke run
     .venv/bin/python bench/bench_doctor_effect.py --write              # also docs/benchmarks.md + docs/llmdoctor.md
