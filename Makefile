@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -86,3 +86,9 @@ bench-results: install
 # Coverage and width of the cell interval on fractional credits, before and after issue #21's floor.
 bench-intervals: install
 	$(PY) bench/bench_interval_coverage.py --write docs/benchmarks.md
+
+# LLMdoctor's effect (issue #23): a doctor per persona on training prompts, judged by MiniLM on
+# held-out prompts, over β; writes docs/benchmarks.md, docs/llmdoctor.md and docs/figures/.
+# Sized for about 30 min on two free CPU cores (not yet timed); BENCH_ARGS="--prompts 12 --steps 40 --betas 0,0.5,1" for a reduced run.
+bench-doctor-effect: install
+	$(PY) bench/bench_doctor_effect.py --write $(BENCH_ARGS)

@@ -17,8 +17,9 @@ tells multiplayer (≈ 8/9 at k = 8) from NLHF (≈ 0.56, collapsed onto the maj
 `UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
 
 `UALIGN_DEMO_DOCTOR=1` (read when the demo study is created) adds an LLMdoctor policy: Prepare
-then also trains a small doctor on the personas' pairs (TFPO, `DEMO_DOCTOR_PARAMS`) and samples
-its guided candidates, which makes the first `make run` several minutes longer (README).
+then also trains a small doctor per minority persona, each on its own type's pairs (TFPO,
+`DEMO_DOCTOR_PARAMS`), and samples guided candidates mixing both, which makes the first
+`make run` several minutes longer (README).
 """
 
 from __future__ import annotations
@@ -88,14 +89,29 @@ receive. There are no right answers: we measure how well different ways of picki
 people with different tastes."""
 
 
-# A short training on the pool's per-persona pairs: enough for the chain to run end to end on two
-# CPU cores in minutes, not a converged doctor (docs/llmdoctor.md has what training costs).
+# One doctor per minority persona (issue #23), each trained only on its own type's pairs (a doctor
+# trained on every persona's pairs learns conflicting targets), with persona-specific token
+# rewards; decoding mixes them, α = 1 − Σβ, so an untrained doctor would reproduce plain sampling
+# (no sharpening of the patient). A short training: enough for the chain to run end to end on two
+# CPU cores in minutes, not a converged doctor (docs/llmdoctor.md has what training costs and
+# what it does on held-out prompts).
+DEMO_DOCTOR_BETA = 0.3
+
+
+def _persona_doctor(label: str, persona: str) -> dict[str, object]:
+    about = f"{SYSTEM_PROMPT} You are answering for this person: {persona}"
+    return {
+        "beta": DEMO_DOCTOR_BETA,
+        "pairs": {"from": "population", "types": [label]},
+        "rewards": {"max_response_tokens": 56, "positive_system": f"{about} Write the answer this person would love.",
+                    "negative_system": f"{about} Write an answer this person would dislike."},
+        "tfpo": {"steps": 20, "pairs_per_step": 2, "learning_rate": 1e-3, "checkpoint_every": 5},
+    }
+
+
 DEMO_DOCTOR_PARAMS: dict[str, object] = {
-    "alpha": 1.0,
-    "beta": 0.6,
-    "pairs": {"from": "population"},
-    "rewards": {"max_response_tokens": 56},
-    "tfpo": {"steps": 20, "pairs_per_step": 2, "learning_rate": 1e-3, "checkpoint_every": 5},
+    "alpha": 1 - DEMO_DOCTOR_BETA * len(MINORITIES),
+    "doctors": [_persona_doctor(label, persona) for label, persona in MINORITIES],
 }
 
 

@@ -16,7 +16,7 @@ from tests.factories import (
     make_prompt,
     make_study,
 )
-from workers.doctor.pairs import PreferencePair as Pair
+from workers.doctor.pairs import TextPair as Pair
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,7 @@ from workers.doctor.guided import (
     guided_sample,
     load_guides,
 )
-from workers.doctor.pairs import PreferencePair
+from workers.doctor.pairs import TextPair
 from workers.doctor.tfpo import TFPOConfig, train_doctor_from_pairs
 from workers.generation import (
     encode_prompt,
@@ -170,7 +170,7 @@ def test_trained_doctors_load_as_guides_and_a_folder_without_one_is_refused(tmp_
         str(tiny_model_dir(tmp_path / "patient", "llama", seed=5)), device="cpu"
     )
     pairs = [
-        PreferencePair("What is the capital of France?", "Paris.", "The lazy dog.")
+        TextPair("What is the capital of France?", "Paris.", "The lazy dog.")
     ]
     doctors = [
         train_doctor_from_pairs(

@@ -8,11 +8,13 @@ import pytest
 from workers.doctor.pairs import (
     JudgmentRecord,
     PairsCSVError,
-    PreferencePair,
+    TextPair,
     mid_quantiles,
     pairs_from_judgments,
     pairs_from_population,
     read_pairs_csv,
+    split_prompts,
+    training_pairs,
     write_pairs_csv,
 )
 
@@ -138,9 +140,9 @@ def test_a_picked_text_that_was_not_shown_is_refused():
 
 def test_a_pair_refuses_a_tie_and_a_bad_weight():
     with pytest.raises(ValueError, match="^chosen"):
-        PreferencePair("q", "same", " same")
+        TextPair("q", "same", " same")
     with pytest.raises(ValueError, match="^weight"):
-        PreferencePair("q", "a", "b", weight=0.0)
+        TextPair("q", "a", "b", weight=0.0)
 
 
 # -- CSV ---------------------------------------------------------------------------------------
@@ -148,8 +150,8 @@ def test_a_pair_refuses_a_tie_and_a_bad_weight():
 
 def test_the_csv_round_trip_is_exact_even_for_formula_like_texts():
     pairs = [
-        PreferencePair("=1+1", "-minus, with a comma", "'quoted", 0.25, "type:x"),
-        PreferencePair("multi\nline", "@at", 'plain "quotes" ünïcode', 1.0, "judgment"),
+        TextPair("=1+1", "-minus, with a comma", "'quoted", 0.25, "type:x"),
+        TextPair("multi\nline", "@at", 'plain "quotes" ünïcode', 1.0, "judgment"),
     ]
     text = write_pairs_csv(pairs)
     assert text.splitlines()[0] == "prompt,chosen,rejected,weight,source"
@@ -160,7 +162,7 @@ def test_the_csv_round_trip_is_exact_even_for_formula_like_texts():
 
 def test_a_hand_written_csv_needs_only_the_three_columns():
     pairs = read_pairs_csv("Chosen,prompt,rejected\ngood,q,bad\n\n")
-    assert pairs == [PreferencePair("q", "good", "bad", 1.0, "csv")]
+    assert pairs == [TextPair("q", "good", "bad", 1.0, "csv")]
 
 
 @pytest.mark.parametrize(
@@ -233,3 +235,34 @@ def test_importing_the_doctor_library_imports_neither_torch_nor_django():
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+# -- a prompt split ------------------------------------------------------------------------------
+
+
+def test_a_prompt_split_is_seeded_disjoint_and_holds_out_the_asked_share():
+    prompts = [f"p{i}" for i in range(10)] + ["p3"]  # a repeat counts once
+    split = split_prompts(prompts, 0.3, seed=4)
+    assert split == split_prompts(prompts, 0.3, seed=4)
+    assert len(split.held_out) == 3
+    assert len(split.train) == 7
+    assert set(split.train) | set(split.held_out) == {f"p{i}" for i in range(10)}
+    assert not set(split.train) & set(split.held_out)
+    assert split_prompts(["a", "b"], 0.01, seed=0).held_out  # at least one held out …
+    assert split_prompts(["a", "b"], 0.99, seed=0).train  # … and never all
+    with pytest.raises(ValueError, match="^prompts"):
+        split_prompts(["a", "a"], 0.5, seed=0)
+    with pytest.raises(ValueError, match="^held_out_fraction"):
+        split_prompts(["a", "b"], 1.0, seed=0)
+
+
+def test_no_held_out_prompt_nor_any_of_its_candidates_reaches_the_training_pairs():
+    texts = {"train": ["Sure!", "A long answer.", "Short."], "held": ["Sure! ", "Other.", "Third."]}
+    utilities = np.array([[3.0, 2.0, 1.0]])
+    pairs = [p for prompt, xs in texts.items() for p in pairs_from_population(prompt, xs, utilities, mode="all")]
+    kept = training_pairs(pairs, ["held"], texts["held"])
+    assert kept
+    assert all(p.prompt == "train" for p in kept)
+    # "Sure!" was also sampled for the held-out prompt (up to spaces): its pairs go too.
+    assert [(p.chosen, p.rejected) for p in kept] == [("A long answer.", "Short.")]
+    assert {p.prompt for p in training_pairs(pairs, ["held"])} == {"train"}

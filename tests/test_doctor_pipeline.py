@@ -25,7 +25,8 @@ from studies.models import (
 from studies.steps import StepError
 from studies.steps import doctor as doctor_step
 from studies.steps.doctor_spec import parse_doctor_params
-from studies.steps.fit import policy_params_problems
+from studies.steps.fit import held_out_columns, policy_params_problems
+from studies.steps.population import load_population
 from studies.tasks import STEP_TASKS
 from tests.factories import make_participant, make_policy
 from tests.judgments import make_judgment
@@ -69,6 +70,13 @@ def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its
     assert all(p.source.startswith("type:persona_judge") for p in pairs)
     pool_texts = set(Candidate.objects.filter(generator=study.generator).values_list("text", flat=True))
     assert all(p.chosen in pool_texts and p.rejected in pool_texts for p in pairs)
+    # The pool's held-out share (what the results measure policies against) never reaches the pairs.
+    held_out = set()
+    for prompt in study.prompts.all():
+        pp = load_population(prompt)
+        held_out |= {pp.candidates[int(i)].text for i in held_out_columns(study, pp).held_out}
+    assert held_out
+    assert not {t for p in pairs for t in (p.chosen, p.rejected)} & held_out
     # Token rewards: one cache row per distinct (prompt, text) of the pairs.
     distinct = {(p.prompt_text, t) for p in pairs for t in (p.chosen, p.rejected)}
     assert TokenRewardCache.objects.count() == len(distinct)
@@ -189,6 +197,9 @@ def test_one_persona_s_doctor_learns_only_from_that_type_s_pairs(tiny_model):
     assert picked
     assert len(picked) < len(everything)
     assert {p.source for p in picked} == {f"type:{label}"}
+    # The label without its source's prefix ("persona_judge-3: x" → "x") names the same type.
+    bare = label.split(": ", 1)[1]
+    assert doctor_step.stored_pairs(study, doctor_step.PairSpec(types=(bare,))) == picked
 
 
 def test_changing_a_doctor_s_weight_after_its_candidates_exist_is_refused_not_ignored(tiny_model):
@@ -265,3 +276,22 @@ def test_training_runs_on_the_gpu_queue():
     from ualign_web.celery import app
 
     assert app.amqp.router.route({}, STEP_TASKS[Job.Kind.TRAIN_DOCTORS].name)["queue"].name == "gpu"
+
+
+def test_a_doctor_in_training_shows_its_curve_so_far():
+    from studies.steps.doctor import _Progress
+    from tests.factories import make_study
+    from workers.doctor.curve import history_svg
+    from workers.doctor.tfpo import StepLoss
+
+    policy = make_policy(study=make_study(), name="doctor", kind=Policy.Kind.DOCTOR, params={})
+    row = Doctor.objects.create(policy=policy, position=0, steps=3)
+    messages = []
+    progress = _Progress(row, lambda done, total, message: messages.append(message), "Doctor 1", 0.0, 1.0)
+    progress(StepLoss(1, 3, 5.0, 4.9, 0.1))
+    progress(StepLoss(2, 3, 4.0, 3.95, 0.05, margin=0.2))
+    row.refresh_from_db()
+    assert row.status == Doctor.Status.TRAINING
+    assert [(h["step"], h["loss"], h["margin"]) for h in row.history] == [(1, 5.0, None), (2, 4.0, 0.2)]
+    assert history_svg(row.history).count("<polyline") == 3
+    assert messages[-1] == "Doctor 1: step 2 of 3, loss 4"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.tinymodels import tiny_model_dir
 from workers.doctor.network import load_doctor
-from workers.doctor.pairs import PreferencePair
+from workers.doctor.pairs import TextPair
 from workers.doctor.rewards import RewardConfig, response_logprobs
 from workers.doctor.tfpo import (
     TFPOConfig,
@@ -29,15 +29,15 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 PAIRS = [
-    PreferencePair(
+    TextPair(
         "What is the capital of France?",
         "Paris is the capital of France.",
         "No no no maybe.",
     ),
-    PreferencePair(
+    TextPair(
         "Explain how rainbows form.", "Yes, that answer is good.", "The lazy dog jumps."
     ),
-    PreferencePair("What is the capital of France?", "Paris.", "The quick brown fox."),
+    TextPair("What is the capital of France?", "Paris.", "The quick brown fox."),
 ]
 REWARDS = RewardConfig(
     positive_system="You are a helpful assistant.", negative_system="Answer badly."
@@ -148,7 +148,7 @@ def test_examples_carry_signed_rewards_and_the_patients_reference_log_probabilit
 
 
 def test_a_pair_with_an_empty_response_is_dropped(patient):
-    pairs = [*PAIRS, PreferencePair("q", "Paris.", "")]
+    pairs = [*PAIRS, TextPair("q", "Paris.", "")]
     assert len(prepare_examples(patient, pairs, REWARDS, TFPOConfig())) == 3
 
 
@@ -159,7 +159,7 @@ def test_the_doctor_key_names_pairs_patient_and_hyper_parameters_but_not_checkpo
     assert key == doctor_key(
         PAIRS, patient, REWARDS, TFPOConfig(checkpoint_every=3, keep_checkpoints=5)
     )
-    assert key == doctor_key([PreferencePair(p.prompt, p.chosen, p.rejected, source="x") for p in PAIRS], patient,
+    assert key == doctor_key([TextPair(p.prompt, p.chosen, p.rejected, source="x") for p in PAIRS], patient,
                              REWARDS, TFPOConfig())  # fmt: skip
     others = [
         doctor_key(PAIRS[::-1], patient, REWARDS, TFPOConfig()),

@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from studies.models import (
     Doctor,
@@ -48,6 +49,7 @@ from studies.steps.doctor_spec import (
     doctor_policy_spec,
     parse_doctor_params,
 )
+from studies.steps.fit import held_out_columns
 from studies.steps.pool import load_generator
 from studies.steps.population import load_population
 from studies.validation import text_problem
@@ -124,12 +126,18 @@ def judgment_rows(study: Study, origin: str) -> Any:
     return rows if origin == "all" else rows.filter(assignment__participant__is_simulated=False)
 
 
-def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.PreferencePair]:
-    """Pairs of every prompt from its population restricted to the study's pool (μ = multiplicities)."""
-    out: list[wpairs.PreferencePair] = []
+def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.TextPair]:
+    """Pairs of every prompt from its population on the fitted part of the study's pool (μ = multiplicities).
+
+    The pool's held-out texts (`fit.held_out_columns`, the study's `held_out_fraction`) are left
+    out, as they are of every fitted policy: the results measure policies against them, so a
+    doctor must not have learnt from them either.
+    """
+    out: list[wpairs.TextPair] = []
     for prompt in study.prompts.order_by("id"):
         pp = load_population(prompt)
-        columns = pp.columns(study.generator_id)
+        pool = held_out_columns(study, pp)
+        columns = pool.fitted
         if len(columns) < 2:
             continue
         texts = [pp.candidates[i].text for i in columns]
@@ -143,7 +151,7 @@ def population_pairs(study: Study, spec: PairSpec) -> list[wpairs.PreferencePair
     return out
 
 
-def judgment_pairs(study: Study, origin: str) -> list[wpairs.PreferencePair]:
+def judgment_pairs(study: Study, origin: str) -> list[wpairs.TextPair]:
     """The picked text against each shown text not picked, per judgment, in judgment order."""
     records = []
     rows = judgment_rows(study, origin).select_related("chosen__candidate", "assignment__item__prompt")
@@ -155,7 +163,7 @@ def judgment_pairs(study: Study, origin: str) -> list[wpairs.PreferencePair]:
     return wpairs.pairs_from_judgments(records)
 
 
-def store_pairs(study: Study, pair_set: str, pairs: Sequence[wpairs.PreferencePair]) -> int:
+def store_pairs(study: Study, pair_set: str, pairs: Sequence[wpairs.TextPair]) -> int:
     """Replace the study's pair set with `pairs`, in order, in one transaction."""
     prompts = {p.text: p for p in study.prompts.all()}
     with transaction.atomic():
@@ -176,12 +184,20 @@ def refresh_pairs(study: Study, spec: PairSpec) -> None:
         store_pairs(study, spec.pair_set, judgment_pairs(study, spec.origin))
 
 
-def stored_pairs(study: Study, spec: PairSpec) -> list[wpairs.PreferencePair]:
-    """The pairs a doctor learns from: its set, in order, only the listed types' when it names some."""
+def stored_pairs(study: Study, spec: PairSpec) -> list[wpairs.TextPair]:
+    """The pairs a doctor learns from: its set, in order, only the listed types' when it names some.
+
+    A type is named by its population label ("embedding-3: child") or by the label without its
+    source's prefix ("child"), which params written before the sources exist (the demo's) can use;
+    a bare label names that type in every source that has it.
+    """
     rows = study.preference_pairs.filter(pair_set=spec.pair_set).order_by("id")
     if spec.types:
-        rows = rows.filter(source__in=[f"type:{t}" for t in spec.types])
-    return [wpairs.PreferencePair(r.prompt_text, r.chosen, r.rejected, r.weight, r.source) for r in rows]
+        named = Q(source__in=[f"type:{t}" for t in spec.types])
+        for t in spec.types:
+            named |= Q(source__startswith="type:", source__endswith=f": {t}")
+        rows = rows.filter(named)
+    return [wpairs.TextPair(r.prompt_text, r.chosen, r.rejected, r.weight, r.source) for r in rows]
 
 
 @dataclasses.dataclass
@@ -305,13 +321,17 @@ class _Progress:
     done: float
     total: float
     first_step: int | None = None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __call__(self, step: tfpo.StepLoss) -> None:
         if self.first_step is None:
             self.first_step = step.step
             resumed = step.step - 1 if step.step > 1 else None
             Doctor.objects.filter(pk=self.row.pk).update(resumed_from=resumed)
-        Doctor.objects.filter(pk=self.row.pk).update(status=Doctor.Status.TRAINING, step=step.step, loss=step.loss)
+        # The curve so far (from this run's first step), so the admin can draw it while it trains.
+        self.history.append(dataclasses.asdict(step))
+        Doctor.objects.filter(pk=self.row.pk).update(status=Doctor.Status.TRAINING, step=step.step, loss=step.loss,
+                                                     history=self.history)
         message = f"{self.label}: step {step.step} of {step.steps}, loss {step.loss:.4g}"
         self.on_progress(self.done + step.step / step.steps, self.total, message)
 

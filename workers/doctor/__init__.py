@@ -7,6 +7,8 @@ importing this package stays cheap. Modules:
 - ``rewards``: token rewards from the frozen patient under a positive and a negative system prompt.
 - ``network``: the doctor (LoRA on a copy of the patient, or a small LM) with its value head.
 - ``tfpo``: the subtrajectory-balance + value-hinge training loop, checkpoints, hash, resume.
+- ``losses``: the SubTB loss and the value hinges (per token, or on the mean value), on tensors.
+- ``curve``: a training history as a small inline SVG.
 - ``guided``: decoding with several doctors, α·log π_patient + Σ β_j·log π_doctor_j.
 
 See docs/llmdoctor.md.

@@ -39,11 +39,14 @@ __all__ = [
     "JudgmentRecord",
     "PairsCSVError",
     "PairsRowError",
-    "PreferencePair",
+    "PromptSplit",
+    "TextPair",
     "mid_quantiles",
     "pairs_from_judgments",
     "pairs_from_population",
     "read_pairs_csv",
+    "split_prompts",
+    "training_pairs",
     "write_pairs_csv",
 ]
 
@@ -53,7 +56,7 @@ _DANGEROUS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 @dataclasses.dataclass(frozen=True)
-class PreferencePair:
+class TextPair:
     """``chosen`` is preferred to ``rejected`` as an answer to ``prompt``.
 
     Attributes
@@ -165,13 +168,13 @@ def _split(
     losers: Iterable[int],
     weight: float,
     source: str,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """Every (winner, loser) combination, sharing ``weight`` equally; equal texts make no pair."""
     combos = [
         (i, j) for i in winners for j in losers if texts[i].strip() != texts[j].strip()
     ]
     return [
-        PreferencePair(prompt, texts[i], texts[j], weight / len(combos), source)
+        TextPair(prompt, texts[i], texts[j], weight / len(combos), source)
         for i, j in combos
     ]
 
@@ -195,7 +198,7 @@ def pairs_from_population(
     mode: Literal["extremes", "all"] = "extremes",
     labels: Sequence[str] | None = None,
     reference: Sequence[float] | np.ndarray | None = None,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """Preference pairs of one prompt's pool from its population (see the module docstring).
 
     Parameters
@@ -220,7 +223,7 @@ def pairs_from_population(
 
     Returns
     -------
-    list[PreferencePair]
+    list[TextPair]
         Empty when every type (or the weighted score) is indifferent.
     """
     texts, u, w, mu = _check_population(texts, utilities, weights, reference)
@@ -240,7 +243,7 @@ def pairs_from_population(
         raise ValueError(f"rule: expected 'per_type' or 'weighted', got {rule!r}")
     if mode not in ("extremes", "all"):
         raise ValueError(f"mode: expected 'extremes' or 'all', got {mode!r}")
-    pairs: list[PreferencePair] = []
+    pairs: list[TextPair] = []
     for t in range(u.shape[0]):
         row, source = u[t], f"type:{labels[t]}"
         if w[t] == 0 or row.max() == row.min():
@@ -263,7 +266,7 @@ def pairs_from_population(
         ]
         ordered = [(i, j) for i, j in ordered if texts[i].strip() != texts[j].strip()]
         pairs += [
-            PreferencePair(prompt, texts[i], texts[j], w[t] / len(ordered), source)
+            TextPair(prompt, texts[i], texts[j], w[t] / len(ordered), source)
             for i, j in ordered
         ]
     return pairs
@@ -274,7 +277,7 @@ def pairs_from_population(
 # --------------------------------------------------------------------------------------------
 
 
-def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[PreferencePair]:
+def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[TextPair]:
     """The picked text against each distinct shown text not picked, per judgment.
 
     A "can't decide" (``picked is None``) makes no pair; texts equal to the picked one after
@@ -299,10 +302,68 @@ def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[PreferencePa
             t for t in record.shown if t.strip() != record.picked.strip()
         )
         pairs += [
-            PreferencePair(record.prompt, record.picked, other, 1.0, "judgment")
+            TextPair(record.prompt, record.picked, other, 1.0, "judgment")
             for other in others
         ]
     return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# A prompt split: what a doctor may learn from
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSplit:
+    """Prompts a doctor learns from (``train``) and prompts kept for measuring it (``held_out``)."""
+
+    train: tuple[str, ...]
+    held_out: tuple[str, ...]
+
+
+def split_prompts(
+    prompts: Sequence[str], held_out_fraction: float, seed: int
+) -> PromptSplit:
+    """A seeded split of distinct prompts: round(fraction × n) held out (at least one, never all).
+
+    Why by prompt: a doctor measured on the prompts whose candidates built its pairs is
+    measured on its training data; held-out prompts say whether it learnt the taste.
+    """
+    unique = list(dict.fromkeys(prompts))
+    if len(unique) < 2:
+        raise ValueError("prompts: a split needs at least two distinct prompts")
+    if not (0 < held_out_fraction < 1):
+        raise ValueError(
+            f"held_out_fraction: expected a number in (0, 1), got {held_out_fraction!r}"
+        )
+    count = min(max(1, round(held_out_fraction * len(unique))), len(unique) - 1)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    held = {unique[i] for i in order[:count]}
+    return PromptSplit(
+        tuple(p for p in unique if p not in held), tuple(p for p in unique if p in held)
+    )
+
+
+def training_pairs(
+    pairs: Iterable[TextPair],
+    held_out_prompts: Iterable[str],
+    held_out_texts: Iterable[str] = (),
+) -> list[TextPair]:
+    """The pairs that touch nothing held out: no held-out prompt, and no held-out text on either side.
+
+    ``held_out_texts`` are the candidates of the held-out prompts (a text such as "Sure!" may be
+    sampled for a training prompt too) and any texts a study holds out of its pools; texts
+    compare after ``strip()``.
+    """
+    prompts = set(held_out_prompts)
+    texts = {t.strip() for t in held_out_texts}
+    return [
+        p
+        for p in pairs
+        if p.prompt not in prompts
+        and p.chosen.strip() not in texts
+        and p.rejected.strip() not in texts
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +372,7 @@ def pairs_from_judgments(records: Iterable[JudgmentRecord]) -> list[PreferencePa
 
 
 def _safe(value: str) -> str:
-    """Formula-injection guard, the same reversible rule as ``studies/export.py``'s ``safe_text``."""
+    """Formula-injection guard, the same reversible rule as ``studies/text.py``'s ``safe_text``."""
     return "'" + value if value.startswith(_DANGEROUS) else value
 
 
@@ -320,7 +381,7 @@ def _unsafe(value: str) -> str:
 
 
 def write_pairs_csv(
-    pairs: Iterable[PreferencePair], out: io.TextIOBase | None = None
+    pairs: Iterable[TextPair], out: io.TextIOBase | None = None
 ) -> str | None:
     """Write ``prompt,chosen,rejected,weight,source`` rows; return the text when ``out`` is None.
 
@@ -386,7 +447,7 @@ def _header(names: list[str] | None) -> tuple[list[str], str | None]:
 
 def _row(
     cells: dict[str, str], max_field_chars: int
-) -> tuple[PreferencePair | None, str | None]:
+) -> tuple[TextPair | None, str | None]:
     for name, value in cells.items():
         if len(value) > max_field_chars:
             return None, f"{name}: longer than {max_field_chars} characters"
@@ -403,7 +464,7 @@ def _row(
     text = {name: _unsafe(cells[name]) for name in ("prompt", "chosen", "rejected")}
     source = _unsafe(cells.get("source", "")) or "csv"
     try:
-        return PreferencePair(
+        return TextPair(
             text["prompt"], text["chosen"], text["rejected"], weight, source
         ), None
     except ValueError as exc:
@@ -417,9 +478,9 @@ def _read_rows(
     max_rows: int,
     max_field_chars: int,
     max_errors: int,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """The pairs of the data rows; problems go to ``errors`` (reading stops at ``max_errors``)."""
-    pairs: list[PreferencePair] = []
+    pairs: list[TextPair] = []
 
     def fail(line: int, message: str) -> None:
         errors.append(PairsRowError(line, message))
@@ -462,7 +523,7 @@ def read_pairs_csv(
     max_rows: int = 100_000,
     max_field_chars: int = 100_000,
     max_errors: int = 20,
-) -> list[PreferencePair]:
+) -> list[TextPair]:
     """Read pairs written by :func:`write_pairs_csv` (or by hand): all rows valid, or nothing.
 
     Required columns ``prompt, chosen, rejected`` (any order, case-insensitive); optional

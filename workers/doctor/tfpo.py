@@ -27,11 +27,20 @@ untrained doctor (LoRA at zero, V = 0) has residuals of exactly −λ·r_t, and 
 doctor's next-token distribution is the patient's tilted by exp(λ·r_t + ΔV): a token-level,
 KL-anchored improvement of the patient, which is what guided decoding adds on top of it.
 
-Value discrimination: with V(x, y) = mean_{t=1..T} V_φ(s_t) (the value along the response),
+Value discrimination (``value_hinge``), the method's form ``"token"`` (the default): per token,
+on the prefix length both responses have, the state reached by the chosen response's token
+should be worth γ more than the state reached by the rejected one's,
 
-    L_V = max(0, γ − (V(x, y_w) − V(x, y_l))),
+    L_V = mean_{t ∈ P} max(0, γ − (V_φ(s_t^w) − V_φ(s_t^l))),
+    P = {k+1, …, min(T_w, T_l)},  k = the number of leading tokens y_w and y_l share,
 
-and the loss is  Σ_i w_i·(L_SubTB(y_w) + L_SubTB(y_l))/2 / Σ w  +  value_weight · Σ_i w_i·L_V / Σ w
+where s_t^w = (x, y_w,≤t). The first k positions are left out: there the two states are the
+same text, so V_φ(s_t^w) = V_φ(s_t^l) and the hinge is the constant γ with no gradient. A pair
+with P empty (one response a token prefix of the other) adds no hinge. ``"sequence"`` keeps the
+earlier form on the mean value along each response, V(x, y) = mean_{t=1..T} V_φ(s_t):
+L_V = max(0, γ − (V(x, y_w) − V(x, y_l))).
+
+The loss is  Σ_i w_i·(L_SubTB(y_w) + L_SubTB(y_l))/2 / Σ w  +  value_weight · Σ_i w_i·L_V / Σ w
 over the step's pairs (weights from the pairs).
 
 Training is deterministic: the model runs without dropout, step s uses the pairs drawn by
@@ -54,8 +63,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from workers.doctor.losses import (
+    hinge_positions,
+    subtrajectory_balance_loss,
+    token_value_hinge_loss,
+    value_hinge_loss,
+)
 from workers.doctor.network import build_doctor, save_doctor
-from workers.doctor.pairs import PreferencePair
+from workers.doctor.pairs import TextPair
 from workers.doctor.rewards import (
     RewardConfig,
     TokenRewards,
@@ -72,14 +87,17 @@ __all__ = [
     "TrainingExample",
     "doctor_key",
     "find_trained_doctor",
+    "held_out_margin",
+    "hinge_positions",
     "prepare_examples",
     "subtrajectory_balance_loss",
     "train_doctor",
+    "token_value_hinge_loss",
     "train_doctor_from_pairs",
     "value_hinge_loss",
 ]
 
-_KEY_VERSION = "ualign-tfpo-v1"
+_KEY_VERSION = "ualign-tfpo-v2"
 _NOT_HASHED = ("checkpoint_every", "keep_checkpoints")
 
 
@@ -101,6 +119,10 @@ class TFPOConfig:
         λ, the weight of the cumulative token reward in log F.
     gamma, value_weight
         Margin γ of the value hinge and its weight in the loss.
+    value_hinge
+        ``"token"`` (the method's: per token on the positions both responses have, after
+        their shared leading tokens) or ``"sequence"`` (on the mean value along each
+        response); see the module docstring.
     learning_rate, head_learning_rate, weight_decay, max_grad_norm
         AdamW settings (one rate for the LM's trainable weights, one for the head); gradient
         norm clipping (0 disables it).
@@ -123,6 +145,7 @@ class TFPOConfig:
     reward_scale: float = 1.0
     gamma: float = 0.1
     value_weight: float = 1.0
+    value_hinge: Literal["token", "sequence"] = "token"
     learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -144,6 +167,10 @@ class TFPOConfig:
         if self.anchor not in ("reward+reference", "reward"):
             raise ValueError(
                 f"anchor: expected 'reward+reference' or 'reward', got {self.anchor!r}"
+            )
+        if self.value_hinge not in ("token", "sequence"):
+            raise ValueError(
+                f"value_hinge: expected 'token' or 'sequence', got {self.value_hinge!r}"
             )
         for name in (
             "lora_rank",
@@ -194,13 +221,19 @@ class TrainingExample:
 
 @dataclasses.dataclass(frozen=True)
 class StepLoss:
-    """Progress of one optimiser step: the total loss and its two parts, before the update."""
+    """Progress of one optimiser step: the total loss and its two parts, before the update.
+
+    ``margin`` is the held-out pairs' mean chosen-minus-rejected log-likelihood margin of the
+    doctor against the patient's, after the update (``train_doctor``'s ``held_out``), on the
+    steps where it was measured; None elsewhere.
+    """
 
     step: int
     steps: int
     loss: float
     subtb: float
     hinge: float
+    margin: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +253,7 @@ class TrainedDoctor:
 
 
 def doctor_key(
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[TextPair],
     patient: ModelHandle | str,
     reward_config: RewardConfig,
     config: TFPOConfig,
@@ -245,7 +278,7 @@ def doctor_key(
 
 def prepare_examples(
     patient: ModelHandle,
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[TextPair],
     reward_config: RewardConfig,
     config: TFPOConfig,
     *,
@@ -273,9 +306,21 @@ def prepare_examples(
     if not kept:
         raise ValueError("pairs: no pair has a non-empty chosen and rejected response")
     if config.anchor == "reward+reference":
-        rows = [scored[2 * n + side].token_ids for n in kept for side in (0, 1)]
-        ctx = [contexts[pairs[n].prompt] for n in kept for _ in (0, 1)]
-        reference = response_logprobs(patient, ctx, rows, batch_size=batch_size)
+        # One pass per distinct (prompt, response): with mode="all" a text is in many pairs.
+        wanted = [
+            (pairs[n].prompt, scored[2 * n + side].token_ids)
+            for n in kept
+            for side in (0, 1)
+        ]
+        distinct = list(dict.fromkeys(wanted))
+        computed = response_logprobs(
+            patient,
+            [contexts[prompt] for prompt, _ in distinct],
+            [list(ids) for _, ids in distinct],
+            batch_size=batch_size,
+        )
+        by_row = dict(zip(distinct, computed, strict=True))
+        reference = [by_row[w] for w in wanted]
     else:
         reference = [
             np.zeros(len(scored[2 * n + side].token_ids))
@@ -302,47 +347,36 @@ def prepare_examples(
 # --------------------------------------------------------------------------------------------
 
 
-def subtrajectory_balance_loss(
-    token_logp: Any,
-    rewards: Any,
-    reference: Any,
+def _aligned_values(values: Any, lengths: Sequence[int], width: int) -> Any:
+    """V along each row's response, left-aligned by token position: (rows, max length)."""
+    torch = _torch()
+    longest = max(lengths)
+    index = torch.zeros((len(lengths), longest), dtype=torch.long)
+    for j, n in enumerate(lengths):
+        index[j, :n] = torch.arange(width - n, width)
+    return values.gather(1, index.to(values.device))
+
+
+def _hinge_part(
     values: Any,
-    response_mask: Any,
-    *,
-    reward_scale: float = 1.0,
+    response: Any,
+    examples: Sequence[TrainingExample],
+    lengths: Sequence[int],
+    config: TFPOConfig,
 ) -> Any:
-    """Per-sequence SubTB loss over all prefix pairs m < n (module docstring), shape (B,).
-
-    All inputs are (B, L) tensors aligned on positions of a left-padded batch: ``token_logp``
-    holds log π_doctor of the token *at* each position, ``rewards`` r_t and ``reference`` the
-    patient's log-probability there (0 outside the response), ``values`` V_φ of the prefix
-    ending at each position, and ``response_mask`` 1 on response tokens. Every row needs at
-    least one response token, and position 0 must not be a response token (the prompt is
-    non-empty).
-    """
+    """The value hinge of each pair of the batch (rows 2i chosen, 2i+1 rejected), shape (B,)."""
     torch = _torch()
-    mask = response_mask.to(torch.float64)
-    v = values.to(torch.float64)
-    v_prev = torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
-    d = (
-        token_logp.double()
-        - reward_scale * rewards.double()
-        - reference.double()
-        - (v - v_prev)
-    ) * mask
-    cumulative = d.cumsum(dim=1)
-    # States s_0..s_T: the last prompt position and every response position.
-    states = torch.maximum(mask, torch.roll(mask, -1, dims=1) * (1 - mask))
-    k = states.sum(dim=1)
-    mean = (cumulative * states).sum(dim=1) / k
-    spread = (((cumulative - mean[:, None]) ** 2) * states).sum(dim=1)
-    return (k * spread / (k * (k - 1) / 2)).to(values.dtype)
-
-
-def value_hinge_loss(value_chosen: Any, value_rejected: Any, *, gamma: float) -> Any:
-    """``max(0, γ − (V(x, y_w) − V(x, y_l)))`` per pair."""
-    torch = _torch()
-    return torch.clamp(gamma - (value_chosen - value_rejected), min=0.0)
+    if config.value_hinge == "sequence":
+        mean_value = (values * response).sum(dim=1) / response.sum(dim=1)
+        return value_hinge_loss(mean_value[0::2], mean_value[1::2], gamma=config.gamma)
+    aligned = _aligned_values(values, lengths, values.shape[1])
+    counted = torch.zeros((len(examples), aligned.shape[1]), device=values.device)
+    for i, ex in enumerate(examples):
+        k, stop = hinge_positions(ex.chosen_ids, ex.rejected_ids)
+        counted[i, k:stop] = 1.0
+    return token_value_hinge_loss(
+        aligned[0::2], aligned[1::2], counted, gamma=config.gamma
+    )
 
 
 def _torch() -> Any:
@@ -398,17 +432,71 @@ def _batch_loss(
         response,
         reward_scale=config.reward_scale,
     )
-    mean_value = (values * response).sum(dim=1) / response.sum(dim=1)
     weights = torch.tensor(
         [ex.weight for ex in examples], dtype=torch.float32, device=device
     )
     weights = weights / weights.sum()
     subtb_part = (weights * (subtb[0::2] + subtb[1::2]) / 2).sum()
     hinge_part = (
-        weights
-        * value_hinge_loss(mean_value[0::2], mean_value[1::2], gamma=config.gamma)
+        weights * _hinge_part(values, response, examples, lengths, config)
     ).sum()
     return subtb_part + config.value_weight * hinge_part, subtb_part, hinge_part
+
+
+def _sequence_logp(
+    net: Any, rows: list[list[int]], lengths: list[int], pad_id: int, device: str
+) -> Any:
+    """Σ log π_doctor over each row's last ``lengths[j]`` tokens (its response), shape (rows,)."""
+    torch = _torch()
+    ids, mask, positions = left_pad(rows, pad_id=pad_id, device=device)
+    logits, _ = net.forward(ids, mask, positions)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[
+        ..., 0
+    ]
+    response = _place([np.ones(n) for n in lengths], ids.shape[1], device)[:, 1:]
+    return (logp * response).sum(dim=1)
+
+
+def held_out_margin(
+    net: Any,
+    examples: Sequence[TrainingExample],
+    *,
+    pad_id: int,
+    device: str,
+    batch_size: int = 8,
+) -> float:
+    """Mean over pairs of the doctor's chosen-minus-rejected log-likelihood margin, less the patient's.
+
+    ``[log π_d(y_w|x) − log π_d(y_l|x)] − [log π_p(y_w|x) − log π_p(y_l|x)]``, the patient's
+    from the examples' reference log-probabilities (so it needs ``anchor="reward+reference"``
+    examples; with ``"reward"`` they are 0 and this is the doctor's own margin). 0 for an
+    untrained LoRA doctor; it grows when training moves the doctor towards the chosen texts.
+    """
+    torch = _torch()
+    margins = []
+    with torch.no_grad():
+        for first in range(0, len(examples), batch_size):
+            chunk = examples[first : first + batch_size]
+            rows = [
+                [*ex.prompt_ids, *ids]
+                for ex in chunk
+                for ids in (ex.chosen_ids, ex.rejected_ids)
+            ]
+            lengths = [
+                len(ids) for ex in chunk for ids in (ex.chosen_ids, ex.rejected_ids)
+            ]
+            logp = (
+                _sequence_logp(net, rows, lengths, pad_id, device)
+                .double()
+                .cpu()
+                .numpy()
+            )
+            for i, ex in enumerate(chunk):
+                reference = float(
+                    np.sum(ex.chosen_reference) - np.sum(ex.rejected_reference)
+                )
+                margins.append(logp[2 * i] - logp[2 * i + 1] - reference)
+    return float(np.mean(margins))
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,8 +628,14 @@ def _run_steps(
     pad_id: int,
     device: str,
     progress: Callable[[StepLoss], None] | None,
+    held_out: Sequence[TrainingExample] = (),
+    monitor_every: int = 10,
 ) -> None:
-    """Optimiser steps ``step + 1 .. config.steps``: loss, update, history, checkpoint, progress."""
+    """Optimiser steps ``step + 1 .. config.steps``: loss, update, history, checkpoint, progress.
+
+    With ``held_out`` examples, their margin (:func:`held_out_margin`) is measured after steps
+    1, every ``monitor_every``-th and the last.
+    """
     torch = _torch()
     while step < config.steps:
         draw = np.random.default_rng([config.seed, step])
@@ -556,8 +650,15 @@ def _run_steps(
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
         optimizer.step()
         step += 1
+        margin = None
+        if held_out and (
+            step == 1 or step % monitor_every == 0 or step == config.steps
+        ):
+            margin = held_out_margin(net, held_out, pad_id=pad_id, device=device)
         history.append(
-            StepLoss(step, config.steps, loss.item(), subtb.item(), hinge.item())
+            StepLoss(
+                step, config.steps, loss.item(), subtb.item(), hinge.item(), margin
+            )
         )
         if step % config.checkpoint_every == 0 or step == config.steps:
             _save_checkpoint(
@@ -576,6 +677,8 @@ def train_doctor(
     key: str,
     progress: Callable[[StepLoss], None] | None = None,
     meta: dict[str, Any] | None = None,
+    held_out: Sequence[TrainingExample] = (),
+    monitor_every: int = 10,
 ) -> TrainedDoctor:
     """Train a doctor with TFPO, checkpointing to ``run_dir``; resume from its last checkpoint.
 
@@ -584,7 +687,9 @@ def train_doctor(
     ``doctor/`` was trained with ``key`` is returned at once (``reused=True``); checkpoints of
     another key are refused. ``progress`` is called after every step (after that step's
     checkpoint is written), with the loss measured before the update; an exception it raises
-    stops training, and the next call resumes from the last checkpoint.
+    stops training, and the next call resumes from the last checkpoint. ``held_out``
+    examples (pairs never trained on) get their margin measured every ``monitor_every`` steps
+    into the history (``StepLoss.margin``); they do not enter the doctor's key.
     """
     run_dir = Path(run_dir)
     done = find_trained_doctor(run_dir, key)
@@ -601,7 +706,8 @@ def train_doctor(
     optimizer = _optimizer(net, config)
     step, history = _resume(run_dir, net, optimizer, key, patient.device)
     _run_steps(net, optimizer, examples, config, step, history, run_dir=run_dir, key=key,
-               pad_id=_pad_id(patient), device=patient.device, progress=progress)  # fmt: skip
+               pad_id=_pad_id(patient), device=patient.device, progress=progress, held_out=held_out,
+               monitor_every=monitor_every)  # fmt: skip
     record = {
         "key": key,
         "patient": patient_identity(patient),
@@ -625,7 +731,7 @@ def train_doctor(
 
 def train_doctor_from_pairs(
     patient: ModelHandle,
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[TextPair],
     *,
     root: str | Path,
     reward_config: RewardConfig | None = None,
