@@ -37,3 +37,10 @@ def test_false_answers_and_coverage_at_the_stop(scenario: bench.Scenario) -> Non
     if scenario.theta_a == scenario.theta_b:
         # The fixed-time interval read after every prompt finds a difference that is not there.
         assert _rate(row["diff_peek"]) > 0.05 + MC
+
+
+@pytest.mark.slow
+def test_successive_elimination_keeps_every_answer_and_interval_honest() -> None:
+    row = bench.many_cells(STUDIES, np.random.default_rng(2026))
+    assert _rate(row["wrong"]) <= 0.05 + MC
+    assert _rate(row["cover"]) >= 0.95 - MC

@@ -48,7 +48,7 @@ Public API
 tuned_rho(planned_units, *, alpha, sd) -> float
 confidence_sequence(units, *, alpha, rho, max_variance) -> Sequence   (vectorised over studies)
 fixed_interval(units, *, alpha) -> Sequence                            (the t-interval, for contrast)
-answer_threshold(seq, threshold, *, min_units) -> (…, T) int8          "is θ ≥ c?"
+answer_threshold(seq, threshold, margin, *, min_units) -> (…, T) int8  "is θ ≥ c?"
 answer_difference(seq, margin, *, min_units) -> (…, T) int8            "is A above B?"
 answer_precision(seqs, half_width, *, min_units) -> (…, T) bool         "every headline to ±h"
 first_answer(answered) -> (…,) int                                     the stopping time
@@ -207,37 +207,38 @@ def _ready(seq: Sequence, min_units: int) -> npt.NDArray[np.bool_]:
 
 
 def answer_threshold(
-    seq: Sequence, threshold: float, *, min_units: int = MIN_UNITS
+    seq: Sequence, threshold: float, margin: float = 0.0, *, min_units: int = MIN_UNITS
 ) -> npt.NDArray[np.int8]:
-    """ "Is θ ≥ c?" after each unit: ABOVE when the CS lies above c, BELOW when below, else UNANSWERED.
+    """ "Is θ ≥ c?" after each unit: ABOVE when the CS lies above c, BELOW when below, EQUIVALENT when
+    it lies inside (c − margin, c + margin) (a practical margin fixed in advance; 0 turns this answer
+    off), else UNANSWERED.
 
-    Either answer is wrong with probability ≤ α over the whole study, whenever it is read (the CS
-    covers θ at every t at once), so the study may stop at the first answer.
+    Each answer is wrong only if the CS misses θ, probability ≤ α over the whole study, whenever it
+    is read (the CS covers θ at every t at once), so the study may stop at the first answer; and
+    EQUIVALENT lets a θ at c stop instead of running to its cap.
     """
+    if not margin >= 0:
+        raise ValueError(f"margin must be ≥ 0, got {margin!r}")
     ready = _ready(seq, min_units)
     out = np.zeros(seq.estimate.shape, dtype=np.int8)
     out[ready & (seq.low > threshold)] = ABOVE
     out[ready & (seq.high < threshold)] = BELOW
+    if margin > 0:
+        inside = (seq.low > threshold - margin) & (seq.high < threshold + margin)
+        out[ready & inside & (out == UNANSWERED)] = EQUIVALENT
     return out
 
 
 def answer_difference(
     seq: Sequence, margin: float = 0.0, *, min_units: int = MIN_UNITS
 ) -> npt.NDArray[np.int8]:
-    """ "Is A above B?" on the CS of the paired difference Δ = θ_A − θ_B: ABOVE when the CS lies above
-    0, BELOW when below 0, EQUIVALENT when it lies inside (−margin, margin) (a practical margin fixed
-    in advance; 0 turns this answer off), else UNANSWERED.
+    """ "Is A above B?" on the CS of the paired difference Δ = θ_A − θ_B: `answer_threshold` at 0.
 
-    A false ABOVE/BELOW when Δ = 0 needs the CS to miss 0, probability ≤ α; EQUIVALENT is a correct
-    answer when Δ = 0 and lets a study of equal policies stop instead of running to its cap.
+    ABOVE: A above B; BELOW: B above A; EQUIVALENT: |Δ| < margin. A false ABOVE/BELOW when Δ = 0 needs
+    the CS to miss 0, probability ≤ α; EQUIVALENT is a correct answer when Δ = 0 and lets a study of
+    equal policies stop instead of running to its cap.
     """
-    if not margin >= 0:
-        raise ValueError(f"margin must be ≥ 0, got {margin!r}")
-    out = answer_threshold(seq, 0.0, min_units=min_units)
-    if margin > 0:
-        inside = _ready(seq, min_units) & (seq.low > -margin) & (seq.high < margin)
-        out[inside & (out == UNANSWERED)] = EQUIVALENT
-    return out
+    return answer_threshold(seq, 0.0, margin, min_units=min_units)
 
 
 def answer_precision(
