@@ -52,6 +52,8 @@ answer_threshold(seq, threshold, margin, *, min_units) -> (…, T) int8  "is θ 
 answer_difference(seq, margin, *, min_units) -> (…, T) int8            "is A above B?"
 answer_precision(seqs, half_width, *, min_units) -> (…, T) bool         "every headline to ±h"
 first_answer(answered) -> (…,) int                                     the stopping time
+anytime_interval(credit, prompt_ids, *, weights, planned_units, confidence) -> AnytimeInterval
+                                                                       a cell's CS now, from its judgments
 fixed_sample_size(sd, effect, *, alpha, power) -> int                  the fixed design it replaces
 """
 
@@ -68,12 +70,14 @@ from scipy import stats
 __all__ = [
     "ABOVE",
     "BELOW",
+    "AnytimeInterval",
     "EQUIVALENT",
     "UNANSWERED",
     "Sequence",
     "answer_difference",
     "answer_precision",
     "answer_threshold",
+    "anytime_interval",
     "confidence_sequence",
     "first_answer",
     "fixed_interval",
@@ -274,3 +278,64 @@ def fixed_sample_size(
         raise ValueError("power must be in (0, 1), sd and effect positive")
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return int(math.ceil((z * sd / effect) ** 2))
+
+
+@dataclass(frozen=True)
+class AnytimeInterval:
+    """A cell's anytime-valid interval now: the CS at t = n_prompts, clipped to [0, 1].
+
+    estimate: the mean of the prompt means (the judgment mean when every prompt has as many judgments);
+    planned_units: the prompt count ρ was tuned for; early: fewer than MIN_UNITS prompts, where the
+    asymptotic CS is not yet to be trusted (the page says so).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    n_prompts: int
+    planned_units: int
+    confidence: float
+
+    @property
+    def early(self) -> bool:
+        return self.n_prompts < MIN_UNITS
+
+
+def anytime_interval(
+    credit: npt.ArrayLike,
+    prompt_ids: npt.ArrayLike,
+    *,
+    weights: npt.ArrayLike | None = None,
+    planned_units: int,
+    confidence: float = 0.95,
+    sd: float = 0.5,
+) -> AnytimeInterval | None:
+    """The CS of one cell from its rows (one per judgment or decided item), as the results page shows it.
+
+    Units are the prompts' weighted mean credits (module docstring); the Robbins-mixture radius at t
+    depends on the units only through their mean and variance, so arrival order does not matter for
+    the interval now. ρ is tuned at `planned_units` (the study's prompts) with `sd` (default ½, the
+    largest a [0, 1] credit's prompt mean can have: no pilot needed, and a smaller true sd only moves
+    the tightest point later). None when there are no rows.
+    """
+    y = np.asarray(credit, dtype=np.float64)
+    if y.size == 0:
+        return None
+    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    codes = np.unique(np.asarray(prompt_ids), return_inverse=True)[1].reshape(-1)
+    units = np.bincount(codes, weights=w * y) / np.bincount(codes, weights=w)
+    alpha = 1.0 - confidence
+    cs = confidence_sequence(
+        units,
+        alpha=alpha,
+        rho=tuned_rho(max(planned_units, 1), alpha=alpha, sd=sd),
+        max_variance=0.25,
+    )
+    return AnytimeInterval(
+        estimate=float(cs.estimate[-1]),
+        low=max(0.0, float(cs.low[-1])),
+        high=min(1.0, float(cs.high[-1])),
+        n_prompts=int(units.size),
+        planned_units=int(planned_units),
+        confidence=float(confidence),
+    )
