@@ -31,6 +31,12 @@ a fixed-time interval that power, with components `planning.estimate_components`
 4,000-prompt pilot of the same design); for the precision question the planner's prompts for ±0.05
 on the headline. "Fixed, monitored" is the fixed-time t-interval read after every prompt (what the
 results page invites today). Monte Carlo standard errors: binomial for rates, sd/√S for means.
+
+Adaptive + sequential (`many_cells`): four policies' cells (truth ≈ 0.85, 0.78, 0.62, 0.70), one
+question each, "is f(k) ≥ 0.70?" (yes / no / within ±δ); successive elimination: a cell whose question
+is answered gets no more prompts, the others go on (cap 2×); against the planner's fixed design for
+every cell at the same error rates. The saving depends on how far the cells sit from c: this is one
+design, not a general figure. Allocation is simulated only; the product has no allocation job.
 """
 
 from __future__ import annotations
