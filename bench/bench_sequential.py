@@ -14,7 +14,9 @@ the rest are picks. The truth of a cell is the universe mean of its expected cre
 The study is watched after every judgment. The anytime-valid interval is
 `workers.stats.sequential.confidence_sequence` on the prompt means (its units; it changes only when a
 prompt's last judgment is in, so watching after every judgment is watching after every prompt, which
-is what is simulated), ρ tuned at the fixed design's size. Three pre-registered questions:
+is what is simulated; the column "read after every judgment" also counts the prompt in progress by its
+partial mean, as the results page does, with judgments arriving prompt by prompt), ρ tuned at the fixed
+design's size. Three pre-registered questions:
 
 - "is A's f(k) above B's?": the CS of the paired per-prompt difference; answered when it excludes 0
   (A above / B above) or lies inside ±δ (no difference that matters; δ = 0.08, the planned effect);
@@ -139,6 +141,37 @@ def planner_prompts(
     return plan.recommended.design.prompts
 
 
+def per_judgment_false(
+    credit: np.ndarray, true_diff: float, n_diff: int, sd_diff: float, cap: int
+) -> np.ndarray:
+    """Whether the comparison ever answers falsely when read after *every* judgment, the prompt in
+    progress counted by its partial mean (what the results page does: it cannot tell a finished
+    prompt from one in progress). Judgments arrive prompt by prompt, one per cell at a time."""
+    rho = sq.tuned_rho(n_diff, alpha=ALPHA, sd=sd_diff)
+    diff = credit[:, :cap, 0, :] - credit[:, :cap, 1, :]  # (S, N, J) paired judgments
+    full = diff.mean(axis=-1)
+    prev_sum = np.cumsum(full, axis=1) - full  # over the t − 1 finished prompts
+    prev_sq = np.cumsum(full**2, axis=1) - full**2
+    t = np.arange(1, cap + 1, dtype=np.float64)
+    false = np.zeros(credit.shape[0], dtype=bool)
+    for j in range(1, J + 1):
+        unit = diff[..., :j].mean(axis=-1)
+        mean = (prev_sum + unit) / t
+        squares = np.maximum(prev_sq + unit**2 - t * mean**2, 0.0)
+        radius = sq.mixture_radius(t, squares, alpha=ALPHA, rho=rho, max_variance=1.0)
+        seq = sq.Sequence(
+            mean, radius, np.broadcast_to(t, mean.shape).copy(), ALPHA, "partial"
+        )
+        ans = sq.answer_difference(seq, DELTA)
+        wrong = (
+            ((ans == sq.ABOVE) & (true_diff <= 0))
+            | ((ans == sq.BELOW) & (true_diff >= 0))
+            | ((ans == sq.EQUIVALENT) & (abs(true_diff) >= DELTA))
+        )
+        false |= wrong.any(axis=1)
+    return false
+
+
 def rate(x: np.ndarray) -> str:
     m = float(np.mean(x))
     return f"{m:.3f} ± {math.sqrt(max(m * (1 - m), 1e-12) / x.size):.3f}"
@@ -207,6 +240,7 @@ def run(sc: Scenario, studies: int, rng: np.random.Generator) -> dict[str, str |
         "diff_right": rate(right), "diff_wrong": rate(wrong), "diff_unanswered": rate(ans == 0),
         "diff_cover": rate(covered(cs, tau, true_diff)),
         "diff_uniform": rate(((cs.low <= true_diff) & (true_diff <= cs.high)).all(axis=1)),
+        "diff_judgment": rate(per_judgment_false(credit, true_diff, n_diff, sd_diff, cap_diff)),
         "diff_fixed_reject": rate(fixed_at), "diff_peek": rate(peek),
     }  # fmt: skip
     # Q2: is A's f(k) ≥ c?
@@ -327,18 +361,18 @@ def section(
         f"`{command_line('bench/bench_sequential.py', argv)}` ({studies} simulated studies per design; the",
         "design, the questions and the fixed designs compared with are in the script's docstring and",
         "docs/theory.md §11). Judgments are counted over the cells the question needs; ± is the Monte",
-        "Carlo standard error. Monitoring: after every prompt's last judgment (the CS only changes then).",
+        'Carlo standard error. Monitoring: after every prompt\'s last judgment (the CS only changes then); "read after every judgment": also the prompt in progress, by its partial mean.',
         "",
         "**\"Is A's f(k) above B's?\"** (paired by prompt; answered: A above, B above, or within ±0.08)",
         "",
-        "| design | truth A / B | fixed design (judgments) | sequential: mean judgments | median | mean / fixed | right answer | false answer | unanswered at cap (2×) | CS covers Δ at the stop | CS covers Δ at every prompt | fixed design: rejects Δ = 0 | fixed interval watched: ever rejects |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| design | truth A / B | fixed design (judgments) | sequential: mean judgments | median | mean / fixed | right answer | false answer | unanswered at cap (2×) | CS covers Δ at the stop | CS covers Δ at every prompt | ever false, read after every judgment | fixed design: rejects Δ = 0 | fixed interval watched: ever rejects |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['scenario']} | {r['truth']} | {r['diff_fixed']} | {r['diff_mean']} | {r['diff_median']:.0f} | {r['diff_ratio']} "
             f"| {r['diff_right']} | {r['diff_wrong']} | {r['diff_unanswered']} | {r['diff_cover']} | {r['diff_uniform']} "
-            f"| {r['diff_fixed_reject']} | {r['diff_peek']} |"
+            f"| {r['diff_judgment']} | {r['diff_fixed_reject']} | {r['diff_peek']} |"
         )
     lines += [
         "",

@@ -31,6 +31,7 @@ def test_false_answers_and_coverage_at_the_stop(scenario: bench.Scenario) -> Non
     row = bench.run(scenario, STUDIES, np.random.default_rng(2026))
     assert _rate(row["diff_wrong"]) <= 0.05 + MC
     assert _rate(row["thr_wrong"]) <= 0.05 + MC
+    assert _rate(row["diff_judgment"]) <= 0.05 + MC  # read after every judgment, partial prompts in
     assert _rate(row["diff_cover"]) >= 0.95 - MC
     assert _rate(row["thr_cover"]) >= 0.95 - MC
     assert _rate(row["prec_cover"]) >= 0.95 - MC

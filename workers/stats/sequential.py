@@ -80,6 +80,7 @@ __all__ = [
     "anytime_interval",
     "confidence_sequence",
     "first_answer",
+    "mixture_radius",
     "fixed_interval",
     "fixed_sample_size",
     "tuned_rho",
@@ -160,6 +161,24 @@ def tuned_rho(planned_units: float, *, alpha: float = 0.05, sd: float) -> float:
     return math.sqrt((a + math.log1p(a)) / (planned_units * sd * sd))
 
 
+def mixture_radius(
+    t: FloatArray,
+    squares: FloatArray,
+    *,
+    alpha: float,
+    rho: float,
+    max_variance: float = 0.25,
+) -> FloatArray:
+    """The CS radius at t units whose squared deviations from their mean sum to `squares`, with the
+    regularised variance σ̃² = (squares + max_variance) / (t + 1) (module docstring)."""
+    var = (squares + max_variance) / (t + 1.0)
+    v = t * var * rho * rho + 1.0
+    return np.asarray(
+        np.sqrt(2.0 * v / (t * t * rho * rho) * np.log(np.sqrt(v) / alpha)),
+        dtype=np.float64,
+    )
+
+
 def confidence_sequence(
     units: npt.ArrayLike,
     *,
@@ -180,9 +199,7 @@ def confidence_sequence(
         )
     x = _units(units)
     mean, ss, t = _running(x)
-    var = (ss + max_variance) / (t + 1.0)
-    v = t * var * rho * rho + 1.0
-    radius = np.sqrt(2.0 * v / (t * t * rho * rho) * np.log(np.sqrt(v) / alpha))
+    radius = mixture_radius(t, ss, alpha=alpha, rho=rho, max_variance=max_variance)
     return Sequence(
         mean, radius, np.broadcast_to(t, mean.shape).copy(), alpha, "asymptotic CS"
     )
