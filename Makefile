@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -92,3 +92,7 @@ bench-intervals: install
 # Sized for about 30 min on two free CPU cores (not yet timed); BENCH_ARGS="--prompts 12 --steps 40 --betas 0,0.5,1" for a reduced run.
 bench-doctor-effect: install
 	$(PY) bench/bench_doctor_effect.py --write $(BENCH_ARGS)
+
+# Anytime-valid monitoring and the stopping rules (issue #22): error, coverage and judgments to an answer.
+bench-sequential: install
+	$(PY) bench/bench_sequential.py --write docs/benchmarks.md

@@ -34,6 +34,7 @@ win rates are averaged with the same weights.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections import Counter, defaultdict
@@ -54,7 +55,7 @@ from studies.models import (
 )
 from workers.policies import MOutputBound, m_output_bound
 from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
-from workers.stats import intervals
+from workers.stats import intervals, sequential
 from workers.stats.quality import (
     Agreement,
     PositionBias,
@@ -211,6 +212,7 @@ class RobustRow:
     regularised: str = ""  # why the policy has no equilibrium guarantee (β > 0), else ""
     missing_opponents: tuple[str, ...] = ()  # opponents with items but no data yet: not in the min
     search: AdversarySearch | None = None  # set when the adversary of some prompt was searched for
+    anytime: sequential.AnytimeInterval | None = None  # the headline cell's anytime-valid interval (#22)
 
 
 @dataclass(frozen=True)
@@ -542,6 +544,23 @@ def _robust_rows(analysed: _Analysed, study: Study, cells: list[CellRow], cells_
     return robust
 
 
+def _with_anytime(robust: list[RobustRow], analysed: _Analysed, planned: int, confidence: float) -> list[RobustRow]:
+    """Each headline with its anytime-valid interval (`workers.stats.sequential`, docs/theory.md §11), from the
+    adversary cell's rows: valid however often the page is read, unlike the fixed-time interval beside it."""
+    out = []
+    for row in robust:
+        idx = next((idx for key, idx in analysed.groups.items() if (key.policy, key.k, key.m, key.opponent)
+                    == (row.policy, row.k, row.m, ComparisonItem.ADVERSARY)), None)  # fmt: skip
+        if idx is None:
+            out.append(row)
+            continue
+        a = analysed.arrays(idx)
+        anytime = sequential.anytime_interval(a["credit"], a["prompt_ids"], weights=a["weights"],
+                                              planned_units=planned, confidence=confidence)  # fmt: skip
+        out.append(dataclasses.replace(row, anytime=anytime))
+    return out
+
+
 def compute_results(
     study: Study,
     *,
@@ -564,6 +583,8 @@ def compute_results(
     to_judge, decided_items = _item_cells(study)
     _add_decided_items(analysed, study, to_judge, decided_items)
     cells = _cell_rows(analysed, to_judge, confidence)
+    robust = _robust_rows(analysed, study, cells, set(to_judge) | set(decided_items), confidence=confidence,
+                          n_resamples=n_resamples, rng=rng)
     judged = [a for a, decided in zip(analysed.annotators, analysed.decided, strict=True) if not decided]
     return StudyResults(
         study_id=study.pk,
@@ -575,8 +596,7 @@ def compute_results(
         n_annotators=len({row.participant for row in rows}),
         n_decided=sum(analysed.decided),
         cells=cells,
-        robust=_robust_rows(analysed, study, cells, set(to_judge) | set(decided_items), confidence=confidence,
-                            n_resamples=n_resamples, rng=rng),
+        robust=_with_anytime(robust, analysed, study.prompts.count(), confidence),
         few_clusters_warning=intervals.few_clusters_warning(len(set(analysed.prompts)), len(set(judged)))
         if analysed.credit else None,
         position=position_bias(quality.positions, quality.position_k),
