@@ -1,0 +1,113 @@
+"""The docs/benchmarks.md section of `bench/peers/run_peers.py`: tables from its outcomes, the
+throughput goal judged from them, and what each tool guarantees beside its figures."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+GUARANTEES = """What the figures buy (read beside them):
+
+- **ualign**: a pick is saved exactly once (the assignment is locked and judged in one
+  transaction; a repeated or raced POST is refused, never saved twice), every item's quota holds
+  under concurrency (an item is never handed out past `annotations_per_item`, counted in the same
+  transaction), the next task is claimed in that transaction (no two annotators get the same seat),
+  the annotator never sees which policy wrote which response (slots shuffled by the study's seed,
+  no model names in the page), attention checks are mixed in (10% here) and counted, and every
+  acknowledged pick is committed to PostgreSQL before the answer leaves.
+- **Label Studio** (community edition): an annotation is a row in PostgreSQL, committed before
+  the 201; the overlap (here 30 a task) decides what `next` hands out, but nothing stops a client
+  from posting a second annotation to the same task, or one to a task it was not given (the API
+  accepts both); the labeling config shows the responses as labelled in the data (blinding is the
+  researcher's job when they write the tasks); no attention checks.
+- **Potato**: annotations live in the server process's memory and in one JSON file per annotator
+  (`user_state.json`, rewritten on save); one gunicorn worker only (a second one would hand out
+  duplicate assignments and overwrite annotations, its deploy check says), so it cannot use a
+  second core for requests; a repeated save of the same item overwrites the earlier one."""
+
+
+def _ms_per(outcome: Any, key: str) -> str:
+    phase = outcome.phases.get(key)
+    if phase is None or not phase.acknowledged:
+        return ""
+    return f"{1000 * outcome.server_cpu_s.get(key, 0.0) / phase.acknowledged:.1f}"
+
+
+def _row(outcome: Any, key: str, label: str) -> str:
+    phase = outcome.phases[key]
+    arriving = f" ({phase.arriving_p99:.0f} while arriving)" if phase.arriving_p99 is not None else ""
+    return (f"| {outcome.tool} {outcome.version} | {label} | {phase.users} | {phase.rps:.1f} | {phase.p50:.0f} | "
+            f"{phase.p99:.0f}{arriving} | {_ms_per(outcome, key)} | {phase.acknowledged} | {phase.failures} |")  # fmt: skip
+
+
+def goal(outcomes: list[Any]) -> dict[str, Any]:
+    """ualign's closed-loop annotations/s against the best peer's, and their p99s (issue #26's goal:
+    at least 2x the throughput at an equal or better p99)."""
+    ours = next((o for o in outcomes if o.tool == "ualign" and "closed" in o.phases), None)
+    peers = [o for o in outcomes if o.tool != "ualign" and "closed" in o.phases and o.phases["closed"].rps > 0]
+    if ours is None or not peers:
+        return {"judged": False}
+    best = max(peers, key=lambda o: o.phases["closed"].rps)
+    ratio = ours.phases["closed"].rps / best.phases["closed"].rps
+    p99_ours, p99_best = ours.phases["closed"].p99, best.phases["closed"].p99
+    return {"judged": True, "best_peer": best.tool, "ratio": round(ratio, 2), "p99_ualign": p99_ours,
+            "p99_best_peer": p99_best, "met": ratio >= 2 and p99_ours <= p99_best}  # fmt: skip
+
+
+def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ...], started: datetime,
+            machine: str, command: str) -> str:
+    lines = [
+        "## ualign beside Label Studio and Potato: annotations/s, p99, CPU, what is kept (issue #26)",
+        "",
+        f"`make bench-peers` (`{command}`): the same task on each tool, 2,000 prompts with two",
+        "responses each, the annotator picks the better one; each prompt can be annotated 30 times",
+        "(ualign: 10 items a prompt, quota 3; Label Studio: one task a prompt, overlap 30; Potato: one",
+        "item a prompt, `max_annotations_per_item: 30`). Each tool is installed in its own virtual",
+        "environment (var/peers/, pins in bench/peers/requirements-*.txt), served as its documentation",
+        "recommends for production on 127.0.0.1, then driven by locust 2.47 on the same machine with the",
+        "same profile, the tools back to back in one run: closed-loop annotators, then annotators who",
+        "log in or join over HTTP and think 3-8 s per task. *pick* is the wait from submit to the",
+        "next task: ualign's one htmx POST; Label Studio's POST of the annotation and GET of the next",
+        "task (its labeling stream); Potato's POST /updateinstance, POST /annotate (next) and GET",
+        "/annotate (the next page). Server CPU is the tool's own processes (its session) and its",
+        "database backends, from /proc; per acknowledged annotation.",
+        "",
+        f"Machine: {machine}, **shared with other engineers' jobs during the run** (load average "
+        f"{load} before it): the absolute figures are noisy, the ratios within the run less so. "
+        f"{started.strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        "| tool | run | annotators | picks/s | p50 ms | p99 ms | server CPU ms a pick | acknowledged | failures |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for outcome in outcomes:
+        if outcome.error:
+            lines.append(f"| {outcome.tool} | did not run: see below | | | | | | | |")
+            continue
+        lines.append(_row(outcome, "closed", f"closed loop, {args.closed_seconds} s"))
+        lines.append(_row(outcome, "think", f"3-8 s think time, {args.think_seconds} s, once all have started"))
+    lines += ["", "What each kept (counted in its store after the server stopped):", "",
+              "| tool | store | acknowledged | in flight at the stop | kept | checks |", "|---|---|---:|---:|---:|---|"]
+    for outcome in outcomes:
+        if outcome.error:
+            continue
+        acknowledged = sum(p.acknowledged for p in outcome.phases.values())
+        in_flight = sum(p.sent - p.acknowledged - p.refused for p in outcome.phases.values())
+        checks = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in outcome.checks.items())
+        lines.append(f"| {outcome.tool} | {outcome.store} | {acknowledged} | {in_flight} | {outcome.saved} | {checks} |")
+    judged = goal(outcomes)
+    lines.append("")
+    if judged["judged"]:
+        verdict = "met" if judged["met"] else "**not met**"
+        lines.append(f"Goal (ualign's closed-loop picks/s at least 2x the best peer's, at an equal or better p99): "
+                     f"{judged['ratio']:.2f}x {judged['best_peer']}'s, p99 {judged['p99_ualign']:.0f} ms against "
+                     f"{judged['p99_best_peer']:.0f} ms: {verdict}.")  # fmt: skip
+    else:
+        lines.append("Goal not judged: ualign or every peer is missing from this run.")
+    lines += ["", "How each was served:", ""]
+    lines += [f"- {o.tool} {o.version}: {o.serving}" for o in outcomes if not o.error]
+    for outcome in outcomes:
+        if outcome.error:
+            lines += ["", f"{outcome.tool} did not run here: `{outcome.error.strip().splitlines()[-1]}`"]
+    lines += ["", GUARANTEES]
+    return "\n".join(lines) + "\n"
