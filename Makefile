@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-peers bench-pick bench-results browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ bench-all: bench
 # on 127.0.0.1 only, in a throwaway database (BENCH_PG: the PostgreSQL server; REDIS_URL: a Redis db).
 bench-load: install
 	$(PY) bench/load_annotate.py
+
+# ualign's served pick beside Label Studio and Potato (issue #26): each peer in its own virtual
+# environment under var/peers/ (installed from PyPI the first time, pinned in bench/peers/), all
+# served on 127.0.0.1 and driven with the same locust profile; writes its docs/benchmarks.md section.
+bench-peers: install
+	$(PY) bench/peers/run_peers.py --write docs/benchmarks.md
 
 # A pick's Python and PostgreSQL CPU in one process, plain SQL against prepared statements.
 bench-pick: install

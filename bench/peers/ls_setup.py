@@ -69,7 +69,8 @@ def setup(spec: dict) -> dict:
                                                   maximum_annotations_changed=False,
                                                   overlap_cohort_percentage_changed=False, tasks_number_changed=True)
     project.summary.update_data_columns([t.data for t in tasks])
-    hashed, backend = make_password(spec["password"]), settings.AUTHENTICATION_BACKENDS[0]
+    # The backend Label Studio's login view records in the session (users/views.py, user_login).
+    hashed, backend = make_password(spec["password"]), "django.contrib.auth.backends.ModelBackend"
     annotators = []
     for i in range(spec["annotators"]):
         user = User(email=f"annotator{i}@bench.local", username=f"annotator{i}", password=hashed,

@@ -30,6 +30,7 @@ It prints the section for docs/benchmarks.md and, with --write, replaces it ther
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -249,10 +250,8 @@ def _stop(server: subprocess.Popen, grace: float = 40) -> None:
         pass
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGKILL)  # anything of its session still there
-    except ProcessLookupError:
-        pass
     server.wait()
 
 
