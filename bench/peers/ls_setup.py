@@ -2,8 +2,8 @@
 
 `setup SPEC.json OUT.json`: migrates Label Studio's PostgreSQL database, makes one organization
 with an administrator and the bench's annotators (members of it, as people invited to it are),
-one project with the two-choice labeling config and overlap 3 (each task annotated by at most
-three people, as ualign's quota), imports the prompts as tasks the way the import API does
+one project with the two-choice labeling config and overlap 30 (each task annotated by at most
+30 people, as ualign's 10 items a prompt with a quota of 3), imports the prompts as tasks the way the import API does
 (bulk create, then the project's counters and task states), and writes the project's id and,
 per annotator, a logged-in session cookie (Label Studio keeps sessions in signed cookies) for the
 closed-loop users, who start logged in as ualign's start as joined participants.
@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
+from uuid import uuid4
 
 LABEL_CONFIG = """<View>
   <Header value="Which response is better?"/>
@@ -59,10 +61,11 @@ def setup(spec: dict) -> dict:
     admin.active_organization = organization
     admin.save()
     project = Project.objects.create(title="Pairwise preference", label_config=LABEL_CONFIG, created_by=admin,
-                                     organization=organization, maximum_annotations=3, show_skip_button=False)
+                                     organization=organization, maximum_annotations=spec["per_prompt"],
+                                     show_skip_button=False)
     prompts = json.loads(Path(spec["prompts"]).read_text())
     tasks = Task.objects.bulk_create(
-        [Task(project=project, overlap=3, data={"prompt": p["prompt"], "response_1": p["responses"][0],
+        [Task(project=project, overlap=spec["per_prompt"], data={"prompt": p["prompt"], "response_1": p["responses"][0],
                                                   "response_2": p["responses"][1], "ref": p["id"]})
          for p in prompts], batch_size=1000)
     project.update_tasks_counters_and_task_states(tasks_queryset=Task.objects.filter(project=project),
@@ -80,6 +83,9 @@ def setup(spec: dict) -> dict:
         session = SessionStore()
         session[SESSION_KEY], session[BACKEND_SESSION_KEY] = str(user.pk), backend
         session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        # What its login and middlewares add (InactivitySessionTimeoutMiddleWare logs out a session
+        # without last_login; the organization and uid are set on the first request otherwise).
+        session["last_login"], session["organization_pk"], session["uid"] = time.time(), organization.pk, str(uuid4())
         session.save()
         annotators.append({"email": user.email, "session": session.session_key})
     return {"project": project.pk, "tasks": len(tasks), "session_cookie": settings.SESSION_COOKIE_NAME,

@@ -37,8 +37,12 @@ def _ms_per(outcome: Any, key: str) -> str:
 def _row(outcome: Any, key: str, label: str) -> str:
     phase = outcome.phases[key]
     arriving = f" ({phase.arriving_p99:.0f} while arriving)" if phase.arriving_p99 is not None else ""
-    return (f"| {outcome.tool} {outcome.version} | {label} | {phase.users} | {phase.rps:.1f} | {phase.p50:.0f} | "
-            f"{phase.p99:.0f}{arriving} | {_ms_per(outcome, key)} | {phase.acknowledged} | {phase.failures} |")  # fmt: skip
+    if phase.requests:
+        rps, p50, p99 = f"{phase.rps:.1f}", f"{phase.p50:.0f}", f"{phase.p99:.0f}{arriving}"
+    else:  # no pick after the last annotator had started (or none at all)
+        rps, p50, p99 = "none", "", f"none{arriving}"
+    return (f"| {outcome.tool} {outcome.version} | {label} | {phase.users} | {rps} | {p50} | {p99} | "
+            f"{_ms_per(outcome, key)} | {phase.acknowledged} | {phase.failures} |")
 
 
 def goal(outcomes: list[Any]) -> dict[str, Any]:

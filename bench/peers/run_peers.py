@@ -84,8 +84,10 @@ def _arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--web-concurrency", default=os.environ.get("WEB_CONCURRENCY", "3"))
     parser.add_argument("--closed-users", type=int, default=100)
     parser.add_argument("--closed-seconds", type=int, default=60)
-    parser.add_argument("--think-users", type=int, default=300)
-    parser.add_argument("--think-seconds", type=int, default=60)
+    # 100, not bench-load's 300: Label Studio's login hashes the password (PBKDF2, about a second of
+    # CPU here under load), so 300 arrivals would keep its two cores busy for the whole run.
+    parser.add_argument("--think-users", type=int, default=100)
+    parser.add_argument("--think-seconds", type=int, default=90)
     parser.add_argument("--python", default=os.environ.get("PEERS_PYTHON", "python3.11"),
                         help="the interpreter the peers' virtual environments are made from")  # fmt: skip
     parser.add_argument("--write", type=Path, help="replace this section of docs/benchmarks.md")
@@ -268,7 +270,7 @@ def _drive(outcome: Outcome, args: argparse.Namespace, base_url: str, tmp: Path,
     runs = [("closed", ua.Phase(f"{outcome.tool}, closed loop", args.closed_users, args.closed_seconds),
              "ClosedLoopAnnotator", 50, {"BENCH_PREPARED": "1"}),
             ("think", ua.Phase(f"{outcome.tool}, 3-8 s think time", args.think_users, args.think_seconds),
-             "RealisticAnnotator", 30, {"BENCH_PREPARED": ""})]  # fmt: skip
+             "RealisticAnnotator", max(1, args.think_users // 10), {"BENCH_PREPARED": ""})]  # all within 10 s  # fmt: skip
     for key, phase, user_class, spawn_rate, prepared in runs:
         env = None if extra_env is None else {**extra_env, **prepared}
         with ServerCpu(session, database) as cpu:
@@ -344,7 +346,7 @@ def run_label_studio(args: argparse.Namespace, tmp: Path) -> Outcome:
     try:
         spec = tmp / "ls-spec.json"
         spec.write_text(json.dumps({"prompts": str(tmp / "prompts.json"), "annotators": max(args.closed_users,
-                                    args.think_users), "password": password}))  # fmt: skip
+                                    args.think_users), "password": password, "per_prompt": PER_PROMPT}))  # fmt: skip
         setup = tmp / "ls-setup.json"
         subprocess.run([str(bin_dir / "python"), str(HERE / "ls_setup.py"), "setup", str(spec), str(setup)],
                        env=env, check=True, timeout=900)  # fmt: skip
