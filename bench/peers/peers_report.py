@@ -9,22 +9,26 @@ from typing import Any
 
 GUARANTEES = """What the figures buy (read beside them):
 
-- **ualign**: a pick is saved exactly once (the assignment is locked and judged in one
-  transaction; a repeated or raced POST is refused, never saved twice), every item's quota holds
-  under concurrency (an item is never handed out past `annotations_per_item`, counted in the same
-  transaction), the next task is claimed in that transaction (no two annotators get the same seat),
-  the annotator never sees which policy wrote which response (slots shuffled by the study's seed,
-  no model names in the page), attention checks are mixed in (10% here) and counted, and every
-  acknowledged pick is committed to PostgreSQL before the answer leaves.
+- **ualign**: a pick is saved exactly once (one judgment per assignment, enforced by the
+  database; a replayed or double-clicked POST gets the first judgment back, and a pick of someone
+  else's assignment is refused), each item's quota holds under concurrency (the item's row is
+  locked, `select_for_update(skip_locked=True)`, before its quota is read), no annotator gets an
+  item twice, each annotator sees the texts blinded, in a balanced per-annotator slot order
+  (rotations of a Latin square), attention checks are mixed in (`attention_check_rate` 0.1 here) and
+  counted, and the pick is committed to PostgreSQL before the answer leaves. The bench checks the first two after each run (the ualign row of the
+  table above: judged twice, items over quota, counter mismatches).
 - **Label Studio** (community edition): an annotation is a row in PostgreSQL, committed before
-  the 201; the overlap (here 30 a task) decides what `next` hands out, but nothing stops a client
-  from posting a second annotation to the same task, or one to a task it was not given (the API
-  accepts both); the labeling config shows the responses as labelled in the data (blinding is the
-  researcher's job when they write the tasks); no attention checks.
+  the 201, and the overlap decides what `next` hands out; but the API took a second annotation of
+  the same task by the same annotator, and one of a task `next` had not handed them (both 201,
+  tried by hand on this setup), so exactly-once and the quota hold only while clients behave.
+  The responses appear in the order the tasks' data gives them: blinding and order are the job of
+  whoever writes the tasks. No attention checks in this setup.
 - **Potato**: annotations live in the server process's memory and in one JSON file per annotator
-  (`user_state.json`, rewritten on save); one gunicorn worker only (a second one would hand out
-  duplicate assignments and overwrite annotations, its deploy check says), so it cannot use a
-  second core for requests; a repeated save of the same item overwrites the earlier one."""
+  (`annotation_output/<annotator>/user_state.json`, a map from item to labels: a second save of
+  an item replaces the first). It runs one process only: its deploy check refuses more than one
+  worker ("Potato keeps its item pool and user state in memory per process, so a second worker
+  hands out duplicate assignments and silently overwrites annotations"), so it cannot use the
+  second core for requests. No attention checks in this setup (it has them, configured apart)."""
 
 
 def _ms_per(outcome: Any, key: str) -> str:
