@@ -90,3 +90,16 @@ def test_section_reports_a_peer_that_could_not_run_and_keeps_the_rest():
     assert "| ualign 1 | closed loop, 60 s | 10 | 100.0 | 150 | 300 | 15.0 | 100 | 0 |" in text
     assert "label-studio did not run here: `No matching distribution`" in text
     assert "| ualign | store | 300 | 3 | 300 | items over quota 0 |" in text
+
+
+def test_read_requests_takes_each_request_row_of_locusts_stats(tmp_path: Path):
+    stats = tmp_path / "run_stats.csv"
+    stats.write_text("Type,Name,Request Count,Failure Count,50%,99%\n"
+                     "POST,potato: save annotation,40,0,120,900\n"
+                     "FLOW,pick,40,1,300,1500\n"
+                     ",Aggregated,80,1,200,1500\n")  # fmt: skip
+    assert run_peers.read_requests(stats) == {
+        "potato: save annotation": {"count": 40, "p50": 120.0, "p99": 900.0},
+        "pick": {"count": 40, "p50": 300.0, "p99": 1500.0},
+    }
+    assert run_peers.read_requests(tmp_path / "missing.csv") == {}

@@ -112,6 +112,15 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
                      f"{judged['p99_best_peer']:.0f} ms: {verdict}.")  # fmt: skip
     else:
         lines.append("Goal not judged: ualign or every peer is missing from this run.")
+    loads = [f"{o.tool} {o.load_before[0]:.1f}" for o in outcomes if getattr(o, "load_before", ())]
+    if loads:
+        lines += ["", f"Load average (1 min) as each tool's turn began: {', '.join(loads)}."]
+    breakdown = [f"{o.tool}: " + "; ".join(f"{name} {r['p50']:.0f} / {r['p99']:.0f} ({r['count']})"
+                                           for name, r in o.requests.items() if not name.startswith("pick"))
+                 for o in outcomes if getattr(o, "requests", None)]  # fmt: skip
+    if breakdown:
+        lines += ["", "Closed loop, each request on its own (p50 / p99 ms, and how many):", ""]
+        lines += [f"- {line}" for line in breakdown]
     lines += ["", "How each was served:", ""]
     lines += [f"- {o.tool} {o.version}: {o.serving}" for o in outcomes if not o.error]
     for outcome in outcomes:

@@ -74,6 +74,8 @@ class Outcome:
     store: str = ""
     checks: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    load_before: tuple[float, ...] = ()  # the machine's load average as this tool's turn began
+    requests: dict[str, dict[str, float]] = field(default_factory=dict)  # closed loop, by request name
 
 
 def _arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -163,6 +165,18 @@ def count_label_studio(database_url: str, project: int) -> dict[str, int]:
             """SELECT count(*) FROM (SELECT task_id FROM task_completion WHERE project_id = %s
                GROUP BY task_id HAVING count(*) > %s) t""", [project, PER_PROMPT]).fetchone()[0]  # fmt: skip
     return {"saved": saved, "annotated_twice_by_one_user": twice, "items_over_quota": over}
+
+
+def read_requests(stats_csv: Path) -> dict[str, dict[str, float]]:
+    """Each request's count, p50 and p99 (ms) from a locust stats file, the aggregate left out."""
+    import csv
+
+    if not stats_csv.exists():
+        return {}
+    with stats_csv.open(newline="") as rows:
+        return {row["Name"]: {"count": int(row["Request Count"]), "p50": float(row["50%"] or 0),
+                              "p99": float(row["99%"] or 0)}
+                for row in csv.DictReader(rows) if row["Name"] != "Aggregated"}  # fmt: skip
 
 
 class ServerCpu:
@@ -277,6 +291,8 @@ def _drive(outcome: Outcome, args: argparse.Namespace, base_url: str, tmp: Path,
             outcome.phases[key] = ua._run_locust(phase, user_class, base_url, tmp, study, spawn_rate,
                                                  locustfile=locustfile, extra_env=env)  # fmt: skip
         outcome.server_cpu_s[key] = round(cpu.seconds, 2)
+        if key == "closed":
+            outcome.requests = read_requests(tmp / f"{phase.name.replace(' ', '_')}_stats.csv")
         print(f"{phase.name}: {phase.rps:.1f} annotations/s, p50 {phase.p50:.0f} ms, p99 {phase.p99:.0f} ms, "
               f"acknowledged {phase.acknowledged}, server CPU {cpu.seconds:.1f} s", flush=True)  # fmt: skip
 
@@ -434,11 +450,14 @@ def main(argv: list[str] | None = None) -> None:
         tmp.mkdir()
         (tmp / "prompts.json").write_text((tmp_root / "prompts.json").read_text())
         print(f"--- {tool}", flush=True)
+        tool_load = tuple(round(x, 2) for x in os.getloadavg())
         try:
-            outcomes.append(RUNNERS[tool](args, tmp))
+            outcome = RUNNERS[tool](args, tmp)
         except (RuntimeError, subprocess.SubprocessError, OSError) as error:
             print(f"{tool} failed: {error}", flush=True)
-            outcomes.append(Outcome(tool, error=str(error)[-1500:]))
+            outcome = Outcome(tool, error=str(error)[-1500:])
+        outcome.load_before = tool_load
+        outcomes.append(outcome)
     from peers_report import section
 
     text = section(outcomes, args, load, started, ua._machine(), command_line("bench/peers/run_peers.py", argv))
