@@ -81,7 +81,9 @@ bench-load: install
 # ualign's served pick beside Label Studio and Potato (issue #26): each peer in its own virtual
 # environment under var/peers/ (installed from PyPI the first time, pinned in bench/peers/), all
 # served on 127.0.0.1 and driven with the same locust profile; writes its docs/benchmarks.md section.
+# Label Studio is served behind nginx, as in its Docker Compose deployment: Debian's nginx-light.
 bench-peers: install
+	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx-light)
 	$(PY) bench/peers/run_peers.py --write docs/benchmarks.md
 
 # A pick's Python and PostgreSQL CPU in one process, plain SQL against prepared statements.

@@ -82,7 +82,9 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
         "database backends, from /proc; per acknowledged annotation.",
         "",
         f"Machine: {machine}, **shared with other engineers' jobs during the run** (load average "
-        f"{load} before it): the absolute figures are noisy, the ratios within the run less so. "
+        f"{load} before it): the tools ran one after another, each with what the other jobs left it, so "
+        "picks/s and latencies move with the load (given for each tool's turn below); the server CPU a "
+        "pick, what the tool itself spent, moves least. "
         f"{started.strftime('%Y-%m-%d %H:%M UTC')}.",
         "",
         "| tool | run | annotators | picks/s | p50 ms | p99 ms | server CPU ms a pick | acknowledged | failures |",

@@ -34,6 +34,8 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +59,7 @@ HEADING = "## ualign beside Label Studio and Potato: annotations/s, p99, CPU, wh
 TOOLS = ("ualign", "label-studio", "potato")
 PACKAGES = {"label-studio": "label-studio", "potato": "potato-annotation"}
 PROMPTS = 2000
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's nginx-light (apt-get install nginx-light)
 PER_PROMPT = 30  # ualign: 10 replicate items a prompt x quota 3
 SHARE = 50  # tasks per annotator, as ualign's study (a Prolific participant does 20-50)
 
@@ -258,7 +261,9 @@ def _start(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> sub
 
 
 def _stop(server: subprocess.Popen, grace: float = 40) -> None:
-    """SIGTERM to the server's session (every process it started), then SIGKILL after `grace`."""
+    """SIGTERM to the server's session (every process it started), then SIGKILL to what is left of
+    it after `grace` seconds."""
+    deadline = time.monotonic() + grace
     try:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=grace)
@@ -266,9 +271,21 @@ def _stop(server: subprocess.Popen, grace: float = 40) -> None:
         pass
     except ProcessLookupError:
         return
+    while time.monotonic() < deadline and _in_session(server.pid):  # uWSGI's workers outlive its bash
+        time.sleep(0.5)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGKILL)  # anything of its session still there
     server.wait()
+
+
+def _in_session(session: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == session:
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 def _drive(outcome: Outcome, args: argparse.Namespace, base_url: str, tmp: Path, session: int,
@@ -355,8 +372,9 @@ def run_label_studio(args: argparse.Namespace, tmp: Path) -> Outcome:
            "FRONTEND_SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "PYTHONPATH": str(package)}  # fmt: skip
     env.pop("DATABASE_URL", None)
     outcome.serving = (f"uWSGI {_version(bin_dir, 'pyuwsgi')} with bench/peers/label-studio-uwsgi.ini (its image's "
-                       f"deploy/uwsgi.ini: {2 * (os.cpu_count() or 1)} processes, 1 thread each, cheaper, lazy-apps); "
-                       "PostgreSQL (DJANGO_DB=default); DEBUG off; no nginx")  # fmt: skip
+                       f"deploy/uwsgi.ini: {2 * (os.cpu_count() or 1)} processes, 1 thread each, cheaper, lazy-apps) "
+                       f"behind {_nginx_version()} (bench/peers/label-studio-nginx.conf, from the image's "
+                       "deploy/default.conf); PostgreSQL (DJANGO_DB=default); DEBUG off")  # fmt: skip
     ua._admin_sql(args.server_url, f'CREATE DATABASE "{database}"')
     server = None
     try:
@@ -367,9 +385,20 @@ def run_label_studio(args: argparse.Namespace, tmp: Path) -> Outcome:
         subprocess.run([str(bin_dir / "python"), str(HERE / "ls_setup.py"), "setup", str(spec), str(setup)],
                        env=env, check=True, timeout=900)  # fmt: skip
         project = json.loads(setup.read_text())["project"]
-        log = tmp / "label-studio.log"
-        server = _start([str(bin_dir / "uwsgi"), "--ini", str(HERE / "label-studio-uwsgi.ini"), "--chdir",
-                         str(package), "--http", f"127.0.0.1:{port}"], package, env, log)  # fmt: skip
+        log, upstream = tmp / "label-studio.log", ua._free_port()
+        nginx_dir = tmp / "nginx"
+        nginx_dir.mkdir()
+        conf = (HERE / "label-studio-nginx.conf").read_text()
+        for name, value in (("DIR", str(nginx_dir)), ("PORT", str(port)), ("UPSTREAM", str(upstream))):
+            conf = conf.replace(f"@{name}@", value)
+        (nginx_dir / "nginx.conf").write_text(conf)
+        uwsgi = [str(bin_dir / "uwsgi"), "--ini", str(HERE / "label-studio-uwsgi.ini"), "--chdir", str(package),
+                 "--http", f"127.0.0.1:{upstream}"]  # fmt: skip
+        nginx = [NGINX, "-p", str(nginx_dir), "-e", str(nginx_dir / "nginx-error.log"), "-c",
+                 str(nginx_dir / "nginx.conf")]  # fmt: skip
+        # One session for both, so that their CPU is counted together and one signal stops both.
+        script = f"{shlex.join(uwsgi)} & {shlex.join(nginx)} & wait"
+        server = _start(["bash", "-c", script], package, env, log)
         base_url = f"http://127.0.0.1:{port}"
         _wait_for(base_url + "/health", server, log)
         extra = {"BENCH_TOOL": "label-studio", "BENCH_PARTICIPANTS": str(setup), "BENCH_PASSWORD": password}
@@ -429,6 +458,11 @@ def _wait_for(url: str, server: subprocess.Popen, log: Path, timeout: float = 30
             pass
         time.sleep(1)
     raise RuntimeError(f"no answer from {url} after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _nginx_version() -> str:
+    done = subprocess.run([NGINX, "-v"], capture_output=True, text=True)
+    return done.stderr.strip().replace("nginx version: ", "") or "nginx"
 
 
 def _git_version() -> str:
