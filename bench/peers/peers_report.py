@@ -7,6 +7,18 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+CONFIGURATIONS = """The task on each: Label Studio, a project made by `bench/peers/ls_setup.py` (its labeling
+config: the prompt and the two responses as `Text`, one required single `Choices` of "Response 1"
+/ "Response 2"; overlap 30 a task, no skip button, the default sequential sampling; 2,000 tasks
+imported as its import API does; annotators are members of the organization and log in with
+email and password, the closed-loop ones with a session made server-side); Potato, the
+`config.yaml` of `run_peers.potato_config` (one `radio` scheme with the same two labels, the
+prompt and both responses in the item's text, `login: url_direct` on `PROLIFIC_PID` as a
+Prolific study link, 50 items an annotator as ualign's share, 30 annotators an item, debug off,
+persisted sessions); ualign, `load_annotate.build_study` (20,000 items over the 2,000 prompts,
+quota 3, 50 tasks a participant, attention checks)."""
+
+
 GUARANTEES = """What the figures buy (read beside them):
 
 - **ualign**: a pick is saved exactly once (one judgment per assignment, enforced by the
@@ -123,8 +135,15 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
     if breakdown:
         lines += ["", "Closed loop, each request on its own (p50 / p99 ms, and how many):", ""]
         lines += [f"- {line}" for line in breakdown]
+    cpu = {o.tool: float(_ms_per(o, "closed")) for o in outcomes if not o.error and _ms_per(o, "closed")}
+    if "ualign" in cpu and len(cpu) > 1:
+        others = ", ".join(f"{tool} {ms:.1f} ms ({ms / cpu['ualign']:.1f}x ualign's)"
+                           for tool, ms in cpu.items() if tool != "ualign")  # fmt: skip
+        lines += ["", f"Server CPU a pick in the closed loop, the figure the shared machine moves least: ualign "
+                      f"{cpu['ualign']:.1f} ms; {others}."]  # fmt: skip
     lines += ["", "How each was served:", ""]
     lines += [f"- {o.tool} {o.version}: {o.serving}" for o in outcomes if not o.error]
+    lines += ["", CONFIGURATIONS]
     for outcome in outcomes:
         if outcome.error:
             lines += ["", f"{outcome.tool} did not run here: `{outcome.error.strip().splitlines()[-1]}`"]
