@@ -75,9 +75,23 @@ def goal(outcomes: list[Any]) -> dict[str, Any]:
             "p99_best_peer": p99_best, "met": ratio >= 2 and p99_ours <= p99_best}  # fmt: skip
 
 
-def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ...], started: datetime,
-            machine: str, command: str) -> str:
-    lines = [
+def _kept(outcomes: list[Any]) -> list[str]:
+    """Acknowledged annotations (all runs, warm-up included) against what each store kept."""
+    lines = ["", "What each kept (counted in its store after the server stopped):", "",
+             "| tool | store | acknowledged | in flight at the stop | kept | checks |", "|---|---|---:|---:|---:|---|"]
+    for outcome in outcomes:
+        if outcome.error:
+            continue
+        acknowledged = sum(p.acknowledged for p in outcome.phases.values())
+        in_flight = sum(p.sent - p.acknowledged - p.refused for p in outcome.phases.values())
+        checks = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in outcome.checks.items())
+        lines.append(f"| {outcome.tool} | {outcome.store} | {acknowledged} | {in_flight} | {outcome.saved} | {checks} |")
+    return lines
+
+
+def _header(load: tuple[float, ...], started: datetime, machine: str, command: str) -> list[str]:
+    """What was run, how, where and when: the section's opening lines and its table head."""
+    return [
         "## ualign beside Label Studio and Potato: annotations/s, p99, CPU, what is kept (issue #26)",
         "",
         f"`make bench-peers` (`{command}`): the same task on each tool, 2,000 prompts with two",
@@ -102,21 +116,18 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
         "| tool | run | annotators | picks/s | p50 ms | p99 ms | server CPU ms a pick | acknowledged | failures |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+
+def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ...], started: datetime,
+            machine: str, command: str) -> str:
+    lines = _header(load, started, machine, command)
     for outcome in outcomes:
         if outcome.error:
             lines.append(f"| {outcome.tool} | did not run: see below | | | | | | | |")
             continue
         lines.append(_row(outcome, "closed", f"closed loop, {args.closed_seconds} s"))
         lines.append(_row(outcome, "think", f"3-8 s think time, {args.think_seconds} s, once all have started"))
-    lines += ["", "What each kept (counted in its store after the server stopped):", "",
-              "| tool | store | acknowledged | in flight at the stop | kept | checks |", "|---|---|---:|---:|---:|---|"]
-    for outcome in outcomes:
-        if outcome.error:
-            continue
-        acknowledged = sum(p.acknowledged for p in outcome.phases.values())
-        in_flight = sum(p.sent - p.acknowledged - p.refused for p in outcome.phases.values())
-        checks = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in outcome.checks.items())
-        lines.append(f"| {outcome.tool} | {outcome.store} | {acknowledged} | {in_flight} | {outcome.saved} | {checks} |")
+    lines += _kept(outcomes)
     judged = goal(outcomes)
     lines.append("")
     if judged["judged"]:
