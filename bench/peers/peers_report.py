@@ -19,6 +19,20 @@ persisted sessions); ualign, `load_annotate.build_study` (20,000 items over the 
 quota 3, 50 tasks a participant, attention checks)."""
 
 
+NOTES = """Found while setting the peers up, and how the bench deals with it:
+
+- Label Studio's login hashes the password (Django's PBKDF2), far more CPU than ualign's join or
+  Potato's crowd link: the think-time run's arrivals show it (the p99 "while arriving"). The bench
+  gives its annotators one password hashed once, so that the setup does not hash 100 times.
+- Served by uWSGI's HTTP router alone, Label Studio's POSTs failed ("connection closed": the
+  router had closed the connection the client reused); behind nginx, as its Docker Compose file
+  serves it, none did.
+- Left without `max_annotations_per_user`, Potato assigns every annotator all 2,000 items when
+  they join (9 s a join in a trial run); the bench caps it at ualign's share, 50.
+- Label Studio asks pypi.org for its latest version when Django starts (PyPI is reachable here;
+  not tried without it). Nothing else of the three reached outside 127.0.0.1."""
+
+
 GUARANTEES = """What the figures buy (read beside them):
 
 - **ualign**: a pick is saved exactly once (one judgment per assignment, enforced by the
@@ -154,7 +168,7 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
                       f"{cpu['ualign']:.1f} ms; {others}."]  # fmt: skip
     lines += ["", "How each was served:", ""]
     lines += [f"- {o.tool} {o.version}: {o.serving}" for o in outcomes if not o.error]
-    lines += ["", CONFIGURATIONS]
+    lines += ["", CONFIGURATIONS, "", NOTES]
     for outcome in outcomes:
         if outcome.error:
             lines += ["", f"{outcome.tool} did not run here: `{outcome.error.strip().splitlines()[-1]}`"]
