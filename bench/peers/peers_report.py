@@ -30,7 +30,8 @@ NOTES = """Found while setting the peers up, and how the bench deals with it:
 - Left without `max_annotations_per_user`, Potato assigns every annotator all 2,000 items when
   they join (9 s a join in a trial run); the bench caps it at ualign's share, 50.
 - Label Studio asks pypi.org for its latest version when Django starts (PyPI is reachable here;
-  not tried without it). Nothing else of the three reached outside 127.0.0.1."""
+  not tried without it), and by default reports errors to its makers' Sentry: the bench sets
+  `SENTRY_DSN` and `FRONTEND_SENTRY_DSN` empty."""
 
 
 GUARANTEES = """What the figures buy (read beside them):
