@@ -41,9 +41,10 @@ GUARANTEES = """What the figures buy (read beside them):
   else's assignment is refused), each item's quota holds under concurrency (the item's row is
   locked, `select_for_update(skip_locked=True)`, before its quota is read), no annotator gets an
   item twice, each annotator sees the texts blinded, in a balanced per-annotator slot order
-  (rotations of a Latin square), attention checks are mixed in (`attention_check_rate` 0.1 here) and
-  counted, and the pick is committed to PostgreSQL before the answer leaves. The bench checks the first two after each run (the ualign row of the
-  table above: judged twice, items over quota, counter mismatches).
+  (rotations of a Latin square), attention checks are mixed in (`attention_check_rate` 0.1
+  here) and counted, and the pick is committed to PostgreSQL before the answer leaves. The bench
+  checks the first two after each run (the ualign row of the kept table: judged twice, items over
+  quota, counter mismatches).
 - **Label Studio** (community edition): an annotation is a row in PostgreSQL, committed before
   the 201, and the overlap decides what `next` hands out; but the API took a second annotation of
   the same task by the same annotator, and one of a task `next` had not handed them (both 201,
@@ -157,7 +158,7 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
         lines += ["", f"Load average (1 min) as each tool's turn began: {', '.join(loads)}."]
     breakdown = [f"{o.tool}: " + "; ".join(f"{name} {r['p50']:.0f} / {r['p99']:.0f} ({r['count']})"
                                            for name, r in o.requests.items() if not name.startswith("pick"))
-                 for o in outcomes if getattr(o, "requests", None)]  # fmt: skip
+                 for o in outcomes if any(not n.startswith("pick") for n in getattr(o, "requests", {}))]  # fmt: skip
     if breakdown:
         lines += ["", "Closed loop, each request on its own (p50 / p99 ms, and how many):", ""]
         lines += [f"- {line}" for line in breakdown]
