@@ -9,8 +9,8 @@ peers: one task a prompt, at most 30 annotations). One run, for each tool in tur
 2. serves it as its documentation recommends for production, on 127.0.0.1:
    - ualign: `scripts/serve-prod` (gunicorn, Celery worker and beat), as `make bench-load`;
    - Label Studio: uWSGI with the settings of its Docker image's deploy/uwsgi.ini (two processes
-     per core), PostgreSQL (`DJANGO_DB=default`), DEBUG off; no nginx in front (it serves static
-     files, which the load does not fetch);
+     per core) behind nginx, as its Docker Compose file runs it (bench/peers/label-studio-*),
+     PostgreSQL (`DJANGO_DB=default`), DEBUG off;
    - Potato: gunicorn with one worker and 8 threads, the factory its deploy tooling runs
      (`potato.flask_server:create_app('config.yaml')`; more workers are refused: it keeps its
      state in memory), with the settings its `deploy` hardening sets (debug off, persisted
