@@ -16,7 +16,8 @@ Each request is in locust's table under its own name as well.
 
 Environment: BENCH_TOOL (label-studio or potato), BENCH_ACK_FILE (where each process writes the
 annotations the tool acknowledged, for the bench to check against its store), BENCH_PARTICIPANTS
-(JSON: Label Studio's project, annotators and prepared sessions; closed-loop users take one each),
+(JSON: Label Studio's project, annotators and prepared sessions), BENCH_PREPARED (non-empty: each
+Label Studio user starts with one of the prepared sessions, as the closed loop does),
 BENCH_USERS (the think-time run's annotators: picks before all have logged in are reported apart,
 as ualign's are), BENCH_PASSWORD (Label Studio's annotators' password).
 """
