@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-peers
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -74,6 +74,14 @@ bench-all: bench
 # on 127.0.0.1 only, in a throwaway database (BENCH_PG: the PostgreSQL server; REDIS_URL: a Redis db).
 bench-load: install
 	$(PY) bench/load_annotate.py
+
+# ualign's served pick beside Label Studio and Potato (issue #26): each peer in its own virtual
+# environment under var/peers/ (installed from PyPI the first time, pinned in bench/peers/), all
+# served on 127.0.0.1 and driven with the same locust profile; writes its docs/benchmarks.md section.
+# Label Studio is served behind nginx, as in its Docker Compose deployment: Debian's nginx-light.
+bench-peers: install
+	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx-light)
+	$(PY) bench/peers/run_peers.py --write docs/benchmarks.md
 
 # A pick's Python and PostgreSQL CPU in one process, plain SQL against prepared statements.
 bench-pick: install

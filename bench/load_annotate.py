@@ -222,13 +222,15 @@ def _wait_for_health(base_url: str, process: subprocess.Popen, log: Path, timeou
 
 
 def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: tuple[str, str],
-                spawn_rate: int) -> Phase:
+                spawn_rate: int, locustfile: Path = LOCUSTFILE, extra_env: dict[str, str] | None = None) -> Phase:
+    """One headless locust run of `user_class`; `locustfile` and `extra_env` let bench/peers drive
+    other tools with the same profile, read back under the same row names ("pick")."""
     prefix = tmp / phase.name.replace(" ", "_")
     ack_file = tmp / f"{prefix.name}_ack.json"
     env = {**os.environ, "BENCH_SLUG": study[0], "BENCH_INVITE": study[1], "BENCH_ACK_FILE": str(ack_file),
            "BENCH_PARTICIPANTS": str(tmp / "participants.json") if user_class == "ClosedLoopAnnotator" else "",
-           "BENCH_USERS": str(phase.users) if user_class == "RealisticAnnotator" else ""}
-    command = [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "--host", base_url, "-u", str(phase.users),
+           "BENCH_USERS": str(phase.users) if user_class == "RealisticAnnotator" else "", **(extra_env or {})}
+    command = [str(LOCUST), "-f", str(locustfile), "--headless", "--host", base_url, "-u", str(phase.users),
                "-r", str(spawn_rate), "-t", f"{phase.seconds}s", "--stop-timeout", "30",
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
     if user_class != "RealisticAnnotator":  # the realistic run reports its arrival apart instead
