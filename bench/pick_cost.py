@@ -152,9 +152,11 @@ def main() -> None:
     database = f"ualign_bench_pick_{os.getpid()}"
     from load_annotate import _admin_sql, build_study
 
+    # One connection for the whole run: its backend's CPU is read from /proc, and a connection
+    # recycled by age (60 s is quickly reached on a busy machine) would take its process with it.
     os.environ.update({
         "DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": f"{args.server_url}/{database}", "DB_CONN_MAX_AGE": "60", "UALIGN_JOIN_LIMIT": "0",
+        "DATABASE_URL": f"{args.server_url}/{database}", "DB_CONN_MAX_AGE": "86400", "UALIGN_JOIN_LIMIT": "0",
         "SECURE_COOKIES": "false", "STATIC_ROOT": str(ROOT / "var" / "bench-static"),
         "DJANGO_SETTINGS_MODULE": "ualign_web.settings",
     })  # fmt: skip
