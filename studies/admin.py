@@ -24,7 +24,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from studies import researcher_views, services
-from studies.estimate import planning_views
+from studies.estimate import planning_views, plans
 from studies.estimate.export import TABLES
 from studies.importing import import_prompts
 from studies.judgment import participants
@@ -309,7 +309,8 @@ class StudyAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         study = self.get_object(request, object_id)
-        extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else []}
+        extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else [],
+                 "design_fit": plans.design_fit(study) if study else None}
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     @admin.display(description="design")

@@ -228,10 +228,12 @@ def study_status(request: HttpRequest, study_id: int, action: str) -> HttpRespon
         else:
             messages.success(request, f"“{study}” is now {study.get_status_display().lower()}.")
         return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    blocking, warnings = services.preflight_problems(study) if move.target == Study.Status.LIVE else ([], [])
     return _admin_page(
         request, "studies/study_confirm.html", study, f"{move.label}: “{study}”",
         heading=f"{move.label}?", explanation=move.explanation, button=move.label,
         problem=services.lifecycle_problem(study, action), action_url=request.path,
+        blocking=blocking, warnings=warnings,
     )
 
 
