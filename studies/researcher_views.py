@@ -282,6 +282,7 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     cached = services.results_for_page(study, origin)  # a snapshot, refreshed when judgments arrive
     context = {
         "study": study,
+        "status_text": _status_text(study),
         "origin": origin,
         "origins": list(ORIGINS.items()),
         "results": cached.results,
@@ -292,6 +293,22 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     }
     template = "studies/results.html#results" if request.htmx else "studies/results.html"
     return render(request, template, context)
+
+
+def _status_text(study: Study) -> str:
+    """The study's status for the results page; a pilot says how its simulated annotators are doing
+    (a pilot stays live when they finish, so "Live" would read as if it were still running)."""
+    if not study.is_pilot:
+        return study.get_status_display()
+    job = study.jobs.filter(kind=Job.Kind.SIMULATE).order_by("-created_at", "-id").first()
+    if job is None:
+        return "Pilot, not run yet"
+    if job.status == Job.Status.DONE:
+        when = timezone.localtime(job.finished_at).strftime("%Y-%m-%d %H:%M") if job.finished_at else ""
+        return f"Pilot finished{f' at {when}' if when else ''}: its simulated annotators are done"
+    if job.status == Job.Status.FAILED:
+        return "Pilot stopped: its simulated annotators failed (see the Jobs page)"
+    return "Pilot running on simulated annotators"
 
 
 @require_GET

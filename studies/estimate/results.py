@@ -44,7 +44,20 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from django.db.models import Count, QuerySet
 
-from studies.models import ComparisonItem, ItemCandidate, Judgment, PolicyFit, Study
+from studies.estimate.finding import (
+    DifferenceRow,
+    difference_rows,
+    finding_sentence,
+    primary_policy,
+)
+from studies.models import (
+    ComparisonItem,
+    ItemCandidate,
+    Judgment,
+    Policy,
+    PolicyFit,
+    Study,
+)
 from workers.policies import MOutputBound, m_output_bound
 from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
 from workers.stats import intervals
@@ -196,6 +209,10 @@ class StudyResults:
     timing: TimeOnTask | None = None
     attention: Proportion | None = None
     few_clusters_warning: str | None = None  # `intervals.few_clusters_warning` for the analysed rows
+    # Per (k, m), every pair of policies' headline difference, and the finding in one sentence
+    # (`studies/estimate/finding.py`); plain defaults so older pickled snapshots still load.
+    differences: tuple[DifferenceRow, ...] = ()
+    finding: str = ""
 
     @property
     def position_rows(self) -> list[tuple]:
@@ -441,6 +458,7 @@ def compute_results(
     _add_decided_items(analysed, study, to_judge, decided_items)
     cells = _cell_rows(analysed, to_judge, confidence)
     judged = [a for a, decided in zip(analysed.annotators, analysed.decided, strict=True) if not decided]
+    differences, finding = _finding(study, analysed, cells, confidence)
     return StudyResults(
         study_id=study.pk,
         origin=origin,
@@ -459,7 +477,21 @@ def compute_results(
         agreement=annotator_agreement(quality.agree_items, quality.agree_choices, quality.agree_k),
         timing=time_on_task([np.nan if row.latency_ms is None else row.latency_ms for row in rows] or np.zeros(0)),
         attention=attention_failure_rate(np.array(quality.attention_passed, dtype=bool)),
+        differences=differences,
+        finding=finding,
     )
+
+
+def _finding(study: Study, analysed: _Analysed, cells: list[CellRow],
+             confidence: float) -> tuple[tuple[DifferenceRow, ...], str]:
+    """The headline cells' pairwise differences and the sentence (`studies/estimate/finding.py`)."""
+    policies = list(study.policies.order_by("id").values_list("name", "kind"))
+    headlines = {(key.policy, key.k, key.m): analysed.arrays(idx) for key, idx in analysed.groups.items()
+                 if key.opponent == ComparisonItem.ADVERSARY}
+    differences = tuple(difference_rows(headlines, [name for name, _ in policies], confidence))
+    estimates = {(c.policy, c.k, c.m): c.interval.estimate for c in cells if c.opponent == ComparisonItem.ADVERSARY}
+    primary = primary_policy(policies, Policy.Kind.MULTIPLAYER)
+    return differences, finding_sentence(differences, estimates, primary, confidence)
 
 
 SUMMARY_HEADER = (
