@@ -51,6 +51,7 @@ from studies.steps.doctor import import_pairs_csv
 from studies.steps.preference_sources import (
     CSV_HELP,
     csv_problems,
+    params_help_html,
     source_params_problems,
 )
 from studies.validation import text_problem
@@ -170,7 +171,11 @@ class PreferenceSourceForm(forms.ModelForm):
     class Meta:
         model = PreferenceSource
         fields = ["kind", "weight", "params", "data"]
-        help_texts = {"params": "See the kinds below.", "data": "For the CSV kind: " + CSV_HELP}
+        help_texts = {"data": "For the CSV kind: " + CSV_HELP}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["params"].help_text = params_help_html()  # one source of truth: KIND_DOCS
 
     def clean(self):
         super().clean()
@@ -423,6 +428,8 @@ class StudyAdmin(admin.ModelAdmin):
                  name="studies_study_status"),
             path("<int:study_id>/copy/", view(researcher_views.copy_study), name="studies_study_copy"),
             path("<int:study_id>/places/", view(researcher_views.study_places), name="studies_study_places"),
+            path("preference-source-kinds/", view(researcher_views.preference_source_kinds),
+                 name="studies_preference_source_kinds"),
         ]
 
     @admin.action(description="Prepare selected studies (generate, populate, fit, build items)", permissions=["change"])

@@ -44,6 +44,7 @@ from studies.job_rows import chain_rows
 from studies.judgment import participants
 from studies.models import Job, Study
 from studies.simulated_annotators import SimulationError
+from studies.steps.preference_sources import KIND_DOCS
 
 WORKER_HINT_AFTER = timedelta(seconds=30)
 POLL_SECONDS = 5
@@ -293,6 +294,16 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     }
     template = "studies/results.html#results" if request.htmx else "studies/results.html"
     return render(request, template, context)
+
+
+@staff_member_required
+@require_GET
+def preference_source_kinds(request: HttpRequest) -> HttpResponse:
+    """Every kind of preference source with its params and an example (`preference_sources.KIND_DOCS`)."""
+    if not request.user.has_perm(VIEW_STUDY):
+        raise PermissionDenied
+    page = {**admin.site.each_context(request), "title": "Preference source kinds", "kinds": KIND_DOCS}
+    return render(request, "studies/source_kinds.html", page)
 
 
 def _status_text(study: Study) -> str:
