@@ -48,6 +48,7 @@ from studies.models import (
 )
 from studies.simulated_annotators import SimulationError
 from studies.steps.doctor import import_pairs_csv
+from studies.steps.held_out_check import best_held_out_warning
 from studies.steps.preference_sources import (
     CSV_HELP,
     csv_problems,
@@ -55,6 +56,11 @@ from studies.steps.preference_sources import (
     source_params_problems,
 )
 from studies.validation import text_problem
+
+
+def rounded(value: float | None, digits: int = 3) -> str:
+    """A float as the admin shows it: `digits` decimals, "–" for none (raw floats read 0.30000000000000004)."""
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -315,7 +321,8 @@ class StudyAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         study = self.get_object(request, object_id)
         extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else [],
-                 "design_fit": plans.design_fit(study) if study else None}
+                 "design_fit": plans.design_fit(study) if study else None,
+                 "held_out_warning": best_held_out_warning(study) if study else ""}
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     @admin.display(description="design")
@@ -599,10 +606,42 @@ class CandidateAdmin(ReadOnlyAdmin):
 
 @admin.register(PolicyFit)
 class PolicyFitAdmin(ReadOnlyAdmin):
-    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate", "converged", "predicted_robust_win_rate",
-                    "pool_robust_win_rate", "held_out_robust_win_rate", "guarantee"]
+    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate_shown", "converged", "predicted_shown",
+                    "pool_shown", "held_out_shown", "held_out_candidates", "guarantee"]
     list_filter = ["policy__study", "policy__kind", "k", "converged"]
     list_select_related = ["policy", "prompt"]
+    # The detail page shows the same rounded figures (raw floats read 0.30000000000000004).
+    fields = readonly_fields = ("policy", "prompt", "k", "certificate_kind", "certificate_shown", "converged",
+                                "predicted_shown", "pool_shown", "held_out_shown", "held_out_candidates",
+                                "probabilities_shown", "candidate_ids")
+
+    @admin.display(description="certificate", ordering="certificate")
+    def certificate_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.certificate, 4)
+
+    @admin.display(description="predicted robust win rate", ordering="predicted_robust_win_rate")
+    def predicted_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.predicted_robust_win_rate)
+
+    @admin.display(description="on the pool", ordering="pool_robust_win_rate")
+    def pool_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.pool_robust_win_rate)
+
+    @admin.display(description="on held-out texts", ordering="held_out_robust_win_rate")
+    def held_out_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.held_out_robust_win_rate)
+
+    @admin.display(description="held-out candidates")
+    def held_out_candidates(self, fit: PolicyFit) -> str:
+        ids = (fit.solver_stats or {}).get("held_out_candidates") or []
+        if not ids:
+            return "none"
+        url = reverse("admin:studies_candidate_changelist")
+        return format_html_join(", ", '<a href="{}?id__in={}">#{}</a>', ((url, pk, pk) for pk in ids))
+
+    @admin.display(description="probabilities")
+    def probabilities_shown(self, fit: PolicyFit) -> str:
+        return ", ".join(rounded(p) for p in fit.probabilities or [])
 
     @admin.display(description="guarantee")
     def guarantee(self, fit: PolicyFit) -> str:
