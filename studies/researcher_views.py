@@ -15,6 +15,7 @@ page and the other pages that render inside the admin are mounted by the admin
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -37,7 +38,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studies import candidate_import, services
-from studies.estimate import export
+from studies.estimate import export, preference_pairs
 from studies.estimate.results import ORIGINS, StudyResults, results_plot_svg
 from studies.htmx import HtmxHttpRequest
 from studies.job_rows import chain_rows
@@ -335,6 +336,26 @@ def results_plot(request: HttpRequest, slug: str) -> HttpResponse:
     # The SVG is served as an image: no script in it may run even if a label were hostile.
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@require_GET
+@staff_member_required
+def export_preference_pairs(request: HttpRequest, slug: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+    """The picks as DPO preference pairs (`studies/estimate/preference_pairs.py`), JSON Lines or Parquet."""
+    study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
+    if fmt not in preference_pairs.FORMATS:
+        raise Http404("No such format: choose jsonl or parquet.")
+    origin = _origin(request)
+    response: HttpResponse | StreamingHttpResponse
+    if fmt == "jsonl":
+        response = StreamingHttpResponse(preference_pairs.iter_jsonl(study, origin=origin),
+                                         content_type=preference_pairs.FORMATS[fmt])
+    else:
+        buffer = io.BytesIO()
+        preference_pairs.write_parquet(study, buffer, origin=origin)
+        response = HttpResponse(buffer.getvalue(), content_type=preference_pairs.FORMATS[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{preference_pairs.filename(study, fmt, origin)}"'
     return response
 
 
