@@ -24,8 +24,10 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from studies import researcher_views, services
+from studies.candidate_import import imported_candidates
 from studies.estimate import planning_views, plans
 from studies.estimate.export import TABLES
+from studies.forms import KValuesField, name_the_required_field
 from studies.importing import import_prompts
 from studies.judgment import participants
 from studies.judgment.flow import seats_taken
@@ -317,6 +319,19 @@ class StudyAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         return fields + self.DESIGN_FIELDS if _design_fixed(obj) else fields
+
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "k_values":  # "1, 3" as typed, not only JSON
+            kwargs.update(form_class=KValuesField, help_text="For example 1, 2, 4.")
+        return name_the_required_field(super().formfield_for_dbfield(db_field, request, **kwargs),
+                                       str(getattr(db_field, "verbose_name", db_field.name)))
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        """Pool size does nothing for a pool of imported candidates: not shown there."""
+        if obj is None or not imported_candidates(obj).exists():
+            return super().get_fieldsets(request, obj)
+        return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "pool_size"]})
+                for name, opts in super().get_fieldsets(request, obj)]
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         study = self.get_object(request, object_id)
