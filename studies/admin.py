@@ -274,7 +274,8 @@ class StudyAdmin(admin.ModelAdmin):
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "places", "prompt_tools", "results_links", "pair_tools"]}),
+        (None, {"fields": ["title", "slug", "status", "participant_links", "places", "prompt_tools", "results_links",
+                           "pair_tools"]}),
         ("Annotators see", {"fields": ["consent_text", "instructions"]}),
         (
             "Design",
@@ -309,7 +310,7 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token", "participant_links"]}),
+        ("Completion", {"fields": ["completion_code", "completion_redirect_url", "invite_token"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -389,11 +390,12 @@ class StudyAdmin(admin.ModelAdmin):
         if not study.pk:
             return "Save the study first."
         base = settings.SITE_URL.rstrip("/")
+        copy = '<button type="button" class="copy-link button" data-copy="{}" title="Copy the link">Copy</button>'
         return format_html(
-            "Lab volunteers: <code>{}</code><br>Prolific (study URL): <code>{}</code><br>"
+            "Lab volunteers: <code>{}</code> " + copy + "<br>Prolific (study URL): <code>{}</code> " + copy + "<br>"
             "Both carry the study's key; a link without it is refused.",
-            base + study.participant_link(),
-            base + study.participant_link(prolific=True),
+            *(link for link in (base + study.participant_link(), base + study.participant_link(prolific=True))
+              for _ in (0, 1)),
         )
 
     @admin.display(description="results")

@@ -61,3 +61,15 @@ def test_job_times_are_times_not_midnight(researcher_client):
     page = researcher_client.get(reverse("admin:studies_study_jobs", args=[study.pk])).content.decode()
     assert "midnight" not in page
     assert "2026-12-07 00:00:00" in page
+
+
+def test_the_study_links_are_near_the_top_with_copy_buttons_and_no_inline_script(researcher_client):
+    study = make_study()
+    page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
+    top = page[: page.index("Annotators see")]
+    link = study.participant_link()
+    assert top.count('class="copy-link button"') == 2
+    assert 'data-copy="http' in top
+    assert link in top
+    assert "ualign/copy-link.js" in page
+    assert "onclick" not in page
