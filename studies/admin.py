@@ -24,8 +24,10 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from studies import researcher_views, services
-from studies.estimate import planning_views
+from studies.candidate_import import imported_candidates
+from studies.estimate import planning_views, plans
 from studies.estimate.export import TABLES
+from studies.forms import KValuesField, name_the_required_field
 from studies.importing import import_prompts
 from studies.judgment import flow, participants
 from studies.judgment.flow import seats_taken
@@ -49,12 +51,19 @@ from studies.models import (
 )
 from studies.simulated_annotators import SimulationError
 from studies.steps.doctor import import_pairs_csv
+from studies.steps.held_out_check import best_held_out_warning
 from studies.steps.preference_sources import (
     CSV_HELP,
     csv_problems,
+    params_help_html,
     source_params_problems,
 )
 from studies.validation import text_problem
+
+
+def rounded(value: float | None, digits: int = 3) -> str:
+    """A float as the admin shows it: `digits` decimals, "–" for none (raw floats read 0.30000000000000004)."""
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -171,7 +180,11 @@ class PreferenceSourceForm(forms.ModelForm):
     class Meta:
         model = PreferenceSource
         fields = ["kind", "weight", "params", "data"]
-        help_texts = {"params": "See the kinds below.", "data": "For the CSV kind: " + CSV_HELP}
+        help_texts = {"data": "For the CSV kind: " + CSV_HELP}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["params"].help_text = params_help_html()  # one source of truth: KIND_DOCS
 
     def clean(self):
         super().clean()
@@ -262,7 +275,8 @@ class StudyAdmin(admin.ModelAdmin):
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "places", "prompt_tools", "results_links", "pair_tools"]}),
+        (None, {"fields": ["title", "slug", "status", "participant_links", "places", "prompt_tools", "results_links",
+                           "pair_tools"]}),
         ("Annotators see", {"fields": ["consent_text", "instructions"]}),
         (
             "Design",
@@ -297,7 +311,7 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Recruitment and completion", {"fields": ["recruitment", "invite_token", "participant_links", "completion_code",
+        ("Recruitment and completion", {"fields": ["recruitment", "invite_token", "completion_code",
                                                    "per_participant_codes", "completion_redirect_url"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
@@ -309,9 +323,24 @@ class StudyAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         return fields + self.DESIGN_FIELDS if _design_fixed(obj) else fields
 
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "k_values":  # "1, 3" as typed, not only JSON
+            kwargs.update(form_class=KValuesField, help_text="For example 1, 2, 4.")
+        return name_the_required_field(super().formfield_for_dbfield(db_field, request, **kwargs),
+                                       str(getattr(db_field, "verbose_name", db_field.name)))
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        """Pool size does nothing for a pool of imported candidates: not shown there."""
+        if obj is None or not imported_candidates(obj).exists():
+            return super().get_fieldsets(request, obj)
+        return [(name, {**opts, "fields": [f for f in opts["fields"] if f != "pool_size"]})
+                for name, opts in super().get_fieldsets(request, obj)]
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         study = self.get_object(request, object_id)
-        extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else []}
+        extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else [],
+                 "design_fit": plans.design_fit(study) if study else None,
+                 "held_out_warning": best_held_out_warning(study) if study else ""}
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     @admin.display(description="design")
@@ -368,11 +397,12 @@ class StudyAdmin(admin.ModelAdmin):
             return format_html('Single-use invite links: {} unused · <a href="{}">list, add or revoke</a> (the '
                                "shared key no longer joins).", study.invites.filter(used_at__isnull=True,
                                revoked_at__isnull=True).count(), invites)  # fmt: skip
+        copy = '<button type="button" class="copy-link button" data-copy="{}" title="Copy the link">Copy</button>'
         return format_html(
-            "Lab volunteers: <code>{}</code><br>Prolific (study URL): <code>{}</code><br>"
+            "Lab volunteers: <code>{}</code> " + copy + "<br>Prolific (study URL): <code>{}</code> " + copy + "<br>"
             "Both carry the study's key; a link without it is refused.",
-            base + study.participant_link(),
-            base + study.participant_link(prolific=True),
+            *(link for link in (base + study.participant_link(), base + study.participant_link(prolific=True))
+              for _ in (0, 1)),
         )
 
     @admin.display(description="results")
@@ -431,6 +461,8 @@ class StudyAdmin(admin.ModelAdmin):
                  name="studies_study_status"),
             path("<int:study_id>/copy/", view(researcher_views.copy_study), name="studies_study_copy"),
             path("<int:study_id>/places/", view(researcher_views.study_places), name="studies_study_places"),
+            path("preference-source-kinds/", view(researcher_views.preference_source_kinds),
+                 name="studies_preference_source_kinds"),
         ]
 
     @admin.action(description="Create 10 single-use invite links for each selected study", permissions=["change"])
@@ -611,10 +643,42 @@ class CandidateAdmin(ReadOnlyAdmin):
 
 @admin.register(PolicyFit)
 class PolicyFitAdmin(ReadOnlyAdmin):
-    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate", "converged", "predicted_robust_win_rate",
-                    "pool_robust_win_rate", "held_out_robust_win_rate", "guarantee"]
+    list_display = ["policy", "prompt", "k", "certificate_kind", "certificate_shown", "converged", "predicted_shown",
+                    "pool_shown", "held_out_shown", "held_out_candidates", "guarantee"]
     list_filter = ["policy__study", "policy__kind", "k", "converged"]
     list_select_related = ["policy", "prompt"]
+    # The detail page shows the same rounded figures (raw floats read 0.30000000000000004).
+    fields = readonly_fields = ("policy", "prompt", "k", "certificate_kind", "certificate_shown", "converged",
+                                "predicted_shown", "pool_shown", "held_out_shown", "held_out_candidates",
+                                "probabilities_shown", "candidate_ids")
+
+    @admin.display(description="certificate", ordering="certificate")
+    def certificate_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.certificate, 4)
+
+    @admin.display(description="predicted robust win rate", ordering="predicted_robust_win_rate")
+    def predicted_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.predicted_robust_win_rate)
+
+    @admin.display(description="on the pool", ordering="pool_robust_win_rate")
+    def pool_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.pool_robust_win_rate)
+
+    @admin.display(description="on held-out texts", ordering="held_out_robust_win_rate")
+    def held_out_shown(self, fit: PolicyFit) -> str:
+        return rounded(fit.held_out_robust_win_rate)
+
+    @admin.display(description="held-out candidates")
+    def held_out_candidates(self, fit: PolicyFit) -> str:
+        ids = (fit.solver_stats or {}).get("held_out_candidates") or []
+        if not ids:
+            return "none"
+        url = reverse("admin:studies_candidate_changelist")
+        return format_html_join(", ", '<a href="{}?id__in={}">#{}</a>', ((url, pk, pk) for pk in ids))
+
+    @admin.display(description="probabilities")
+    def probabilities_shown(self, fit: PolicyFit) -> str:
+        return ", ".join(rounded(p) for p in fit.probabilities or [])
 
     @admin.display(description="guarantee")
     def guarantee(self, fit: PolicyFit) -> str:

@@ -113,3 +113,30 @@ class JudgmentForm(forms.Form):
         if not data.get("cant_decide") and data.get("choice") is None and "choice" not in self.errors:
             raise forms.ValidationError("Choose one of the responses.")
         return data
+
+
+class KValuesField(forms.JSONField):
+    """The study's k values as a researcher types them: "1, 3" (or JSON, "[1, 3]")."""
+
+    def to_python(self, value: Any) -> Any:
+        text = value.strip() if isinstance(value, str) else None
+        if text and not text.startswith("["):
+            try:
+                return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+            except ValueError:
+                raise forms.ValidationError(
+                    "Enter the k values as whole numbers separated by commas, such as 1, 2, 4.", code="invalid"
+                ) from None
+        return super().to_python(value)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+            return ", ".join(str(k) for k in value)
+        return super().prepare_value(value)
+
+
+def name_the_required_field(field: forms.Field | None, label: str) -> forms.Field | None:
+    """"This field is required." says which field, for the messages shown away from the field."""
+    if field is not None:
+        field.error_messages["required"] = f"{label[:1].upper()}{label[1:]} is required."
+    return field

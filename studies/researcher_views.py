@@ -15,6 +15,7 @@ page and the other pages that render inside the admin are mounted by the admin
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -37,7 +38,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studies import candidate_import, services
-from studies.estimate import export
+from studies.estimate import export, preference_pairs
 from studies.estimate.results import (
     INCLUDE_UNREVIEWED,
     ORIGINS,
@@ -50,6 +51,7 @@ from studies.job_rows import chain_rows
 from studies.judgment import participants
 from studies.models import Job, Study
 from studies.simulated_annotators import SimulationError
+from studies.steps.preference_sources import KIND_DOCS
 
 WORKER_HINT_AFTER = timedelta(seconds=30)
 POLL_SECONDS = 5
@@ -281,10 +283,12 @@ def study_status(request: HttpRequest, study_id: int, action: str) -> HttpRespon
         else:
             messages.success(request, f"“{study}” is now {study.get_status_display().lower()}.")
         return HttpResponseRedirect(reverse("admin:studies_study_change", args=[study.pk]))
+    blocking, warnings = services.preflight_problems(study) if move.target == Study.Status.LIVE else ([], [])
     return _admin_page(
         request, "studies/study_confirm.html", study, f"{move.label}: “{study}”",
         heading=f"{move.label}?", explanation=move.explanation, button=move.label,
         problem=services.lifecycle_problem(study, action), action_url=request.path,
+        blocking=blocking, warnings=warnings,
     )
 
 
@@ -334,6 +338,7 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     cached = services.results_for_page(study, scope_key(origin, include_unreviewed))
     context = {
         "study": study,
+        "status_text": _status_text(study),
         "origin": origin,
         "include_unreviewed": include_unreviewed,
         "unreviewed_param": f"&unreviewed={INCLUDE_UNREVIEWED}" if include_unreviewed else "",
@@ -346,6 +351,32 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     }
     template = "studies/results.html#results" if request.htmx else "studies/results.html"
     return render(request, template, context)
+
+
+@staff_member_required
+@require_GET
+def preference_source_kinds(request: HttpRequest) -> HttpResponse:
+    """Every kind of preference source with its params and an example (`preference_sources.KIND_DOCS`)."""
+    if not request.user.has_perm(VIEW_STUDY):
+        raise PermissionDenied
+    page = {**admin.site.each_context(request), "title": "Preference source kinds", "kinds": KIND_DOCS}
+    return render(request, "studies/source_kinds.html", page)
+
+
+def _status_text(study: Study) -> str:
+    """The study's status for the results page; a pilot says how its simulated annotators are doing
+    (a pilot stays live when they finish, so "Live" would read as if it were still running)."""
+    if not study.is_pilot:
+        return study.get_status_display()
+    job = study.jobs.filter(kind=Job.Kind.SIMULATE).order_by("-created_at", "-id").first()
+    if job is None:
+        return "Pilot, not run yet"
+    if job.status == Job.Status.DONE:
+        when = timezone.localtime(job.finished_at).strftime("%Y-%m-%d %H:%M") if job.finished_at else ""
+        return f"Pilot finished{f' at {when}' if when else ''}: its simulated annotators are done"
+    if job.status == Job.Status.FAILED:
+        return "Pilot stopped: its simulated annotators failed (see the Jobs page)"
+    return "Pilot running on simulated annotators"
 
 
 @require_GET
@@ -361,6 +392,26 @@ def results_plot(request: HttpRequest, slug: str) -> HttpResponse:
     # The SVG is served as an image: no script in it may run even if a label were hostile.
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
     response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@require_GET
+@staff_member_required
+def export_preference_pairs(request: HttpRequest, slug: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+    """The picks as DPO preference pairs (`studies/estimate/preference_pairs.py`), JSON Lines or Parquet."""
+    study = study_for(request, VIEW_STUDY, VIEW_JUDGMENT, slug=slug)
+    if fmt not in preference_pairs.FORMATS:
+        raise Http404("No such format: choose jsonl or parquet.")
+    origin = _origin(request)
+    response: HttpResponse | StreamingHttpResponse
+    if fmt == "jsonl":
+        response = StreamingHttpResponse(preference_pairs.iter_jsonl(study, origin=origin),
+                                         content_type=preference_pairs.FORMATS[fmt])
+    else:
+        buffer = io.BytesIO()
+        preference_pairs.write_parquet(study, buffer, origin=origin)
+        response = HttpResponse(buffer.getvalue(), content_type=preference_pairs.FORMATS[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{preference_pairs.filename(study, fmt, origin)}"'
     return response
 
 

@@ -34,7 +34,7 @@ from django.utils import timezone
 from studies import pilots, tasks
 from studies.candidate_import import imported_candidates
 from studies.candidate_import import study_problems as candidate_study_problems
-from studies.estimate import results_cache
+from studies.estimate import plans, results_cache
 from studies.judgment import participants
 from studies.models import Job, Policy, PreferenceSource, Prompt, Study
 from studies.pilots import (
@@ -374,9 +374,45 @@ def lifecycle_problem(study: Study, action: str) -> str:
         if study.status == Study.Status.CLOSED:
             return f"“{study}” is closed, and closing is final: copy it as a new draft study to run it again."
         return f"“{study}” is {study.get_status_display().lower()}, so it can't {move.label.lower()} now."
-    if move.target == Study.Status.LIVE and not study.items.filter(needs_judgment=True, is_attention_check=False).exists():
-        return f"“{study}” has no comparison items to judge yet: press Prepare first."
+    if move.target == Study.Status.LIVE:
+        return " ".join(preflight_problems(study)[0])
     return ""
+
+
+def preflight_problems(study: Study) -> tuple[list[str], list[str]]:
+    """What to fix before a study goes live: (blocking, warnings), each a list of sentences.
+
+    Blocking (going live is refused): no comparison items to judge, no consent text, neither a
+    completion code nor a completion URL (a participant could never prove they finished).
+    Warnings (shown on the confirmation, the researcher decides): the places don't give the
+    judgments the design needs, or no places are set (`plans.design_fit`); prompts without a
+    comparison item (they add nothing to the results); no completion URL (participants copy
+    the code by hand). The places are a warning, not a refusal: a study may be run in waves,
+    raising the places between them.
+    """
+    blocking: list[str] = []
+    warnings: list[str] = []
+    if not study.items.filter(needs_judgment=True, is_attention_check=False).exists():
+        blocking.append(f"“{study}” has no comparison items to judge yet: press Prepare first.")
+    else:
+        bare = study.prompts.exclude(items__is_attention_check=False).order_by("id")
+        if bare.exists():
+            count = bare.count()
+            names = ", ".join(f"#{p.pk}" for p in bare[:5]) + (" …" if count > 5 else "")
+            warnings.append(f"{count} prompt(s) have no comparison items ({names}), so they add nothing to the "
+                            "results: check their candidates and populations on the Jobs page, or delete them.")
+    if not study.consent_text.strip():
+        blocking.append("The study has no consent text: write the consent form annotators must accept.")
+    if not study.completion_code.strip() and not study.completion_redirect_url:
+        blocking.append("The study has neither a completion code nor a completion URL: set at least one, or "
+                        "participants can't show that they finished.")
+    elif not study.completion_redirect_url:
+        warnings.append("The study has no completion URL: participants are shown the completion code and must "
+                        "copy it into the recruiting platform themselves.")
+    fit = plans.design_fit(study)
+    if fit is not None and not fit.fits:
+        warnings.append(fit.sentence)
+    return blocking, warnings
 
 
 @transaction.atomic

@@ -26,5 +26,7 @@ urlpatterns: list[URLPattern] = [
     path("research/<slug:slug>/results/", researcher_views.results, name="results"),
     path("research/<slug:slug>/results/plot.svg", researcher_views.results_plot, name="results_plot"),
     path("research/<slug:slug>/export/<slug:table>.csv", researcher_views.export_table, name="export"),
+    path("research/<slug:slug>/export/preference-pairs.<slug:fmt>", researcher_views.export_preference_pairs,
+         name="export_preference_pairs"),
 ]
 

@@ -17,7 +17,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from studies.estimate.plans import PlanningError, format_half_width, plan_study
+from studies.estimate.plans import (
+    PlanningError,
+    design_fit,
+    format_half_width,
+    plan_study,
+)
 from studies.models import Study
 from studies.researcher_views import VIEW_JUDGMENT, VIEW_STUDY, study_for
 from workers.stats import planning
@@ -102,6 +107,7 @@ def study_plan(request: HttpRequest, study_id: int) -> HttpResponse:
         "result": result,
         "rows": [] if result is None else _rows(result),
         "max_prompts": planning.MAX_PROMPTS,
+        "fit": design_fit(study),
     }
     return render(request, "studies/study_plan.html", context, status=status)
 

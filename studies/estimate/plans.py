@@ -17,6 +17,7 @@ Used by `manage.py plan_study` and the admin's "Plan" page (`studies/estimate/pl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from django.db.models import Avg, Count
@@ -78,6 +79,59 @@ def study_design(study: Study, *, prompts: int | None = None) -> Design:
         replicates=study.replicates,
         attention_check_rate=attention_check_share(float(study.attention_check_rate)),
     )
+
+
+@dataclass(frozen=True)
+class DesignFit:
+    """What the design asks of its places: judgments, participants, and whether the places give them.
+
+    judgments: what the study's items need, attention checks included and items decided by
+    construction left out (nobody judges them); counted from the comparison items once they
+    exist, from the design (`Design.judgments`, every item judged) before Prepare.
+    participants: the people that takes at the study's items per participant.
+    places: the study's cap on participants (`max_participants`), None when it has none.
+    """
+
+    judgments: int
+    participants: int
+    items_per_participant: int
+    places: int | None
+    counted_from: str
+
+    @property
+    def fits(self) -> bool:
+        return self.places is not None and self.places >= self.participants
+
+    @property
+    def sentence(self) -> str:
+        """The fit in one sentence, saying what to change when it doesn't fit."""
+        need = (f"The design needs {self.judgments:,} judgments ({self.participants:,} participants at "
+                f"{self.items_per_participant} items each, counted from {self.counted_from})")
+        if self.places is None:
+            return (f"{need}; no places are set, so nothing caps who joins or what it costs: "
+                    f"set the places (max participants) to {self.participants:,}.")
+        given = self.places * self.items_per_participant
+        if self.fits:
+            return f"{need}; its {self.places:,} places give {given:,}: the design fits."
+        per_person = math.ceil(self.judgments / self.places) if self.places else self.judgments
+        return (f"{need}, but its {self.places:,} places give only {given:,} ({given / self.judgments:.0%}): "
+                f"set the places to {self.participants:,}, or the items per participant to {per_person:,}, "
+                "or ask for fewer judgments (fewer prompts, k values or annotations per item).")
+
+
+def design_fit(study: Study) -> DesignFit | None:
+    """The study's needs against its places (`DesignFit`), or None when it has no design yet."""
+    items = ComparisonItem.objects.filter(study=study, needs_judgment=True).count()
+    if items:
+        judgments, counted_from = items * study.annotations_per_item, "its comparison items"
+    else:
+        try:
+            judgments = study_design(study).judgments
+        except (PlanningError, ValueError):
+            return None
+        counted_from = "its design, before Prepare"
+    participants = max(study.annotations_per_item, math.ceil(judgments / study.items_per_participant))
+    return DesignFit(judgments, participants, study.items_per_participant, study.max_participants, counted_from)
 
 
 def predicted_cell_means(study: Study) -> tuple[dict[CellKey | tuple, float | None], str]:

@@ -45,11 +45,18 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from django.db.models import Count, Q, QuerySet
 
+from studies.estimate.finding import (
+    DifferenceRow,
+    difference_rows,
+    finding_sentence,
+    primary_policy,
+)
 from studies.models import (
     ComparisonItem,
     ItemCandidate,
     Judgment,
     Participant,
+    Policy,
     PolicyFit,
     Study,
 )
@@ -274,6 +281,11 @@ class StudyResults:
         if self.include_unreviewed:
             return f"Included on request: {total} ({'; '.join(parts)})."
         return f"Left out: {total} ({'; '.join(parts)})."
+
+    # Per (k, m), every pair of policies' headline difference, and the finding in one sentence
+    # (`studies/estimate/finding.py`); plain defaults so older pickled snapshots still load.
+    differences: tuple[DifferenceRow, ...] = ()
+    finding: str = ""
 
     @property
     def position_rows(self) -> list[tuple]:
@@ -586,6 +598,7 @@ def compute_results(
     robust = _robust_rows(analysed, study, cells, set(to_judge) | set(decided_items), confidence=confidence,
                           n_resamples=n_resamples, rng=rng)
     judged = [a for a, decided in zip(analysed.annotators, analysed.decided, strict=True) if not decided]
+    differences, finding = _finding(study, analysed, cells, confidence)
     return StudyResults(
         study_id=study.pk,
         origin=origin,
@@ -606,7 +619,22 @@ def compute_results(
         include_unreviewed=include_unreviewed,
         unreviewed=unreviewed_judgments(study, origin) if flagged else dict.fromkeys(LEFT_OUT_REASONS, 0),
         flagged=flagged,
+
+        differences=differences,
+        finding=finding,
     )
+
+
+def _finding(study: Study, analysed: _Analysed, cells: list[CellRow],
+             confidence: float) -> tuple[tuple[DifferenceRow, ...], str]:
+    """The headline cells' pairwise differences and the sentence (`studies/estimate/finding.py`)."""
+    policies = list(study.policies.order_by("id").values_list("name", "kind"))
+    headlines = {(key.policy, key.k, key.m): analysed.arrays(idx) for key, idx in analysed.groups.items()
+                 if key.opponent == ComparisonItem.ADVERSARY}
+    differences = tuple(difference_rows(headlines, [name for name, _ in policies], confidence))
+    estimates = {(c.policy, c.k, c.m): c.interval.estimate for c in cells if c.opponent == ComparisonItem.ADVERSARY}
+    primary = primary_policy(policies, Policy.Kind.MULTIPLAYER)
+    return differences, finding_sentence(differences, estimates, primary, confidence)
 
 
 SUMMARY_HEADER = (

@@ -157,7 +157,7 @@ class Study(models.Model):
         default=0.25,
         validators=[_validate_held_out_fraction],
         help_text="Share of each prompt's pool kept out of fitting (0 to below 1), so the results can say how a "
-        "fitted policy fares against responses it never saw. Pools of fewer than 4 distinct texts hold none out.",
+        "fitted policy fares against responses it never saw. Pools of fewer than 8 distinct texts hold none out.",
     )
 
     created_at = models.DateTimeField(auto_now_add=True)

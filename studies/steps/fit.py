@@ -30,8 +30,10 @@ from studies.steps.doctor_spec import parse_doctor_params
 from studies.steps.population import PromptPopulation, load_population
 from workers.policies.ctrl import CTRL_TARGET_KL, fit_ctrl
 
-#: Pools with fewer distinct texts than this hold nothing out (fitting on 1–2 texts says little).
-MIN_POOL_FOR_HELD_OUT = 4
+#: Pools with fewer distinct texts than this hold nothing out: below 8, the default ¼ holds out
+#: one text (a "fresh opponent" of one) and removes the population's best text from the fit
+#: one time in N (docs/theory.md, "Held-out responses").
+MIN_POOL_FOR_HELD_OUT = 8
 #: Seed stream of the held-out split (items draw from other streams of the same study seed).
 HELD_OUT_STREAM = 11
 

@@ -8,7 +8,8 @@ population, split among its types by their own weights (default equal). The chec
 the rules for one source; `studies.services.preparation_problems` is where a study's whole
 setup is checked before Prepare, and the admin's form uses them field by field.
 
-params per kind (a JSON object):
+params per kind (a JSON object; `KIND_DOCS` below is the one spelling that the admin's help, its
+kinds page and the checks read):
 
 persona_judge  {"personas": ["A retired teacher who …", …], optional "model" (default the shipped
                "smollm2-135m-instruct"), "labels", "weights" (one per persona), "batch_size",
@@ -25,11 +26,13 @@ csv            the utilities go in the source's data field (format: CSV_HELP), n
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import cast
 
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from studies.models import Candidate, PreferenceSource, Prompt, Study
 from studies.text import safe_text
@@ -58,13 +61,77 @@ CHECK_COLUMNS = ("study", "prompt", "prompt_id", "prompt_external_id", "text_sha
 # utility columns uploads as it is.
 IGNORED_COLUMNS = ("generator", "sample_index", "multiplicity", "token_count", "is_attention_check", "text")
 
-_ALLOWED: dict[str, set[str]] = {
-    PreferenceSource.Kind.PERSONA_JUDGE: {"model", "personas", "labels", "weights", "batch_size",
-                                          "system_template", "question_template"},
-    PreferenceSource.Kind.EMBEDDING: {"model", "personas", "labels", "weights", "batch_size"},
-    PreferenceSource.Kind.REWARD_MODEL: {"model", "models", "labels", "weights", "batch_size"},
-    PreferenceSource.Kind.CSV: set(),
-}
+
+
+@dataclass(frozen=True)
+class ParamDoc:
+    name: str
+    meaning: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class KindDoc:
+    """What one kind of source does, its params and an example: the one source of truth for the
+    admin form's help, the kinds page and the params the checks accept (`_ALLOWED`)."""
+
+    kind: str
+    summary: str
+    params: tuple[ParamDoc, ...]
+    example: dict
+
+    @property
+    def example_json(self) -> str:
+        return json.dumps(self.example, ensure_ascii=False)
+
+
+_LABELS = ParamDoc("labels", "A name per type, shown in the population and the exports (default numbered).")
+_WEIGHTS = ParamDoc("weights", "A non-negative weight per type, its share of this source (default equal).")
+_BATCH = ParamDoc("batch_size", "How many responses a model scores at once (a positive integer).")
+
+KIND_DOCS: tuple[KindDoc, ...] = (
+    KindDoc(PreferenceSource.Kind.PERSONA_JUDGE,
+            "A chat model asked, as each persona, whether the response is good: the utility is "
+            "log P(yes) − log P(no). One type per persona.",
+            (ParamDoc("personas", "A list of persona descriptions, one type each.", required=True),
+             ParamDoc("model", f"A model id, local folder or shipped model name (default “{DEFAULT_JUDGE_MODEL}”)."),
+             _LABELS, _WEIGHTS, _BATCH,
+             ParamDoc("system_template", "The system message, containing {persona}."),
+             ParamDoc("question_template", "The question, containing {prompt} and {response}.")),
+            {"personas": ["A retired teacher who values clear, simple answers.",
+                          "A software engineer who wants precise, complete answers."],
+             "labels": ["teacher", "engineer"], "weights": [1, 1]}),
+    KindDoc(PreferenceSource.Kind.EMBEDDING,
+            "Cosine similarity between each response and each persona description under a sentence "
+            "embedder. One type per persona.",
+            (ParamDoc("personas", "A list of persona descriptions, one type each.", required=True),
+             ParamDoc("model", f"A sentence-embedding model id, folder or shipped name (default “{DEFAULT_EMBEDDER}”)."),
+             _LABELS, _WEIGHTS, _BATCH),
+            {"personas": ["Someone who likes short, cheerful answers.", "Someone who wants every detail."]}),
+    KindDoc(PreferenceSource.Kind.REWARD_MODEL,
+            "Sequence-classification reward models score each (prompt, response): one type per model.",
+            (ParamDoc("models", "A list of reward model ids (Hugging Face) or local folders.", required=True),
+             ParamDoc("model", "One reward model, instead of \"models\"."),
+             _LABELS, _WEIGHTS, _BATCH),
+            {"models": ["OpenAssistant/reward-model-deberta-v3-large-v2"], "labels": ["oasst"]}),
+    KindDoc(PreferenceSource.Kind.CSV,
+            "Utilities you upload (the data field, or a file), keyed by candidate id: " + CSV_HELP,
+            (), {}),
+)
+
+_ALLOWED: dict[str, set[str]] = {doc.kind: {p.name for p in doc.params} for doc in KIND_DOCS}
+
+
+def params_help_html() -> str:
+    """The admin form's help for params: per kind its params and an example (escaped HTML)."""
+    items = format_html_join(
+        "", "<li><strong>{}</strong>: {} Params: {}. Example: <code>{}</code></li>",
+        ((doc.kind, doc.summary.split(": " + CSV_HELP)[0],
+          ", ".join(p.name + (" (required)" if p.required else "") for p in doc.params) or "none",
+          doc.example_json) for doc in KIND_DOCS),
+    )
+    return format_html('A JSON object whose keys depend on the kind (<a href="{}">every parameter explained</a>):'
+                       '<ul class="source-kinds">{}</ul>', reverse("admin:studies_preference_source_kinds"), items)
 
 
 def _is_text_list(value: object) -> bool:
