@@ -113,3 +113,9 @@ class JudgmentForm(forms.Form):
         if not data.get("cant_decide") and data.get("choice") is None and "choice" not in self.errors:
             raise forms.ValidationError("Choose one of the responses.")
         return data
+
+
+class PreviewPickForm(JudgmentForm):
+    """A pick in the researcher's preview: the same controls, no assignment (nothing is saved)."""
+
+    assignment = None  # type: ignore[assignment]
