@@ -182,6 +182,8 @@ def _not_open(request: HtmxHttpRequest, study: Study, participant: Participant, 
             return _go(request, _step_url(participant))
     elif step == "task" and assign.current_assignment(participant) is not None:
         return view(request, study, participant)
+    elif request.htmx and request.GET.get("waiting"):  # the paused page's poll: nothing to do yet
+        return HttpResponse(status=204)
     if request.htmx:
         return HttpResponseClientRedirect(reverse(f"studies:{step}", args=[study.slug]))
     return _unavailable(request, study, flow.closed_reason(study), participant)
@@ -395,7 +397,26 @@ def _partial(request: HtmxHttpRequest, context: dict, status: int = 200) -> Http
 @require_GET
 @participant_step("task")
 def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
+    if request.htmx and request.GET.get("waiting"):  # the paused page's poll, and the study is open again
+        return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
     return _next_task(request, study, participant)
+
+
+RETURNABLE = (Participant.Status.JOINED, *Participant.IN_PROGRESS)
+
+
+@require_POST
+@never_cache
+def return_study(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The participant gives the study back in one click: as the admin's "returned" action does
+    (`participants.return_participants`), their seat and open task are freed, their picks kept."""
+    participant = _participant_for_slug(request, slug)
+    if participant is None:
+        return _link_invalid(request)
+    if participant.status in RETURNABLE:
+        participants.return_participants(participants=Participant.objects.filter(pk=participant.pk))
+        participant.refresh_from_db(fields=["status"])
+    return _go(request, _step_url(participant))
 
 
 @require_POST

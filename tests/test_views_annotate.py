@@ -78,7 +78,7 @@ def test_a_wrong_or_missing_key_unknown_study_or_foreign_browser_gets_a_polite_4
     assert not Participant.objects.exists()
 
 
-@pytest.mark.parametrize(("status", "message"), [("ready", b"This study is not open"), ("closed", b"This study is not open")])
+@pytest.mark.parametrize(("status", "message"), [("ready", b"This study is not open"), ("closed", b"This study has closed")])
 def test_a_study_that_is_not_live_says_so_politely(client, status, message):
     study = make_live_study(status=status)
     response = client.get(url("join", study), {"invite": study.invite_token})
