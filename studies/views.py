@@ -355,7 +355,7 @@ def _task_context(
         "shown": list(enumerate(shown, start=1)),
         "progress": assign.progress(participant, done=done, pending=True,
                                         left=getattr(assignment, "items_left", None)),
-        "allow_cant_decide": study.allow_cant_decide and not item.is_attention_check,
+        "allow_cant_decide": study.allow_cant_decide,  # attention checks too: they look like every task (#25)
         "form": form,  # a refused pick's, for its note; None: a new task
         "error": error,
         "notice": notice,
