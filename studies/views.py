@@ -34,7 +34,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from studies.duration import estimated_duration
+from studies.duration import estimated_duration, states_duration
 from studies.forms import (
     IDENTIFIER,
     ComprehensionForm,
@@ -309,8 +309,13 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
-    context = {"study": study, "form": form, "duration": estimated_duration(study, measure=False)}
+    context = {"study": study, "form": form, "duration": _consent_duration(study)}
     return render(request, "studies/consent.html", context)
+
+
+def _consent_duration(study: Study):
+    """Our estimate for the consent page, or None when the researcher's text gives its own time."""
+    return None if states_duration(study.consent_text) else estimated_duration(study, measure=False)
 
 
 @require_http_methods(["GET", "POST"])
@@ -563,7 +568,7 @@ def preview(request: HtmxHttpRequest, slug: str, step: str = "consent") -> HttpR
         return redirect("studies:preview_step", study.slug, following)
     context = _preview_context(request, study)
     if step == "consent":
-        context |= {"form": ConsentForm(), "duration": estimated_duration(study, measure=False)}
+        context |= {"form": ConsentForm(), "duration": _consent_duration(study)}
     elif step == "instructions":
         form = ComprehensionForm(choices=study.comprehension_choices) if study.comprehension_question else None
         context |= {"form": form, "attempts_left": flow.COMPREHENSION_ATTEMPTS}
