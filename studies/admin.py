@@ -8,6 +8,7 @@ is read-only, so the record of a study can't be edited by accident.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -720,15 +721,15 @@ class ParticipantAdmin(ReadOnlyAdmin):
     approve, reject, mark returned (frees the seat and open assignments), and the approve/reject
     list as CSV with PROLIFIC_PIDs."""
 
-    list_display = ["pseudonym", "external_id", "study", "status", "review_status", "picks", "attention_failures",
-                    "created_at", "last_active_at", "time_on_task", "is_simulated"]
+    list_display = ["pseudonym", "external_id", "study", "status", "review_status", "tasks", "attention",
+                    "created_at", "last_active_at", "time_on_task", "review_reason", "is_simulated"]
     list_filter = ["study", "status", "review_status", FailedAttentionFilter, "is_simulated",
                    ("created_at", admin.DateFieldListFilter), ("last_active_at", admin.DateFieldListFilter)]
     search_fields = ["pseudonym", "external_id"]
     list_select_related = ["study"]
     exclude = ["access_token", "resume_token", "client_key"]
     readonly_fields = ["resume_link"]
-    actions = ["mark_approved", "mark_rejected", "mark_returned", "export_review_list"]
+    actions = ["mark_approved", "mark_rejected", "mark_returned", "export_review_list", "export_bonus_list"]
 
     def get_queryset(self, request: HttpRequest):
         return participants.with_picks(super().get_queryset(request))
@@ -740,6 +741,16 @@ class ParticipantAdmin(ReadOnlyAdmin):
     @admin.display(description="picks", ordering="picks")
     def picks(self, participant: Participant) -> int:
         return participant.picks  # type: ignore[attr-defined]  # annotated by get_queryset
+
+    @admin.display(description="tasks done", ordering="tasks_done")
+    def tasks(self, participant: Participant) -> str:
+        """Done of the share they were offered: a partial completer reads "2 of 10", not just "2"."""
+        return f"{participant.tasks_done} of {participant.study.items_per_participant}"
+
+    @admin.display(description="attention checks passed")
+    def attention(self, participant: Participant) -> str:
+        work = participants.Work.of(participant)
+        return f"{work.attention_passed} of {work.attention_shown}"
 
     @admin.display(description="time on task", ordering="task_ms")
     def time_on_task(self, participant: Participant) -> str:
@@ -762,11 +773,19 @@ class ParticipantAdmin(ReadOnlyAdmin):
         outcome = participants.review_participants(participants=queryset, verdict=Participant.Review.APPROVED)
         self._report(request, outcome, "approved", "only participants who completed can be approved.")
 
-    @admin.action(description="Mark rejected (completed, screened out or failed attention)", permissions=["review"])
-    def mark_rejected(self, request: HttpRequest, queryset) -> None:
-        outcome = participants.review_participants(participants=queryset, verdict=Participant.Review.REJECTED)
+    @admin.action(description="Mark rejected, with a reason (completed, screened out or failed attention)",
+                  permissions=["review"])
+    def mark_rejected(self, request: HttpRequest, queryset) -> TemplateResponse | None:
+        """Prolific asks for a reason with every rejection: the action asks for it first."""
+        form = RejectionForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return self._action_form(request, queryset, "mark_rejected", form, title="Reject with a reason",
+                                     submit="Reject")  # fmt: skip
+        outcome = participants.review_participants(participants=queryset, verdict=Participant.Review.REJECTED,
+                                                   reason=form.cleaned_data["reason"])  # fmt: skip
         self._report(request, outcome, "rejected",
                      "only participants who completed, were screened out or failed attention checks can be rejected.")
+        return None
 
     @admin.action(description="Mark returned on Prolific (frees their seats and open tasks)", permissions=["review"])
     def mark_returned(self, request: HttpRequest, queryset) -> None:
@@ -780,6 +799,45 @@ class ParticipantAdmin(ReadOnlyAdmin):
         response["Content-Disposition"] = 'attachment; filename="participants-review.csv"'
         response["X-Content-Type-Options"] = "nosniff"
         return response
+
+    @admin.action(description="Export a bonus CSV for partial completers (Prolific's bulk bonus)", permissions=["view"])
+    def export_bonus_list(self, request: HttpRequest, queryset) -> HttpResponse:
+        """`<PROLIFIC_PID>,<amount>` lines at the rate per task the researcher gives on the next page."""
+        form = BonusForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return self._action_form(
+                request, queryset, "export_bonus_list", form, title="Bonus for partial completers", submit="Download",
+                explanation="Each selected participant who did at least one task and fewer than the study's share "
+                "(and was not rejected) gets the rate times their tasks done, in your Prolific study's currency. "
+                "Paste the file into Prolific's bulk bonus.",
+            )
+        text, _ = participants.bonus_csv(queryset, per_task=form.cleaned_data["per_task"])
+        response = HttpResponse(text, content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="participants-bonus.csv"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def _action_form(self, request: HttpRequest, queryset, action: str, form: forms.Form, **context) -> TemplateResponse:
+        selected = list(queryset.values_list("pk", flat=True))
+        return TemplateResponse(request, "admin/studies/participant/action_form.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "form": form, "action": action,
+            "selected": selected, "count": len(selected), **context,
+        })  # fmt: skip
+
+
+class RejectionForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500, strip=True, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Shown to the participants on Prolific and exported with the review list; be specific "
+        "(for example: failed 2 of 3 attention checks).",
+    )  # fmt: skip
+
+
+class BonusForm(forms.Form):
+    per_task = forms.DecimalField(
+        label="Bonus per task done", min_value=Decimal("0.0001"), max_value=Decimal("100"), decimal_places=4,
+        help_text="In your Prolific study's currency, for example 0.15; each amount is rounded to the cent.",
+    )  # fmt: skip
 
 
 @admin.register(Assignment)

@@ -13,6 +13,7 @@ grows with the study and has no place on the annotators' path (issue #14).
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 
@@ -46,3 +47,13 @@ def estimated_duration(study: Study, *, measure: bool = True) -> Duration:
     items = study.items_per_participant
     minutes = max(1, math.ceil((items * per_item + SETUP_SECONDS) / 60))
     return Duration(minutes, items, per_item, measured)
+
+
+# "10 minutes", "about 15 min", "1 hour", "half an hour": the consent text already says how long.
+_STATED_TIME = re.compile(r"\b(\d+|an?|half an?)\s*(-\s*\d+\s*)?(minutes?|mins?|hours?|hrs?)\b", re.IGNORECASE)
+
+
+def states_duration(text: str) -> bool:
+    """Whether the researcher's consent text gives its own time: then the consent page shows that
+    one alone, not ours above it (two figures that disagree confuse participants, #25)."""
+    return bool(_STATED_TIME.search(text or ""))

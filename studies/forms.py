@@ -140,3 +140,9 @@ def name_the_required_field(field: forms.Field | None, label: str) -> forms.Fiel
     if field is not None:
         field.error_messages["required"] = f"{label[:1].upper()}{label[1:]} is required."
     return field
+
+
+class PreviewPickForm(JudgmentForm):
+    """A pick in the researcher's preview: the same controls, no assignment (nothing is saved)."""
+
+    assignment = None  # type: ignore[assignment]

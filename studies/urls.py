@@ -22,6 +22,10 @@ urlpatterns: list[URLPattern] = [
     path("s/<slug:slug>/task/", views.task, name="task"),
     path("s/<slug:slug>/judgments/", views.submit_judgment, name="submit_judgment"),
     path("s/<slug:slug>/done/", views.done, name="done"),
+    path("s/<slug:slug>/return/", views.return_study, name="return_study"),
+    # The researcher's preview of that path: nothing saved, no place taken (staff with view permission).
+    path("s/<slug:slug>/preview/", views.preview, name="preview"),
+    path("s/<slug:slug>/preview/<slug:step>/", views.preview, name="preview_step"),
     # The researcher's results and CSV exports (studies/researcher_views.py).
     path("research/<slug:slug>/results/", researcher_views.results, name="results"),
     path("research/<slug:slug>/results/plot.svg", researcher_views.results_plot, name="results_plot"),

@@ -24,8 +24,9 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
@@ -33,13 +34,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from studies.duration import estimated_duration
+from studies.duration import estimated_duration, states_duration
 from studies.forms import (
     IDENTIFIER,
     ComprehensionForm,
     ConsentForm,
     JoinForm,
     JudgmentForm,
+    PreviewPickForm,
 )
 from studies.htmx import HtmxHttpRequest
 from studies.judgment import assign, flow, participants, picking
@@ -49,7 +51,7 @@ from studies.judgment.flow import (
     StudyUnavailable,
     TooManyJoins,
 )
-from studies.models import Assignment, Participant, Study
+from studies.models import Assignment, ComparisonItem, Participant, Study
 
 STEP_FOR_STATUS: dict[str, str] = {
     Participant.Status.JOINED: "consent",
@@ -185,6 +187,8 @@ def _not_open(request: HtmxHttpRequest, study: Study, participant: Participant, 
             return _go(request, _step_url(participant))
     elif step == "task" and assign.current_assignment(participant) is not None:
         return view(request, study, participant)
+    elif request.htmx and request.GET.get("waiting"):  # the paused page's poll: nothing to do yet
+        return HttpResponse(status=204)
     if request.htmx:
         return HttpResponseClientRedirect(reverse(f"studies:{step}", args=[study.slug]))
     return _unavailable(request, study, flow.closed_reason(study), participant)
@@ -322,8 +326,13 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
         return redirect(_step_url(participant))
-    context = {"study": study, "form": form, "duration": estimated_duration(study, measure=False)}
+    context = {"study": study, "form": form, "duration": _consent_duration(study)}
     return render(request, "studies/consent.html", context)
+
+
+def _consent_duration(study: Study):
+    """Our estimate for the consent page, or None when the researcher's text gives its own time."""
+    return None if states_duration(study.consent_text) else estimated_duration(study, measure=False)
 
 
 @require_http_methods(["GET", "POST"])
@@ -368,7 +377,7 @@ def _task_context(
         "shown": list(enumerate(shown, start=1)),
         "progress": assign.progress(participant, done=done, pending=True,
                                         left=getattr(assignment, "items_left", None)),
-        "allow_cant_decide": study.allow_cant_decide and not item.is_attention_check,
+        "allow_cant_decide": study.allow_cant_decide,  # attention checks too: they look like every task (#25)
         "form": form,  # a refused pick's, for its note; None: a new task
         "error": error,
         "notice": notice,
@@ -410,7 +419,26 @@ def _partial(request: HtmxHttpRequest, context: dict, status: int = 200) -> Http
 @require_GET
 @participant_step("task")
 def task(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
+    if request.htmx and request.GET.get("waiting"):  # the paused page's poll, and the study is open again
+        return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
     return _next_task(request, study, participant)
+
+
+RETURNABLE = (Participant.Status.JOINED, *Participant.IN_PROGRESS)
+
+
+@require_POST
+@never_cache
+def return_study(request: HtmxHttpRequest, slug: str) -> HttpResponse:
+    """The participant gives the study back in one click: as the admin's "returned" action does
+    (`participants.return_participants`), their seat and open task are freed, their picks kept."""
+    participant = _participant_for_slug(request, slug)
+    if participant is None:
+        return _link_invalid(request)
+    if participant.status in RETURNABLE:
+        participants.return_participants(participants=Participant.objects.filter(pk=participant.pk))
+        participant.refresh_from_db(fields=["status"])
+    return _go(request, _step_url(participant))
 
 
 @require_POST
@@ -509,3 +537,101 @@ def _after_pick(request: HtmxHttpRequest, study: Study, participant: Participant
 @participant_step("done")
 def done(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
     return render(request, "studies/done.html", {"study": study, "participant": participant})
+
+
+# --- The researcher's preview of the annotator's path ---------------------------------------------
+#
+# The same templates with the study's real consent, instructions and items, for staff who may view
+# the study in the admin (`studies.view_study`), live or draft. Nothing is written: no participant,
+# no assignment, no judgment, and no seat is taken; every page carries the preview banner. Opening
+# the study's real link still makes anyone a participant (that is how annotators arrive).
+
+PREVIEW_STEPS = ("consent", "instructions", "task", "done")
+
+
+def _preview_study(request: HtmxHttpRequest, slug: str) -> Study:
+    """The study to preview, for a staff user with the admin's view permission; else 403/404."""
+    if not (request.user.is_authenticated and request.user.is_staff and request.user.has_perm("studies.view_study")):
+        raise PermissionDenied
+    return get_object_or_404(Study, slug=slug)
+
+
+def _preview_items(study: Study) -> list[ComparisonItem]:
+    """One share's worth of the items an annotator could be shown, an attention check second when
+    the study has them (so the researcher sees one early)."""
+    items = ComparisonItem.objects.filter(study=study, needs_judgment=True).select_related("prompt").order_by("pk")
+    share = max(1, study.items_per_participant)
+    chosen = list(items.filter(is_attention_check=False)[:share])
+    check = items.filter(is_attention_check=True).first() if study.attention_check_rate > 0 else None
+    if check is not None:
+        chosen.insert(min(1, len(chosen)), check)
+    return chosen[:share]
+
+
+def _preview_context(request: HtmxHttpRequest, study: Study, **extra) -> dict:
+    return {"study": study, "preview": True, "admin_url": reverse("admin:studies_study_change", args=[study.pk]),
+            **extra}  # fmt: skip
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def preview(request: HtmxHttpRequest, slug: str, step: str = "consent") -> HttpResponse:
+    """One step of the annotator's path as a preview: GET shows it, POST moves on without saving."""
+    study = _preview_study(request, slug)
+    if step not in PREVIEW_STEPS:
+        raise Http404
+    if step == "task":
+        return _preview_task(request, study)
+    if request.method == "POST" and step != "done":
+        following = PREVIEW_STEPS[PREVIEW_STEPS.index(step) + 1]
+        return redirect("studies:preview_step", study.slug, following)
+    context = _preview_context(request, study)
+    if step == "consent":
+        context |= {"form": ConsentForm(), "duration": _consent_duration(study)}
+    elif step == "instructions":
+        form = ComprehensionForm(choices=study.comprehension_choices) if study.comprehension_question else None
+        context |= {"form": form, "attempts_left": flow.COMPREHENSION_ATTEMPTS}
+    else:
+        context["participant"] = {"status": Participant.Status.COMPLETED, "completion_code": study.completion_code}
+    return render(request, f"studies/{step}.html", context)
+
+
+def _preview_task(request: HtmxHttpRequest, study: Study) -> HttpResponse:
+    """Task `n` of the preview (`?n=` on GET; the form's `n` on POST, which shows the next one)."""
+    items = _preview_items(study)
+    source = request.POST if request.method == "POST" else request.GET
+    raw = source.get("n", "0")
+    n = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 6 else 0
+    notice = ""
+    if request.method == "POST":
+        form = PreviewPickForm(request.POST)
+        if not form.is_valid():
+            return HttpResponseBadRequest("Choose one of the responses.")
+        notice = _preview_pick_notice(items[n] if n < len(items) else None, form.cleaned_data)
+        n += 1
+        if not request.htmx and n < len(items):  # without htmx: PRG, as the real task page does
+            messages.info(request, notice)
+            return redirect(f"{reverse('studies:preview_step', args=[study.slug, 'task'])}?n={n}")
+    if n >= len(items):
+        return _go(request, reverse("studies:preview_step", args=[study.slug, "done"]))
+    item = items[n]
+    shown = assign.shown_texts(item)
+    context = _preview_context(
+        request, study, assignment=None, item=item, shown=list(enumerate(shown, start=1)), preview_n=n,
+        progress=assign.Progress(done=n, total=len(items)), notice=notice, form=None, error="",
+        allow_cant_decide=study.allow_cant_decide,
+    )
+    if request.htmx:
+        return _partial(request, context)
+    return render(request, "studies/annotate.html", context)
+
+
+def _preview_pick_notice(item: ComparisonItem | None, data: dict) -> str:
+    """What the researcher's last (unsaved) pick was, and for an attention check whether it passed."""
+    if item is None:
+        return ""
+    picked = "“I can't decide”" if data["cant_decide"] else f"response {data['choice']}"
+    notice = f"Preview: your pick ({picked}) was not saved."
+    if item.is_attention_check:
+        notice += " That task was an attention check."
+    return notice

@@ -124,6 +124,6 @@ def test_a_researcher_runs_a_study_from_the_admin_start_to_close(live_server, br
     annotator.wait_for_url(re.compile(rf".*/s/{study.slug}/done/$"))
     assert annotator.locator("#completion-code").inner_text() == "PAID-42"
     second.reload()
-    assert second.get_by_role("heading", name="This study is not open").is_visible()
+    assert second.get_by_role("heading", name="This study has closed").is_visible()
     worker.refresh_from_db()
     assert (worker.status, worker.completion_code) == (Participant.Status.COMPLETED, "PAID-42")

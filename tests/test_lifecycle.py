@@ -202,7 +202,7 @@ def test_closing_completes_every_participant_with_a_pick_and_gives_them_the_code
     idle.refresh_from_db()
     assert (worker.status, worker.completion_code) == (Participant.Status.COMPLETED, "DONE-7")
     assert idle.status == Participant.Status.ACTIVE
-    assert b"This study is not open" in other.get(url("task", study)).content
+    assert b"This study has closed" in other.get(url("task", study)).content
     assert not Assignment.objects.filter(item__study=study, status=Assignment.Status.ASSIGNED).exists()
     done = client.get(url("task", study), follow=True)
     assert done.redirect_chain[-1][0] == url("done", study)
@@ -230,7 +230,7 @@ def test_a_participant_without_a_pick_sees_that_the_study_is_closed(client):
     start(client, study)
     services.change_study_status(study=study, action="close")
     response = client.get(url("task", study))
-    assert b"This study is not open" in response.content
+    assert b"This study has closed" in response.content
     assert b"completion-code" not in response.content
 
 

@@ -139,7 +139,7 @@ def test_approve_reject_and_return_apply_to_the_participants_they_fit(researcher
     response = changelist_action(researcher_client, "mark_approved", [completed, failed, active])
     assert "1 approved" in response.content.decode()
     assert "2 skipped: only participants who completed can be approved" in response.content.decode()
-    changelist_action(researcher_client, "mark_rejected", [failed])
+    changelist_action(researcher_client, "mark_rejected", [failed], apply="1", reason="Failed attention checks")
     returned = changelist_action(researcher_client, "mark_returned", [active, completed])
     assert "1 marked returned" in returned.content.decode()
 

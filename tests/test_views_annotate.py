@@ -77,7 +77,7 @@ def test_a_wrong_or_missing_key_unknown_study_or_foreign_browser_gets_a_polite_4
     assert not Participant.objects.exists()
 
 
-@pytest.mark.parametrize(("status", "message"), [("ready", b"This study is not open"), ("closed", b"This study is not open")])
+@pytest.mark.parametrize(("status", "message"), [("ready", b"This study is not open"), ("closed", b"This study has closed")])
 def test_a_study_that_is_not_live_says_so_politely(client, status, message):
     study = make_live_study(status=status)
     response = client.get(url("join", study), {"invite": study.invite_token})
@@ -270,12 +270,24 @@ def test_judgment_posts_need_a_csrf_token():
     assert browser.post(url("consent", study), {"decision": "accept", "csrfmiddlewaretoken": token}).status_code == 302
 
 
-def test_cant_decide_is_offered_only_when_allowed_and_never_on_attention_checks(client):
+def test_cant_decide_is_offered_on_attention_checks_too_and_misses_them(client):
+    """#25: a check shows the same controls as every task (else it stands out); "can't decide"
+    on it counts as a miss, as a careful reader can always tell its off-topic answer."""
     study = make_study(status=Study.Status.LIVE, allow_cant_decide=True, items_per_participant=1, attention_check_rate=1)
     make_attention_item(study=study, prompt=make_prompt(study=study), texts=["A fine answer.", "asdf qwer zxcv"], broken=1)
-    start(client, study)
+    participant = start(client, study)
     html = client.get(url("task", study)).content.decode()
-    assert 'name="cant_decide"' not in html
+    assert 'name="cant_decide"' in html
+    assignment = open_assignment(participant)
+    client.post(url("submit_judgment", study), {"assignment": assignment.pk, "cant_decide": "on"})
+    judgment = Judgment.objects.get(assignment=assignment)
+    assert (judgment.cant_decide, judgment.attention_passed) == (True, False)
+
+
+def test_cant_decide_is_not_offered_when_the_study_does_not_allow_it(client):
+    study = make_live_study(allow_cant_decide=False)
+    start(client, study)
+    assert 'name="cant_decide"' not in client.get(url("task", study)).content.decode()
 
 
 def test_cant_decide_is_recorded_from_the_page(client):

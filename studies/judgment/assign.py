@@ -325,7 +325,7 @@ def progress(participant: Participant, *, done: int | None = None, pending: bool
     room = study.items_per_participant - done - int(pending)
     if room <= 0:
         return Progress(done=done, total=study.items_per_participant)
-    if not study.is_accepting_participants:
+    if study.status == Study.Status.CLOSED:  # a pause keeps the share ("of N"): it resumes (#25)
         left = 0
     elif left is None:
         left = rules.count_open(study, room, participant)

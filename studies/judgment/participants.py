@@ -28,6 +28,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
@@ -100,13 +101,22 @@ def return_participants(*, participants: QuerySet[Participant]) -> Outcome:
 
 
 @transaction.atomic
-def review_participants(*, participants: QuerySet[Participant], verdict: str) -> Outcome:
-    """Record the researcher's verdict (approved or rejected) on finished participants."""
+def review_participants(*, participants: QuerySet[Participant], verdict: str, reason: str = "") -> Outcome:
+    """Record the researcher's verdict (approved or rejected) on finished participants.
+
+    A rejection needs its `reason` (Prolific asks for one, and the participant may read it); an
+    approval clears any earlier one.
+    """
     if verdict not in Participant.REVIEWABLE:
         raise ValueError(f"unknown verdict {verdict!r}")
+    reason = reason.strip()
+    if verdict == Participant.Review.REJECTED and not reason:
+        raise ValueError("a rejection needs a reason")
     chosen = _plain(participants)
     wanted = chosen.count()
-    changed = chosen.filter(status__in=Participant.REVIEWABLE[verdict]).update(review_status=verdict)
+    changed = chosen.filter(status__in=Participant.REVIEWABLE[verdict]).update(
+        review_status=verdict, review_reason=reason if verdict == Participant.Review.REJECTED else ""
+    )
     return Outcome(changed=changed, skipped=wanted - changed)
 
 
@@ -220,11 +230,13 @@ def places(study: Study) -> Places:
 # --- The review list for Prolific ----------------------------------------------------------------
 
 REVIEW_HEADER = (
-    "study", "PROLIFIC_PID", "decision", "status", "review_status", "picks", "attention_failures",
+    "study", "PROLIFIC_PID", "decision", "status", "review_status", "review_reason", "picks", "tasks_done",
+    "tasks_offered", "attention_passed", "attention_shown", "attention_failures", "time_on_task_s", "session_s",
     "completion_code", "joined_at", "last_active_at", "completed_at", "participant", "is_simulated",
     "expected_code", "code_ok",
 )  # fmt: skip
 DECISIONS: dict[str, str] = {Participant.Review.APPROVED: "APPROVE", Participant.Review.REJECTED: "REJECT"}
+CENT = Decimal("0.01")
 
 
 def with_picks(participants: QuerySet[Participant]) -> QuerySet[Participant]:
@@ -234,11 +246,38 @@ def with_picks(participants: QuerySet[Participant]) -> QuerySet[Participant]:
     )
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a participant did, as the review list shows it: tasks done of the share they were
+    offered, attention checks passed of those shown, and time (on tasks, and joined to last seen)."""
+
+    tasks_done: int
+    tasks_offered: int
+    attention_passed: int
+    attention_shown: int
+    task_seconds: int | None
+    session_seconds: int
+
+    @classmethod
+    def of(cls, participant: Participant, task_ms: int | None = None) -> Work:
+        session = (participant.completed_at or participant.last_active_at) - participant.created_at
+        shown = participant.attention_checks_done
+        return cls(
+            tasks_done=participant.tasks_done,
+            tasks_offered=participant.study.items_per_participant,
+            attention_passed=max(0, shown - participant.attention_failures),
+            attention_shown=shown,
+            task_seconds=None if task_ms is None else round(task_ms / 1000),
+            session_seconds=max(0, round(session.total_seconds())),
+        )
+
+
 def review_csv(participants: QuerySet[Participant]) -> str:
     """The approve/reject list as CSV: one row per participant, text cells formula-safe (`text.safe_text`).
 
     `decision` is APPROVE or REJECT once reviewed (empty before): the column to filter on when
-    pasting PROLIFIC_PIDs into Prolific's bulk approval. `expected_code` and `code_ok`: the code
+    pasting PROLIFIC_PIDs into Prolific's bulk approval; `review_reason` is the rejection's reason;
+    `expected_code` and `code_ok`: the code
     a completed participant should hold, and whether theirs is it (`_code_check`).
     """
     buffer = io.StringIO()
@@ -246,10 +285,14 @@ def review_csv(participants: QuerySet[Participant]) -> str:
     writer.writerow(REVIEW_HEADER)
     for p in with_picks(participants.select_related("study")).order_by("study_id", "id"):
         picks = p.picks  # type: ignore[attr-defined]  # annotated by with_picks
+        work = Work.of(p, p.task_ms)  # type: ignore[attr-defined]
         writer.writerow([
             safe_text(p.study.slug), safe_text(p.external_id), DECISIONS.get(p.review_status, ""), p.status,
-            p.review_status, picks, p.attention_failures, safe_text(p.completion_code), _iso(p.created_at),
-            _iso(p.last_active_at), _iso(p.completed_at), p.pseudonym, "true" if p.is_simulated else "false",
+            p.review_status, safe_text(p.review_reason), picks, work.tasks_done, work.tasks_offered,
+            work.attention_passed, work.attention_shown, p.attention_failures,
+            "" if work.task_seconds is None else work.task_seconds, work.session_seconds,
+            safe_text(p.completion_code), _iso(p.created_at), _iso(p.last_active_at), _iso(p.completed_at),
+            p.pseudonym, "true" if p.is_simulated else "false",
             *_code_check(p),
         ])  # fmt: skip
     return buffer.getvalue()
@@ -263,6 +306,30 @@ def _code_check(participant: Participant) -> tuple[str, str]:
         return "", ""
     expected = participant.study.completion_code_for(participant)
     return safe_text(expected), "true" if participant.completion_code == expected else "false"
+
+
+# Sessions whose partial work is paid by a bonus: ended by the close, a timeout or a return, not
+# by failed checks (those are rejected instead).
+BONUSABLE = (Status.COMPLETED, Status.TIMED_OUT, Status.RETURNED)
+
+
+def bonus_csv(participants: QuerySet[Participant], *, per_task: Decimal) -> tuple[str, int]:
+    """Prolific's bulk-bonus list for partial completers: `<PROLIFIC_PID>,<amount>` lines, no header.
+
+    A partial completer did at least one task and fewer than the share they were offered; the
+    amount is `per_task` × tasks done in the study's currency, to the cent (half up). Rejected,
+    simulated and non-Prolific participants are left out; returns the text and the lines' count.
+    """
+    if per_task <= 0:
+        raise ValueError("the rate per task must be positive")
+    lines = []
+    chosen = participants.select_related("study").filter(status__in=BONUSABLE, is_simulated=False, tasks_done__gt=0)
+    for p in chosen.exclude(review_status=Participant.Review.REJECTED).order_by("study_id", "id"):
+        if p.tasks_done >= p.study.items_per_participant or not flow.PROLIFIC_PID.fullmatch(p.external_id.lower()):
+            continue
+        amount = (per_task * p.tasks_done).quantize(CENT, rounding=ROUND_HALF_UP)
+        lines.append(f"{p.external_id},{amount}\n")
+    return "".join(lines), len(lines)
 
 
 def _iso(moment: datetime | None) -> str:

@@ -92,7 +92,7 @@ def _chosen(assignment: Assignment, study: Study, position: int | None, cant_dec
     """The shown text at displayed `position` (from 1), or None for an allowed "can't decide"."""
     item = assignment.item
     if cant_decide:
-        if not study.allow_cant_decide or item.is_attention_check:
+        if not study.allow_cant_decide:
             raise InvalidChoice("Can't decide is not an option here.")
         return None
     shown = {row.pk: row for row in shown_texts(item)}
@@ -204,8 +204,8 @@ def _record(*, participant: Participant | BrowserKey, assignment_id: int, positi
         if not rules.reclaim_place(assignment, study):
             raise AssignmentLost()
     attention_passed = None
-    if item.is_attention_check and chosen is not None:
-        attention_passed = not chosen.candidate.is_attention_check
+    if item.is_attention_check:  # "can't decide" misses it: a careful reader can always tell (#25)
+        attention_passed = chosen is not None and not chosen.candidate.is_attention_check
     latency = None
     if assignment.rendered_at is not None:
         latency = max(0, round((now - assignment.rendered_at).total_seconds() * 1000))

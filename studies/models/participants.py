@@ -81,6 +81,8 @@ class Participant(models.Model):
     completion_code = models.CharField(max_length=64, blank=True)
     is_simulated = models.BooleanField(default=False)
     review_status = models.CharField(max_length=16, choices=Review.choices, default=Review.PENDING)
+    # Why the researcher rejected the submission: Prolific asks for one with every rejection (#25).
+    review_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Moved on by every step and pick; the periodic sweep times out who stays idle past the study's timeout.
     last_active_at = models.DateTimeField(default=timezone.now)

@@ -122,7 +122,10 @@ class Study(models.Model):
     max_attention_failures = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="End a session after this many failed checks; blank never ends it."
     )
-    allow_cant_decide = models.BooleanField(default=False)
+    allow_cant_decide = models.BooleanField(
+        "allow “I can't decide”", default=False,
+        help_text="Show an “I can't decide” button beside the picks (attention checks too); how it counts is set below.",
+    )  # fmt: skip
     cant_decide_analysis = models.CharField(max_length=16, choices=CantDecide.choices, default=CantDecide.EXCLUDE)
     comprehension_question = models.TextField(blank=True)
     comprehension_choices = models.JSONField(default=list, blank=True)

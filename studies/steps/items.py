@@ -7,7 +7,7 @@ distinct text is shown once, with its counts (c_A, c_B) and the population's pre
 that shown set (`workers.policies.expected_credit`: theory.md §1's per-position tie rule, the
 rule of the solver, the certificate and the simulated annotators). An item whose k + m draws are all one text is
 decided by construction (needs_judgment False, credit k/(k+m)) and never shown to anyone.
-Attention checks (good pool texts plus one deliberately broken text) come at the study's rate.
+Attention checks (good pool texts plus one off-topic text: an answer to another prompt) come at the study's rate.
 
 `build_items` is the one study-level "draft items → count attention checks → spread them over
 the prompts → save" function: the Celery task, the reproduction check and the tests call it.
@@ -43,10 +43,15 @@ from workers.stats import study_design
 
 # Attention-check candidates use negative sample indices, which generation never produces.
 ATTENTION_LABEL = "attention"
-NONSENSE_LINES = (
-    "Purple seventeen carburetor whispers the banana of Tuesday, sideways.",
-    "Lorem gravel umbrella, seventeen marmalade onions conquer the staircase.",
-    "The refrigerator sang eleven triangles while the moon filed its taxes.",
+# Fluent answers to questions no study prompt is likely to ask: the attention check's wrong answer
+# when the study has no other prompt to borrow one from (`off_topic_text`).
+OFF_TOPIC_ANSWERS = (
+    "To repot a houseplant, water it the day before, ease it out of its old pot, loosen the roots "
+    "gently and set it in fresh soil in a pot one size larger. Keep it out of direct sun for a week.",
+    "For a simple vinaigrette, whisk three parts olive oil into one part vinegar with a spoonful of "
+    "mustard, a pinch of salt and some black pepper, then taste and adjust before dressing the salad.",
+    "The train from the city centre to the airport leaves every fifteen minutes from platform four; "
+    "buy a ticket at the machine before boarding, as there is no conductor on board.",
 )
 
 
@@ -152,15 +157,23 @@ def _item_draft(rng: np.random.Generator, pp: PromptPopulation, key: dict[str, A
     return ItemDraft(key, values, rows)
 
 
-def garble(text: str, rng: np.random.Generator) -> str:
-    """A deliberately broken version of a response: its words shuffled, or a nonsense line."""
-    words = text.split()
-    if len(set(words)) >= 4:
-        for _ in range(10):
-            shuffled = [words[i] for i in rng.permutation(len(words))]
-            if shuffled != words:
-                return " ".join(shuffled)
-    return NONSENSE_LINES[int(rng.integers(len(NONSENSE_LINES)))]
+def off_topic_text(prompt: Prompt, avoid: set[str], rng: np.random.Generator) -> str:
+    """The attention check's wrong answer: a fluent response to a different question.
+
+    Scrambled words (the old way) were visibly broken, so checks stood out from real tasks. This
+    reads as text like every response, and a careful reader still tells it apart at once, as it
+    does not answer the prompt: another prompt's candidate of the same study (drawn with the
+    item's seed), or one of `OFF_TOPIC_ANSWERS` when the study has no other prompt. `avoid`:
+    this prompt's own texts, never used.
+    """
+    others = (
+        Candidate.objects.filter(prompt__study_id=prompt.study_id, is_attention_check=False)
+        .exclude(prompt=prompt).order_by("pk").values_list("text", flat=True)[:200]
+    )  # fmt: skip
+    texts = [t for t in others if t not in avoid and len(t.split()) >= 4] or [
+        t for t in OFF_TOPIC_ANSWERS if t not in avoid
+    ]
+    return texts[int(rng.integers(len(texts)))]
 
 
 def attention_check_count(study: Study, n_regular: int) -> int:
@@ -174,11 +187,11 @@ def attention_check_count(study: Study, n_regular: int) -> int:
 
 
 def draft_attention_items(prompt: Prompt, count: int, pp: PromptPopulation | None = None) -> list[ItemDraft]:
-    """`count` attention items for one prompt: good pool texts plus one broken text each.
+    """`count` attention items for one prompt: good pool texts plus one off-topic text each.
 
-    The good texts count as the "policy" side (c_A = 1) and the broken one as the
-    "opponent" (c_B = 1), so picking a good text gives credit 1 and the broken one 0.
-    The broken text is saved as a Candidate (generator None, negative sample index).
+    The good texts count as the "policy" side (c_A = 1) and the off-topic one as the
+    "opponent" (c_B = 1), so picking a good text gives credit 1 and the off-topic one 0.
+    The off-topic text is saved as a Candidate (generator None, negative sample index).
     """
     study = prompt.study
     pp = pp or load_population(prompt)
@@ -189,7 +202,7 @@ def draft_attention_items(prompt: Prompt, count: int, pp: PromptPopulation | Non
         n_good = min(max(study.k_values), len(pool))
         good = [int(j) for j in rng.choice(pool, size=n_good, replace=False)]
         original = pp.candidates[good[0]]
-        broken_text = garble(original.text, rng)
+        broken_text = off_topic_text(prompt, {c.text for c in pp.candidates}, rng)
         broken, _ = Candidate.objects.get_or_create(
             prompt=prompt,
             generator=None,
@@ -197,7 +210,7 @@ def draft_attention_items(prompt: Prompt, count: int, pp: PromptPopulation | Non
             defaults={
                 "text": broken_text,
                 "is_attention_check": True,
-                "metadata": {"attention_check": True, "garbled_from": original.pk},
+                "metadata": {"attention_check": True, "off_topic_for": original.pk},
             },
         )
         ids = [pp.candidates[j].pk for j in good] + [broken.pk]

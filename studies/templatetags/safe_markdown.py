@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString, mark_safe
 register = template.Library()
 
 ALLOWED_SCHEMES = {"http", "https", "mailto"}
-RENDER_VERSION = 1
+RENDER_VERSION = 2  # 2: table alignment as classes (CSP, #25)
 VERSION_MARK = f"<!-- safe_markdown v{RENDER_VERSION} -->"
 # Texts up to this length are kept rendered in each process (the prompts of a task page).
 MEMO_MAX_CHARS = 20_000
@@ -52,7 +52,19 @@ def _renderer():
         return self.renderToken(tokens, idx, options, env)
 
     md.add_render_rule("link_open", render_link_open)
+    md.add_render_rule("th_open", _render_cell_open)
+    md.add_render_rule("td_open", _render_cell_open)
     return md
+
+
+def _render_cell_open(self, tokens, idx, options, env):
+    """A table cell's alignment as a class, not markdown-it's `style="text-align:…"`: the pages'
+    Content-Security-Policy refuses inline styles, so each aligned cell logged a violation (#25)."""
+    token = tokens[idx]
+    style = token.attrs.pop("style", None)
+    if isinstance(style, str) and style.startswith("text-align:"):
+        token.attrSet("class", "align-" + style.removeprefix("text-align:").strip())
+    return self.renderToken(tokens, idx, options, env)
 
 
 def render_safe_markdown(text: str) -> str:

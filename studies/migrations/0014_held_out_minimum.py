@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studies', '0008_participant_done_counters'),
+        ('studies', '0013_review_reason'),
     ]
 
     operations = [
