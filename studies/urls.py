@@ -1,6 +1,6 @@
 """The site's public URLconf (included by `ualign_web.urls`): the annotator's flow and the
 researcher's results and exports. Nothing in `studies` imports it: the researcher pages that render
-inside the admin are mounted by `StudyAdmin.get_urls` (studies/admin.py) from the views' modules,
+inside the admin are mounted by `StudyAdmin.get_urls` (studies/admin/study.py) from the views' modules,
 so imports run one way, URLconf and admin → views.
 """
 

@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from studies import services
-from studies.admin import StudyAdmin
+from studies.admin.study import StudyAdmin
 from studies.importing import import_prompts
 from studies.models import (
     ComparisonItem,

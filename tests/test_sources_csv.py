@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from studies import services
-from studies.admin import PreferenceSourceForm
+from studies.admin.study import PreferenceSourceForm
 from studies.estimate import export
 from studies.models import Candidate, PopulationMatrix, PreferenceSource
 from studies.steps import StepError, population
