@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals bench-adversary browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -86,3 +86,7 @@ bench-results: install
 # Coverage and width of the cell interval on fractional credits, before and after issue #21's floor.
 bench-intervals: install
 	$(PY) bench/bench_interval_coverage.py --write docs/benchmarks.md
+
+# The annotators' adversary against the model's: bias and coverage of the people's true f(k) (#21).
+bench-adversary: install
+	$(PY) bench/bench_annotators_adversary.py --write docs/benchmarks.md

@@ -73,11 +73,13 @@ def test_selection_uses_the_screening_share_only_and_prompts_count_equally() -> 
     res = screened_minimum(**rows, confidence=0.9)
     assert res.selected == {"a": "x", "b": "y"}
     assert res.estimate == pytest.approx((6 / 8 + 1 / 2) / 2)  # prompt means, averaged
-    assert res.n_confirm == 10 and res.n_screen == 16
+    assert res.n_confirm == 10
+    assert res.n_screen == 16
     # plug-in: per prompt the lowest per-opponent mean over all rows (a: y = 3/8; b: y = 2/6)
     assert res.plug_in == pytest.approx((3 / 8 + 2 / 6) / 2)
     assert res.low <= res.plug_in <= res.estimate <= res.high
-    assert res.low == pytest.approx(res.lower.low) and res.high == pytest.approx(res.confirmed.high)
+    assert res.low == pytest.approx(res.lower.low)
+    assert res.high == pytest.approx(res.confirmed.high)
 
 
 def test_ties_in_the_screen_fall_back_on_the_model() -> None:
@@ -137,7 +139,8 @@ def test_bench_reduced_bias_and_coverage_at_sd_half() -> None:
     path = Path(__file__).resolve().parent.parent / "bench" / "bench_annotators_adversary.py"
     sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("bench_annotators_adversary", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     row = bench.cell(0.5, "equilibrium", 3, 100, prompts=30, annotators=40, screen=8, confirm=12)
