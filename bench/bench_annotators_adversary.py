@@ -49,6 +49,7 @@ NOISE_SDS = (0.0, 0.5, 1.0)
 POLICIES = ("equilibrium", "NLHF")
 KS = (1, 3)
 N_OPPONENTS = 4
+DEFAULT_SCREEN, DEFAULT_CONFIRM = 8, 12
 
 
 @dataclass(frozen=True)
@@ -173,13 +174,20 @@ def cell(noise_sd: float, kind: str, k: int, n_studies: int, **design: int) -> R
                float(np.mean(new_c)), float(np.mean(new_h)), float(np.mean(old_h)))
 
 
+def heading(design: dict[str, int]) -> str:
+    """The default design's heading, or one of its own for another budget (a section each)."""
+    if (design["screen"], design["confirm"]) == (DEFAULT_SCREEN, DEFAULT_CONFIRM):
+        return HEADING
+    return f"{HEADING}, S = {design['screen']}, R = {design['confirm']}"
+
+
 def section(rows: list[Row], seconds: float, design: dict[str, int]) -> str:
     from _report import command_line
 
     n = rows[0].studies
     mc_cov = math.sqrt(0.95 * 0.05 / n)
     lines = [
-        HEADING,
+        heading(design),
         "",
         "Today's headline (R judgments per prompt against the model's adversary) against the annotators' "
         "adversary (`workers.stats.adversary`: 4 screened opponents × S judgments per prompt, then R "
@@ -191,7 +199,8 @@ def section(rows: list[Row], seconds: float, design: dict[str, int]) -> str:
         f"R = {design['confirm']}. Bias = mean estimate − true f(k); its Monte Carlo SE is sd/√n "
         f"(sd columns); coverage of the 95% interval, Monte Carlo SE ±{mc_cov:.3f} near 0.95 "
         f"({n} studies per row). \"adv. = worst\": share of prompts whose model adversary is the people's "
-        "worst response; \"screen has worst\": share whose screened set contains it.",
+        "worst response; \"screen has worst\": share whose screened set contains it. The same annotator pool "
+        "screens and confirms, so the selection can follow the pool's own tastes (see docs/theory.md §11).",
         "",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the shared 2-core VM; {seconds:.0f} s; "
         f"command `{command_line('bench/bench_annotators_adversary.py', None)}`.",
@@ -215,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=200)
-    parser.add_argument("--screen", type=int, default=8, help="screening judgments per opponent per prompt")
-    parser.add_argument("--confirm", type=int, default=12, help="judgments per prompt on the headline's opponent")
+    parser.add_argument("--screen", type=int, default=DEFAULT_SCREEN, help="screening judgments per opponent per prompt")
+    parser.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, help="judgments per prompt on the headline's opponent")
     parser.add_argument("--noise", type=float, nargs="*", default=list(NOISE_SDS))
     parser.add_argument("--write", type=Path, help="replace this benchmark's section of docs/benchmarks.md")
     args = parser.parse_args(argv)
@@ -228,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             for k in KS:
                 rows.append(cell(sd, kind, k, args.studies, **design))
                 print(rows[-1], flush=True)
-    publish(section(rows, time.perf_counter() - started, design), HEADING, args.write)
+    publish(section(rows, time.perf_counter() - started, design), heading(design), args.write)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def screening_opponents(
     under each is found (:func:`workers.policies.find_adversary`), and the lists found most often
     fill the remaining places (ties: first found). ``utility_sd`` defaults to half the sd of the
     model's utilities: the model's error is unknown at design time, so the default is a scale the
-    bench (bench/bench_annotators_adversary.py) checks against errors of 0, 1/3 and 2/3 of it.
+    bench (bench/bench_annotators_adversary.py) checks against model errors from none to about its own size.
 
     Returns
     -------
