@@ -142,6 +142,7 @@ def test_bench_reduced_bias_and_coverage_at_sd_half() -> None:
     assert spec is not None
     assert spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up while it loads
     spec.loader.exec_module(bench)
     row = bench.cell(0.5, "equilibrium", 3, 100, prompts=30, annotators=40, screen=8, confirm=12)
     mc = row.new_bias_sd / 10
