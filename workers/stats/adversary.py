@@ -226,20 +226,9 @@ def screened_minimum(
     minimum over the *screened* opponents; the bench measures coverage of the minimum over every
     m-list.
     """
-    y = np.asarray(credit, dtype=np.float64).reshape(-1)
-    n = y.size
-    arrays = [
-        np.asarray(x).reshape(-1)
-        for x in (prompt_ids, annotator_ids, opponent_ids, confirmation)
-    ]
-    if n == 0 or any(a.size != n for a in arrays):
-        raise ValueError(
-            "credit, prompt_ids, annotator_ids, opponent_ids and confirmation need the same length n >= 1"
-        )
-    if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
-        raise ValueError("credit must hold numbers in [0, 1]")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    y, arrays = _iv_rows(
+        credit, (prompt_ids, annotator_ids, opponent_ids, confirmation), confidence
+    )
     prompts, p = np.unique(arrays[0], return_inverse=True)
     opponents, o = np.unique(arrays[2], return_inverse=True)
     p, o = p.reshape(-1).astype(np.intp), o.reshape(-1).astype(np.intp)
@@ -248,16 +237,7 @@ def screened_minimum(
     if model_win_rates is not None:
         prior = np.array(
             [
-                [
-                    model_win_rates.get(
-                        (
-                            pr.item() if hasattr(pr, "item") else pr,
-                            op.item() if hasattr(op, "item") else op,
-                        ),
-                        0.5,
-                    )
-                    for op in opponents
-                ]
+                [model_win_rates.get((_plain(pr), _plain(op)), 0.5) for op in opponents]
                 for pr in prompts
             ],
             dtype=np.float64,
@@ -270,27 +250,14 @@ def screened_minimum(
         raise ValueError(
             "no confirmation rows against a selected opponent: nothing to estimate"
         )
-    use_lower = o == argmin_all[p]
-    a = arrays[1]
-    cells = []
-    for mask in (use_confirm, use_lower):
-        per_prompt = np.bincount(p[mask], minlength=prompts.size).astype(np.float64)
-        # prompts count equally; the weights sum to the rows' count, as the variance floor expects
-        weights = (mask.sum() / np.count_nonzero(per_prompt)) / per_prompt[p[mask]]
-        cells.append(
-            win_rate_interval(
-                y[mask], p[mask], a[mask], weights=weights, confidence=confidence
-            )
-        )
-    confirmed, lower = cells
-    low, high = (
-        min(lower.low, confirmed.estimate),
-        max(confirmed.high, confirmed.estimate),
+    confirmed, lower = (
+        _prompt_mean_interval(y, p, arrays[1], mask, prompts.size, confidence)
+        for mask in (use_confirm, o == argmin_all[p])
     )
     return ScreenedMinimum(
         estimate=confirmed.estimate,
-        low=max(0.0, low),
-        high=min(1.0, high),
+        low=max(0.0, min(lower.low, confirmed.estimate)),
+        high=min(1.0, max(confirmed.high, confirmed.estimate)),
         plug_in=lower.estimate,
         confidence=confidence,
         selected={
@@ -302,6 +269,42 @@ def screened_minimum(
         n_confirm=int(use_confirm.sum()),
         confirmed=confirmed,
         lower=lower,
+    )
+
+
+def _iv_rows(
+    credit: npt.ArrayLike, columns: tuple[npt.ArrayLike, ...], confidence: float
+) -> tuple[FloatArray, list[npt.NDArray[np.generic]]]:
+    """Credits in [0, 1] and the label columns, all of one length n >= 1; a clear error otherwise."""
+    y = np.asarray(credit, dtype=np.float64).reshape(-1)
+    arrays = [np.asarray(x).reshape(-1) for x in columns]
+    if y.size == 0 or any(a.size != y.size for a in arrays):
+        raise ValueError(
+            "credit, prompt_ids, annotator_ids, opponent_ids and confirmation need the same length n >= 1"
+        )
+    if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
+        raise ValueError("credit must hold numbers in [0, 1]")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return y, arrays
+
+
+def _prompt_mean_interval(
+    y: FloatArray,
+    p: npt.NDArray[np.intp],
+    annotators: npt.NDArray[np.generic],
+    mask: npt.NDArray[np.bool_],
+    n_prompts: int,
+    confidence: float,
+) -> WinRateInterval:
+    """The two-way interval of the rows in ``mask`` with every prompt weighted equally.
+
+    The weights sum to the rows' count, as the variance floor of ``win_rate_interval`` expects.
+    """
+    per_prompt = np.bincount(p[mask], minlength=n_prompts).astype(np.float64)
+    weights = (mask.sum() / np.count_nonzero(per_prompt)) / per_prompt[p[mask]]
+    return win_rate_interval(
+        y[mask], p[mask], annotators[mask], weights=weights, confidence=confidence
     )
 
 
