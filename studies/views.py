@@ -465,7 +465,7 @@ def submit_judgment(request: HtmxHttpRequest, slug: str) -> HttpResponse:
             shown_now=bool(request.htmx),
         )
         result = outcome.result
-        if outcome.kind is picking.Kind.SAVED and result is not None and result.participant is not None:
+        if outcome.kind is picking.OutcomeKind.SAVED and result is not None and result.participant is not None:
             return _after_pick(request, result.participant.study, result.participant, result=result)
     return _pick_answer(request, slug, form=form, outcome=outcome)
 
@@ -479,14 +479,14 @@ def _pick_answer(request: HtmxHttpRequest, study: Study, participant: Participan
     if not assignment_id:
         return _link_invalid(request)
     if outcome is not None:
-        if outcome.kind is picking.Kind.NOT_FOUND:
+        if outcome.kind is picking.OutcomeKind.NOT_FOUND:
             return _link_invalid(request)
-        if outcome.kind is picking.Kind.NOT_OPEN:  # closed (or paused): nothing was saved
+        if outcome.kind is picking.OutcomeKind.NOT_OPEN:  # closed (or paused): nothing was saved
             return _not_open(request, study, participant, "task", task)
-        if outcome.kind is picking.Kind.LOST:
+        if outcome.kind is picking.OutcomeKind.LOST:
             notice = "That task had timed out and was given to someone else, so here is a new one."
             return _after_pick(request, study, participant, notice=notice)
-        if outcome.kind is not picking.Kind.INVALID:
+        if outcome.kind is not picking.OutcomeKind.INVALID:
             return _after_pick(request, study, participant, result=outcome.result)
         error = outcome.error
     elif "rationale" in form.errors:

@@ -30,7 +30,7 @@ def test_k_values_that_are_not_numbers_get_a_readable_error():
 def study_form(researcher, data):
     request = RequestFactory().post("/")
     request.user = researcher
-    form_class = admin.site._registry[Study].get_form(request, None)
+    form_class = admin.site.get_model_admin(Study).get_form(request, None)
     return form_class(data=data)
 
 

@@ -54,11 +54,11 @@ def test_a_pick_is_saved_then_replayed_and_each_outcome_says_which():
     task = assign.assign_next_item(participant=person)
     assert task is not None
     saved = _pick(person, task.pk)
-    assert saved.kind is picking.Kind.SAVED
+    assert saved.kind is picking.OutcomeKind.SAVED
     assert saved.result is not None
     assert saved.result.next_assignment is not None
     replay = _pick(person, task.pk, position=2)
-    assert replay.kind is picking.Kind.REPLAYED
+    assert replay.kind is picking.OutcomeKind.REPLAYED
     assert replay.result is not None
     assert replay.result.judgment.pk == saved.result.judgment.pk
 
@@ -69,8 +69,8 @@ def test_a_refused_choice_and_someone_elses_task_are_outcomes_that_save_nothing(
     task = assign.assign_next_item(participant=person)
     assert task is not None
     invalid = _pick(person, task.pk, position=7)
-    assert (invalid.kind, invalid.error) == (picking.Kind.INVALID, "Choose one of the shown responses.")
-    assert _pick(stranger, task.pk).kind is picking.Kind.NOT_FOUND
+    assert (invalid.kind, invalid.error) == (picking.OutcomeKind.INVALID, "Choose one of the shown responses.")
+    assert _pick(stranger, task.pk).kind is picking.OutcomeKind.NOT_FOUND
     assert Assignment.objects.get(pk=task.pk).status == Assignment.Status.ASSIGNED
 
 
@@ -83,7 +83,7 @@ def test_a_late_pick_on_a_task_whose_item_was_given_away_is_lost():
     taken = assign.assign_next_item(participant=fast)
     assert taken is not None
     assert taken.item_id == task.item_id
-    assert _pick(slow, task.pk).kind is picking.Kind.LOST
+    assert _pick(slow, task.pk).kind is picking.OutcomeKind.LOST
 
 
 def test_the_counters_follow_assign_release_and_reclaim_through_rules():
@@ -96,7 +96,7 @@ def test_the_counters_follow_assign_release_and_reclaim_through_rules():
     rules.release_expired_assignments(study=study, now=timezone.now() + 2 * study.assignment_timeout)
     item.refresh_from_db()
     assert (item.live_assignments, item.rotation_use) == (0, {})
-    assert _pick(person, task.pk).kind is picking.Kind.SAVED  # the late pick takes its place back
+    assert _pick(person, task.pk).kind is picking.OutcomeKind.SAVED  # the late pick takes its place back
     item.refresh_from_db()
     assert (item.live_assignments, item.rotation_use) == (1, {str(task.display_order[0]): 1})
     assert item.live_assignments == rules.live_count(item.pk)
@@ -107,7 +107,7 @@ def test_close_out_completes_who_has_worked_and_nobody_else():
     worker, idle = _active(study), _active(study)
     task = assign.assign_next_item(participant=worker)
     assert task is not None
-    assert _pick(worker, task.pk).kind is picking.Kind.SAVED
+    assert _pick(worker, task.pk).kind is picking.OutcomeKind.SAVED
     assert participants.close_out_study(study=study) == 1
     worker.refresh_from_db()
     idle.refresh_from_db()

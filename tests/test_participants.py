@@ -49,7 +49,7 @@ def test_a_returned_or_timed_out_participant_frees_their_seat_and_open_task(leav
 
     if leave == "returned":
         outcome = participants.return_participants(participants=Participant.objects.filter(pk=first.pk))
-        assert outcome == participants.Outcome(changed=1, skipped=0)
+        assert outcome == participants.BulkChange(changed=1, skipped=0)
     else:
         idle_since(first, LONG_AGO)
         assert participants.time_out_inactive(study=study) == 1

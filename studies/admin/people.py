@@ -87,7 +87,7 @@ class ParticipantAdmin(ReadOnlyAdmin):
         path = reverse("studies:resume", args=[participant.study.slug, participant.resume_token])
         return format_html("<code>{}</code> (send it only to this participant)", settings.SITE_URL.rstrip("/") + path)
 
-    def _report(self, request: HttpRequest, outcome: participants.Outcome, done: str, rule: str) -> None:
+    def _report(self, request: HttpRequest, outcome: participants.BulkChange, done: str, rule: str) -> None:
         self.message_user(request, f"{outcome.changed} {done}.", messages.SUCCESS)
         if outcome.skipped:
             self.message_user(request, f"{outcome.skipped} skipped: {rule}", messages.WARNING)

@@ -556,7 +556,7 @@ class DoctorInline(ReadOnlyInline):
     model = Doctor
     fields = ["position", "status", "step", "steps", "loss", "pairs", "resumed_from", "seconds", "training_curve",
               "key", "path"]
-    readonly_fields = fields
+    readonly_fields = ["training_curve"]
 
     @admin.display(description="training curve")
     def training_curve(self, doctor: Doctor) -> str:

@@ -48,7 +48,10 @@ class SweepResult:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class BulkChange:
+    """What a bulk action of the admin (return, review) did: rows changed, and rows it left as they
+    were (not in a state the action applies to, or locked by a pick being saved)."""
+
     changed: int
     skipped: int
 
@@ -88,7 +91,7 @@ def sweep_study(*, study: Study, now: datetime | None = None) -> SweepResult:
 
 
 @transaction.atomic
-def return_participants(*, participants: QuerySet[Participant]) -> Outcome:
+def return_participants(*, participants: QuerySet[Participant]) -> BulkChange:
     """Mark participants as returned on Prolific: their seats and open assignments come back.
 
     Participants who completed are skipped (their work is done; review them instead).
@@ -97,11 +100,11 @@ def return_participants(*, participants: QuerySet[Participant]) -> Outcome:
     wanted = chosen.count()
     ids = _locked_ids(chosen.exclude(status__in=[Status.COMPLETED, Status.RETURNED]))
     changed = _free(ids, Status.RETURNED) if ids else 0
-    return Outcome(changed=changed, skipped=wanted - changed)
+    return BulkChange(changed=changed, skipped=wanted - changed)
 
 
 @transaction.atomic
-def review_participants(*, participants: QuerySet[Participant], verdict: str, reason: str = "") -> Outcome:
+def review_participants(*, participants: QuerySet[Participant], verdict: str, reason: str = "") -> BulkChange:
     """Record the researcher's verdict (approved or rejected) on finished participants.
 
     A rejection needs its `reason` (Prolific asks for one, and the participant may read it); an
@@ -117,7 +120,7 @@ def review_participants(*, participants: QuerySet[Participant], verdict: str, re
     changed = chosen.filter(status__in=Participant.REVIEWABLE[verdict]).update(
         review_status=verdict, review_reason=reason if verdict == Participant.Review.REJECTED else ""
     )
-    return Outcome(changed=changed, skipped=wanted - changed)
+    return BulkChange(changed=changed, skipped=wanted - changed)
 
 
 def close_out_study(*, study: Study, now: datetime | None = None) -> int:

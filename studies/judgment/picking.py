@@ -283,7 +283,7 @@ def finish_if_out_of_tasks(*, participant: Participant) -> Participant:
     return participant
 
 
-class Kind(enum.Enum):
+class OutcomeKind(enum.Enum):
     """What became of a pick sent by a browser (`pick`)."""
 
     SAVED = "saved"  # a new judgment; the participant's next task handed out with it
@@ -296,7 +296,7 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: Kind
+    kind: OutcomeKind
     result: JudgmentResult | None = None  # SAVED and REPLAYED
     error: str = ""  # INVALID: what to tell the annotator
 
@@ -314,10 +314,10 @@ def pick(*, browsers: Iterable[BrowserKey], assignment_id: int, position: int | 
         except Assignment.DoesNotExist:
             continue
         except InvalidChoice as exc:
-            return Outcome(Kind.INVALID, error=str(exc))
+            return Outcome(OutcomeKind.INVALID, error=str(exc))
         except AssignmentLost:
-            return Outcome(Kind.LOST)
+            return Outcome(OutcomeKind.LOST)
         except StudyNotOpen:
-            return Outcome(Kind.NOT_OPEN)
-        return Outcome(Kind.SAVED if result.created else Kind.REPLAYED, result)
-    return Outcome(Kind.NOT_FOUND)
+            return Outcome(OutcomeKind.NOT_OPEN)
+        return Outcome(OutcomeKind.SAVED if result.created else OutcomeKind.REPLAYED, result)
+    return Outcome(OutcomeKind.NOT_FOUND)
