@@ -4,7 +4,8 @@ Every function is keyword-only and atomic. The rules they keep: a Prolific PID j
 (`join_study` raises AlreadyJoined after that: only the browser it joined with, or its resume
 link, continues it); one client creates at most `UALIGN_JOIN_LIMIT` participants per study and
 window (`check_join_rate`); consented participants hold a seat against `Study.max_participants`
-(`Participant.objects.seated()`), checked under the study's row lock; a study that is full takes
+(`Participant.objects.seated()`), counted on the study's seat row (`seats`: consent takes one
+with a conditional upsert, no study-wide lock); a study whose items are all taken takes
 newcomers again once abandoned tasks are released (`rules.release_expired_assignments`). The
 tasks themselves: `assign` (handing them out) and `pick` (saving a pick); seats given back, the
 sweep and close-out: `participants`.
@@ -20,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from studies.judgment import rules
+from studies.judgment import rules, seats
 from studies.models import Participant, Study
 
 COMPREHENSION_ATTEMPTS = 2
@@ -57,25 +58,30 @@ def closed_reason(study: Study) -> str:
     return "paused" if study.status == Study.Status.PAUSED else "closed"
 
 
-def ensure_open_for_newcomers(study: Study) -> None:
-    """Raise StudyUnavailable unless a new participant could start annotating now."""
+def ensure_open_for_newcomers(study: Study, *, count_seats: bool = True) -> None:
+    """Raise StudyUnavailable unless a new participant could start annotating now.
+
+    The seats are read from the study's counter (`seats.taken`: one row by primary key, whatever
+    the number of participants); `count_seats=False` leaves them to the caller (consent claims
+    one instead: `seats.claim`).
+    """
     if not study.is_accepting_participants:
         raise StudyUnavailable(closed_reason(study))
     cap = study.max_participants
-    if cap is not None and seats_taken(study, up_to=cap) >= cap:
+    if count_seats and cap is not None and seats.taken(study) >= cap:
         raise StudyUnavailable("full")
     if not rules.count_open(study, 1):
         raise StudyUnavailable("full")
 
 
-def _ensure_open_releasing(study: Study) -> None:
+def _ensure_open_releasing(study: Study, *, count_seats: bool = True) -> None:
     """`ensure_open_for_newcomers`, trying again once abandoned tasks have freed their places."""
     try:
-        ensure_open_for_newcomers(study)
+        ensure_open_for_newcomers(study, count_seats=count_seats)
     except StudyUnavailable as exc:
         if exc.reason != "full" or not rules.release_expired_assignments(study=study):
             raise
-        ensure_open_for_newcomers(study)
+        ensure_open_for_newcomers(study, count_seats=count_seats)
 
 
 class AlreadyJoined(Exception):
@@ -145,19 +151,29 @@ def join_study(
 
 @transaction.atomic
 def record_consent(*, participant: Participant, accepted: bool, now: datetime | None = None) -> Participant:
-    """Store the consent time (or the refusal). The seat check runs under the study's row lock."""
-    participant = Participant.objects.select_for_update(no_key=True).get(pk=participant.pk)
+    """Store the consent time (or the refusal); a consent takes a seat (`seats.claim`).
+
+    Only the participant's own row is locked for the transaction; the seat is claimed by its
+    last statement, so concurrent consents in one study wait on the seat row only for a commit,
+    and exactly `max_participants` of them get a seat. Raises StudyUnavailable when the study is
+    closed, paused or full (nothing saved).
+    """
+    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(
+        pk=participant.pk
+    )
     if participant.status != Participant.Status.JOINED:
         return participant  # answered already (a resubmitted form)
     if not accepted:
         participant.status = Participant.Status.DECLINED
         participant.save(update_fields=["status"])
         return participant
-    study = Study.objects.select_for_update(no_key=True).get(pk=participant.study_id)  # seats, one at a time
-    _ensure_open_releasing(study)
+    study = participant.study
+    _ensure_open_releasing(study, count_seats=False)
     participant.consent_at = participant.last_active_at = now or timezone.now()
     participant.status = Participant.Status.CONSENTED
     participant.save(update_fields=["consent_at", "last_active_at", "status"])
+    if not seats.claim(study):  # last: the seat row stays locked only until the commit
+        raise StudyUnavailable("full")  # rolls the consent back
     return participant
 
 
