@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from studies.judgment import rules, seats
+from studies.judgment import assign, rules, seats, sql
 from studies.models import Participant, Study
 
 COMPREHENSION_ATTEMPTS = 2
@@ -158,20 +158,18 @@ def record_consent(*, participant: Participant, accepted: bool, now: datetime | 
     and exactly `max_participants` of them get a seat. Raises StudyUnavailable when the study is
     closed, paused or full (nothing saved).
     """
-    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(
-        pk=participant.pk
-    )
+    participant, _ = assign.locked_participant(participant)  # with the study, in the hot path's SQL
     if participant.status != Participant.Status.JOINED:
         return participant  # answered already (a resubmitted form)
     if not accepted:
         participant.status = Participant.Status.DECLINED
-        participant.save(update_fields=["status"])
+        sql.update(participant, ["status"])
         return participant
     study = participant.study
     _ensure_open_releasing(study, count_seats=False)
     participant.consent_at = participant.last_active_at = now or timezone.now()
     participant.status = Participant.Status.CONSENTED
-    participant.save(update_fields=["consent_at", "last_active_at", "status"])
+    sql.update(participant, ["consent_at", "last_active_at", "status"])
     if not seats.claim(study):  # last: the seat row stays locked only until the commit
         raise StudyUnavailable("full")  # rolls the consent back
     return participant
@@ -183,7 +181,7 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
 
     A wrong answer uses one of two attempts; after the second the participant is screened out.
     """
-    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
+    participant, _ = assign.locked_participant(participant)  # with the study, in the hot path's SQL
     if participant.status != Participant.Status.CONSENTED:
         return participant
     study = participant.study
@@ -193,12 +191,12 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
             participant.comprehension_passed = True
         elif participant.comprehension_attempts >= COMPREHENSION_ATTEMPTS:
             participant.status = Participant.Status.SCREENED_OUT
-        participant.save(update_fields=["comprehension_attempts", "comprehension_passed", "status"])
+        sql.update(participant, ["comprehension_attempts", "comprehension_passed", "status"])
         if not participant.comprehension_passed:
             return participant
     participant.status = Participant.Status.ACTIVE
     participant.last_active_at = timezone.now()
-    participant.save(update_fields=["status", "last_active_at"])
+    sql.update(participant, ["status", "last_active_at"])
     return participant
 
 
