@@ -349,6 +349,7 @@ def _page_cpu(slug: str, invite: str, n: int) -> dict[str, dict[str, float]]:
     runs, the server stopped): Django's (this process's CPU time) and PostgreSQL's (the CPU time
     of this connection's backend, from /proc), each request through the whole middleware."""
     import statistics
+    from http.cookies import SimpleCookie
 
     from django.db import connection
     from django.test import Client
@@ -367,8 +368,11 @@ def _page_cpu(slug: str, invite: str, n: int) -> dict[str, dict[str, float]]:
              ("consent", "post", "consent", {"decision": "accept"}), ("instructions", "post", "instructions", {}),
              ("first task", "get", "task", {})]  # fmt: skip
     spent: dict[str, list[tuple[float, float]]] = {name: [] for name, *_ in pages}
+    # One client (one handler: a new one loads the middleware, and WhiteNoise's scans the static
+    # files, tens of ms that a served worker spends once), a newcomer's empty cookie jar per walk.
+    client = Client(HTTP_HOST="127.0.0.1", HTTP_X_FORWARDED_PROTO="https")
     for walk in range(n + 1):  # the first one warms up (templates, URL resolvers): not counted
-        client = Client(HTTP_HOST="127.0.0.1", HTTP_X_FORWARDED_PROTO="https")
+        client.cookies = SimpleCookie()
         for name, method, view, data in pages:
             python, postgres = time.process_time(), backend_seconds()
             response = getattr(client, method)(reverse(f"studies:{view}", args=[slug]), data, secure=True)
