@@ -72,8 +72,9 @@ bench-all: bench
 
 # The annotator's path under load, served by serve-prod (issue #14): /healthz and picks with locust,
 # on 127.0.0.1 only, in a throwaway database (BENCH_PG: the PostgreSQL server; REDIS_URL: a Redis db).
+# The annotator's path served, with the arrival burst; e.g. BENCH_LOAD_ARGS="--burst-users 1000".
 bench-load: install
-	$(PY) bench/load_annotate.py
+	$(PY) bench/load_annotate.py $(BENCH_LOAD_ARGS)
 
 # ualign's served pick beside Label Studio and Potato (issue #26): each peer in its own virtual
 # environment under var/peers/ (installed from PyPI the first time, pinned in bench/peers/), all

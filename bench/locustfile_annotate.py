@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import time
 from pathlib import Path
 
 from locust import FastHttpUser, between, constant, events, task
@@ -36,7 +37,7 @@ ASSIGNMENT = re.compile(r'name="assignment" value="(\d+)"')
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 # Picks sent, acknowledged (a 200 with the next task or the completion redirect) and refused.
 # A pick still in flight when locust stops may be saved without being acknowledged.
-ACKED = {"sent": 0, "picks": 0, "failed": 0, "completed_participants": 0}
+ACKED = {"sent": 0, "picks": 0, "failed": 0, "completed_participants": 0, "joins": 0, "walks": 0}
 # The realistic run's annotators arrive together (BENCH_USERS of them within seconds). Until each
 # has onboarded, picks are reported apart, as "pick (while annotators arrive)": their round trips
 # queue behind the arrivals' page loads. After that, "pick": the study at its full 300 annotators.
@@ -70,17 +71,25 @@ class Annotator(FastHttpUser):
     def join(self) -> None:
         """Landing page → Start → consent → instructions → the first task (full pages, no htmx)."""
         self.client.cookiejar.clear()
-        base = f"/s/{SLUG}/"
+        base, started = f"/s/{SLUG}/", time.perf_counter()
         page = self.client.get(f"{base}?invite={INVITE}", name="onboarding: landing", headers=self.headers)
         self.csrf = _first(CSRF, page.text)
         form = {"invite": INVITE, "csrfmiddlewaretoken": self.csrf}
-        self.client.post(base, data=form, name="onboarding: join", headers=self._referer(base))
+        joined = self.client.post(base, data=form, name="onboarding: join", headers=self._referer(base))
+        if joined.status_code == 200 and 'name="decision"' in (joined.text or ""):  # the consent page
+            ACKED["joins"] += 1
         self.client.post(f"{base}consent/", data={"decision": "accept", "csrfmiddlewaretoken": self.csrf},
                          name="onboarding: consent", headers=self._referer(f"{base}consent/"))  # fmt: skip
         page = self.client.post(f"{base}instructions/", data={"csrfmiddlewaretoken": self.csrf},
                                 name="onboarding: instructions and first task",
                                 headers=self._referer(f"{base}instructions/"))  # fmt: skip
         self.assignment = _first(ASSIGNMENT, page.text)
+        if self.assignment:  # the whole walk, landing to first task, as one more row of the stats
+            ACKED["walks"] += 1
+            elapsed = 1000 * (time.perf_counter() - started)
+            self.environment.events.request.fire(request_type="WALK", name="onboarding: whole walk",
+                                                 response_time=elapsed, response_length=0, exception=None,
+                                                 context={})  # fmt: skip
         if not getattr(self, "onboarded", False):
             self.onboarded = True
             ONBOARDED["users"] += 1

@@ -30,7 +30,7 @@ def test_a_pick_posted_after_close_saves_nothing_and_earns_no_code(client):
 
     response = client.post(url("submit_judgment", study), {"assignment": current.pk, "choice": 1}, follow=True)
 
-    assert b"This study is not open" in response.content
+    assert b"This study has closed" in response.content
     assert b"NOPE-1" not in response.content
     assert not Judgment.objects.filter(assignment__item__study=study).exists()
     participant.refresh_from_db()
@@ -49,7 +49,7 @@ def test_a_pick_on_a_task_still_open_when_the_study_closed_is_refused_too(client
     response = client.post(url("submit_judgment", study), {"assignment": current.pk, "choice": 1}, headers=HX)
     assert response.headers.get("HX-Redirect") == url("task", study)
     page = client.get(url("task", study))
-    assert b"This study is not open" in page.content
+    assert b"This study has closed" in page.content
     assert b"NOPE-2" not in page.content
     assert not Judgment.objects.filter(assignment=current).exists()
     participant.refresh_from_db()

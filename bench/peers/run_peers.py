@@ -309,7 +309,7 @@ def _drive(outcome: Outcome, args: argparse.Namespace, base_url: str, tmp: Path,
                                                  locustfile=locustfile, extra_env=env)  # fmt: skip
         outcome.server_cpu_s[key] = round(cpu.seconds, 2)
         if key == "closed":
-            outcome.requests = read_requests(tmp / f"{phase.name.replace(' ', '_')}_stats.csv")
+            outcome.requests = read_requests(tmp / f"{ua.stats_prefix(phase)}_stats.csv")
         print(f"{phase.name}: {phase.rps:.1f} annotations/s, p50 {phase.p50:.0f} ms, p99 {phase.p99:.0f} ms, "
               f"acknowledged {phase.acknowledged}, server CPU {cpu.seconds:.1f} s", flush=True)  # fmt: skip
 

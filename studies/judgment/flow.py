@@ -4,7 +4,8 @@ Every function is keyword-only and atomic. The rules they keep: a Prolific PID j
 (`join_study` raises AlreadyJoined after that: only the browser it joined with, or its resume
 link, continues it); one client creates at most `UALIGN_JOIN_LIMIT` participants per study and
 window (`check_join_rate`); consented participants hold a seat against `Study.max_participants`
-(`Participant.objects.seated()`), checked under the study's row lock; a study that is full takes
+(`Participant.objects.seated()`), counted on the study's seat row (`seats`: consent takes one
+with a conditional upsert, no study-wide lock); a study whose items are all taken takes
 newcomers again once abandoned tasks are released (`rules.release_expired_assignments`). The
 tasks themselves: `assign` (handing them out) and `pick` (saving a pick); seats given back, the
 sweep and close-out: `participants`.
@@ -12,17 +13,18 @@ sweep and close-out: `participants`.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 import re
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from studies.judgment import rules
+from studies.judgment import assign, rules, seats, sql
 from studies.models import Invite, Participant, Study
 
 COMPREHENSION_ATTEMPTS = 2
@@ -102,25 +104,30 @@ def closed_reason(study: Study) -> str:
     return "paused" if study.status == Study.Status.PAUSED else "closed"
 
 
-def ensure_open_for_newcomers(study: Study) -> None:
-    """Raise StudyUnavailable unless a new participant could start annotating now."""
+def ensure_open_for_newcomers(study: Study, *, count_seats: bool = True) -> None:
+    """Raise StudyUnavailable unless a new participant could start annotating now.
+
+    The seats are read from the study's counter (`seats.taken`: one row by primary key, whatever
+    the number of participants); `count_seats=False` leaves them to the caller (consent claims
+    one instead: `seats.claim`).
+    """
     if not study.is_accepting_participants:
         raise StudyUnavailable(closed_reason(study))
     cap = study.max_participants
-    if cap is not None and seats_taken(study, up_to=cap) >= cap:
+    if count_seats and cap is not None and seats.taken(study) >= cap:
         raise StudyUnavailable("full")
     if not rules.count_open(study, 1):
         raise StudyUnavailable("full")
 
 
-def _ensure_open_releasing(study: Study) -> None:
+def _ensure_open_releasing(study: Study, *, count_seats: bool = True) -> None:
     """`ensure_open_for_newcomers`, trying again once abandoned tasks have freed their places."""
     try:
-        ensure_open_for_newcomers(study)
+        ensure_open_for_newcomers(study, count_seats=count_seats)
     except StudyUnavailable as exc:
         if exc.reason != "full" or not rules.release_expired_assignments(study=study):
             raise
-        ensure_open_for_newcomers(study)
+        ensure_open_for_newcomers(study, count_seats=count_seats)
 
 
 def create_invites(*, study: Study, count: int, label: str = "") -> list[Invite]:
@@ -154,15 +161,19 @@ def check_join_rate(*, study: Study, client_key: str, now: datetime | None = Non
 
     Counted on the Participant rows themselves (indexed by study, client key and time), so the
     limit holds across web processes and hosts and survives restarts, with no cache to run.
-    The count and the insert that follows it are one step: the joins of a study take its row
-    lock first (held to the end of `join_study`'s transaction), so concurrent joins from one
-    client are counted one after another and can't pass the limit together (#24). Joins are
-    rare next to picks, which never lock the study row.
+    The count and the insert that follows it are one step: a join first takes a transaction
+    lock on (study, client) (PostgreSQL's advisory lock, held to the end of `join_study`'s
+    transaction), so concurrent joins from one client are counted one after another and can't
+    pass the limit together (#24), while joins from other clients and everything else in the
+    study go on (#26: no study-wide lock on the way in). SQLite serialises the transactions.
     """
     limit, window = settings.UALIGN_JOIN_LIMIT, timedelta(seconds=settings.UALIGN_JOIN_WINDOW_SECONDS)
     if not limit or not client_key:
         return
-    Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True).first()
+    if connection.vendor == "postgresql":
+        client = int.from_bytes(hashlib.blake2b(client_key.encode(), digest_size=4).digest(), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [study.pk, client])
     now = now or timezone.now()
     recent = Participant.objects.filter(study=study, client_key=client_key, created_at__gte=now - window)
     times = list(recent.order_by("-created_at").values_list("created_at", flat=True)[:limit])
@@ -218,19 +229,27 @@ def join_study(
 
 @transaction.atomic
 def record_consent(*, participant: Participant, accepted: bool, now: datetime | None = None) -> Participant:
-    """Store the consent time (or the refusal). The seat check runs under the study's row lock."""
-    participant = Participant.objects.select_for_update(no_key=True).get(pk=participant.pk)
+    """Store the consent time (or the refusal); a consent takes a seat (`seats.claim`).
+
+    Only the participant's own row is locked for the transaction; the seat is claimed by its
+    last statement, so concurrent consents in one study wait on the seat row only for a commit,
+    and exactly `max_participants` of them get a seat. Raises StudyUnavailable when the study is
+    closed, paused or full (nothing saved).
+    """
+    participant, _ = assign.locked_participant(participant)  # with the study, in the hot path's SQL
     if participant.status != Participant.Status.JOINED:
         return participant  # answered already (a resubmitted form)
     if not accepted:
         participant.status = Participant.Status.DECLINED
-        participant.save(update_fields=["status"])
+        sql.update(participant, ["status"])
         return participant
-    study = Study.objects.select_for_update(no_key=True).get(pk=participant.study_id)  # seats, one at a time
-    _ensure_open_releasing(study)
+    study = participant.study
+    _ensure_open_releasing(study, count_seats=False)
     participant.consent_at = participant.last_active_at = now or timezone.now()
     participant.status = Participant.Status.CONSENTED
-    participant.save(update_fields=["consent_at", "last_active_at", "status"])
+    sql.update(participant, ["consent_at", "last_active_at", "status"])
+    if not seats.claim(study):  # last: the seat row stays locked only until the commit
+        raise StudyUnavailable("full")  # rolls the consent back
     return participant
 
 
@@ -240,7 +259,7 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
 
     A wrong answer uses one of two attempts; after the second the participant is screened out.
     """
-    participant = Participant.objects.select_for_update(of=("self",), no_key=True).select_related("study").get(pk=participant.pk)
+    participant, _ = assign.locked_participant(participant)  # with the study, in the hot path's SQL
     if participant.status != Participant.Status.CONSENTED:
         return participant
     study = participant.study
@@ -250,12 +269,12 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
             participant.comprehension_passed = True
         elif participant.comprehension_attempts >= COMPREHENSION_ATTEMPTS:
             participant.status = Participant.Status.SCREENED_OUT
-        participant.save(update_fields=["comprehension_attempts", "comprehension_passed", "status"])
+        sql.update(participant, ["comprehension_attempts", "comprehension_passed", "status"])
         if not participant.comprehension_passed:
             return participant
     participant.status = Participant.Status.ACTIVE
     participant.last_active_at = timezone.now()
-    participant.save(update_fields=["status", "last_active_at"])
+    sql.update(participant, ["status", "last_active_at"])
     return participant
 
 

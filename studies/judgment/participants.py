@@ -1,7 +1,8 @@
 """Places and participants: who holds a seat, and the moves that free one or end a session.
 
 A participant holds a seat against `Study.max_participants` from consent on, and gives it back
-when they time out or return (`flow.seats_taken`, `Participant.SEAT_FREED`). The moves:
+when they time out or return (`flow.seats_taken`, `Participant.SEAT_FREED`), counted on the
+study's seat row (`seats`), which `_free` moves in the same transaction. The moves:
 
 - `sweep_study`: what the periodic task `studies.tasks.sweep_abandoned` (celery beat) does for
   each live study: release assignments older than the study's `assignment_timeout` and time out
@@ -34,7 +35,7 @@ from django.db import connection, transaction
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
-from studies.judgment import flow, picking, rules
+from studies.judgment import flow, picking, rules, seats
 from studies.models import Participant, Study
 from studies.text import safe_text
 
@@ -57,8 +58,10 @@ class BulkChange:
 
 
 def _free(ids: list[int], status: str) -> int:
-    """Give back the open assignments of these participants and set their (seat-freeing) status."""
+    """Give back the open assignments and the seats of these participants (rows locked by the
+    caller) and set their (seat-freeing) status: the one place seats are freed."""
     rules.release_open_assignments(participant_ids=ids)  # with the items' counters (#14)
+    seats.give_back(ids)  # before the status changes: only those seated now hold a seat
     return Participant.objects.filter(pk__in=ids).update(status=status)
 
 

@@ -124,15 +124,15 @@ def count_open(study: Study, limit: int, participant: Participant | None = None,
     """Open items (unseen by `participant`, if given), counted up to `limit`: regular items first,
     attention checks only when those fall short (near the end of a study); `kinds`: only these
     (is_attention_check). Each kind is read in index order and stops at the limit: however many
-    items the study has, and whatever the planner estimates, no query reads them all."""
+    items the study has, and whatever the planner estimates, no query reads them all. Without a
+    participant (the landing page, join and consent ask whether anything is open: #26), the same
+    prepared statement runs for participant id 0, which no row has, rather than the ORM's query."""
     counted = 0
     for attention in kinds:
-        if participant is None:
-            counted += open_items(study, attention).values("pk")[: limit - counted].count()
-        else:
-            params = [study.pk, attention, study.annotations_per_item, participant.pk, limit - counted]
-            row = sql.fetch_one(_count_sql(), params)
-            counted += row[0] if row else 0
+        params = [study.pk, attention, study.annotations_per_item, participant.pk if participant else 0,
+                  limit - counted]  # fmt: skip
+        row = sql.fetch_one(_count_sql(), params)
+        counted += row[0] if row else 0
         if counted >= limit:
             break
     return counted

@@ -24,6 +24,7 @@ from studies.models.participants import (
     Judgment,
     Participant,
     ParticipantQuerySet,
+    StudySeats,
 )
 from studies.models.study import (
     Candidate,
@@ -48,7 +49,7 @@ from studies.models.study import (
 __all__ = [
     "Assignment", "Candidate", "ComparisonItem", "Doctor", "GeneratorModel", "Invite", "ItemCandidate", "Job", "JobQuerySet",
     "Judgment", "Participant", "ParticipantQuerySet", "Policy", "PolicyFit", "PopulationMatrix", "PreferencePair",
-    "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "TokenRewardCache", "_validate_assignment_timeout",
+    "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "StudySeats", "TokenRewardCache", "_validate_assignment_timeout",
     "_validate_held_out_fraction",
     "_validate_k_values", "_validate_object", "new_completion_code", "new_spread", "new_token",
 ]  # fmt: skip

@@ -122,6 +122,24 @@ class Participant(models.Model):
         super().save(*args, **kwargs)
 
 
+class StudySeats(models.Model):
+    """The seats a study's participants hold now (`Participant.objects.seated()`), as one counter.
+
+    Consent takes a seat with one conditional upsert (`judgment.seats.claim`: `taken < cap`), the
+    last statement of its transaction, so concurrent consents wait on this row only for the commit
+    that follows it, not on the study's row for the whole consent; the moves that free seats
+    (`judgment.participants`) take them off in their own transaction. Its own table, so that a
+    researcher saving the study (every column) never writes over it. A study without a row holds
+    no seats yet (the upsert creates it); migration 0015 counted the seats of earlier studies.
+    """
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, primary_key=True, related_name="seats")
+    taken = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: {self.taken} seats"
+
+
 class Assignment(models.Model):
     class Status(models.TextChoices):
         ASSIGNED = "assigned", "Assigned"
