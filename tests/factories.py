@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -146,3 +149,26 @@ def plan_url(study, **params) -> str:
     """The admin's "Plan" page for the study, with `params` as its query."""
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return reverse("admin:studies_study_plan", args=[study.pk]) + (f"?{query}" if query else "")
+
+
+def in_threads(n: int, target: Callable[[int], object]) -> list:
+    """Run target(i) in n threads that start together, each on its own database connection
+    (closed at the end); returns each thread's result, or the exception it raised."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = target(i)
+        except BaseException as exc:  # returned, for the test to inspect
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import threading
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from studies.judgment import assign, flow, picking, rules
@@ -16,6 +14,7 @@ from studies.judgment.flow import AlreadyJoined, StudyUnavailable, TooManyJoins
 from studies.judgment.picking import AssignmentLost, InvalidChoice
 from studies.models import Assignment, Judgment, Participant, Study
 from tests.factories import (
+    in_threads,
     make_attention_item,
     make_item,
     make_participant,
@@ -468,27 +467,6 @@ def test_finishing_the_share_gives_the_completion_code():
 # --- Concurrency (PostgreSQL row locks) ---------------------------------------------------
 
 
-def _in_threads(n: int, target) -> list:
-    """Run target(i) in n threads that start together, each on its own connection."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:  # surfaced by the assertion below
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
-
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_participants_never_push_an_item_past_its_quota():
@@ -500,7 +478,7 @@ def test_concurrent_participants_never_push_an_item_past_its_quota():
         assignment = assign.assign_next_item(participant=people[i])
         return assignment.item_id if assignment else None
 
-    results = _in_threads(8, join)
+    results = in_threads(8, join)
     assert not [r for r in results if isinstance(r, BaseException)], results
     per_item = Counter(r for r in results if r is not None)
     assert sum(per_item.values()) == 6  # 3 items × 2 annotations; two people got nothing
@@ -517,7 +495,7 @@ def test_concurrent_replays_of_one_pick_save_it_once():
     def submit(i: int):
         return picking.record_judgment(participant=person, assignment_id=assignment.pk, position=1 + i % 2)
 
-    results = _in_threads(4, submit)
+    results = in_threads(4, submit)
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert sum(r.created for r in results) == 1
     assert len({r.judgment.pk for r in results}) == 1

@@ -5,48 +5,24 @@ under the study's row lock (`judgment.flow.check_join_rate`): PostgreSQL, real t
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
 from studies.judgment import flow
 from studies.judgment.flow import TooManyJoins
 from studies.models import Invite, Participant, Study
-from tests.factories import make_live_study
+from tests.factories import in_threads, make_live_study
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-def _in_threads(n: int, target) -> list:
-    """Run target(i) in n threads that start together, each on its own connection."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:  # counted by the assertions
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_concurrent_joins_from_one_client_never_pass_the_limit(settings):
     settings.UALIGN_JOIN_LIMIT, settings.UALIGN_JOIN_WINDOW_SECONDS = 3, 3600
     study = make_live_study(n_items=10, annotations_per_item=10)
 
-    results = _in_threads(12, lambda i: flow.join_study(study=study, client_key="one-address"))
+    results = in_threads(12, lambda i: flow.join_study(study=study, client_key="one-address"))
 
     unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, TooManyJoins)]
     assert not unexpected, unexpected
@@ -59,7 +35,7 @@ def test_concurrent_joins_with_one_invite_take_one_place():
     study = make_live_study(n_items=10, annotations_per_item=10, recruitment=Study.Recruitment.INVITES)
     invite = flow.create_invites(study=study, count=1)[0]
 
-    results = _in_threads(6, lambda i: flow.join_study(study=study, client_key=f"client-{i}", invite=invite.token))
+    results = in_threads(6, lambda i: flow.join_study(study=study, client_key=f"client-{i}", invite=invite.token))
 
     unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, flow.LinkRefused)]
     assert not unexpected, unexpected
@@ -78,6 +54,6 @@ def test_concurrent_join_posts_from_one_address_never_pass_the_limit(settings):
     def post(i: int) -> int:
         return Client(REMOTE_ADDR="203.0.113.7").post(join_url, {"invite": study.invite_token}).status_code
 
-    statuses = _in_threads(10, post)
+    statuses = in_threads(10, post)
     assert sorted(statuses) == [302, 302] + [429] * 8
     assert Participant.objects.filter(study=study).count() == 2

@@ -16,33 +16,12 @@ from django.utils import timezone
 from studies.judgment import flow, participants, seats
 from studies.judgment.flow import StudyUnavailable
 from studies.models import Participant, Study, StudySeats
-from tests.factories import make_live_study, make_participant
+from tests.factories import in_threads, make_live_study, make_participant
 
 pytestmark = pytest.mark.django_db
 
 Status = Participant.Status
 
-
-def _in_threads(n: int, target) -> list:
-    """Run target(i) in n threads that start together, each on its own connection."""
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:  # collected and inspected by the test
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results
 
 
 def joined(study: Study, n: int) -> list[Participant]:
@@ -58,7 +37,7 @@ def test_concurrent_consents_fill_exactly_the_places_of_the_study():
     study = make_live_study(n_items=40, max_participants=5)
     people = joined(study, 16)
 
-    results = _in_threads(16, lambda i: consent(people[i]))
+    results = in_threads(16, lambda i: consent(people[i]))
 
     failures = [r for r in results if isinstance(r, BaseException)]
     assert all(isinstance(r, StudyUnavailable) and r.reason == "full" for r in failures), failures
