@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from studies.models import Participant, Study
-from tests.test_annotation_queries import TRANSACTION_CONTROL, bulk_study
+from tests.bulk import TRANSACTION_CONTROL, bulk_study
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
