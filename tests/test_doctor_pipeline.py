@@ -25,12 +25,16 @@ from studies.models import (
 from studies.steps import StepError
 from studies.steps import doctor as doctor_step
 from studies.steps.doctor_spec import parse_doctor_params
-from studies.steps.fit import held_out_columns, policy_params_problems
+from studies.steps.fit import (
+    MIN_POOL_FOR_HELD_OUT,
+    held_out_columns,
+    policy_params_problems,
+)
 from studies.steps.population import load_population
 from studies.tasks import STEP_TASKS
 from tests.factories import make_participant, make_policy
 from tests.judgments import make_judgment
-from tests.pipeline import POOL, REWARDS, TFPO, doctor_study
+from tests.pipeline import REWARDS, TFPO, doctor_study
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +55,9 @@ def run_chain(parent: Job) -> None:
 
 
 def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its_own_candidates(tiny_model):
-    study = doctor_study(tiny_model)
+    # A pool large enough to hold a share out (MIN_POOL_FOR_HELD_OUT distinct texts), so the test
+    # below can check that the held-out texts never reach the pairs.
+    study = doctor_study(tiny_model, pool=MIN_POOL_FOR_HELD_OUT + 2)
     parent = services.prepare_study(study=study)
     steps = list(parent.steps.order_by("id"))
     assert [s.kind for s in steps] == ["generate", "populate", "train_doctors", "generate", "populate", "fit",
@@ -93,7 +99,7 @@ def test_a_doctor_policy_makes_prepare_train_its_doctor_between_the_pool_and_its
     assert train.result["doctors"][0]["key"] == doctor.key
 
     guided = Candidate.objects.filter(generator=policy.generator)
-    assert sum(guided.values_list("multiplicity", flat=True)) == POOL * study.prompts.count()
+    assert sum(guided.values_list("multiplicity", flat=True)) == study.pool_size * study.prompts.count()
     meta = guided.first().metadata
     assert meta["model"]["ref"] == str(tiny_model)  # the patient samples…
     assert [(g["ref"], g["beta"]) for g in meta["guides"]] == [(doctor.path, 0.7)]  # …guided by the trained doctor

@@ -218,7 +218,7 @@ def test_a_pick_posted_after_the_study_closed_is_refused_and_earns_no_code(clien
     current = open_assignment(participant)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)  # closed between page and pick
     response = client.post(url("submit_judgment", study), {"assignment": current.pk, "choice": 1}, follow=True)
-    assert b"This study is not open" in response.content
+    assert b"This study has closed" in response.content
     assert b"LATE-1" not in response.content
     assert not Judgment.objects.filter(assignment=current).exists()
     participant.refresh_from_db()
