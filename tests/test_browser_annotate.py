@@ -41,7 +41,7 @@ def test_an_annotator_completes_a_study_with_the_keyboard(live_server, browser):
         assert page.locator("#task-heading").inner_text().lower() == f"task {n + 1} of 3"
         if page.get_by_text(XSS, exact=False).count():
             seen_xss = True  # the tags show as text
-        page.wait_for_selector("#comparison:not([data-settling])")
+        page.wait_for_selector("#comparison[data-ready]")
         page.keyboard.press("2")
         if n < 2:
             page.wait_for_selector(f'#comparison:not([data-assignment="{assignment}"])')
@@ -68,7 +68,7 @@ def test_a_double_click_saves_one_pick(live_server, browser):
     join(page, live_server.url, study)
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
-    page.wait_for_selector("#comparison:not([data-settling])")
+    page.wait_for_selector("#comparison[data-ready]")
     first = page.locator("#comparison").get_attribute("data-assignment")
     page.get_by_role("button", name="Choose response 1").dblclick()
     page.wait_for_selector(f'#comparison:not([data-assignment="{first}"])')
@@ -135,7 +135,7 @@ def start_tasks(page, base_url: str, study: Study, query: str = "") -> str:
     join(page, base_url, study, query)
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
-    page.wait_for_selector("#comparison:not([data-settling])")
+    page.wait_for_selector("#comparison[data-ready]")
     return page.locator("#comparison").get_attribute("data-assignment")
 
 
@@ -182,7 +182,7 @@ def test_the_resume_link_continues_a_session_in_another_browser(live_server, bro
     page = second.new_page()
     page.goto(resume_url)
     page.get_by_role("button", name="Continue in this browser").click()
-    page.wait_for_selector("#comparison:not([data-settling])")
+    page.wait_for_selector("#comparison[data-ready]")
     assert page.locator("#comparison").get_attribute("data-assignment") == assignment
     page.keyboard.press("2")
     page.wait_for_selector(f'#comparison:not([data-assignment="{assignment}"])')

@@ -45,7 +45,7 @@ def test_every_kind_of_pick_leaves_the_console_clean(live_server, browser, setti
 
     saw_check = False
     for n in range(5):
-        page.wait_for_selector("#comparison:not([data-settling])")
+        page.wait_for_selector("#comparison[data-ready]")
         current = page.locator("#comparison").get_attribute("data-assignment")
         assert page.get_by_role("button", name="I can't decide").is_visible()  # on every task, checks too
         is_check = "Name a fruit." in page.locator(".prompt").inner_text()

@@ -49,7 +49,7 @@ def test_the_annotator_pages_run_under_the_policy_without_a_violation(live_serve
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
-    page.wait_for_selector("#comparison:not([data-settling])")
+    page.wait_for_selector("#comparison[data-ready]")
     page.evaluate("window.__sameDocument = true")
     first = page.locator("#comparison").get_attribute("data-assignment")
     page.get_by_role("button", name="Choose response 1").click()

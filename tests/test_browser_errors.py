@@ -20,7 +20,7 @@ def _first_task(live_server, browser, study):
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
-    page.wait_for_selector("#comparison:not([data-settling])")
+    page.wait_for_selector("#comparison[data-ready]")
     return page
 
 

@@ -62,7 +62,7 @@ def start(page, base_url: str, study: Study) -> None:
     join(page, base_url, study)
     page.get_by_role("button", name="I agree, continue").click()
     page.get_by_role("button", name="Start the tasks").click()
-    page.wait_for_selector("#comparison:not([data-settling])")
+    page.wait_for_selector("#comparison[data-ready]")
 
 
 def pick(page, position: int = 1) -> None:
@@ -111,7 +111,7 @@ def test_a_researcher_runs_a_study_from_the_admin_start_to_close(live_server, br
     # Resume: the annotator continues; a second annotator joins and leaves without a pick.
     move(admin_page, "resume", "Resume")
     annotator.goto(f"{base}{reverse('studies:task', args=[study.slug])}")
-    annotator.wait_for_selector("#comparison:not([data-settling])")
+    annotator.wait_for_selector("#comparison[data-ready]")
     second = browser.new_context().new_page()
     start(second, base, study)
     expect(admin_page.locator("#places-filled")).to_have_text("2 / 2", timeout=20_000)  # polled every 5 s

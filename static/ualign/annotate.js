@@ -7,9 +7,25 @@
 
   function comparison() { return document.getElementById("comparison"); }
 
+  // A task takes picks once it has settled: `data-ready` says so (browser tests wait for it; a
+  // click before it is swallowed below, so waiting for "not settling" alone could race the swap).
   function settle(section) {
+    section.removeAttribute("data-ready");
     section.setAttribute("data-settling", "");
-    window.setTimeout(function () { section.removeAttribute("data-settling"); }, SETTLE_MS);
+    window.setTimeout(function () {
+      section.removeAttribute("data-settling");
+      section.setAttribute("data-ready", "");
+    }, SETTLE_MS);
+  }
+
+  function markLoadedTaskReady() {  // a task in the page as loaded was never swapped in
+    var section = comparison();
+    if (section && !section.hasAttribute("data-settling")) section.setAttribute("data-ready", "");
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", markLoadedTaskReady);
+  } else {
+    markLoadedTaskReady();
   }
 
   document.addEventListener("keydown", function (event) {
