@@ -36,10 +36,12 @@ def _table() -> str:
 @cache
 def _claim_sql() -> str:
     table = _table()
+    # Written for both backends (the demo runs on SQLite): the target table by its name in the
+    # DO UPDATE clause, and RETURNING unqualified (SQLite refuses a qualified name there).
     return (
-        f"INSERT INTO {table} AS s (study_id, taken) VALUES (%s, 1)"
-        " ON CONFLICT (study_id) DO UPDATE SET taken = s.taken + 1"
-        " WHERE s.taken < %s RETURNING s.taken"
+        f"INSERT INTO {table} (study_id, taken) VALUES (%s, 1)"
+        f" ON CONFLICT (study_id) DO UPDATE SET taken = {table}.taken + 1"
+        f" WHERE {table}.taken < %s RETURNING taken"
     )
 
 
@@ -59,7 +61,8 @@ def claim(study: Study) -> bool:
 
 @cache
 def _give_back_sql() -> str:
-    return f"UPDATE {_table()} SET taken = GREATEST(taken - %s, 0) WHERE study_id = %s"
+    # CASE, not GREATEST: SQLite has no GREATEST.
+    return f"UPDATE {_table()} SET taken = CASE WHEN taken > %s THEN taken - %s ELSE 0 END WHERE study_id = %s"
 
 
 def give_back(participant_ids: Iterable[int]) -> dict[int, int]:
@@ -69,7 +72,7 @@ def give_back(participant_ids: Iterable[int]) -> dict[int, int]:
     seated = Participant.objects.filter(pk__in=list(participant_ids)).seated().order_by("study_id")
     freed = dict(seated.values("study_id").annotate(n=Count("pk")).values_list("study_id", "n"))
     for study_id in sorted(freed):
-        sql.execute(_give_back_sql(), [freed[study_id], study_id])
+        sql.execute(_give_back_sql(), [freed[study_id], freed[study_id], study_id])
     return freed
 
 
