@@ -9,7 +9,7 @@ reclaim, close-out, the simulated annotators' sizing) all read these from here:
 - **open item**: one that needs judging (`ComparisonItem.needs_judgment`: items decided by
   construction are never assigned) and has room, of one kind (attention check or not), read
   fewest live assignments first, then in a per-item shuffled order: a range of the
-  `item_open_slots` index (`open_items` in the ORM, `open_sql` in the hot path's SQL);
+  `item_open_slots` index (`open_sql`, the one statement that reads it);
 - **the counters**: an item carries its live assignments and the rotations they show
   (`ComparisonItem.live_assignments`, `rotation_use`), changed only by `take_place` and
   `give_back_places`, under the item's row lock, in the transaction that assigns, releases or
@@ -85,17 +85,6 @@ def completed_count(participant: Participant) -> int:
 
 
 # --- Open items --------------------------------------------------------------------------------
-
-
-def open_items(study: Study, attention: bool) -> QuerySet[ComparisonItem]:
-    """Open items of one kind (attention check or not), in the `item_open_slots` index's order
-    (the hot path reads the same range in SQL: `open_sql`)."""
-    return ComparisonItem.objects.filter(
-        study=study,
-        needs_judgment=True,
-        is_attention_check=attention,
-        live_assignments__lt=study.annotations_per_item,
-    ).order_by("live_assignments", "spread")
 
 
 # Open items of one kind that one participant was never assigned (released ones included): the
