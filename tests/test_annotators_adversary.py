@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 
 import numpy as np
 import pytest
+from django.template.defaultfilters import floatformat
 from django.urls import reverse
 
 from studies import services
@@ -128,8 +130,10 @@ def test_the_headline_is_the_screened_minimum_and_the_model_adversary_sits_besid
     html = researcher_client.get(reverse("studies:results", args=[study.slug])).content.decode()
     assert 'id="annotators-adversary-head"' in html and 'id="model-adversary-head"' in html
     assert f"The screening stage used\n    {n_screening} judgments" in html
-    row = results.robust[0]
-    assert f"{row.screened.estimate:.3f}" in html and f"{row.headline.estimate:.3f}" in html
+    shown = re.findall(r'<td class="headline value screened">([^<]*)</td>', html)
+    assert shown == [floatformat(r.screened.estimate, 3) for r in results.robust]
+    model = re.findall(r'<td class="headline value">([^<]*)</td>', html)
+    assert model == [floatformat(r.headline.estimate, 3) for r in results.robust]
 
 
 def test_the_people_s_worst_is_found_where_the_model_is_wrong():
@@ -211,3 +215,51 @@ def test_a_prompt_with_one_text_is_a_clear_step_error():
     PreferenceSource.objects.create(study=study, kind="csv", data=utilities_csv(prompts, {"a": [1], "b": [2]}))
     with pytest.raises(StepError, match="single possible opponent"):
         prepare(study, prompts)
+
+
+def test_the_planner_sizes_both_stages(researcher_client):
+    from studies.estimate import plans
+
+    study, prompts = annotators_study()
+    plan = plans.plan_study(study, half_width=0.05, defaults=True)
+    assert plan.screened is not None
+    now = plan.screened.current
+    per_stage = len(prompts) * 2 * len(study.k_values) * study.screened_opponents * 2 * study.annotations_per_item
+    assert (now.screening_judgments, now.confirmation_judgments) == (per_stage, per_stage)
+    # the design the planner counts holds every screened opponent's items and the other policy's
+    assert {c.opponent for c in plan.current.design.cells} == {"adversary", "screen 2", "screen 3", "multiplayer", "nlhf"}
+    assert plan.current.design.regular_items == ComparisonItem.objects.filter(
+        study=study, is_attention_check=False).count()
+    for w in now.widths:
+        assert w.half_width_separated < w.half_width_tied == w.half_width
+    best = plan.screened.recommended
+    assert best is not None and best.headline <= 0.05
+    from dataclasses import replace
+
+    from workers.stats import planning_screen
+
+    means = plans.predicted_cell_means(study)[0]
+    fewer = planning_screen.predict_screened(replace(best.design, prompts=best.design.prompts - 1, opponents=None),
+                                             plan.components, n_opponents=3, cell_means=means)
+    assert fewer.headline > 0.05
+    # with the study's 4 items per opponent the curse alone is wider than ±0.05: more prompts can't get there
+    assert best.design.replicates > study.replicates
+    many = planning_screen.predict_screened(replace(plan.current.design, prompts=10**6, opponents=None),
+                                            plan.components, n_opponents=3, cell_means=means)
+    assert many.headline > 0.05
+    judgments = [a.screening_judgments + a.confirmation_judgments for a in plan.screened.alternatives]
+    assert judgments == sorted(judgments) and judgments[0] == best.screening_judgments + best.confirmation_judgments
+    text = plans.format_plan(plan)
+    assert f"{per_stage:,} screening + {per_stage:,} confirmation judgments" in text
+    html = researcher_client.get(reverse("admin:studies_study_plan", args=[study.pk]) + "?half_width=0.05").content.decode()
+    assert 'id="plan-screened"' in html and 'id="plan-screening-judgments"' in html
+
+
+def test_the_planner_says_why_a_study_cannot_screen(researcher_client):
+    study = make_study(adversary=Study.Adversary.ANNOTATORS, replicates=1)
+    from tests.factories import make_policy
+
+    make_policy(study=study, name="alpha")
+    page = researcher_client.get(reverse("admin:studies_study_plan", args=[study.pk]) + "?half_width=0.05")
+    assert page.status_code == 400
+    assert "replicates to at least 2" in page.content.decode()
