@@ -201,6 +201,9 @@ class Calibration:
     predicted_tied: float
     predicted_separated: float
     predicted: float  # at planning_screen.CURSE_FACTOR
+    bias: float  # mean headline − the people's true f(k)
+    bias_sd: float
+    coverage: float
 
 
 def _components(uni: Universe, per_opponent: int, types: np.ndarray, rng: np.random.Generator
@@ -237,10 +240,11 @@ def calibrate(noise_sd: float, kind: str, k: int, n_studies: int, *, prompts: in
     means = {("policy", k, ADVERSARY): uni.truth}
     pred = {f: planning_screen.predict_screened(design, comp, n_opponents=n_opp, cell_means=means, curse_factor=f)
             for f in (0.0, 1.0, planning_screen.CURSE_FACTOR)}
-    half, gap = np.array(out[4]), np.array(gaps)
+    half, gap, est = np.array(out[4]), np.array(gaps), np.array(out[2])
     return Calibration(noise_sd, kind, k, float(half.mean()), float(half.std(ddof=1) / math.sqrt(half.size)),
                        float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(gap.size)), float(np.mean(curses)),
-                       pred[1.0].headline, pred[0.0].headline, pred[planning_screen.CURSE_FACTOR].headline)
+                       pred[1.0].headline, pred[0.0].headline, pred[planning_screen.CURSE_FACTOR].headline,
+                       float(est.mean()) - uni.truth, float(est.std(ddof=1)), float(np.mean(out[3])))
 
 
 def calibration_section(rows: list[Calibration], seconds: float, design: dict[str, int]) -> str:
@@ -256,22 +260,24 @@ def calibration_section(rows: list[Calibration], seconds: float, design: dict[st
         "for the same design with variance components estimated (`planning.estimate_components`) from one large simulated "
         "study of the universe. Measured: the mean half-width (high − low)/2 of the headline bracket, and the mean "
         "θ̂ − μ̂ (confirmed estimate minus plug-in minimum: the screen's miss plus the loser's curse), each ± its Monte "
-        "Carlo SE; tied curse: the mean over studies of e_J·s from the study's own data. Predicted: at curse factor 1 "
-        "(all screened opponents tied), 0 (well separated) and the planner's default "
-        f"{planning_screen.CURSE_FACTOR}.",
+        "Carlo SE; tied curse: the mean over studies of e_J·s from the study's own data. Predicted: with every screened "
+        "opponent of a prompt tied (the loser's curse at its largest, what the planner plans for: curse factor "
+        f"{planning_screen.CURSE_FACTOR}) and well separated (no curse, no miss). Bias of the headline against the people's "
+        "true f(k) (min over every response) with the sd of the estimates (Monte Carlo SE = sd/√n), and the coverage of "
+        f"that true value by the 95% interval (Monte Carlo SE ±{math.sqrt(0.95 * 0.05 / design['studies']):.3f} near 0.95).",
         "",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the shared 2-core VM; {seconds:.0f} s; "
         f"command `{command_line('bench/bench_annotators_adversary.py', None)}`.",
         "",
-        "| sd | policy | k | measured half-width | measured θ̂ − μ̂ | tied curse e_J·s | predicted: tied | separated "
-        f"| default ({planning_screen.CURSE_FACTOR}) | default / measured |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sd | policy | k | measured half-width | measured θ̂ − μ̂ | tied curse e_J·s | predicted: tied (planned) | "
+        "separated | planned / measured | bias (sd) | coverage |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.noise_sd:.1f} | {r.policy} | {r.k} | {r.measured:.4f} ± {r.measured_se:.4f} | {r.gap:.4f} ± "
             f"{r.gap_se:.4f} | {r.tied_curse:.4f} | {r.predicted_tied:.4f} | {r.predicted_separated:.4f} | "
-            f"{r.predicted:.4f} | {r.predicted / r.measured:.2f} |"
+            f"{r.predicted / r.measured:.2f} | {r.bias:+.3f} ({r.bias_sd:.3f}) | {r.coverage:.3f} |"
         )
     return "\n".join(lines) + "\n"
 

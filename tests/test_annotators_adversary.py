@@ -49,7 +49,9 @@ def test_items_screen_several_opponents_with_their_shares_recorded():
     assert len(by_cell) == 2 * 2 * 2
     for (prompt_id, policy_id, k), cell in by_cell.items():
         labels = sorted({item.opponent_label for item in cell})
-        assert labels[0] == ComparisonItem.ADVERSARY and len(labels) >= 2 and len(labels) <= 3
+        assert labels[0] == ComparisonItem.ADVERSARY
+        assert len(labels) >= 2
+        assert len(labels) <= 3
         assert all(label == ComparisonItem.ADVERSARY or label.startswith("screen ") for label in labels)
         opponents = {}
         for item in cell:
@@ -64,7 +66,8 @@ def test_items_screen_several_opponents_with_their_shares_recorded():
         assert list(next(iter(opponents[ComparisonItem.ADVERSARY]))) == fit.solver_stats["adversary"]
     # against the other policy nothing is screened
     others = ComparisonItem.objects.filter(study=study, opponent_policy__isnull=False)
-    assert others.exists() and set(others.values_list("share", flat=True)) == {""}
+    assert others.exists()
+    assert set(others.values_list("share", flat=True)) == {""}
 
 
 def test_a_rebuild_from_the_same_seed_changes_nothing():
@@ -128,7 +131,8 @@ def test_the_headline_is_the_screened_minimum_and_the_model_adversary_sits_besid
         assert row.screened.n_screen == expected.n_screen
         assert row.headline is not None  # the model's adversary cell, as in any study
     html = researcher_client.get(reverse("studies:results", args=[study.slug])).content.decode()
-    assert 'id="annotators-adversary-head"' in html and 'id="model-adversary-head"' in html
+    assert 'id="annotators-adversary-head"' in html
+    assert 'id="model-adversary-head"' in html
     assert f"The screening stage used\n    {n_screening} judgments" in html
     shown = re.findall(r'<td class="headline value screened">([^<]*)</td>', html)
     assert shown == [floatformat(r.screened.estimate, 3) for r in results.robust]
@@ -233,7 +237,8 @@ def test_the_planner_sizes_both_stages(researcher_client):
     for w in now.widths:
         assert w.half_width_separated < w.half_width_tied == w.half_width
     best = plan.screened.recommended
-    assert best is not None and best.headline <= 0.05
+    assert best is not None
+    assert best.headline <= 0.05
     from dataclasses import replace
 
     from workers.stats import planning_screen
@@ -248,11 +253,13 @@ def test_the_planner_sizes_both_stages(researcher_client):
                                             plan.components, n_opponents=3, cell_means=means)
     assert many.headline > 0.05
     judgments = [a.screening_judgments + a.confirmation_judgments for a in plan.screened.alternatives]
-    assert judgments == sorted(judgments) and judgments[0] == best.screening_judgments + best.confirmation_judgments
+    assert judgments == sorted(judgments)
+    assert judgments[0] == best.screening_judgments + best.confirmation_judgments
     text = plans.format_plan(plan)
     assert f"{per_stage:,} screening + {per_stage:,} confirmation judgments" in text
     html = researcher_client.get(reverse("admin:studies_study_plan", args=[study.pk]) + "?half_width=0.05").content.decode()
-    assert 'id="plan-screened"' in html and 'id="plan-screening-judgments"' in html
+    assert 'id="plan-screened"' in html
+    assert 'id="plan-screening-judgments"' in html
 
 
 def test_the_planner_says_why_a_study_cannot_screen(researcher_client):

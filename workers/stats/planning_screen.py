@@ -20,8 +20,9 @@ opponents' win rates are. This module predicts them at the two ends:
 
 The planner sizes the study at `curse_factor` × the tied curse; the default, `CURSE_FACTOR` = 1, plans
 for the tied bound. bench/bench_annotators_adversary.py --calibrate checks it against simulated studies
-(docs/benchmarks.md, docs/planning.md): there the measured θ̂ − μ̂ was about 0.8 of the tied curse and
-the tied prediction 1.04–1.18× the measured half-width, so the bound costs little. se_c and se_a are `planning`'s cell standard errors for R_c = R − R_s and R items
+(docs/benchmarks.md, docs/planning.md): there the measured θ̂ − μ̂ was 0.74–0.90 of the tied curse and
+the tied prediction 0.95–1.28× the measured half-width. se_c and se_a are `planning`'s cell standard
+errors for R_c = R − R_s and R items
 per prompt: the same variance model, floor and degrees of freedom as every other planned cell.
 
 Pure NumPy/SciPy, no Django.
@@ -76,10 +77,16 @@ def screened_design(design: Design, n_opponents: int) -> Design:
     if not isinstance(n_opponents, int) or n_opponents < 2:
         raise ValueError(f"n_opponents must be an integer >= 2, got {n_opponents!r}")
     if design.replicates < 2:
-        raise ValueError("the annotators' adversary needs replicates >= 2 (a screening and a confirmation share)")
+        raise ValueError(
+            "the annotators' adversary needs replicates >= 2 (a screening and a confirmation share)"
+        )
     labels = screen_labels(n_opponents)
     return replace(
-        design, opponents={p: (*labels, *(q for q in design.policies if q != p)) for p in design.policies}
+        design,
+        opponents={
+            p: (*labels, *(q for q in design.policies if q != p))
+            for p in design.policies
+        },
     )
 
 
@@ -108,7 +115,9 @@ class ScreenedWidth:
     se_confirm: float
     se_all: float
     t: float
-    cell_sd: float  # sd of one prompt's mean against one opponent (R items of A judgments)
+    cell_sd: (
+        float  # sd of one prompt's mean against one opponent (R items of A judgments)
+    )
     curse: float  # the tied loser's curse e_J · cell_sd
     half_width: float  # at the curse factor
     half_width_tied: float
@@ -159,23 +168,44 @@ def predict_screened(
         for k in design.k_values:
             cell = CellKey(policy, k, ADVERSARY)
             mean = means[cell]
-            c, a = _cell_width(confirm, components, cell, mean, confidence), _cell_width(full, components, cell,
-                                                                                           mean, confidence)
+            c, a = (
+                _cell_width(confirm, components, cell, mean, confidence),
+                _cell_width(full, components, cell, mean, confidence),
+            )
             t = _t_quantile(a.df, confidence) if a.df >= 1 else math.inf
             sigma2 = components.dispersion * mean * (1 - mean)
-            within = components.item / design.replicates + (1 - components.prompt - components.item) / (
-                design.replicates * design.annotations_per_item)
+            within = components.item / design.replicates + (
+                1 - components.prompt - components.item
+            ) / (design.replicates * design.annotations_per_item)
             sd = math.sqrt(max(sigma2 * within, 0.0))
             curse = expected_max_normal(n_opponents) * sd
             separated = (c.half_width + a.half_width) / 2
-            widths.append(ScreenedWidth(policy, k, mean, c.se, a.se, t, sd, curse,
-                                        separated + curse_factor * curse / 2, separated + curse / 2, separated))
+            widths.append(
+                ScreenedWidth(
+                    policy,
+                    k,
+                    mean,
+                    c.se,
+                    a.se,
+                    t,
+                    sd,
+                    curse,
+                    separated + curse_factor * curse / 2,
+                    separated + curse / 2,
+                    separated,
+                )
+            )
     return ScreenedStages(
-        design=full, n_opponents=n_opponents, screening_items=r_screen,
+        design=full,
+        n_opponents=n_opponents,
+        screening_items=r_screen,
         confirmation_items=design.replicates - r_screen,
         screening_judgments=_stage_judgments(design, n_opponents, r_screen),
-        confirmation_judgments=_stage_judgments(design, n_opponents, design.replicates - r_screen),
-        curse_factor=curse_factor, widths=tuple(widths),
+        confirmation_judgments=_stage_judgments(
+            design, n_opponents, design.replicates - r_screen
+        ),
+        curse_factor=curse_factor,
+        widths=tuple(widths),
     )
 
 
@@ -211,7 +241,11 @@ def plan_screened(
     curse_factor: float = CURSE_FACTOR,
 ) -> ScreenedPlan:
     """`predict_screened` now, and at the fewest prompts (up to `planning.MAX_PROMPTS`) that reach the target."""
-    if not isinstance(half_width, int | float) or not 0 < half_width < 0.5 or not math.isfinite(half_width):
+    if (
+        not isinstance(half_width, int | float)
+        or not 0 < half_width < 0.5
+        or not math.isfinite(half_width)
+    ):
         raise ValueError(f"half_width must be in (0, 0.5), got {half_width!r}")
 
     def stages(d: Design) -> ScreenedStages:
@@ -226,7 +260,12 @@ def plan_screened(
         best = _smallest_prompts(d, lambda x: stages(x).headline <= half_width)
         if best is not None:
             found.append(stages(replace(d, prompts=best)))
-    found.sort(key=lambda st: (st.screening_judgments + st.confirmation_judgments, st.design.prompts))
+    found.sort(
+        key=lambda st: (
+            st.screening_judgments + st.confirmation_judgments,
+            st.design.prompts,
+        )
+    )
     return ScreenedPlan(
         target_half_width=float(half_width),
         current=stages(design),
@@ -241,12 +280,22 @@ def tied_bracket_parts(
     """From data: s = the root mean over (prompt, opponent) cells of var(credit)/n, and the most opponents
     of a prompt (the bench's check of the tied curse e_J · s against the measured θ̂ − μ̂)."""
     y = np.asarray(credit, dtype=np.float64)
-    keys = list(zip(np.asarray(prompt_ids).tolist(), np.asarray(opponent_ids).tolist(), strict=True))
+    keys = list(
+        zip(
+            np.asarray(prompt_ids).tolist(),
+            np.asarray(opponent_ids).tolist(),
+            strict=True,
+        )
+    )
     groups: dict[tuple[object, object], list[float]] = {}
     for key, v in zip(keys, y.tolist(), strict=True):
         groups.setdefault(key, []).append(v)
-    variances = [float(np.var(v, ddof=1)) / len(v) for v in groups.values() if len(v) > 1]
+    variances = [
+        float(np.var(v, ddof=1)) / len(v) for v in groups.values() if len(v) > 1
+    ]
     per_prompt: dict[object, int] = {}
     for p, _ in groups:
         per_prompt[p] = per_prompt.get(p, 0) + 1
-    return (math.sqrt(float(np.mean(variances))) if variances else 0.0), max(per_prompt.values())
+    return (math.sqrt(float(np.mean(variances))) if variances else 0.0), max(
+        per_prompt.values()
+    )
