@@ -138,6 +138,10 @@ def test_the_headline_is_the_screened_minimum_and_the_model_adversary_sits_besid
     assert shown == [floatformat(r.screened.estimate, 3) for r in results.robust]
     model = re.findall(r'<td class="headline value">([^<]*)</td>', html)
     assert model == [floatformat(r.headline.estimate, 3) for r in results.robust]
+    # the finding's pairwise differences are the model's adversary's cells, and it says so
+    assert "beats the model's adversary" in results.finding
+    svg = researcher_client.get(reverse("studies:results_plot", args=[study.slug])).content.decode()
+    assert "annotators" in svg
 
 
 def test_the_people_s_worst_is_found_where_the_model_is_wrong():
@@ -270,3 +274,14 @@ def test_the_planner_says_why_a_study_cannot_screen(researcher_client):
     page = researcher_client.get(reverse("admin:studies_study_plan", args=[study.pk]) + "?half_width=0.05")
     assert page.status_code == 400
     assert "replicates to at least 2" in page.content.decode()
+
+
+def test_a_pilot_copy_keeps_the_option_and_each_item_s_share():
+    study, _ = annotators_study()
+    pilot = services.create_pilot(study=study)
+    assert (pilot.adversary, pilot.screened_opponents) == (study.adversary, study.screened_opponents)
+
+    def shares(s):
+        return sorted(ComparisonItem.objects.filter(study=s).values_list("opponent_label", "replicate", "share"))
+
+    assert shares(pilot) == shares(study)

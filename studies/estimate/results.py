@@ -649,7 +649,8 @@ def _finding(study: Study, analysed: _Analysed, cells: list[CellRow],
     differences = tuple(difference_rows(headlines, [name for name, _ in policies], confidence))
     estimates = {(c.policy, c.k, c.m): c.interval.estimate for c in cells if c.opponent == ComparisonItem.ADVERSARY}
     primary = primary_policy(policies, Policy.Kind.MULTIPLAYER)
-    return differences, finding_sentence(differences, estimates, primary, confidence)
+    model = "the model's adversary" if study.adversary == Study.Adversary.ANNOTATORS else "the adversary"
+    return differences, finding_sentence(differences, estimates, primary, confidence, model)
 
 
 SUMMARY_HEADER = (
@@ -749,7 +750,8 @@ def results_plot_svg(results: StudyResults) -> str:
     fig = Figure(figsize=(10, 5.2))
     FigureCanvasSVG(fig)
     ax = fig.add_subplot()
-    rows = [row for row in results.robust if row.headline is not None]
+    screened = results.adversary == Study.Adversary.ANNOTATORS  # the annotators' adversary is the headline
+    rows = [row for row in results.robust if (row.screened if screened else row.headline) is not None]
     ks = sorted({row.k for row in rows}) or [1, 2, 4]
     ms = sorted({row.m for row in rows}) or [1]
     _plot_bounds(ax, ks, ms)
@@ -761,7 +763,7 @@ def results_plot_svg(results: StudyResults) -> str:
     offsets = np.linspace(-spread, spread, len(series)) if len(series) > 1 else [0.0] * len(series)
     for n, (offset, ((policy, m), members)) in enumerate(zip(offsets, sorted(series.items()), strict=True)):
         x = np.array([row.k for row in members], dtype=float) + offset
-        heads = [cast(intervals.WinRateInterval, row.headline) for row in members]
+        heads = [cast(intervals.WinRateInterval, row.screened if screened else row.headline) for row in members]
         y = np.array([h.estimate for h in heads])
         err = [y - np.array([h.low for h in heads]), np.array([h.high for h in heads]) - y]
         label = policy if len(ms) == 1 else f"{policy} (m={m})"
@@ -777,7 +779,8 @@ def results_plot_svg(results: StudyResults) -> str:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small", frameon=False)
     if not rows:
         ax.text(0.5, 0.5, "no judgments against the adversary yet", transform=ax.transAxes, ha="center", va="center")
-    ax.set_title(f"Headline f̂(k): the pre-registered adversary cell, {round(results.confidence * 100)}% two-way intervals")
+    ax.set_title(f"Headline f̂(k): the annotators' adversary, {round(results.confidence * 100)}% intervals" if screened else
+                 f"Headline f̂(k): the pre-registered adversary cell, {round(results.confidence * 100)}% two-way intervals")
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
