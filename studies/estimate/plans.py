@@ -260,7 +260,8 @@ def format_plan(sp: StudyPlan) -> str:
           for r in sp.rows(sp.current)),
         "",
         f"Target: {_pm(plan.target_half_width)} for every "
-        + (TARGET_TEXT["band"] if plan.target == "band" else TARGET_TEXT["headline"])
+        + (TARGET_TEXT["band"] if plan.target == "band" else TARGET_TEXT["headline"] if sp.screened is None
+           else "model's adversary cell (beside the annotators' adversary, the headline: below)")
         + f" at {sp.current.confidence:.0%}",
     ]
     if plan.recommended is None:
