@@ -109,3 +109,4 @@ bench-sequential: install
 # The annotators' adversary against the model's: bias and coverage of the people's true f(k) (#21).
 bench-adversary: install
 	$(PY) bench/bench_annotators_adversary.py --write docs/benchmarks.md
+	$(PY) bench/bench_annotators_adversary.py --calibrate --studies 100 --write docs/benchmarks.md

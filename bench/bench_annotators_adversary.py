@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workers.policies as wp  # noqa: E402
-from workers.stats import intervals  # noqa: E402
+from workers.stats import intervals, planning, planning_screen  # noqa: E402
 from workers.stats.adversary import screened_minimum, screening_opponents  # noqa: E402
+from workers.stats.study_design import ADVERSARY, Design  # noqa: E402
 
 HEADING = "## The annotators' adversary: bias and coverage of the people's f(k) (issue #21)"
 N_TYPES, N_RESPONSES, TRUTH_SD = 10, 8, 1.5
@@ -125,8 +126,12 @@ class Row:
 
 
 def run(uni: Universe, n_studies: int, *, prompts: int = 30, annotators: int = 40, screen: int = 8,
-        confirm: int = 12, seed: int = 7) -> tuple[list[float], list[bool], list[float], list[bool], list[float],
-                                                   list[float]]:
+        confirm: int = 12, seed: int = 7, study_design: bool = False, gaps: list[float] | None = None,
+        curses: list[float] | None = None) -> tuple[list[float], list[bool], list[float], list[bool], list[float],
+                                                    list[float]]:
+    """Simulated studies of one universe. study_design: every screened opponent gets the R confirmation
+    judgments too (as `studies/steps/screening.py` builds items: no second stage), and `gaps`/`curses`
+    collect θ̂ − μ̂ and the tied loser's curse e_J·s (`workers.stats.planning_screen`) per study."""
     rng = np.random.default_rng([seed, uni.k, int(uni.truth * 1e6)])
     old_e, old_c, new_e, new_c, new_h, old_h = [], [], [], [], [], []
     truth = uni.truth
@@ -145,15 +150,21 @@ def run(uni: Universe, n_studies: int, *, prompts: int = 30, annotators: int = 4
                 for c, v in zip(cols, (y, np.full(y.size, p), a, np.full(y.size, o), np.zeros(y.size, bool)), strict=True):
                     c.append(v)
             best = opponents[int(np.argmin(means))]  # ties: the model's order (first is its adversary)
-            y, a = judge(uni, drawn, best, confirm, types, rng)
-            for c, v in zip(cols, (y, np.full(y.size, p), a, np.full(y.size, best), np.ones(y.size, bool)), strict=True):
-                c.append(v)
+            for o in opponents if study_design else [best]:
+                y, a = judge(uni, drawn, o, confirm, types, rng)
+                for c, v in zip(cols, (y, np.full(y.size, p), a, np.full(y.size, o), np.ones(y.size, bool)), strict=True):
+                    c.append(v)
         oy, op, oa = (np.concatenate(x) for x in zip(*old, strict=True))
         cell = intervals.design_interval(oy, op, oa)
         old_e.append(cell.estimate)
         old_c.append(cell.low <= truth <= cell.high)
         old_h.append((cell.high - cell.low) / 2)
-        res = screened_minimum(*(np.concatenate(c) for c in cols))
+        arrays = [np.concatenate(c) for c in cols]
+        res = screened_minimum(*arrays)
+        if gaps is not None and curses is not None:
+            sd, n_opp = planning_screen.tied_bracket_parts(arrays[0], arrays[1], arrays[3])
+            gaps.append(res.estimate - res.plug_in)
+            curses.append(planning_screen.expected_max_normal(n_opp) * sd)
         new_e.append(res.estimate)
         new_c.append(res.low <= truth <= res.high)
         new_h.append((res.high - res.low) / 2)
@@ -172,6 +183,103 @@ def cell(noise_sd: float, kind: str, k: int, n_studies: int, **design: int) -> R
                float(has_worst.mean()), float(np.mean(old_e)) - uni.truth, float(np.std(old_e, ddof=1)),
                float(np.mean(old_c)), float(np.mean(new_e)) - uni.truth, float(np.std(new_e, ddof=1)),
                float(np.mean(new_c)), float(np.mean(new_h)), float(np.mean(old_h)))
+
+
+CALIBRATION_HEADING = "## The annotators' adversary: the planner's predicted headline width against the bench (issue #21)"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    noise_sd: float
+    policy: str
+    k: int
+    measured: float  # mean half-width of the headline bracket
+    measured_se: float
+    gap: float  # mean θ̂ − μ̂
+    gap_se: float
+    tied_curse: float  # mean e_J · s from the data
+    predicted_tied: float
+    predicted_separated: float
+    predicted: float  # at planning_screen.CURSE_FACTOR
+    bias: float  # mean headline − the people's true f(k)
+    bias_sd: float
+    coverage: float
+
+
+def _components(uni: Universe, per_opponent: int, types: np.ndarray, rng: np.random.Generator
+                ) -> planning.VarianceComponents:
+    """The planner's variance components estimated from one large simulated study over the whole universe."""
+    credit, prompts, annotators, cells = [], [], [], []
+    for p in range(uni.true_wins.shape[0]):
+        for position, o in enumerate(int(x) for x in uni.screened[p] if x >= 0):
+            y, a = judge(uni, p, o, per_opponent, types, rng)
+            credit.append(y)
+            prompts.append(np.full(y.size, p))
+            annotators.append(a)
+            cells.append(np.full(y.size, position))
+    return planning.estimate_components(np.concatenate(credit), np.concatenate(prompts), np.concatenate(annotators),
+                                        cell_ids=np.concatenate(cells), fallback=planning.literature_components())
+
+
+def calibrate(noise_sd: float, kind: str, k: int, n_studies: int, *, prompts: int = 30, annotators: int = 40,
+              per_opponent: int = 20) -> Calibration:
+    """The study's design (every screened opponent: per_opponent judgments, half screening, half
+    confirmation, one judgment per item) simulated, against `planning_screen.predict_screened` for it."""
+    uni = universe(noise_sd, kind, k)
+    screen = per_opponent // 2
+    gaps: list[float] = []
+    curses: list[float] = []
+    out = run(uni, n_studies, prompts=prompts, annotators=annotators, screen=screen, confirm=per_opponent - screen,
+              study_design=True, gaps=gaps, curses=curses)
+    rng = np.random.default_rng([99, k, int(noise_sd * 10)])
+    comp = _components(uni, per_opponent, rng.integers(0, N_TYPES, size=annotators), rng)
+    n_opp = int(round(float((uni.screened >= 0).sum(axis=1).mean())))
+    judgments = prompts * n_opp * per_opponent
+    design = Design(prompts=prompts, k_values=(k,), policies=("policy",), annotations_per_item=1,
+                    items_per_participant=max(1, judgments // annotators), replicates=per_opponent)
+    means = {("policy", k, ADVERSARY): uni.truth}
+    pred = {f: planning_screen.predict_screened(design, comp, n_opponents=n_opp, cell_means=means, curse_factor=f)
+            for f in (0.0, 1.0, planning_screen.CURSE_FACTOR)}
+    half, gap, est = np.array(out[4]), np.array(gaps), np.array(out[2])
+    return Calibration(noise_sd, kind, k, float(half.mean()), float(half.std(ddof=1) / math.sqrt(half.size)),
+                       float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(gap.size)), float(np.mean(curses)),
+                       pred[1.0].headline, pred[0.0].headline, pred[planning_screen.CURSE_FACTOR].headline,
+                       float(est.mean()) - uni.truth, float(est.std(ddof=1)), float(np.mean(out[3])))
+
+
+def calibration_section(rows: list[Calibration], seconds: float, design: dict[str, int]) -> str:
+    from _report import command_line
+
+    lines = [
+        CALIBRATION_HEADING,
+        "",
+        "The study's design (`studies/steps/screening.py`: every screened opponent gets all its items up front, "
+        f"half screening and half confirming; here {design['per_opponent']} judgments per opponent and prompt, one per "
+        f"item) simulated as above, P = {design['prompts']} prompts, {design['annotators']} annotators, "
+        f"{design['studies']} studies per row, against `workers.stats.planning_screen.predict_screened` "
+        "for the same design with variance components estimated (`planning.estimate_components`) from one large simulated "
+        "study of the universe. Measured: the mean half-width (high − low)/2 of the headline bracket, and the mean "
+        "θ̂ − μ̂ (confirmed estimate minus plug-in minimum: the screen's miss plus the loser's curse), each ± its Monte "
+        "Carlo SE; tied curse: the mean over studies of e_J·s from the study's own data. Predicted: with every screened "
+        "opponent of a prompt tied (the loser's curse at its largest, what the planner plans for: curse factor "
+        f"{planning_screen.CURSE_FACTOR}) and well separated (no curse, no miss). Bias of the headline against the people's "
+        "true f(k) (min over every response) with the sd of the estimates (Monte Carlo SE = sd/√n), and the coverage of "
+        f"that true value by the 95% interval (Monte Carlo SE ±{math.sqrt(0.95 * 0.05 / design['studies']):.3f} near 0.95).",
+        "",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; the shared 2-core VM; {seconds:.0f} s; "
+        f"command `{command_line('bench/bench_annotators_adversary.py', None)}`.",
+        "",
+        "| sd | policy | k | measured half-width | measured θ̂ − μ̂ | tied curse e_J·s | predicted: tied (planned) | "
+        "separated | planned / measured | bias (sd) | coverage |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.noise_sd:.1f} | {r.policy} | {r.k} | {r.measured:.4f} ± {r.measured_se:.4f} | {r.gap:.4f} ± "
+            f"{r.gap_se:.4f} | {r.tied_curse:.4f} | {r.predicted_tied:.4f} | {r.predicted_separated:.4f} | "
+            f"{r.predicted / r.measured:.2f} | {r.bias:+.3f} ({r.bias_sd:.3f}) | {r.coverage:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def heading(design: dict[str, int]) -> str:
@@ -228,7 +336,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, help="judgments per prompt on the headline's opponent")
     parser.add_argument("--noise", type=float, nargs="*", default=list(NOISE_SDS))
     parser.add_argument("--write", type=Path, help="replace this benchmark's section of docs/benchmarks.md")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="the study's design against the planner's prediction (its own section)")
+    parser.add_argument("--per-opponent", type=int, default=20, help="with --calibrate: judgments per opponent")
     args = parser.parse_args(argv)
+    if args.calibrate:
+        started = time.perf_counter()
+        cal = []
+        for sd in args.noise:
+            for kind in POLICIES:
+                for k in KS:
+                    cal.append(calibrate(sd, kind, k, args.studies, per_opponent=args.per_opponent))
+                    print(cal[-1], flush=True)
+        design = {"prompts": 30, "annotators": 40, "per_opponent": args.per_opponent, "studies": args.studies}
+        publish(calibration_section(cal, time.perf_counter() - started, design), CALIBRATION_HEADING, args.write)
+        return
     design = {"prompts": 30, "annotators": 40, "screen": args.screen, "confirm": args.confirm}
     started = time.perf_counter()
     rows = []

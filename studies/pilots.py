@@ -34,7 +34,7 @@ COPIED_FIELDS = (
     "instructions", "consent_text", "generator_id", "pool_size", "k_values", "opponent_outputs",
     "annotations_per_item", "items_per_participant", "replicates", "attention_check_rate",
     "max_attention_failures", "allow_cant_decide", "cant_decide_analysis", "comprehension_question",
-    "comprehension_choices", "comprehension_answer", "assignment_timeout", "seed",
+    "comprehension_choices", "comprehension_answer", "assignment_timeout", "seed", "adversary", "screened_opponents",
 )
 
 
@@ -125,7 +125,7 @@ def _copy_items(study: Study, pilot: Study, prompts: dict[int, Prompt], policies
             opponent_policy=policies[item.opponent_policy_id] if item.opponent_policy_id else None,
             k=item.k, opponent_label=item.opponent_label, m=item.m, replicate=item.replicate,
             is_attention_check=item.is_attention_check, needs_judgment=item.needs_judgment,
-            predicted_win_rate=item.predicted_win_rate, draw=item.draw,
+            predicted_win_rate=item.predicted_win_rate, draw=item.draw, share=item.share,
         ))  # the counters (#14) start at their defaults: no live assignments, a fresh `spread` each
     ComparisonItem.objects.bulk_create(copies)  # PostgreSQL returns the new ids
     new_id = {old.pk: new.pk for old, new in zip(originals, copies, strict=True)}

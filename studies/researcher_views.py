@@ -344,6 +344,8 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "unreviewed_param": f"&unreviewed={INCLUDE_UNREVIEWED}" if include_unreviewed else "",
         "origins": list(ORIGINS.items()),
         "results": cached.results,
+        # the headline is the annotators' adversary (studies/estimate/screened.py), the model's beside it
+        "annotators_adversary": study.adversary == Study.Adversary.ANNOTATORS,
         "freshness": cached,
         "tables": list(export.TABLES.items()),  # a dict with an "items" key confuses templates
         # Judgments arrive while a study is live (or being simulated when ready): keep polling.

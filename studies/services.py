@@ -131,6 +131,7 @@ def preparation_problems(study: Study) -> list[str]:
     problems = pool_problems(study)
     if not study.k_values:
         problems.append("Set the k values, for example [1, 2, 4].")
+    problems += study.screening_problems()
     policies = list(study.policies.all())
     if not policies:
         problems.append("Add at least one policy.")

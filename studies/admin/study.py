@@ -235,7 +235,7 @@ class StudyAdmin(admin.ModelAdmin):
                        "results_links", "pair_tools", "places", "design_lock"]
     # What makes the items: read-only once the design is fixed (Study.design_fixed_reason).
     DESIGN_FIELDS = ["generator", "pool_size", "k_values", "opponent_outputs", "replicates", "annotations_per_item",
-                     "attention_check_rate", "held_out_fraction", "seed"]
+                     "attention_check_rate", "held_out_fraction", "seed", "adversary", "screened_opponents"]
     inlines = [PolicyInline, PreferenceSourceInline]
     actions = ["prepare_selected", "run_simulated_annotators", "download_judgments", "create_invites"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
@@ -259,6 +259,8 @@ class StudyAdmin(admin.ModelAdmin):
                     "max_participants",
                     "seed",
                     "held_out_fraction",
+                    "adversary",
+                    "screened_opponents",
                 ]
             },
         ),

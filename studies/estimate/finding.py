@@ -85,11 +85,12 @@ def _against(row: DifferenceRow, primary: str) -> tuple[str, float, float, float
 
 def finding_sentence(
     differences: Sequence[DifferenceRow], headline_estimates: Mapping[tuple[str, int, int], float], primary: str | None,
-    confidence: float,
+    confidence: float, adversary: str = "the adversary",
 ) -> str:
     """One sentence: at the largest k with a comparison, how often the primary policy beats the
     adversary and by how much more (or less) than each other policy, saying which differences
-    the data do not separate from 0. "" when there is nothing to compare yet."""
+    the data do not separate from 0. "" when there is nothing to compare yet. `adversary` names
+    the opponent (with the annotators' adversary the differences are the model's adversary's cells)."""
     if primary is None:
         return ""
     mine = [row for row in differences if primary in (row.policy_a, row.policy_b)]
@@ -105,7 +106,7 @@ def finding_sentence(
             unseparated.append(other)
     m_text = "" if m == 1 else f" and m = {m}"
     sentence = (
-        f"At k = {k}{m_text}, {primary} beats the adversary {_num(headline_estimates[(primary, k, m)])} of the time, "
+        f"At k = {k}{m_text}, {primary} beats {adversary} {_num(headline_estimates[(primary, k, m)])} of the time, "
         + "; ".join(parts) + "."
     )
     if unseparated:

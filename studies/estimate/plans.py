@@ -24,7 +24,7 @@ from django.db.models import Avg, Count
 
 from studies.estimate.results import judgments_for
 from studies.models import ComparisonItem, Study
-from workers.stats import planning
+from workers.stats import planning, planning_screen
 from workers.stats.study_design import ADVERSARY, CellKey, Design, attention_check_share
 
 MIN_JUDGMENTS = 30
@@ -46,6 +46,9 @@ class StudyPlan:
     plan: planning.SampleSizePlan
     components: planning.VarianceComponents
     means_source: str
+    # With the annotators' adversary: both stages and the headline's plan (`planning_screen`); the
+    # `plan` above then sizes the model's adversary cells, which stay beside the headline.
+    screened: planning_screen.ScreenedPlan | None = None
 
     @property
     def current(self) -> planning.DesignWidths:
@@ -69,7 +72,7 @@ def study_design(study: Study, *, prompts: int | None = None) -> Design:
     if not study.k_values:
         raise PlanningError("The study has no k values yet.")
     count = study.prompts.count() if prompts is None else prompts
-    return Design(
+    design = Design(
         prompts=max(count, 1),
         k_values=tuple(study.k_values),
         policies=policies,
@@ -79,6 +82,12 @@ def study_design(study: Study, *, prompts: int | None = None) -> Design:
         replicates=study.replicates,
         attention_check_rate=attention_check_share(float(study.attention_check_rate)),
     )
+    if study.adversary != Study.Adversary.ANNOTATORS:
+        return design
+    problems = study.screening_problems()
+    if problems:
+        raise PlanningError(" ".join(problems))
+    return planning_screen.screened_design(design, study.screened_opponents)
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,11 @@ def plan_study(
         design, components, half_width=half_width, target=target, cell_means=means, confidence=confidence,
         price=price,
     )
-    return StudyPlan(study, prompts_now, plan, components, means_source)
+    screened = None
+    if study.adversary == Study.Adversary.ANNOTATORS:
+        screened = planning_screen.plan_screened(design, components, n_opponents=study.screened_opponents,
+                                                 half_width=half_width, cell_means=means, confidence=confidence)
+    return StudyPlan(study, prompts_now, plan, components, means_source, screened)
 
 
 def format_half_width(value: float) -> str:
@@ -247,7 +260,8 @@ def format_plan(sp: StudyPlan) -> str:
           for r in sp.rows(sp.current)),
         "",
         f"Target: {_pm(plan.target_half_width)} for every "
-        + (TARGET_TEXT["band"] if plan.target == "band" else TARGET_TEXT["headline"])
+        + (TARGET_TEXT["band"] if plan.target == "band" else TARGET_TEXT["headline"] if sp.screened is None
+           else "model's adversary cell (beside the annotators' adversary, the headline: below)")
         + f" at {sp.current.confidence:.0%}",
     ]
     if plan.recommended is None:
@@ -269,4 +283,31 @@ def format_plan(sp: StudyPlan) -> str:
               + (f" {_money(a.cost):>12}" if priced else "") for a in plan.alternatives]
     if priced:
         lines.append("Cost = participants × the price per participant (platform fees not included).")
+    if sp.screened is not None:
+        lines += ["", *screened_lines(sp.screened)]
     return "\n".join(lines)
+
+
+def screened_lines(plan: planning_screen.ScreenedPlan) -> list[str]:
+    """The annotators' adversary's two stages and its headline, as the command prints them."""
+    now = plan.current
+
+    def stages(s: planning_screen.ScreenedStages) -> str:
+        return (f"{s.design.prompts:,} prompts × {s.design.replicates} items per screened opponent: "
+                f"{s.screening_judgments:,} screening + {s.confirmation_judgments:,} confirmation judgments")
+
+    lines = [
+        f"The headline is the annotators' adversary: {now.n_opponents} screened opponents per prompt, policy and k, "
+        f"each {now.screening_items} screening + {now.confirmation_items} confirmation item(s)",
+        f"  Current design, {stages(now)}",
+        f"  {'policy':<20} {'k':>3} {'headline (tied)':>17} {'if separated':>14}",
+        *(f"  {w.policy:<20} {w.k:>3} {_pm(w.half_width_tied):>17} {_pm(w.half_width_separated):>14}"
+          for w in now.widths),
+        f"  Target {_pm(plan.target_half_width)} for every annotators' adversary headline (planned as if the screened "
+        "opponents tied, the widest case): "
+        + (f"{stages(plan.recommended)}" if plan.recommended else "not reachable"),
+        "  More prompts narrow both ends, but the gap between them (the minimum's loser's curse) shrinks only with "
+        "more judgments per prompt and opponent. Other ways there:",
+        *(f"    {stages(alt)}" for alt in plan.alternatives[1:]),
+    ]
+    return lines

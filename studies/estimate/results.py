@@ -51,6 +51,13 @@ from studies.estimate.finding import (
     finding_sentence,
     primary_policy,
 )
+from studies.estimate.screened import (
+    SCREENED_COLUMNS,
+    ScreenedHeadline,
+    n_screening_judgments,
+    screened_rows,
+    with_screened,
+)
 from studies.models import (
     ComparisonItem,
     ItemCandidate,
@@ -220,6 +227,7 @@ class RobustRow:
     missing_opponents: tuple[str, ...] = ()  # opponents with items but no data yet: not in the min
     search: AdversarySearch | None = None  # set when the adversary of some prompt was searched for
     anytime: sequential.AnytimeInterval | None = None  # the headline cell's anytime-valid interval (#22)
+    screened: ScreenedHeadline | None = None  # the annotators' adversary, the headline when the study uses it
 
 
 @dataclass(frozen=True)
@@ -266,6 +274,8 @@ class StudyResults:
     # Judgments of the origin by such participants, per reason: left out, or counted when included.
     unreviewed: dict[str, int] = field(default_factory=dict)
     flagged: tuple[tuple[int, bool], ...] = ()  # `flagged_participants` when computed (staleness)
+    adversary: str = Study.Adversary.MODEL  # whose adversary the headline is (`Study.adversary`)
+    n_screening: int = 0  # judgments of the annotators' adversary's screening share
 
     @property
     def n_unreviewed(self) -> int:
@@ -382,12 +392,14 @@ class _Analysed:
     policy_ids: list[int | None] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     decided: list[bool] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)
     groups: dict[WinRateCell, list[int]] = field(default_factory=lambda: defaultdict(list))
     judged_items: dict[WinRateCell, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     def add(self, key: WinRateCell, *, credit: float, prompt: int, annotator: int, item_predicted: float | None,
-            policy_id: int | None, weight: float = 1.0, decided: bool = False) -> None:
+            policy_id: int | None, weight: float = 1.0, decided: bool = False, item: int = 0) -> None:
         self.groups[key].append(len(self.credit))
+        self.items.append(item)
         self.credit.append(credit)
         self.prompts.append(prompt)
         self.annotators.append(annotator)
@@ -457,7 +469,7 @@ def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed
         key = WinRateCell(cast(str, row.policy), row.k, row.opponent, row.m)  # regular items have a policy
         analysed.judged_items[key].add(row.item)
         analysed.add(key, credit=credit, prompt=row.prompt, annotator=row.participant,
-                     item_predicted=row.item_predicted, policy_id=row.policy_id)
+                     item_predicted=row.item_predicted, policy_id=row.policy_id, item=row.item)
     return analysed, quality
 
 
@@ -474,7 +486,7 @@ def _add_decided_items(analysed: _Analysed, study: Study, to_judge: Counter[WinR
             analysed.add(key, credit=tie_credit(key.k, key.m), prompt=decided.prompt,
                          annotator=-decided.item,  # ignored by the analysis: a decided row has no annotator
                          item_predicted=decided.item_predicted, policy_id=decided.policy_id,
-                         weight=weight, decided=True)
+                         weight=weight, decided=True, item=decided.item)
 
 
 def _cell_rows(analysed: _Analysed, to_judge: Counter[WinRateCell], confidence: float) -> list[CellRow]:
@@ -609,7 +621,10 @@ def compute_results(
         n_annotators=len({row.participant for row in rows}),
         n_decided=sum(analysed.decided),
         cells=cells,
-        robust=_with_anytime(robust, analysed, study.prompts.count(), confidence),
+        robust=screened_rows(_with_anytime(robust, analysed, study.prompts.count(), confidence), study, analysed,
+                             confidence),
+        adversary=study.adversary,
+        n_screening=n_screening_judgments(study, analysed),
         few_clusters_warning=intervals.few_clusters_warning(len(set(analysed.prompts)), len(set(judged)))
         if analysed.credit else None,
         position=position_bias(quality.positions, quality.position_k),
@@ -634,7 +649,8 @@ def _finding(study: Study, analysed: _Analysed, cells: list[CellRow],
     differences = tuple(difference_rows(headlines, [name for name, _ in policies], confidence))
     estimates = {(c.policy, c.k, c.m): c.interval.estimate for c in cells if c.opponent == ComparisonItem.ADVERSARY}
     primary = primary_policy(policies, Policy.Kind.MULTIPLAYER)
-    return differences, finding_sentence(differences, estimates, primary, confidence)
+    model = "the model's adversary" if study.adversary == Study.Adversary.ANNOTATORS else "the adversary"
+    return differences, finding_sentence(differences, estimates, primary, confidence, model)
 
 
 SUMMARY_HEADER = (
@@ -642,6 +658,7 @@ SUMMARY_HEADER = (
     "confidence", "predicted", "reference_k_over_k_plus_m", "method", "n_decided_items", "decided_weight_share",
     "role", "predicted_pool", "predicted_held_out", "guaranteed_1_minus_m_over_k_plus_1", "regularised",
     "unreviewed_judgments", "unreviewed_included", "adversary_searched_prompts", "adversary_gap_bound",
+    *SCREENED_COLUMNS,
 )  # fmt: skip
 
 
@@ -651,6 +668,11 @@ def _interval_fields(r: intervals.WinRateInterval) -> tuple[object, ...]:
 
 
 def summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
+    """`_summary_rows` with the columns and rows of the annotators' adversary (`screened.with_screened`)."""
+    return with_screened(results, _summary_rows(results), SUMMARY_HEADER)
+
+
+def _summary_rows(results: StudyResults) -> Iterator[tuple[object, ...]]:
     """The summary table as CSV-ready tuples: one row per cell, then per (policy, k, m) the headline
     (the adversary cell, `HEADLINE_ROLE`) and the conservative summary (`CONSERVATIVE_ROLE`).
 
@@ -728,7 +750,8 @@ def results_plot_svg(results: StudyResults) -> str:
     fig = Figure(figsize=(10, 5.2))
     FigureCanvasSVG(fig)
     ax = fig.add_subplot()
-    rows = [row for row in results.robust if row.headline is not None]
+    screened = results.adversary == Study.Adversary.ANNOTATORS  # the annotators' adversary is the headline
+    rows = [row for row in results.robust if (row.screened if screened else row.headline) is not None]
     ks = sorted({row.k for row in rows}) or [1, 2, 4]
     ms = sorted({row.m for row in rows}) or [1]
     _plot_bounds(ax, ks, ms)
@@ -740,7 +763,7 @@ def results_plot_svg(results: StudyResults) -> str:
     offsets = np.linspace(-spread, spread, len(series)) if len(series) > 1 else [0.0] * len(series)
     for n, (offset, ((policy, m), members)) in enumerate(zip(offsets, sorted(series.items()), strict=True)):
         x = np.array([row.k for row in members], dtype=float) + offset
-        heads = [cast(intervals.WinRateInterval, row.headline) for row in members]
+        heads = [cast(intervals.WinRateInterval, row.screened if screened else row.headline) for row in members]
         y = np.array([h.estimate for h in heads])
         err = [y - np.array([h.low for h in heads]), np.array([h.high for h in heads]) - y]
         label = policy if len(ms) == 1 else f"{policy} (m={m})"
@@ -756,7 +779,8 @@ def results_plot_svg(results: StudyResults) -> str:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize="small", frameon=False)
     if not rows:
         ax.text(0.5, 0.5, "no judgments against the adversary yet", transform=ax.transAxes, ha="center", va="center")
-    ax.set_title(f"Headline f̂(k): the pre-registered adversary cell, {round(results.confidence * 100)}% two-way intervals")
+    ax.set_title(f"Headline f̂(k): the annotators' adversary, {round(results.confidence * 100)}% intervals" if screened else
+                 f"Headline f̂(k): the pre-registered adversary cell, {round(results.confidence * 100)}% two-way intervals")
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")

@@ -34,6 +34,10 @@ def _validate_k_values(value: object) -> None:
         raise ValidationError("k values must not repeat.")
 
 
+#: Bounds of `Study.screened_opponents` for the annotators' adversary.
+MIN_SCREENED, MAX_SCREENED = 2, 12
+
+
 def _validate_held_out_fraction(value: float) -> None:
     if not 0 <= value < 1:
         raise ValidationError("The held-out share must be at least 0 and below 1, such as 0.25.")
@@ -84,6 +88,12 @@ class Study(models.Model):
         SHARED_LINK = "shared_link", "Shared link: anyone with the study's key joins"
         PROLIFIC = "prolific", "Prolific: the study's key and a well-formed PROLIFIC_PID"
         INVITES = "invites", "Single-use invite links: one place each"
+
+    class Adversary(models.TextChoices):
+        """Who decides the opponent the headline f̂(k) is measured against (docs/theory.md §12)."""
+
+        MODEL = "model", "The model's adversary: the opponent the population model predicts wins most"
+        ANNOTATORS = "annotators", "The annotators' adversary: the people pick the worst of several screened opponents"
 
     class CantDecide(models.TextChoices):
         EXCLUDE = "exclude", "Excluded from win rates"
@@ -163,6 +173,19 @@ class Study(models.Model):
         "fitted policy fares against responses it never saw. Pools of fewer than 8 distinct texts hold none out.",
     )
 
+    adversary = models.CharField(
+        "headline adversary", max_length=16, choices=Adversary.choices, default=Adversary.MODEL,
+        help_text="Annotators: each policy's k samples are shown against several candidate opponents per prompt "
+        "(the model's strongest, plus the worst under perturbed populations); half of each opponent's items "
+        "screen for the one people find worst, the other half confirm it, and the headline f̂(k) is that "
+        "confirmed win rate (the model's adversary stays beside it). Costs about as many items as the screened "
+        "opponents; needs replicates ≥ 2 and a pool of at least 2 texts.",
+    )  # fmt: skip
+    screened_opponents = models.PositiveSmallIntegerField(
+        default=4, help_text="With the annotators' adversary: candidate opponents screened per prompt (2 to 12), "
+        "the model's adversary among them.",
+    )  # fmt: skip
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -193,6 +216,7 @@ class Study(models.Model):
             models.CheckConstraint(
                 condition=Q(recruitment__in=["shared_link", "prolific", "invites"]), name="study_recruitment_valid"
             ),
+            models.CheckConstraint(condition=Q(adversary__in=["model", "annotators"]), name="study_adversary_valid"),
         ]
 
     def __str__(self) -> str:
@@ -201,6 +225,27 @@ class Study(models.Model):
     def clean(self) -> None:
         if self.comprehension_question and self.comprehension_answer not in (self.comprehension_choices or []):
             raise ValidationError({"comprehension_answer": "The answer must be one of the choices."})
+        problems = self.screening_problems()
+        if problems:  # not keyed to a field: the admin shows them read-only once the design is fixed
+            raise ValidationError(problems)
+
+    def screening_problems(self) -> list[str]:
+        """Why the annotators' adversary can't be run with this design ([] when it can, or when the
+        study uses the model's adversary). The screen needs two shares of items per opponent
+        (replicates ≥ 2) and at least two opponents to choose between."""
+        if self.adversary != self.Adversary.ANNOTATORS:
+            return []
+        problems = []
+        if not MIN_SCREENED <= (self.screened_opponents or 0) <= MAX_SCREENED:
+            problems.append(f"Screened opponents must be from {MIN_SCREENED} to {MAX_SCREENED} for the annotators' "
+                            "adversary.")
+        if (self.replicates or 0) < 2:
+            problems.append("The annotators' adversary splits each screened opponent's items into a screening and a "
+                            "confirmation share: set replicates to at least 2 (4 or more gives each share 2 items).")
+        if (self.pool_size or 0) < 2:
+            problems.append("The annotators' adversary needs at least 2 candidate texts per prompt to screen "
+                            "opponents: set the pool size to at least 2.")
+        return problems
 
     def can_move_to(self, status: str) -> bool:
         return status in self.TRANSITIONS.get(self.Status(self.status), set())
@@ -503,6 +548,16 @@ class ComparisonItem(models.Model):
     """
 
     ADVERSARY = "adversary"
+    #: Labels of the other opponents a study with the annotators' adversary screens ("screen 2", …;
+    #: the model's adversary, screened first, keeps ADVERSARY): `studies/steps/screening.py`.
+    SCREEN_PREFIX = "screen "
+
+    class Share(models.TextChoices):
+        """Which share of the annotators' adversary an item belongs to (docs/theory.md §12)."""
+
+        NONE = "", "Not screened"
+        SCREENING = "screening", "Screening: finds the opponent people find worst"
+        CONFIRMATION = "confirmation", "Confirmation: measures the win rate against it"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
@@ -524,6 +579,10 @@ class ComparisonItem(models.Model):
         null=True, blank=True, help_text="The population model's win rate for this policy, k and opponent."
     )
     draw = models.JSONField(default=dict, blank=True, help_text="The sampled candidate ids, for provenance.")
+    share = models.CharField(
+        max_length=12, choices=Share.choices, default=Share.NONE, blank=True,
+        help_text="With the annotators' adversary: the screening or confirmation share of a screened opponent's items.",
+    )  # fmt: skip
     # Counters kept by studies/judgment/rules.py in the transaction that assigns or releases (issue #14):
     # live (assigned or completed) assignments, and how many of them show each rotation of the slot
     # order, keyed by the ItemCandidate id shown first. `spread` shuffles the order items are handed out.

@@ -35,7 +35,7 @@ from studies.models import (
     Prompt,
     Study,
 )
-from studies.steps import OnProgress, StepError, no_progress
+from studies.steps import OnProgress, StepError, no_progress, screening
 from studies.steps.fit import held_out_columns, predictions
 from studies.steps.population import PromptPopulation, load_population
 from studies.templatetags.safe_markdown import is_current_html, versioned_html
@@ -123,15 +123,19 @@ def draft_prompt_items(prompt: Prompt, policies: list[Policy], pp: PromptPopulat
             if (policy.pk, k) not in fits:
                 raise StepError(f"policy {policy.name} has no fit at k={k} for prompt {prompt.pk}")
             pi = fits[(policy.pk, k)]
-            adversary = list(predictions(pp, pi, k, m, pool).adversary)  # the worst m-multiset
+            model_adversary = predictions(pp, pi, k, m, pool).adversary  # the worst m-multiset
+            # the adversary, or with the annotators' adversary every screened opponent (steps/screening.py)
+            fixed = screening.adversary_opponents(study, pp, policy, pi, k, m, model_adversary)
             for label, other, sigma in _opponents(policy, policies, fits, k, m):
-                for replicate in range(study.replicates):
-                    rng = _item_rng(study, prompt.pk, policy.pk, k, other.pk if other else 0, m, replicate)
-                    draws_a = wp.sample_responses(pi, k, rng)
-                    draws_b = adversary if sigma is None else wp.sample_responses(sigma, m, rng)
-                    key = {"prompt": prompt, "policy": policy, "k": k, "opponent_label": label, "m": m,
-                           "replicate": replicate, "is_attention_check": False}
-                    drafts.append(_item_draft(rng, pp, key, other, draws_a, draws_b))
+                for position, (fixed_label, adversary) in enumerate(fixed if sigma is None else [(label, ())]):
+                    for replicate in range(study.replicates):
+                        screen = (2, position) if position else ()  # the model's adversary keeps its stream
+                        rng = _item_rng(study, prompt.pk, policy.pk, k, other.pk if other else 0, m, replicate, *screen)
+                        draws_a = wp.sample_responses(pi, k, rng)
+                        draws_b = list(adversary) if sigma is None else wp.sample_responses(sigma, m, rng)
+                        key = {"prompt": prompt, "policy": policy, "k": k, "opponent_label": fixed_label, "m": m,
+                               "replicate": replicate, "is_attention_check": False}
+                        drafts.append(_item_draft(rng, pp, key, other, draws_a, draws_b))
     return drafts
 
 
@@ -148,6 +152,7 @@ def _item_draft(rng: np.random.Generator, pp: PromptPopulation, key: dict[str, A
             np.bincount(np.asarray(draws_b, dtype=np.intp), minlength=n),
         ),
         "needs_judgment": needs_judgment(shown),
+        "share": screening.item_share(key["prompt"].study, key["opponent_label"], key["replicate"]),
         "draw": {
             "policy": [pp.candidates[int(i)].pk for i in draws_a],
             "opponent": [pp.candidates[int(i)].pk for i in draws_b],

@@ -143,11 +143,20 @@ class ScreenedMinimum:
 
 
 def _means(
-    y: FloatArray, mask: npt.NDArray[np.bool_], o: npt.NDArray[np.intp], n_opp: int
+    y: FloatArray,
+    mask: npt.NDArray[np.bool_],
+    o: npt.NDArray[np.intp],
+    n_opp: int,
+    w: FloatArray | None = None,
 ) -> FloatArray:
-    """Per-opponent mean credit over the rows in ``mask`` (NaN where an opponent has none)."""
-    total = np.bincount(o[mask], weights=y[mask], minlength=n_opp)
-    count = np.bincount(o[mask], minlength=n_opp).astype(np.float64)
+    """Per-opponent (weighted) mean credit over the rows in ``mask`` (NaN where an opponent has none)."""
+    weights = None if w is None else w[mask]
+    total = np.bincount(
+        o[mask],
+        weights=y[mask] * (1.0 if weights is None else weights),
+        minlength=n_opp,
+    )
+    count = np.bincount(o[mask], weights=weights, minlength=n_opp).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         out: FloatArray = total / count
     return out
@@ -161,6 +170,7 @@ def _select(
     n_prompts: int,
     n_opp: int,
     prior: FloatArray | None,
+    w: FloatArray | None = None,
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Per prompt: the opponent the screening rows find worst, and the plug-in argmin over all rows.
 
@@ -171,8 +181,8 @@ def _select(
     argmin_all = np.full(n_prompts, -1, dtype=np.intp)
     for j in range(n_prompts):
         rows = p == j
-        s_mean = _means(y, rows & screen, o, n_opp)
-        a_mean = _means(y, rows, o, n_opp)
+        s_mean = _means(y, rows & screen, o, n_opp, w)
+        a_mean = _means(y, rows, o, n_opp, w)
         tie = prior[j] if prior is not None else np.zeros(n_opp)
         present = np.isfinite(a_mean)
         if np.isfinite(s_mean).any():
@@ -191,6 +201,8 @@ def screened_minimum(
     *,
     confidence: float = 0.95,
     model_win_rates: dict[tuple[object, object], float] | None = None,
+    weights: npt.ArrayLike | None = None,
+    decided: npt.ArrayLike | None = None,
 ) -> ScreenedMinimum:
     """Mean over prompts of the min over screened opponents of the people's win rate, with an interval.
 
@@ -206,6 +218,10 @@ def screened_minimum(
         opponent the screening share selected), False for the screening share.
     model_win_rates : {(prompt, opponent): win rate}, optional
         The model's predictions, used only to break ties in the selection.
+    weights, decided : (n,), optional
+        As in :func:`workers.stats.intervals.win_rate_interval`: row weights within a prompt (an item
+        decided by construction enters as one row weighing as its item's judgments would) and rows no
+        person judged (in their prompt's cluster, in no annotator's). Prompts still count equally.
 
     Returns
     -------
@@ -233,6 +249,14 @@ def screened_minimum(
     opponents, o = np.unique(arrays[2], return_inverse=True)
     p, o = p.reshape(-1).astype(np.intp), o.reshape(-1).astype(np.intp)
     confirm = arrays[3].astype(bool)
+    w = _row_weights(weights, y.size)
+    dec = (
+        np.zeros(y.size, dtype=bool)
+        if decided is None
+        else np.asarray(decided, dtype=bool).reshape(-1)
+    )
+    if dec.size != y.size:
+        raise ValueError("decided needs the length of credit")
     prior = None
     if model_win_rates is not None:
         prior = np.array(
@@ -243,7 +267,7 @@ def screened_minimum(
             dtype=np.float64,
         )
     selected, argmin_all = _select(
-        y, p, o, ~confirm, prompts.size, opponents.size, prior
+        y, p, o, ~confirm, prompts.size, opponents.size, prior, w
     )
     use_confirm = confirm & (o == selected[p])
     if not use_confirm.any():
@@ -251,7 +275,7 @@ def screened_minimum(
             "no confirmation rows against a selected opponent: nothing to estimate"
         )
     confirmed, lower = (
-        _prompt_mean_interval(y, p, arrays[1], mask, prompts.size, confidence)
+        _prompt_mean_interval(y, p, arrays[1], mask, prompts.size, confidence, w, dec)
         for mask in (use_confirm, o == argmin_all[p])
     )
     return ScreenedMinimum(
@@ -265,8 +289,8 @@ def screened_minimum(
             for j in range(prompts.size)
             if selected[j] >= 0
         },
-        n_screen=int((~confirm).sum()),
-        n_confirm=int(use_confirm.sum()),
+        n_screen=int((~confirm & ~dec).sum()),
+        n_confirm=int((use_confirm & ~dec).sum()),
         confirmed=confirmed,
         lower=lower,
     )
@@ -296,16 +320,37 @@ def _prompt_mean_interval(
     mask: npt.NDArray[np.bool_],
     n_prompts: int,
     confidence: float,
+    w: FloatArray | None = None,
+    decided: npt.NDArray[np.bool_] | None = None,
 ) -> WinRateInterval:
-    """The two-way interval of the rows in ``mask`` with every prompt weighted equally.
+    """The two-way interval of the rows in ``mask`` with every prompt weighted equally (rows within
+    a prompt by ``w``).
 
-    The weights sum to the rows' count, as the variance floor of ``win_rate_interval`` expects.
+    The weights sum to the rows' total weight, as the variance floor of ``win_rate_interval`` expects.
     """
-    per_prompt = np.bincount(p[mask], minlength=n_prompts).astype(np.float64)
-    weights = (mask.sum() / np.count_nonzero(per_prompt)) / per_prompt[p[mask]]
-    return win_rate_interval(
-        y[mask], p[mask], annotators[mask], weights=weights, confidence=confidence
+    rw = np.ones(y.size) if w is None else w
+    per_prompt = np.bincount(p[mask], weights=rw[mask], minlength=n_prompts)
+    weights = (
+        rw[mask] * (rw[mask].sum() / np.count_nonzero(per_prompt)) / per_prompt[p[mask]]
     )
+    return win_rate_interval(
+        y[mask],
+        p[mask],
+        annotators[mask],
+        weights=weights,
+        decided=None if decided is None else decided[mask],
+        confidence=confidence,
+    )
+
+
+def _row_weights(weights: npt.ArrayLike | None, n: int) -> FloatArray | None:
+    """Positive finite row weights of length n, or None (all 1)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.size != n or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError("weights must be n positive finite numbers")
+    return w
 
 
 def _plain(x: object) -> object:
