@@ -123,7 +123,7 @@ def simulate(uni: Universe, studies: int, n_fixed: int, rho: np.ndarray, *, batc
     running = np.ones(studies, dtype=bool)
     stop_cover = np.zeros(studies, dtype=bool)
     priority = np.zeros((studies, k), dtype=np.int64)
-    rule = dict(alpha=alpha, rho=rho, half_width=1e-9, threshold=0.0, margin=DELTA, max_variance=1.0)
+    rule = {"alpha": alpha, "rho": rho, "half_width": 1e-9, "threshold": 0.0, "margin": DELTA, "max_variance": 1.0}
     for step in range(cap * k + 1):
         out = al.allocate(stats, **rule)  # type: ignore[arg-type]
         new = running[:, None] & (answers == NONE) & (out.state == al.ANSWERED)

@@ -170,8 +170,7 @@ def decide(study: Study, as_of: datetime, left_out: tuple[int, ...],
         alpha=alpha,
         rho=sequential.tuned_rho(int(parameters["planned_units"]), alpha=alpha, sd=float(parameters["sd"])),
         half_width=float(parameters["half_width"]),
-        threshold=[math.nan if asked is None or key not in asked or asked[key].threshold is None
-                   else asked[key].threshold for key in keys],
+        threshold=[_threshold(asked, key) for key in keys],
         margin=[asked[key].margin if asked and key in asked else 0.0 for key in keys],
         groups=[groups.setdefault((key.policy, key.k, key.m), len(groups)) for key in keys],
         of_interest=None if asked is None else [key in asked for key in keys],
@@ -185,6 +184,12 @@ def decide(study: Study, as_of: datetime, left_out: tuple[int, ...],
         }  # fmt: skip
         for i, key in enumerate(keys)
     ]
+
+
+def _threshold(asked: Mapping[CellKey, Question] | None, key: CellKey) -> float:
+    """The cell's threshold, NaN when its question has none (or it is not asked)."""
+    question = None if asked is None else asked.get(key)
+    return math.nan if question is None or question.threshold is None else float(question.threshold)
 
 
 def _num(value: float) -> float | None:

@@ -12,7 +12,13 @@ from django.utils import timezone
 from studies import allocation, tasks
 from studies.judgment.assign import assign_next_item
 from studies.models import AllocationRun, ComparisonItem, Judgment, Study
-from tests.factories import make_item, make_participant, make_policy, make_prompt, make_study
+from tests.factories import (
+    make_item,
+    make_participant,
+    make_policy,
+    make_prompt,
+    make_study,
+)
 from tests.judgments import make_judgment
 from workers.stats import allocation as rule
 
@@ -58,10 +64,15 @@ def test_the_job_writes_priorities_and_records_the_run():
     assert run.last_judgment_id == Judgment.objects.filter(assignment__item__study=study).latest("id").pk
     assert run.items_updated == 5  # only the unsure items changed
     cells = {cell["policy"]: cell for cell in run.cells}
-    assert cells[SURE]["state"] == "narrow" and cells[SURE]["n_prompts"] == 30 and cells[SURE]["estimate"] == 1.0
+    assert cells[SURE]["state"] == "narrow"
+    assert cells[SURE]["n_prompts"] == 30
+    assert cells[SURE]["estimate"] == 1.0
     assert cells[SURE]["high"] - cells[SURE]["low"] <= 2 * 0.2
-    assert cells[UNSURE]["state"] == "early" and cells[UNSURE]["priority"] == 2 and cells[UNSURE]["n_prompts"] == 5
-    assert run.parameters["half_width"] == 0.2 and run.parameters["planned_units"] == 35
+    assert cells[UNSURE]["state"] == "early"
+    assert cells[UNSURE]["priority"] == 2
+    assert cells[UNSURE]["n_prompts"] == 5
+    assert run.parameters["half_width"] == 0.2
+    assert run.parameters["planned_units"] == 35
     assert run.parameters["questions"] is None  # cells_of_interest: every cell
 
 
@@ -69,11 +80,13 @@ def test_a_claim_takes_the_highest_priority_open_item_first():
     study = judged_study()
     newcomer = make_participant(study=study, status="active", consent_at=timezone.now())
     first = assign_next_item(participant=newcomer)
-    assert first is not None and first.item.policy.name == SURE  # no priorities yet: fewest live assignments
+    assert first is not None
+    assert first.item.policy.name == SURE
     allocation.allocate_study(study)
     later = make_participant(study=study, status="active", consent_at=timezone.now())
     claimed = assign_next_item(participant=later)
-    assert claimed is not None and claimed.item.policy.name == UNSURE
+    assert claimed is not None
+    assert claimed.item.policy.name == UNSURE
     assert claimed.item.priority == 2
 
 
@@ -90,10 +103,12 @@ def test_a_recorded_run_replays_from_the_judgments_of_its_time():
     # ... and a record that says something else, or judgments gone since, are reported.
     AllocationRun.objects.filter(pk=run.pk).update(cells=[{**c, "priority": 1} for c in run.cells])
     tampered = allocation.replay(AllocationRun.objects.get(pk=run.pk))
-    assert not tampered.matches and any("priority 0 ≠ 1" in d or "priority 2 ≠ 1" in d for d in tampered.differences)
+    assert not tampered.matches
+    assert any("priority 0 ≠ 1" in d or "priority 2 ≠ 1" in d for d in tampered.differences)
     Judgment.objects.filter(pk=run.last_judgment_id).delete()
     gone = allocation.replay(run)
-    assert not gone.same_judgments and not gone.matches
+    assert not gone.same_judgments
+    assert not gone.matches
 
 
 def test_a_participant_left_out_later_does_not_change_the_replay():
@@ -104,7 +119,8 @@ def test_a_participant_left_out_later_does_not_change_the_replay():
     person.save(update_fields=["review_status"])
     assert allocation.replay(run).matches  # the run recorded whom it left out: nobody then
     later = allocation.allocate_study(study, now=timezone.now() + timedelta(seconds=1))
-    assert later.left_out_participants == [person.pk] and later.judgments_seen < run.judgments_seen
+    assert later.left_out_participants == [person.pk]
+    assert later.judgments_seen < run.judgments_seen
     assert allocation.replay(later).matches
 
 

@@ -28,7 +28,8 @@ def test_stats_match_the_sequences_own_running_sums(rng):
     # and the radius is the CS's at the last unit
     cs = sq.confidence_sequence(units, alpha=ALPHA, rho=RHO)
     out = al.allocate(direct, alpha=ALPHA, rho=RHO, half_width=0.01)
-    assert out.radius[0] == pytest.approx(cs.radius[-1]) and out.estimate[0] == pytest.approx(cs.estimate[-1])
+    assert out.radius[0] == pytest.approx(cs.radius[-1])
+    assert out.estimate[0] == pytest.approx(cs.estimate[-1])
 
 
 def test_early_cells_come_first_narrow_and_answered_ones_last_the_rest_between(rng):
@@ -47,7 +48,8 @@ def test_a_cell_inside_the_margin_is_answered_and_one_without_a_unit_is_early():
     at_c = np.full(2000, 0.7)
     out = al.allocate(stats_of(at_c, np.array([])), alpha=ALPHA, rho=RHO, half_width=0.001, threshold=0.7, margin=0.08)
     assert al.STATE_NAMES[out.state[0]] == "answered"
-    assert out.state[1] == al.EARLY and np.isinf(out.radius[1])
+    assert out.state[1] == al.EARLY
+    assert np.isinf(out.radius[1])
 
 
 def test_opponents_surely_not_the_worst_are_eliminated_and_the_lucb_pair_goes_first(rng):
@@ -59,11 +61,13 @@ def test_opponents_surely_not_the_worst_are_eliminated_and_the_lucb_pair_goes_fi
     out = al.allocate(stats_of(worst, close, middle, far, alone), alpha=ALPHA, rho=RHO, half_width=0.01,
                       groups=[0, 0, 0, 0, -1])
     names = [al.STATE_NAMES[s] for s in out.state]
-    assert names[3] == "eliminated" and out.priority[3] == 0
+    assert names[3] == "eliminated"
+    assert out.priority[3] == 0
     # the leader (lowest estimate) and the challenger (lowest low end among the rest) get priority 2
     leader = int(np.argmin(out.estimate[:3]))
     assert names[leader] == "lucb"
-    assert sorted(names[:3]).count("lucb") == 2 and names[4] == "open"
+    assert sorted(names[:3]).count("lucb") == 2
+    assert names[4] == "open"
 
 
 def test_a_group_down_to_one_contender_follows_its_own_question(rng):
@@ -76,12 +80,13 @@ def test_a_group_down_to_one_contender_follows_its_own_question(rng):
 def test_not_of_interest_cells_get_nothing_first(rng):
     out = al.allocate(stats_of(rng.random(3), rng.random(3)), alpha=ALPHA, rho=RHO, half_width=0.05,
                       of_interest=[True, False])
-    assert out.state.tolist() == [al.EARLY, al.NOT_ASKED] and out.priority.tolist() == [2, 0]
+    assert out.state.tolist() == [al.EARLY, al.NOT_ASKED]
+    assert out.priority.tolist() == [2, 0]
 
 
 def test_vectorised_over_studies_as_one_by_one(rng):
     per_study = [[rng.random(rng.integers(0, 60)) for _ in range(4)] for _ in range(30)]
-    kwargs = dict(alpha=ALPHA, rho=RHO, half_width=0.08, threshold=0.5, margin=0.1, groups=[0, 0, 1, 1])
+    kwargs = {"alpha": ALPHA, "rho": RHO, "half_width": 0.08, "threshold": 0.5, "margin": 0.1, "groups": [0, 0, 1, 1]}
     singles = [al.allocate(al.CellStats.of(cells), **kwargs) for cells in per_study]
     stacked = [al.CellStats.of(cells) for cells in per_study]
     many = al.allocate(al.CellStats(*(np.stack([getattr(s, f) for s in stacked]) for f in ("n", "mean", "squares"))),
@@ -95,8 +100,8 @@ def test_vectorised_over_studies_as_one_by_one(rng):
     {"groups": [0]}, {"of_interest": [True]}, {"threshold": np.inf},
 ])
 def test_bad_inputs_are_refused(kwargs):
-    base = dict(alpha=ALPHA, rho=RHO, half_width=0.05)
-    with pytest.raises(ValueError):
+    base = {"alpha": ALPHA, "rho": RHO, "half_width": 0.05}
+    with pytest.raises(ValueError, match="must|need"):
         al.allocate(stats_of(np.ones(3), np.ones(3)), **{**base, **kwargs})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="finite"):
         al.CellStats.of([np.array([np.nan])])
