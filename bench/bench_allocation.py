@@ -32,6 +32,17 @@ with the oracle sd of the part's units (`sequential.fixed_sample_size`; generous
 design, which in practice plans with a pilot's sd), the largest over the parts (one prompt set carries
 all cells), times K parts × 8 judgments.
 
+**The annotators' adversary** (`MIN_DESIGNS`): one policy against five opponents at one k, pick
+probabilities 0.60, 0.64, 0.70, 0.78, 0.86 (+ u, v and leans as above, no ties); the question "is f
+against the worst opponent, f_H(k) = min over them, ≥ c?", answered yes / no / within ±δ on the
+minimum's CS [min of the lows, min of the highs] (each cell's CS at α/5, so all cover at once with
+probability ≥ 1 − α), once every cell has 10 prompts; c = f_H − δ (yes is right) or c = f_H (only
+"within ±δ" is right). Units: a cell's prompt means of J judgments (`max_variance` ¼). The rule runs
+with the opponents as one group (successive elimination and LUCB, threshold c and margin δ per cell);
+"no groups" runs it without the group (each cell only its own threshold), to show what the group
+adds. The fixed design: per cell α/5 two-sided and power 0.9 at δ with the oracle sd, the largest,
+times 5 cells × J judgments.
+
 Monte Carlo standard errors: sd/√S for means and ratios, binomial for rates.
 """
 
@@ -40,6 +51,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,46 +117,72 @@ def units(uni: Universe, part: np.ndarray, rng: np.random.Generator) -> np.ndarr
 @dataclass
 class Outcome:
     judgments: np.ndarray  # (S,) at the stop
-    answered: np.ndarray  # (S,) every part answered before the cap
-    answers: np.ndarray  # (S, K) first answer of each part (NONE: unanswered)
-    cover_at_answer: np.ndarray  # (S, K) the part's CS covered Δ when it answered (True if it never did)
-    cover_at_stop: np.ndarray  # (S,) every part's CS covers its Δ at the study's stop
-    prompts: np.ndarray  # (S, K) prompts each part got
+    answered: np.ndarray  # (S,) the question answered before the cap
+    answers: np.ndarray  # (S, Q) first answer of each part (NONE: unanswered); Q = 1 for "is the minimum ≥ c?"
+    cover_at_answer: np.ndarray  # (S,) every CS covered its truth when its part answered
+    cover_at_stop: np.ndarray  # (S,) every CS covers its truth at the study's stop
+    prompts: np.ndarray  # (S, C) prompts each cell (part) got
 
 
-def simulate(uni: Universe, studies: int, n_fixed: int, rho: np.ndarray, *, batch: int, adaptive: bool,
+@dataclass(frozen=True)
+class Problem:
+    """One simulated study's question and cells: each part its own "is Δ ≥ 0?" (`minimum` None), or
+    "is the minimum over the cells ≥ c?" (`minimum` c, the annotators' adversary)."""
+
+    truth: np.ndarray  # (C,) each cell's parameter
+    draw: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # cells (S,) → one prompt's units (S,)
+    rule: dict[str, object]  # allocate's keywords besides alpha and rho
+    per_prompt: int  # judgments a prompt of a cell takes
+    minimum: float | None = None
+
+
+def _answer(low: np.ndarray, high: np.ndarray, c: float | np.ndarray) -> np.ndarray:
+    return np.where(low > c, ABOVE, np.where(high < c, BELOW,
+                    np.where((low > c - DELTA) & (high < c + DELTA), EQUIVALENT, NONE)))  # fmt: skip
+
+
+def simulate(pb: Problem, studies: int, n_fixed: int, rho: np.ndarray, *, batch: int, adaptive: bool,
              rng: np.random.Generator) -> Outcome:  # fmt: skip
     """Studies run side by side, one prompt per study and step, watched after every prompt."""
-    k = uni.delta.size
-    alpha, cap = ALPHA / k, 2 * n_fixed
-    stats = al.CellStats.empty((studies, k))
-    answers = np.zeros((studies, k), dtype=np.int64)
-    cover_at_answer = np.ones((studies, k), dtype=bool)
+    c_n = pb.truth.size
+    cap = 2 * n_fixed
+    parts = 1 if pb.minimum is not None else c_n
+    stats = al.CellStats.empty((studies, c_n))
+    answers = np.zeros((studies, parts), dtype=np.int64)
+    cover_at_answer = np.ones(studies, dtype=bool)
     running = np.ones(studies, dtype=bool)
     stop_cover = np.zeros(studies, dtype=bool)
-    priority = np.zeros((studies, k), dtype=np.int64)
-    rule = {"alpha": alpha, "rho": rho, "half_width": 1e-9, "threshold": 0.0, "margin": DELTA, "max_variance": 1.0}
-    for step in range(cap * k + 1):
-        out = al.allocate(stats, **rule)  # type: ignore[arg-type]
-        new = running[:, None] & (answers == NONE) & (out.state == al.ANSWERED)
-        kind = np.where(out.low > 0, ABOVE, np.where(out.high < 0, BELOW, EQUIVALENT))
-        answers[new] = kind[new]
-        cover_at_answer[new] = ((out.low <= uni.delta) & (uni.delta <= out.high))[new]
-        done = (answers != NONE).all(axis=1)
-        room = (stats.n < cap) & (answers == NONE)
-        finished = running & (done | ~room.any(axis=1))
-        stop_cover[finished] = ((out.low <= uni.delta) & (uni.delta <= out.high)).all(axis=1)[finished]
+    priority = np.zeros((studies, c_n), dtype=np.int64)
+    for step in range(cap * c_n + 1):
+        out = al.allocate(stats, alpha=ALPHA / c_n, rho=rho, **pb.rule)  # type: ignore[arg-type]
+        covers = ((out.low <= pb.truth) & (pb.truth <= out.high)).all(axis=1)
+        if pb.minimum is None:
+            new = running[:, None] & (answers == NONE) & (out.state == al.ANSWERED)
+            answers[new] = _answer(out.low, out.high, 0.0)[new]
+            open_ = answers == NONE
+        else:  # the minimum's CS: [min low, min high], once no cell is early
+            ready = ~(out.state == al.EARLY).any(axis=1)
+            kind = np.where(ready, _answer(out.low.min(axis=1), out.high.min(axis=1), pb.minimum), NONE)
+            new = (running & (answers[:, 0] == NONE) & (kind != NONE))[:, None]
+            answers[new[:, 0], 0] = kind[new[:, 0]]
+            open_ = np.broadcast_to(answers == NONE, (studies, c_n))
+        cover_at_answer &= ~new.any(axis=1) | covers
+        room = (stats.n < cap) & open_
+        finished = running & ((answers != NONE).all(axis=1) | ~room.any(axis=1))
+        stop_cover[finished] = covers[finished]
         running &= ~finished
         if not running.any():
             break
         if step % batch == 0:
-            priority = np.where(answers == NONE, out.priority, 0) if adaptive else np.zeros_like(priority)
-        # The claim: highest priority first, then the part with the fewest prompts, then at random.
-        key = np.where(stats.n < cap, priority * 1e6 - stats.n + rng.random((studies, k)) * 0.5, -np.inf)
-        part = np.argmax(key, axis=1)
-        take = running[:, None] & (np.arange(k) == part[:, None])
-        stats = stats.add(take, units(uni, part, rng)[:, None])
-    return Outcome(stats.n.sum(axis=1) * 2 * J, (answers != NONE).all(axis=1), answers, cover_at_answer,
+            priority = np.where(open_, out.priority, 0) if adaptive else np.zeros_like(priority)
+        # The claim: highest priority first, then the cell with the fewest prompts, then at random.
+        # Without allocation every cell is judged in turn until the whole question is answered; with
+        # it, a part once answered waits for the next recompute to get priority 0 (as in the product).
+        key = np.where(stats.n < cap, priority * 1e6 - stats.n + rng.random((studies, c_n)) * 0.5, -np.inf)
+        cell = np.argmax(key, axis=1)
+        take = running[:, None] & (np.arange(c_n) == cell[:, None])
+        stats = stats.add(take, pb.draw(cell, rng)[:, None])
+    return Outcome(stats.n.sum(axis=1) * pb.per_prompt, (answers != NONE).all(axis=1), answers, cover_at_answer,
                    stop_cover, stats.n)  # fmt: skip
 
 
@@ -165,30 +203,84 @@ def ratio(x: np.ndarray, fixed: float) -> str:
     return f"{np.mean(x) / fixed:.3f} ± {np.std(x) / fixed / math.sqrt(x.size):.3f}"
 
 
-def run(d: Design, studies: int, batches: tuple[int, ...], rng: np.random.Generator, *,
-        baseline: bool = True) -> list[dict[str, str]]:  # fmt: skip
-    uni = universe(d, rng)
-    k = uni.delta.size
-    big = np.stack([units(uni, np.full(100_000, i), rng) for i in range(k)], axis=1)
-    sd = big.std(axis=0)
-    n_each = [sq.fixed_sample_size(float(s), DELTA, alpha=ALPHA / k, power=POWER) for s in sd]
-    n_fixed = max(n_each)
-    rho = np.array([sq.tuned_rho(n_fixed, alpha=ALPHA / k, sd=float(s)) for s in sd])
-    fixed = n_fixed * k * 2 * J
+def _rows(name: str, truth: str, pb: Problem, target: np.ndarray, sd: np.ndarray, studies: int,
+          runs: list[tuple[str, int, bool, Problem]], rng: np.random.Generator) -> list[dict[str, str]]:  # fmt: skip
+    """Each method's row: the fixed design for α/C two-sided and power 0.9 at δ, per cell with the
+    oracle sd, the largest over the cells (one prompt set carries them all), against the runs."""
+    c_n = pb.truth.size
+    n_fixed = max(sq.fixed_sample_size(float(s), DELTA, alpha=ALPHA / c_n, power=POWER) for s in sd)
+    rho = np.array([sq.tuned_rho(n_fixed, alpha=ALPHA / c_n, sd=float(s)) for s in sd])
+    fixed = n_fixed * c_n * pb.per_prompt
     rows = []
-    runs = [(f"adaptive + sequential, batch {b}", b, True) for b in batches]
-    runs += [("sequential, no allocation", 1, False)] if baseline else []
-    for label, batch, adaptive in runs:
-        o = simulate(uni, studies, n_fixed, rho, batch=batch, adaptive=adaptive, rng=rng)
+    for label, batch, adaptive, problem in runs:
+        o = simulate(problem, studies, n_fixed, rho, batch=batch, adaptive=adaptive, rng=rng)
         rows.append({
-            "design": d.name, "truth": " / ".join(f"{x:+.3f}" for x in uni.delta), "method": label,
+            "design": name, "truth": truth, "method": label,
             "fixed": str(fixed), "mean": f"{np.mean(o.judgments):.0f} ± {np.std(o.judgments) / math.sqrt(studies):.0f}",
             "ratio": ratio(o.judgments, fixed), "saving": f"{1 - np.mean(o.judgments) / fixed:.3f}",
             "per_part": " / ".join(f"{x:.2f}" for x in o.prompts.mean(axis=0) / n_fixed),
-            "answered": rate(o.answered), "wrong": rate(wrong(o.answers, uni.delta)),
-            "cover_answer": rate(o.cover_at_answer.all(axis=1)), "cover_stop": rate(o.cover_at_stop),
+            "answered": rate(o.answered), "wrong": rate(wrong(o.answers, target)),
+            "cover_answer": rate(o.cover_at_answer), "cover_stop": rate(o.cover_at_stop),
         })  # fmt: skip
     return rows
+
+
+def _methods(pb: Problem, batches: tuple[int, ...], baseline: bool) -> list[tuple[str, int, bool, Problem]]:
+    runs = [(f"adaptive + sequential, batch {b}", b, True, pb) for b in batches]
+    return runs + ([("sequential, no allocation", 1, False, pb)] if baseline else [])
+
+
+def run(d: Design, studies: int, batches: tuple[int, ...], rng: np.random.Generator, *,
+        baseline: bool = True) -> list[dict[str, str]]:  # fmt: skip
+    """The K-part question "is A above B at k?" on design `d`."""
+    uni = universe(d, rng)
+    k = uni.delta.size
+    sd = np.stack([units(uni, np.full(100_000, i), rng) for i in range(k)], axis=1).std(axis=0)
+    pb = Problem(uni.delta, lambda cells, g: units(uni, cells, g),
+                 {"half_width": 1e-9, "threshold": 0.0, "margin": DELTA, "max_variance": 1.0}, 2 * J)  # fmt: skip
+    truth = " / ".join(f"{x:+.3f}" for x in uni.delta)
+    return _rows(d.name, truth, pb, uni.delta, sd, studies, _methods(pb, batches, baseline), rng)
+
+
+@dataclass(frozen=True)
+class MinDesign:
+    """One policy against several opponents; "is f against the worst ≥ c?", c = f_H − offset."""
+
+    name: str
+    theta: tuple[float, ...]  # the policy's pick probability against each opponent
+    offset: float
+
+
+MIN_DESIGNS = (
+    MinDesign("annotators' adversary: the worst of 5 opponents δ above c", (0.60, 0.64, 0.70, 0.78, 0.86), DELTA),
+    MinDesign("annotators' adversary: the worst of 5 opponents at c", (0.60, 0.64, 0.70, 0.78, 0.86), 0.0),
+)
+
+
+def run_minimum(d: MinDesign, studies: int, batches: tuple[int, ...], rng: np.random.Generator, *,
+                baseline: bool = True) -> list[dict[str, str]]:  # fmt: skip
+    """The question "is f_H(k) = min over opponents ≥ c?": each cell is the policy against one opponent
+    (units: prompt means of J judgments), the opponents one group of the rule (elimination, LUCB)."""
+    c_n = len(d.theta)
+    u = rng.normal(0, 0.12, UNIVERSE)[:, None]
+    p = np.clip(np.array(d.theta) + u + rng.normal(0, 0.08, (UNIVERSE, c_n)), 0.01, 0.99)
+    truth = p.mean(axis=0)
+    lean = rng.normal(0, LEAN, POOL)
+    c = float(truth.min()) - d.offset
+
+    def draw(cells: np.ndarray, g: np.random.Generator) -> np.ndarray:
+        r = g.integers(0, UNIVERSE, cells.size)
+        q = np.clip(p[r, cells][:, None] + lean[g.integers(0, POOL, (cells.size, J))], 0, 1)
+        return (g.random(q.shape) < q).mean(axis=-1)
+
+    sd = np.stack([draw(np.full(100_000, i), rng) for i in range(c_n)], axis=1).std(axis=0)
+    rule: dict[str, object] = {"half_width": 1e-9, "threshold": c, "margin": DELTA, "max_variance": 0.25}
+    pb = Problem(truth, draw, {**rule, "groups": np.zeros(c_n, dtype=np.int64)}, J, c)
+    runs = _methods(pb, batches, baseline)
+    runs.insert(len(batches), ("adaptive + sequential, no groups (no elimination, no LUCB), batch 1", 1, True,
+                               Problem(truth, draw, rule, J, c)))  # fmt: skip
+    label = " / ".join(f"{x:.3f}" for x in truth) + f"; c = {c:.3f}"
+    return _rows(d.name, label, pb, np.array([truth.min() - c]), sd, studies, runs, rng)
 
 
 def section(rows: list[dict[str, str]], studies: int, argv: list[str] | None, machine: str) -> str:
@@ -201,6 +293,8 @@ def section(rows: list[dict[str, str]], studies: int, argv: list[str] | None, ma
         "α = 0.05; watched after every prompt (every judgment: the CS changes only when a prompt's last judgment is in).",
         "Judgments to the study's answer (or to the cap, 2× the fixed design per part, unanswered); ± is the Monte Carlo",
         "standard error. *saving* = 1 − mean / fixed. *per part*: the mean prompts each part got ÷ the fixed design's.",
+        "The last designs ask \"is f against the worst of five opponents ≥ c?\" (the annotators' adversary; its parts are",
+        "the five opponents' cells, its truth f per opponent and c; docstring).",
         "",
         "| design | true Δ per k | method | fixed design (judgments) | mean judgments | mean / fixed | saving | per part / fixed | answered | false answer (any part) | every CS covers at its answer | every CS covers at the stop |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -231,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     rows = [r for d in DESIGNS for r in run(d, args.studies, tuple(args.batch), rng)]
+    rows += [r for d in MIN_DESIGNS for r in run_minimum(d, args.studies, tuple(args.batch), rng)]
     publish(section(rows, args.studies, argv, _machine()), HEADING, args.write)
 
 

@@ -275,3 +275,16 @@ def replay(run: AllocationRun, *, tolerance: float = 1e-9) -> Replay:
 
 def allocated_studies() -> list[Study]:
     return list(Study.objects.filter(status=Study.Status.LIVE, adaptive_allocation=True).order_by("pk"))
+
+
+def reset_priorities(study: Study) -> int:
+    """Give every item of a study whose allocation was turned off priority 0 again (none left
+    steering the claim); a range of the claim's index, so cheap when there is nothing to reset."""
+    return (
+        ComparisonItem.objects.filter(study=study, needs_judgment=True, is_attention_check=False, priority__gt=0)
+        .update(priority=0)
+    )  # fmt: skip
+
+
+def studies_to_reset() -> list[Study]:
+    return list(Study.objects.filter(status=Study.Status.LIVE, adaptive_allocation=False).order_by("pk"))

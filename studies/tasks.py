@@ -342,7 +342,8 @@ def allocate_judgments() -> dict[str, int]:
     run (`studies.allocation`, issue #22; celery beat, every UALIGN_ALLOCATION_SECONDS).
 
     Like the sweep: no job row (a duplicate or missed run changes only the timing), and each study
-    on its own, so one that fails is logged and the others are allocated all the same.
+    on its own, so one that fails is logged and the others are allocated all the same. A live study
+    whose allocation was turned off gets its items' priorities back to 0 (logged; nothing decided).
     """
     done, failed = 0, 0
     for study in allocation.allocated_studies():
@@ -352,6 +353,9 @@ def allocate_judgments() -> dict[str, int]:
         except Exception:  # logged with its traceback; the next study is allocated all the same
             failed += 1
             logger.exception("allocation: study %s (%s) failed; the other studies are allocated", study.pk, study.slug)
+    for study in allocation.studies_to_reset():
+        if reset := allocation.reset_priorities(study):
+            logger.info("allocation: study %s (%s) has it off; %d items back to priority 0", study.pk, study.slug, reset)
     return {"studies": done, "failed": failed}
 
 

@@ -133,6 +133,16 @@ def test_studies_with_allocation_off_or_not_live_are_untouched():
         assert not AllocationRun.objects.filter(study=study).exists()
 
 
+def test_turning_allocation_off_gives_the_items_priority_0_again():
+    study = judged_study()
+    tasks.allocate_judgments()
+    assert priorities(study) == {SURE: {0}, UNSURE: {2}}
+    Study.objects.filter(pk=study.pk).update(adaptive_allocation=False)
+    assert tasks.allocate_judgments() == {"studies": 0, "failed": 0}
+    assert priorities(study) == {SURE: {0}, UNSURE: {0}}
+    assert AllocationRun.objects.filter(study=study).count() == 1  # the off study gets no new run
+
+
 def test_a_failing_study_does_not_stop_the_others(monkeypatch):
     good, bad = judged_study(), judged_study()
     real = allocation.allocate_study
