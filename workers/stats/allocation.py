@@ -186,6 +186,21 @@ def _groups(
     return eliminated, pair
 
 
+def _membership(
+    groups: npt.ArrayLike | None, of_interest: npt.ArrayLike | None, cells: int
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """Each cell's group id (−1: none) and whether the question reads it, checked."""
+    group = np.full(cells, -1, dtype=np.int64)
+    asked = np.ones(cells, dtype=bool)
+    if groups is not None:
+        group = np.asarray(groups, dtype=np.int64)
+    if of_interest is not None:
+        asked = np.asarray(of_interest, dtype=bool)
+    if group.shape != (cells,) or asked.shape != (cells,):
+        raise ValueError("groups and of_interest need one entry per cell")
+    return group, asked
+
+
 def allocate(
     stats: CellStats,
     *,
@@ -213,23 +228,13 @@ def allocate(
     if not isinstance(min_units, int) or min_units < 1:
         raise ValueError(f"min_units must be a positive integer, got {min_units!r}")
     cells = stats.n.shape[-1]
-    thr = _per_cell(threshold, cells, "threshold")
-    marg = _per_cell(margin, cells, "margin")
-    rhos = _per_cell(rho, cells, "rho")
+    thr, marg, rhos = (
+        _per_cell(v, cells, name)
+        for v, name in ((threshold, "threshold"), (margin, "margin"), (rho, "rho"))
+    )
+    group, asked = _membership(groups, of_interest, cells)
     if np.any(marg < 0) or not np.all(rhos > 0):
         raise ValueError("margin must be ≥ 0 and rho positive")
-    group = (
-        np.full(cells, -1, dtype=np.int64)
-        if groups is None
-        else np.asarray(groups, dtype=np.int64)
-    )
-    asked = (
-        np.ones(cells, dtype=bool)
-        if of_interest is None
-        else np.asarray(of_interest, dtype=bool)
-    )
-    if group.shape != (cells,) or asked.shape != (cells,):
-        raise ValueError("groups and of_interest need one entry per cell")
     n = stats.n
     with np.errstate(divide="ignore", invalid="ignore"):
         radius = np.where(
