@@ -165,3 +165,19 @@ def test_the_half_width_is_validated_at_the_edge():
         with pytest.raises(ValidationError):
             field.run_validators(bad)
     field.run_validators(0.05)
+
+
+def test_the_admin_shows_a_run_and_its_replay_to_researchers_only(researcher_client, client, outsider):
+    from django.urls import reverse
+
+    study = judged_study()
+    run = allocation.allocate_study(study)
+    url = reverse("admin:studies_allocationrun_change", args=[run.pk])
+    page = researcher_client.get(url)
+    assert page.status_code == 200
+    assert b"Matches: the judgments of its time" in page.content
+    assert b"early" in page.content
+    assert b"narrow" in page.content
+    assert researcher_client.get(reverse("admin:studies_allocationrun_changelist")).status_code == 200
+    client.force_login(outsider)
+    assert client.get(url).status_code == 302  # not staff: to the login page
