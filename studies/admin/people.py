@@ -204,8 +204,8 @@ class AllocationRunAdmin(ReadOnlyAdmin):
     list_display = ["id", "study", "created_at", "rule_version", "judgments_seen", "items_updated", "states"]
     list_filter = ["study"]
     list_select_related = ["study"]
-    fields = ["study", "created_at", "as_of", "rule_version", "judgments_seen", "last_judgment_id",
-              "judgments_digest", "left_out_participants", "parameters", "cell_table", "items_updated", "replay_check"]
+    fields = ("study", "created_at", "as_of", "rule_version", "judgments_seen", "last_judgment_id", "judgments_digest",
+              "left_out_participants", "parameters", "cell_table", "items_updated", "replay_check")  # fmt: skip
     readonly_fields = fields
 
     @admin.display(description="cells")
