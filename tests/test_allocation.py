@@ -181,3 +181,23 @@ def test_the_admin_shows_a_run_and_its_replay_to_researchers_only(researcher_cli
     assert researcher_client.get(reverse("admin:studies_allocationrun_changelist")).status_code == 200
     client.force_login(outsider)
     assert client.get(url).status_code == 302  # not staff: to the login page
+
+
+def test_priorities_are_one_update_and_the_claim_costs_the_same_with_them():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    study = judged_study()
+
+    def claim_statements() -> int:
+        person = make_participant(study=study, status="active", consent_at=timezone.now())
+        with CaptureQueriesContext(connection) as queries:
+            assert assign_next_item(participant=person) is not None
+        return len(queries)
+
+    before = claim_statements()
+    with CaptureQueriesContext(connection) as queries:
+        allocation.allocate_study(study)
+    updates = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(("UPDATE", "WITH"))]
+    assert len(updates) == 1  # every cell's priority in one statement
+    assert claim_statements() == before
