@@ -202,3 +202,18 @@ def test_priorities_are_one_update_and_the_claim_costs_the_same_with_them():
     if connection.vendor == "postgresql":  # SQLite (the demo) takes one ORM update per cell
         assert len(updates) == 1  # every cell's priority in one statement
     assert claim_statements() == before
+
+
+def test_the_question_hook_names_the_cells_and_the_run_replays_with_what_it_recorded(monkeypatch):
+    study = judged_study()
+    sure = allocation.CellKey(SURE, 2, ComparisonItem.ADVERSARY, 1)
+    # Only the sure cell is asked, "is f ≥ 0.5?" (its interval lies above: answered); the unsure cell is not read.
+    monkeypatch.setattr(allocation, "cells_of_interest", lambda s: {sure: allocation.Question(0.5, 0.05)})
+    run = allocation.allocate_study(study)
+    cells = {cell["policy"]: cell for cell in run.cells}
+    assert cells[SURE]["state"] == "answered"
+    assert cells[UNSURE]["state"] == "not asked"
+    assert priorities(study) == {SURE: {0}, UNSURE: {0}}
+    assert run.parameters["questions"] == [[SURE, 2, ComparisonItem.ADVERSARY, 1, 0.5, 0.05]]
+    monkeypatch.setattr(allocation, "cells_of_interest", lambda s: None)
+    assert allocation.replay(run).matches  # the recorded question, not today's
