@@ -237,7 +237,7 @@ def run(d: Design, studies: int, batches: tuple[int, ...], rng: np.random.Genera
     k = uni.delta.size
     sd = np.stack([units(uni, np.full(100_000, i), rng) for i in range(k)], axis=1).std(axis=0)
     pb = Problem(uni.delta, lambda cells, g: units(uni, cells, g),
-                 {"half_width": 1e-9, "threshold": 0.0, "margin": DELTA, "max_variance": 1.0}, 2 * J)  # fmt: skip
+                 {"threshold": 0.0, "margin": DELTA, "max_variance": 1.0}, 2 * J)  # fmt: skip
     truth = " / ".join(f"{x:+.3f}" for x in uni.delta)
     return _rows(d.name, truth, pb, uni.delta, sd, studies, _methods(pb, batches, baseline), rng)
 
@@ -274,7 +274,7 @@ def run_minimum(d: MinDesign, studies: int, batches: tuple[int, ...], rng: np.ra
         return (g.random(q.shape) < q).mean(axis=-1)
 
     sd = np.stack([draw(np.full(100_000, i), rng) for i in range(c_n)], axis=1).std(axis=0)
-    rule: dict[str, object] = {"half_width": 1e-9, "threshold": c, "margin": DELTA, "max_variance": 0.25}
+    rule: dict[str, object] = {"threshold": c, "margin": DELTA, "max_variance": 0.25}
     pb = Problem(truth, draw, {**rule, "groups": np.zeros(c_n, dtype=np.int64)}, J, c)
     runs = _methods(pb, batches, baseline)
     runs.insert(len(batches), ("adaptive + sequential, no groups (no elimination, no LUCB), batch 1", 1, True,

@@ -142,7 +142,8 @@ def parameters_of(study: Study) -> dict[str, Any]:
     questions = cells_of_interest(study)
     return {
         "confidence": CONFIDENCE,
-        "half_width": float(study.allocation_half_width),
+        # A question says when its cells are done; without one, a cell is done once this narrow.
+        "half_width": float(study.allocation_half_width) if questions is None else None,
         "planned_units": max(study.prompts.count(), 1),
         "sd": SD,
         "cant_decide_as_tie": study.cant_decide_analysis == Study.CantDecide.TIE,
@@ -169,7 +170,7 @@ def decide(study: Study, as_of: datetime, left_out: tuple[int, ...],
         rule.CellStats.of(units),
         alpha=alpha,
         rho=sequential.tuned_rho(int(parameters["planned_units"]), alpha=alpha, sd=float(parameters["sd"])),
-        half_width=float(parameters["half_width"]),
+        half_width=None if parameters["half_width"] is None else float(parameters["half_width"]),
         threshold=[_threshold(asked, key) for key in keys],
         margin=[asked[key].margin if asked and key in asked else 0.0 for key in keys],
         groups=[groups.setdefault((key.policy, key.k, key.m), len(groups)) for key in keys],

@@ -215,5 +215,6 @@ def test_the_question_hook_names_the_cells_and_the_run_replays_with_what_it_reco
     assert cells[UNSURE]["state"] == "not asked"
     assert priorities(study) == {SURE: {0}, UNSURE: {0}}
     assert run.parameters["questions"] == [[SURE, 2, ComparisonItem.ADVERSARY, 1, 0.5, 0.05]]
+    assert run.parameters["half_width"] is None  # the question says when a cell is done
     monkeypatch.setattr(allocation, "cells_of_interest", lambda s: None)
     assert allocation.replay(run).matches  # the recorded question, not today's

@@ -77,6 +77,14 @@ def test_a_group_down_to_one_contender_follows_its_own_question(rng):
     assert [al.STATE_NAMES[s] for s in out.state] == ["open", "eliminated"]
 
 
+def test_without_a_half_width_only_the_question_decides(rng):
+    narrow = np.full(400, 0.5) + rng.normal(0, 0.01, 400)  # radius well under 0.05, but straddling c = 0.5
+    with_target = al.allocate(stats_of(narrow), alpha=ALPHA, rho=RHO, half_width=0.05, threshold=0.5)
+    question_only = al.allocate(stats_of(narrow), alpha=ALPHA, rho=RHO, threshold=0.5)
+    assert with_target.state.tolist() == [al.NARROW]
+    assert question_only.state.tolist() == [al.OPEN]
+
+
 def test_not_of_interest_cells_get_nothing_first(rng):
     out = al.allocate(stats_of(rng.random(3), rng.random(3)), alpha=ALPHA, rho=RHO, half_width=0.05,
                       of_interest=[True, False])

@@ -14,7 +14,8 @@ The rule (`RULE_VERSION`), per cell, the first that applies:
    the opponent the policy does worst against) and surely not the worst: its CS lies above another
    member's (low > the group's smallest high): ELIMINATED, priority 0 (successive elimination);
 4. its own question is answered: the CS lies above or below the cell's threshold c, or inside
-   c ± margin: ANSWERED, priority 0; or the CS is narrow enough (radius ≤ half_width): NARROW, 0;
+   c ± margin: ANSWERED, priority 0; or, for a study without a question (`half_width` given), the
+   CS is narrow enough (radius ≤ half_width): NARROW, priority 0;
 5. one of the LUCB pair of a group with two or more contenders left (Kalyanakrishnan, Tewari, Auer &
    Stone 2012, "PAC subset selection in stochastic multi-armed bandits", ICML, for the worst arm: the
    leader with the lowest estimate and, among the others, the challenger with the lowest low end):
@@ -206,7 +207,7 @@ def allocate(
     *,
     alpha: float,
     rho: float | npt.ArrayLike,
-    half_width: float,
+    half_width: float | None = None,
     threshold: float | npt.ArrayLike | None = None,
     margin: float | npt.ArrayLike = 0.0,
     groups: npt.ArrayLike | None = None,
@@ -217,11 +218,11 @@ def allocate(
     """Each cell's state and priority from its stats now (module docstring), over the last axis.
 
     alpha: the CS's level per cell; rho: the CS's ρ (`sequential.tuned_rho`), one or one per cell;
-    half_width: narrow enough; threshold / margin: each cell's question "is θ ≥ c?" (None or NaN: none);
-    groups: a group id per cell (−1: none), the opponents of one policy, k and m; of_interest: per
+    half_width: narrow enough (None: no such target); threshold / margin: each cell's question
+    "is θ ≥ c?" (None or NaN: none); groups: a group id per cell (−1: none), the opponents of one policy, k and m; of_interest: per
     cell, whether the question reads it (default all); max_variance: ¼ for [0, 1] credits.
     """
-    if not 0 < alpha < 1 or not half_width > 0:
+    if not 0 < alpha < 1 or (half_width is not None and not half_width > 0):
         raise ValueError(
             f"alpha must be in (0, 1) and half_width positive, got {alpha!r}, {half_width!r}"
         )
@@ -253,7 +254,8 @@ def allocate(
     eliminated, pair = _groups(low, high, stats.mean, group, ~early)
     state = np.full(n.shape, OPEN, dtype=np.int64)
     state[pair] = LUCB
-    state[radius <= half_width] = NARROW
+    if half_width is not None:
+        state[radius <= half_width] = NARROW
     state[_answered(low, high, thr, marg)] = ANSWERED
     state[eliminated] = ELIMINATED
     state[early] = EARLY
