@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-peers bench-adversary
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-allocation bench-peers bench-adversary
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -105,6 +105,10 @@ bench-doctor-effect: install
 # Anytime-valid monitoring and the stopping rules (issue #22): error, coverage and judgments to an answer.
 bench-sequential: install
 	$(PY) bench/bench_sequential.py --write docs/benchmarks.md
+
+# Adaptive allocation (the periodic job's rule) + anytime-valid stopping against the fixed design (#22).
+bench-allocation: install
+	$(PY) bench/bench_allocation.py --write docs/benchmarks.md
 
 # The annotators' adversary against the model's: bias and coverage of the people's true f(k) (#21).
 bench-adversary: install

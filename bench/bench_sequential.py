@@ -38,7 +38,8 @@ Adaptive + sequential (`many_cells`): four policies' cells (truth ≈ 0.85, 0.78
 question each, "is f(k) ≥ 0.70?" (yes / no / within ±δ); successive elimination: a cell whose question
 is answered gets no more prompts, the others go on (cap 2×); against the planner's fixed design for
 every cell at the same error rates. The saving depends on how far the cells sit from c: this is one
-design, not a general figure. Allocation is simulated only; the product has no allocation job.
+design, not a general figure. The product's allocation rule (workers.stats.allocation, run by the periodic
+job studies.allocation) is simulated by bench/bench_allocation.py.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ twice, on the same connection: with the hot path's statements sent as plain SQL
 (`DB_PREPARED_STATEMENTS` off), then prepared with generic plans (the default; the connection has
 `plan_cache_mode=force_generic_plan` either way, which only prepared statements use).
 
-    .venv/bin/python bench/pick_cost.py [--items 20000] [--picks 1000] [--write docs/benchmarks.md]
+    .venv/bin/python bench/pick_cost.py [--items 20000] [--picks 1000] [--priorities] [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -46,7 +46,19 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--picks", type=int, default=1000)
     parser.add_argument("--write", type=Path, help="replace this benchmark's section of docs/benchmarks.md")
+    parser.add_argument("--priorities", action="store_true",
+                        help="give the items priorities 0-2 as an adaptive allocation would (issue #22; default: all 0)")
     return parser.parse_args()
+
+
+def _mixed_priorities() -> None:
+    """A third of the items at each of priorities 0, 1, 2 (by their shuffle key), as an allocation
+    run leaves a study, and the planner's statistics refreshed."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE studies_comparisonitem SET priority = spread % 3 WHERE NOT is_attention_check")
+        cursor.execute("ANALYZE studies_comparisonitem")
 
 
 class Picker:
@@ -170,6 +182,8 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         slug, _invite = build_study(args.items, 50)
+        if args.priorities:
+            _mixed_priorities()
         load = tuple(round(x, 2) for x in os.getloadavg())
         figures = measure(slug, args.picks)
         from django.db import connections
@@ -199,7 +213,8 @@ def _section(args: argparse.Namespace, figures: dict, load: tuple) -> str:
         f"- **Command:** `{command_line('bench/pick_cost.py', None)}`",
         f"- **Machine:** {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, load average "
         f"before {load}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- **Setup:** a live study of {args.items:,} two-text items (+ attention checks), {pick['requests']} htmx "
+        f"- **Setup:** a live study of {args.items:,} two-text items (+ attention checks"
+        f"{'; a third each at priority 0, 1 and 2' if args.priorities else ''}), {pick['requests']} htmx "
         f"picks each way over 80 participants, {healthz['requests']} `/healthz` and {home['requests']} `/` requests (the "
         "site's front page: Django's middleware and a template, no query), each the full request through "
         "Django's WSGI handler with DEBUG off, no HTTP server; PostgreSQL on the same machine, its backend's CPU "

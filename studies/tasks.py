@@ -44,7 +44,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from studies import candidate_import, importing, simulated_annotators
+from studies import allocation, candidate_import, importing, simulated_annotators
 from studies.estimate import results_cache
 from studies.judgment import participants
 from studies.models import Job, Study
@@ -308,7 +308,7 @@ IMPORT_TASKS: dict[str, Task] = {Job.Kind.IMPORT_PROMPTS: import_prompts, Job.Ki
 
 
 # --------------------------------------------------------------------------------------------
-# The periodic sweep (celery beat: settings.CELERY_BEAT_SCHEDULE, every UALIGN_SWEEP_SECONDS)
+# The periodic sweep and allocation (celery beat: settings.CELERY_BEAT_SCHEDULE)
 
 
 @shared_task(acks_late=True)
@@ -334,6 +334,29 @@ def sweep_abandoned() -> dict[str, int]:
     if total.released or total.timed_out:
         logger.info("sweep: released %d assignments, timed out %d participants", total.released, total.timed_out)
     return {"studies": len(results), "failed": failed, "released": total.released, "timed_out": total.timed_out}
+
+
+@shared_task(acks_late=True)
+def allocate_judgments() -> dict[str, int]:
+    """Rewrite the item priorities of every live study with adaptive allocation on, and record each
+    run (`studies.allocation`, issue #22; celery beat, every UALIGN_ALLOCATION_SECONDS).
+
+    Like the sweep: no job row (a duplicate or missed run changes only the timing), and each study
+    on its own, so one that fails is logged and the others are allocated all the same. A live study
+    whose allocation was turned off gets its items' priorities back to 0 (logged; nothing decided).
+    """
+    done, failed = 0, 0
+    for study in allocation.allocated_studies():
+        try:
+            allocation.allocate_study(study)
+            done += 1
+        except Exception:  # logged with its traceback; the next study is allocated all the same
+            failed += 1
+            logger.exception("allocation: study %s (%s) failed; the other studies are allocated", study.pk, study.slug)
+    for study in allocation.studies_to_reset():
+        if reset := allocation.reset_priorities(study):
+            logger.info("allocation: study %s (%s) has it off; %d items back to priority 0", study.pk, study.slug, reset)
+    return {"studies": done, "failed": failed}
 
 
 # --------------------------------------------------------------------------------------------

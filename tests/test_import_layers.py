@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("steps, judgment, estimate", (
         "studies.steps", "studies.importing", "studies.candidate_import",
         "studies.judgment", "studies.annotation", "studies.annotation_sql", "studies.participants", "studies.duration",
-        "studies.estimate", "studies.results", "studies.results_cache", "studies.export", "studies.plans",
+        "studies.estimate", "studies.allocation", "studies.results", "studies.results_cache", "studies.export", "studies.plans",
     )),
     ("models", (
         "studies.models", "studies.validation", "studies.text", "studies.templatetags", "studies.apps",

@@ -380,6 +380,15 @@ CELERY_BEAT_SCHEDULE: dict = (
     if UALIGN_SWEEP_SECONDS > 0
     else {}
 )
+# The adaptive allocation (issue #22) rewrites the item priorities of live studies that have it on
+# every UALIGN_ALLOCATION_SECONDS (0 turns it off); like the sweep, a run nobody took expires.
+UALIGN_ALLOCATION_SECONDS = env_int("UALIGN_ALLOCATION_SECONDS", 60)
+if UALIGN_ALLOCATION_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["allocate-judgments"] = {
+        "task": "studies.tasks.allocate_judgments",
+        "schedule": float(UALIGN_ALLOCATION_SECONDS),
+        "options": {"expires": float(UALIGN_ALLOCATION_SECONDS)},
+    }
 # Where beat keeps when each entry last ran (serve-prod passes the same path).
 CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -11,11 +11,13 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
+from studies import allocation
 from studies.admin.common import ReadOnlyAdmin
 from studies.judgment import flow, participants
 from studies.models import (
+    AllocationRun,
     Assignment,
     Invite,
     Job,
@@ -192,6 +194,47 @@ class JobAdmin(ReadOnlyAdmin):
             round(job.progress * 100),
             job.progress_message,
         )
+
+
+@admin.register(AllocationRun)
+class AllocationRunAdmin(ReadOnlyAdmin):
+    """What each run of the adaptive allocation saw and decided (issue #22), and its replay: the
+    run recomputed from the judgments of its time (`studies.allocation.replay`)."""
+
+    list_display = ["id", "study", "created_at", "rule_version", "judgments_seen", "items_updated", "states"]
+    list_filter = ["study"]
+    list_select_related = ["study"]
+    fields = ("study", "created_at", "as_of", "rule_version", "judgments_seen", "last_judgment_id", "judgments_digest",
+              "left_out_participants", "parameters", "cell_table", "items_updated", "replay_check")  # fmt: skip
+    readonly_fields = fields
+
+    @admin.display(description="cells")
+    def states(self, run: AllocationRun) -> str:
+        counts: dict[str, int] = {}
+        for cell in run.cells:
+            counts[cell["state"]] = counts.get(cell["state"], 0) + 1
+        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "–"
+
+    @admin.display(description="cells: interval, state, priority")
+    def cell_table(self, run: AllocationRun) -> str:
+        rows = format_html_join("", "<tr><td>{} k={} vs {} (m={})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (c["policy"], c["k"], c["opponent"], c["m"], c["n_prompts"],
+             "–" if c["low"] is None else f"{c['estimate']:.3f} [{c['low']:.3f}, {c['high']:.3f}]",
+             c["state"], c["priority"]) for c in run.cells
+        ))  # fmt: skip
+        return format_html(
+            "<table><tr><th>cell</th><th>prompts</th><th>anytime-valid interval</th><th>state</th><th>priority</th>"
+            "</tr>{}</table>", rows,
+        )
+
+    @admin.display(description="replay")
+    def replay_check(self, run: AllocationRun) -> str:
+        result = allocation.replay(run)
+        if result.matches:
+            return "Matches: the judgments of its time give the same intervals, states and priorities."
+        notes = [] if result.same_judgments else ["the judgments of its time are no longer the ones it saw"]
+        notes += [] if result.same_rule else [f"recorded under rule {run.rule_version}, now {allocation.rule.RULE_VERSION}"]
+        return format_html("Does not match: {}", format_html_join("; ", "{}", ((n,) for n in notes + list(result.differences))))
 
 
 @admin.register(Invite)

@@ -279,6 +279,7 @@ class StudyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Adaptive allocation", {"fields": ["adaptive_allocation", "allocation_half_width"]}),
         ("Recruitment and completion", {"fields": ["recruitment", "invite_token", "completion_code",
                                                    "per_participant_codes", "completion_redirect_url"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),

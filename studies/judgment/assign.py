@@ -1,9 +1,9 @@
 """Handing out tasks: the participant's next item, in a balanced slot order, and their progress.
 
 The annotator's hot path (issue #14). No query here reads the whole study: the next item is the
-first row of the `item_open_slots` index (`rules.open_sql`: open items of a kind, fewest live
-assignments first, then a per-item shuffle key) that this participant has not seen, claimed
-under its row lock (SKIP LOCKED on PostgreSQL, so participants spread over the items instead of
+first row of the `item_open_slots` index (`rules.open_sql`: open items of a kind, highest
+priority first, then fewest live assignments, then a per-item shuffle key: `rules.OPEN_ORDER`)
+that this participant has not seen, claimed under its row lock (SKIP LOCKED on PostgreSQL, so participants spread over the items instead of
 queueing); the place it takes is counted on the item (`rules.take_place`), and what a participant
 did is read from their row (`Participant.tasks_done`, `attention_checks_done`). So a task costs
 the same number of statements, each O(log n), at 200 items and at 50,000
@@ -187,11 +187,11 @@ def _claim_sql(skip_locked: bool) -> str:
     study, attention, quota, participant (the claim), then study, quota, participant, limit (the count).
     """
     in_index_order = skip_locked or not connection.features.has_select_for_update
-    order = "i.live_assignments, i.spread" if in_index_order else "i.id"
+    order = rules.OPEN_ORDER if in_index_order else "i.id"
     claim = rules.open_sql(I.sql, I.table) + f" ORDER BY {order} LIMIT 1" + sql.locking("i", skip_locked=skip_locked)
     others = (
         f"(SELECT count(*) FROM ({rules.open_sql('1', I.table)} AND i.id <> (SELECT id FROM claimed)"
-        " ORDER BY i.live_assignments, i.spread LIMIT %s) t)"
+        f" ORDER BY {rules.OPEN_ORDER} LIMIT %s) t)"
     )
     return (
         f"WITH claimed AS ({claim}) SELECT {I.sql}, {PR.sql}, {IC.sql}, {C.sql}, {others}"

@@ -8,8 +8,9 @@ reclaim, close-out, the simulated annotators' sizing) all read these from here:
 - **quota**: an item takes at most `Study.annotations_per_item` live assignments (`has_room`);
 - **open item**: one that needs judging (`ComparisonItem.needs_judgment`: items decided by
   construction are never assigned) and has room, of one kind (attention check or not), read
-  fewest live assignments first, then in a per-item shuffled order: a range of the
-  `item_open_slots` index (`open_sql`, the one statement that reads it);
+  highest priority first (`ComparisonItem.priority`, written by the adaptive allocation; 0
+  otherwise), then fewest live assignments, then in a per-item shuffled order (`OPEN_ORDER`): a
+  range of the `item_open_slots` index (`open_sql`, the one statement that reads it);
 - **the counters**: an item carries its live assignments and the rotations they show
   (`ComparisonItem.live_assignments`, `rotation_use`), changed only by `take_place` and
   `give_back_places`, under the item's row lock, in the transaction that assigns, releases or
@@ -96,6 +97,11 @@ OPEN_SQL = (
 )
 
 
+# The order open items are handed out in: the `item_open_slots` index's, so that PostgreSQL walks
+# the index and stops at the first row (or the limit).
+OPEN_ORDER = "i.priority DESC, i.live_assignments, i.spread"
+
+
 @cache
 def open_sql(select: str, items: str) -> str:
     return f"SELECT {select} FROM " + OPEN_SQL.format(items=items, assignments=sql.columns(Assignment, "x").table)
@@ -105,7 +111,7 @@ def open_sql(select: str, items: str) -> str:
 def _count_sql() -> str:
     # In the index's order, so that PostgreSQL walks it and stops at the limit.
     items = sql.columns(ComparisonItem, "i").table
-    return f"SELECT count(*) FROM ({open_sql('1', items)} ORDER BY i.live_assignments, i.spread LIMIT %s) t"
+    return f"SELECT count(*) FROM ({open_sql('1', items)} ORDER BY {OPEN_ORDER} LIMIT %s) t"
 
 
 def count_open(study: Study, limit: int, participant: Participant | None = None,

@@ -11,6 +11,7 @@ snapshots, the LLMdoctor's rows). Everything is imported from `studies.models`.
 from __future__ import annotations
 
 from studies.models.jobs import (
+    AllocationRun,
     Doctor,
     Job,
     JobQuerySet,
@@ -37,6 +38,7 @@ from studies.models.study import (
     PreferenceSource,
     Prompt,
     Study,
+    _validate_allocation_half_width,
     _validate_assignment_timeout,
     _validate_held_out_fraction,
     _validate_k_values,
@@ -47,9 +49,9 @@ from studies.models.study import (
 )
 
 __all__ = [
-    "Assignment", "Candidate", "ComparisonItem", "Doctor", "GeneratorModel", "Invite", "ItemCandidate", "Job", "JobQuerySet",
+    "AllocationRun", "Assignment", "Candidate", "ComparisonItem", "Doctor", "GeneratorModel", "Invite", "ItemCandidate", "Job", "JobQuerySet",
     "Judgment", "Participant", "ParticipantQuerySet", "Policy", "PolicyFit", "PopulationMatrix", "PreferencePair",
-    "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "StudySeats", "TokenRewardCache", "_validate_assignment_timeout",
-    "_validate_held_out_fraction",
+    "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "StudySeats", "TokenRewardCache", "_validate_allocation_half_width",
+    "_validate_assignment_timeout", "_validate_held_out_fraction",
     "_validate_k_values", "_validate_object", "new_completion_code", "new_spread", "new_token",
 ]  # fmt: skip

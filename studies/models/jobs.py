@@ -240,3 +240,35 @@ class Doctor(models.Model):
 
     def __str__(self) -> str:
         return f"doctor {self.position} of {self.policy} ({self.key[:12] or 'untrained'})"
+
+
+class AllocationRun(models.Model):
+    """One run of the adaptive allocation (issue #22, `studies.allocation`): what it saw, what it
+    decided, and under which rule, so an auditor can replay it (`studies.allocation.replay`).
+
+    It saw the study's judgments created up to `as_of` (a few seconds before the run, so every pick
+    created by then had committed), less those of `left_out_participants` (rejected in review or
+    ended, as the results leave them out), `judgments_seen` of them, the highest id
+    `last_judgment_id`, their sorted ids hashed into `judgments_digest`. `parameters`: the rule's
+    inputs (confidence, half-width, planned prompts, ρ's sd, the "can't decide" rule, the cells'
+    questions); `cells`: per cell its anytime-valid interval, state and the priority written.
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="allocation_runs")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    as_of = models.DateTimeField(editable=False)
+    rule_version = models.CharField(max_length=32, editable=False)
+    judgments_seen = models.PositiveIntegerField(default=0, editable=False)
+    last_judgment_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    judgments_digest = models.CharField(max_length=64, editable=False)
+    left_out_participants = models.JSONField(default=list, blank=True, editable=False)
+    parameters = models.JSONField(default=dict, blank=True, editable=False)
+    cells = models.JSONField(default=list, blank=True, editable=False)
+    items_updated = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["study", "-created_at"], name="allocation_run_study")]
+
+    def __str__(self) -> str:
+        return f"allocation of {self.study_id} at {self.created_at:%Y-%m-%d %H:%M:%S} ({self.rule_version})"

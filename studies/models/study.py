@@ -55,6 +55,11 @@ def _validate_assignment_timeout(value: timedelta) -> None:
         raise ValidationError("The assignment timeout must be between 1 minute and 7 days, such as 0:30:00.")
 
 
+def _validate_allocation_half_width(value: float) -> None:
+    if not 0 < value <= 0.5:
+        raise ValidationError("The allocation's half-width must be above 0 and at most 0.5, such as 0.05.")
+
+
 def _validate_object(value: object) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Must be a JSON object.")
@@ -172,6 +177,18 @@ class Study(models.Model):
         help_text="Share of each prompt's pool kept out of fitting (0 to below 1), so the results can say how a "
         "fitted policy fares against responses it never saw. Pools of fewer than 8 distinct texts hold none out.",
     )
+    # Adaptive allocation (issue #22, `studies.allocation`): a periodic job hands the cells still
+    # undecided out first. Off by default, and for every study made before it existed.
+    adaptive_allocation = models.BooleanField(
+        default=False,
+        help_text="While live, hand out first the items of the cells whose anytime-valid interval is still wider "
+        "than the half-width below (and, against several opponents, of those still in contention for the worst); "
+        "every decision is recorded (Allocation runs in the admin).",
+    )
+    allocation_half_width = models.FloatField(
+        default=0.05, validators=[_validate_allocation_half_width],
+        help_text="A cell whose anytime-valid interval is this narrow (± on the win rate) needs no more judgments first.",
+    )  # fmt: skip
 
     adversary = models.CharField(
         "headline adversary", max_length=16, choices=Adversary.choices, default=Adversary.MODEL,
@@ -208,6 +225,10 @@ class Study(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(held_out_fraction__gte=0) & Q(held_out_fraction__lt=1), name="study_held_out_fraction_unit"
+            ),
+            models.CheckConstraint(
+                condition=Q(allocation_half_width__gt=0) & Q(allocation_half_width__lte=0.5),
+                name="study_allocation_half_width_range",
             ),
             models.CheckConstraint(
                 condition=Q(status__in=["draft", "preparing", "ready", "live", "paused", "closed"]),
@@ -589,15 +610,18 @@ class ComparisonItem(models.Model):
     live_assignments = models.PositiveIntegerField(default=0, editable=False)
     rotation_use = models.JSONField(default=dict, blank=True, editable=False)
     spread = models.PositiveIntegerField(default=new_spread, editable=False)
+    # Handed out first: the adaptive allocation (issue #22, `studies.allocation`) raises the items of
+    # the cells still undecided and lowers those already answered; 0 for every item otherwise.
+    priority = models.SmallIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         indexes = [
-            # The next item to hand out, in O(log n): open items of a study by kind, fewest live
-            # assignments first, then in a shuffled order (`studies.judgment.rules.open_sql`).
+            # The next item to hand out, in O(log n): open items of a study by kind, highest priority
+            # first, then fewest live assignments, then in a shuffled order (`rules.OPEN_ORDER`).
             models.Index(
-                fields=["study", "is_attention_check", "live_assignments", "spread"],
+                fields=["study", "is_attention_check", "-priority", "live_assignments", "spread"],
                 condition=Q(needs_judgment=True),
                 name="item_open_slots",
             ),

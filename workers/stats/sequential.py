@@ -166,7 +166,7 @@ def mixture_radius(
     squares: FloatArray,
     *,
     alpha: float,
-    rho: float,
+    rho: float | FloatArray,
     max_variance: float = 0.25,
 ) -> FloatArray:
     """The CS radius at t units whose squared deviations from their mean sum to `squares`, with the
