@@ -113,6 +113,7 @@ def load_models(quick: bool):
         from tests.tinymodels import tiny_bert_dir, tiny_model_dir
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-doctor-effect-"))
+        allow_model_dir(tmp)
         patient = load_model(str(tiny_model_dir(tmp / "lm", "llama", seed=1, initializer_range=0.3)))
         return patient, load_model(str(tiny_bert_dir(tmp / "bert")), kind="embedding")
     return load_model("smollm2-135m-instruct"), load_model("all-minilm-l6-v2")
@@ -337,6 +338,13 @@ def draw_training(histories: dict[str, list], path: Path) -> None:
 # -- the run ----------------------------------------------------------------------------------
 
 
+def allow_model_dir(folder: Path) -> None:
+    """Let ``load_model`` read doctors trained into ``folder``: local models load only from the
+    folders the project allows (``workers.generation.loading.allowed_model_roots``)."""
+    listed = [x for x in os.environ.get("UALIGN_MODEL_DIRS", "").split(os.pathsep) if x]
+    os.environ["UALIGN_MODEL_DIRS"] = os.pathsep.join([*listed, str(folder.resolve())])
+
+
 def run(args) -> dict:
     from workers.doctor.pairs import split_prompts
     from workers.generation import load_model
@@ -356,6 +364,7 @@ def run(args) -> dict:
     held_u = {p: judge(setup, x) for p, x in held_texts.items()}
     sampled = time.perf_counter() - started
     root = Path(tempfile.mkdtemp(prefix="doctor-effect-"))
+    allow_model_dir(root)
     doctors, histories, training = [], {}, {}
     for t, (name, _) in enumerate(PERSONAS):
         if args.personas and name not in args.personas:
@@ -401,6 +410,7 @@ def run_evaluation_part(args) -> dict:
     for spec in args.doctor:
         name, folder = spec.split("=", 1)
         t = names.index(name)
+        allow_model_dir(Path(folder).parent)
         meta = json.loads((Path(folder) / "doctor.json").read_text())
         part["histories"][name] = meta["history"]
         part["training"][name] = {"pairs": meta["examples"], "train_seconds": None,
