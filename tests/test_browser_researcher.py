@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -268,7 +269,7 @@ def review_and_bonus(page, base: str, study: Study) -> None:
 
     with page.expect_download() as review_file:
         participants_page(page, base, study, [PID_FULL], "export_review_list")
-    (row,) = csv.DictReader(io.StringIO(open(review_file.value.path(), encoding="utf-8").read()))
+    (row,) = csv.DictReader(io.StringIO(Path(review_file.value.path()).read_text(encoding="utf-8")))
     assert (row["decision"], row["review_reason"], row["tasks_done"]) == (
         "REJECT", "Answered every task in under a second.", "4")
 
@@ -278,7 +279,7 @@ def review_and_bonus(page, base: str, study: Study) -> None:
         page.locator("#action-apply").click()
     assert bonus_file.value.suggested_filename == "participants-bonus.csv"
     # Only the partial completer, at 2 tasks × 0.15; the full one is rejected and had their share anyway.
-    assert open(bonus_file.value.path(), encoding="utf-8").read() == f"{PID_PARTIAL},0.30\n"
+    assert Path(bonus_file.value.path()).read_text(encoding="utf-8") == f"{PID_PARTIAL},0.30\n"
 
 
 def test_a_researchers_study_day_from_the_admin(live_server, browser, researcher):
