@@ -109,6 +109,7 @@ def move(page, name: str, label: str) -> None:
 
 def plan_states_the_fit(page) -> None:
     page.locator("#plan-study").click()
+    page.wait_for_selector("#plan-form")  # the Plan page (the study page shows the same sentence)
     fit = page.locator("#design-fit").inner_text()
     assert fit.startswith("The design needs 8 judgments (2 participants at 4 items each, counted from its comparison items)")
     assert "its 1 places give only 4 (50%): set the places to 2, or the items per participant to 8" in fit
@@ -117,6 +118,7 @@ def plan_states_the_fit(page) -> None:
 
 def go_live_refused_then_fixed(page, study: Study) -> None:
     page.locator("#study-go-live").click()
+    page.wait_for_selector("#confirm-problem")  # after the pre-flight lists
     assert page.locator("#confirm-heading").inner_text() == "Go live?"
     assert "neither a completion code nor a completion URL" in page.locator("#preflight-blocking").inner_text()
     assert "set the places to 2" in page.locator("#preflight-warnings").inner_text()
@@ -130,6 +132,7 @@ def go_live_refused_then_fixed(page, study: Study) -> None:
     save_and_continue(page)
     assert page.locator("#design-fit").inner_text().endswith("its 2 places give 8: the design fits.")
     page.locator("#study-go-live").click()
+    page.wait_for_selector("#confirm-button")  # after the pre-flight lists
     assert page.locator("#preflight-blocking").count() == 0
     assert "no completion URL" in page.locator("#preflight-warnings").inner_text()  # a warning: it may go live
     page.locator("#confirm-button").click()
@@ -179,7 +182,7 @@ def pause_and_resume(admin_page, partial, base: str, study: Study) -> None:
     assert Study.objects.get(pk=study.pk).status == Study.Status.PAUSED
     newcomer = partial.context.browser.new_context().new_page()
     newcomer.goto(f"{base}{study.participant_link()}")
-    assert newcomer.get_by_role("heading", name="This study is paused").is_visible()
+    expect(newcomer.get_by_role("heading", name="This study is paused")).to_be_visible()
     newcomer.context.close()
     assert Participant.objects.filter(study=study).count() == 1  # the newcomer joined nothing
 
@@ -207,7 +210,7 @@ def close_study(admin_page, partial, full, base: str, study: Study) -> None:
     assert partial.locator("#completion-code").inner_text() == "PAID-42"
     newcomer = full.context.browser.new_context().new_page()
     newcomer.goto(f"{base}{study.participant_link()}")
-    assert newcomer.get_by_role("heading", name="This study has closed").is_visible()
+    expect(newcomer.get_by_role("heading", name="This study has closed")).to_be_visible()
     assert "takes no more answers" in newcomer.locator("main").inner_text()
     newcomer.context.close()
     people = {p.external_id: p for p in Participant.objects.filter(study=study)}
@@ -254,10 +257,10 @@ def review_and_bonus(page, base: str, study: Study) -> None:
     assert "4 of 4" in page.locator("#result_list tr", has_text=PID_FULL).inner_text()
 
     participants_page(page, base, study, [PID_FULL], "mark_rejected")
-    assert page.get_by_role("heading", name="Reject with a reason").is_visible()
+    expect(page.get_by_role("heading", name="Reject with a reason")).to_be_visible()
     page.locator("#id_reason").fill("   ")  # not empty for the browser; blank for the form
     page.locator("#action-apply").click()
-    assert "This field is required" in page.locator("#content").inner_text()
+    expect(page.locator("ul.errorlist")).to_contain_text("This field is required")
     assert Participant.objects.get(external_id=PID_FULL).review_status == Participant.Review.PENDING
     page.locator("#id_reason").fill("Answered every task in under a second.")
     page.locator("#action-apply").click()
