@@ -404,7 +404,8 @@ def preflight_problems(study: Study) -> tuple[list[str], list[str]]:
                             "results: check their candidates and populations on the Jobs page, or delete them.")
     if not study.consent_text.strip():
         blocking.append("The study has no consent text: write the consent form annotators must accept.")
-    if not study.completion_code.strip() and not study.completion_redirect_url:
+    has_code = bool(study.completion_code.strip()) or study.per_participant_codes
+    if not has_code and not study.completion_redirect_url:
         blocking.append("The study has neither a completion code nor a completion URL: set at least one, or "
                         "participants can't show that they finished.")
     elif not study.completion_redirect_url:

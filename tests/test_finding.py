@@ -88,3 +88,7 @@ def test_a_finished_pilot_says_so_instead_of_live(researcher_client):
     html = researcher_client.get(page).content.decode()
     assert "Pilot finished" in html
     assert 'id="study-status">Live<' not in html
+    # The page's poll (htmx) brings the status line along, so an open page says so without a reload.
+    polled = researcher_client.get(page, headers={"HX-Request": "true"}).content.decode()
+    assert '<span id="study-status" hx-swap-oob="true">Pilot finished' in polled
+    assert 'id="results"' in polled

@@ -121,3 +121,11 @@ def test_newcomers_after_close_read_that_the_study_has_closed(client):
     assert b"not taking part" not in page.content
     draft = make_live_study(status=Study.Status.READY)
     assert b"This study is not open" in Client().get(url("join", draft), {"invite": draft.invite_token}).content
+
+
+def test_the_task_page_offers_the_return_once(client):
+    study = make_live_study()
+    start(client, study)
+    html = client.get(url("task", study)).content.decode()
+    assert html.count('id="return-study"') == 1  # one form, one id
+    assert html.count("Stop early") == 1

@@ -9,7 +9,9 @@ from django.urls import reverse
 from studies import services
 from studies.estimate import plans
 from studies.models import Study
+from tests.annotator import open_assignment, start, url
 from tests.factories import (
+    admin_study_form,
     make_attention_item,
     make_live_study,
     make_policy,
@@ -107,3 +109,31 @@ def test_plan_and_study_page_state_the_fit(researcher_client):
     assert "set the places to 6" in plan.content.decode()
     page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk]))
     assert "set the places to 6" in page.content.decode()
+
+
+def test_the_admin_lets_the_code_stay_blank_and_go_live_asks_for_a_code_or_a_url(rf, researcher):
+    study = ready(max_participants=6)
+    form = admin_study_form(rf, researcher, study, completion_code="")
+    assert form.is_valid(), form.errors
+    study = form.save()
+    assert study.completion_code == ""
+    assert any("neither a completion code nor a completion URL" in line for line in services.preflight_problems(study)[0])
+
+    completion_url = "https://app.prolific.com/submissions/complete?cc=C1A2B3"
+    form = admin_study_form(rf, researcher, study, completion_code="", completion_redirect_url=completion_url)
+    assert form.is_valid(), form.errors
+    assert services.preflight_problems(form.save())[0] == []
+    Study.objects.filter(pk=study.pk).update(completion_redirect_url="", per_participant_codes=True)
+    assert services.preflight_problems(Study.objects.get(pk=study.pk))[0] == []  # each participant's own code
+
+
+def test_a_study_finished_by_its_completion_url_shows_no_empty_code(client):
+    study = make_live_study(2, items_per_participant=1, completion_code="",
+                            completion_redirect_url="https://app.prolific.com/submissions/complete?cc=C1A2B3")
+    participant = start(client, study)
+    client.get(url("task", study))
+    client.post(url("submit_judgment", study), {"assignment": open_assignment(participant).pk, "choice": 1})
+    done = client.get(url("done", study)).content.decode()
+    assert "Thank you! You have finished." in done
+    assert 'id="completion-code"' not in done
+    assert 'id="completion-link"' in done

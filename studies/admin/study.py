@@ -295,6 +295,10 @@ class StudyAdmin(admin.ModelAdmin):
     def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
         if db_field.name == "k_values":  # "1, 3" as typed, not only JSON
             kwargs.update(form_class=KValuesField, help_text="For example 1, 2, 4.")
+        elif db_field.name == "completion_code":  # or a completion URL: Go live's pre-flight asks for one of them
+            kwargs.update(required=False, help_text="What participants enter on the recruiting platform to show they "
+                          "finished. It may stay blank when the completion URL carries it; Go live refuses a study "
+                          "with neither.")
         return name_the_required_field(super().formfield_for_dbfield(db_field, request, **kwargs),
                                        str(getattr(db_field, "verbose_name", db_field.name)))
 
