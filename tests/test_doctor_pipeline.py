@@ -3,6 +3,7 @@ through the Prepare chain's steps, called directly with ids, on a tiny random pa
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from studies.steps.fit import (
 )
 from studies.steps.population import load_population
 from studies.tasks import STEP_TASKS
-from tests.factories import make_participant, make_policy
+from tests.factories import make_participant, make_policy, make_study
 from tests.judgments import make_judgment
 from tests.pipeline import REWARDS, TFPO, doctor_study
 
@@ -260,6 +261,37 @@ def test_valid_doctor_params_give_one_spec_per_doctor():
     assert spec.doctors[0].tfpo.lora_targets == ("q_proj",)
     assert spec.doctors[1].rewards.tau == 2.0
     assert parse_doctor_params({})[1] == []
+
+
+def test_alpha_defaults_to_one_minus_the_doctors_betas():
+    # Steering without sharpening: with the weights summing to 1 an untrained doctor is plain sampling.
+    assert parse_doctor_params({})[0].alpha == pytest.approx(1 - 0.6)
+    two = parse_doctor_params({"doctors": [{"beta": 0.25}, {"beta": 0.5}]})[0]
+    assert two.alpha == pytest.approx(0.25)
+    assert parse_doctor_params({"beta": 1.0})[0].alpha == 0.0
+    # Given explicitly, α is kept, the method's α = 1 included.
+    assert parse_doctor_params({"alpha": 1, "beta": 0.6})[0].alpha == 1.0
+
+
+def test_betas_over_one_without_alpha_ask_for_alpha():
+    spec, problems = parse_doctor_params({"doctors": [{"beta": 0.8}, {"beta": 0.7}]})
+    assert spec is None
+    assert any("sum to 1.5" in p and "give alpha explicitly" in p for p in problems), problems
+    assert parse_doctor_params({"alpha": 1, "doctors": [{"beta": 0.8}, {"beta": 0.7}]})[1] == []
+
+
+def test_migration_writes_alpha_one_into_doctor_policies_saved_without_it(db):
+    from django.apps import apps
+
+    migration = importlib.import_module("studies.migrations.0019_doctor_alpha_explicit")
+    study = make_study()
+    old = make_policy(study=study, name="old", kind=Policy.Kind.DOCTOR, params={"beta": 0.6})
+    explicit = make_policy(study=study, name="explicit", kind=Policy.Kind.DOCTOR, params={"alpha": 0.3})
+    other = make_policy(study=study, name="ctrl", kind=Policy.Kind.CTRL, params={})
+    migration.write_alpha_one(apps, None)
+    assert Policy.objects.get(pk=old.pk).params == {"beta": 0.6, "alpha": 1.0}
+    assert Policy.objects.get(pk=explicit.pk).params == {"alpha": 0.3}
+    assert Policy.objects.get(pk=other.pk).params == {}
 
 
 def test_prepare_refuses_a_doctor_without_pairs_to_learn_from_or_with_another_model(tiny_model):

@@ -4,13 +4,13 @@ A doctor policy samples from the study's generator (the frozen *patient*) guided
 trained doctors: ``α·log π_patient + Σ_j β_j·log π_doctor_j`` (`workers.doctor.guided`). Its
 params, as JSON:
 
-    {"alpha": 1.0,                        # optional, default 1
+    {"alpha": 0.4,                        # optional, default 1 − Σβ (steering without sharpening)
      "beta": 0.6,                         # one doctor: its weight (default 0.6) …
      "pairs": {"from": "population"},     # … where its training pairs come from
      "rewards": {"tau": 1.0, "theta": 0.1},   # RewardConfig fields (token rewards)
      "tfpo": {"steps": 200}}              # TFPOConfig fields (the doctor and its training)
 
-or, for several doctors, ``{"alpha": 1.0, "doctors": [{"beta": …, "pairs": …, "rewards": …,
+or, for several doctors, ``{"alpha": 0.2, "doctors": [{"beta": …, "pairs": …, "rewards": …,
 "tfpo": …}, …]}``. ``pairs`` takes ``from``: ``"population"`` (the study's population on its
 pool; ``rule`` "per_type" (default) or "weighted", ``mode`` "extremes" (default) or "all"),
 ``"judgments"`` (``origin`` "real" (default) or "all") or ``"csv"`` (the pairs imported on the
@@ -37,11 +37,16 @@ from studies.steps import StepError
 from workers.doctor.rewards import RewardConfig
 from workers.doctor.tfpo import TFPOConfig
 
-DEFAULT_ALPHA = 1.0
 DEFAULT_BETA = 0.6
+# Without "alpha" the patient's weight is 1 − Σβ: with the weights summing to 1 an untrained doctor
+# reproduces plain sampling, and guidance steers without sharpening the patient. The method's
+# α = 1 also sharpens, which cost diversity and bought no reward on held-out prompts in
+# `make bench-doctor-effect` (docs/llmdoctor.md, "Defaults"). Policies saved before this default
+# had α = 1 written into their params (migration 0019), so they decode as they did.
+DEFAULT_ALPHA_RULE = "1 − Σβ"
 
 PARAMS_HELP: dict[str, str] = {
-    "alpha": f"a number ≥ 0, the patient's weight (default {DEFAULT_ALPHA})",
+    "alpha": f"a number ≥ 0, the patient's weight (default {DEFAULT_ALPHA_RULE}, so the weights sum to 1)",
     "beta": f"a number > 0, the doctor's weight (default {DEFAULT_BETA})",
     "pairs": 'an object: {"from": "population" | "judgments" | "csv", …} (default population, per type)',
     "rewards": "an object of token-reward settings (tau, theta, positive_system, negative_system, max_response_tokens)",
@@ -175,8 +180,8 @@ def parse_doctor_params(params: Mapping[str, Any] | None) -> tuple[DoctorPolicyS
     if unknown:
         known = ", ".join(f"{k} ({v})" for k, v in PARAMS_HELP.items())
         return None, [f"unknown param {k!r}; doctor takes {known}." for k in unknown]
-    alpha = params.get("alpha", DEFAULT_ALPHA)
-    problems = [] if _number(alpha, strict=False) else [f"alpha must be {PARAMS_HELP['alpha']}."]
+    alpha = params.get("alpha")
+    problems = [] if alpha is None or _number(alpha, strict=False) else [f"alpha must be {PARAMS_HELP['alpha']}."]
     if "doctors" in params:
         mixed = [k for k in _ONE_DOCTOR if k in params]
         if mixed:
@@ -193,9 +198,20 @@ def parse_doctor_params(params: Mapping[str, Any] | None) -> tuple[DoctorPolicyS
         problems += more
         if doctor is not None:
             doctors.append(doctor)
+    if alpha is None and not problems:
+        alpha, problems = _default_alpha(doctors)
     if problems:
         return None, problems
     return DoctorPolicySpec(float(alpha), tuple(doctors)), []
+
+
+def _default_alpha(doctors: list[DoctorSpec]) -> tuple[float, list[str]]:
+    """α = 1 − Σβ, or a problem when the doctors' weights already sum to more than 1."""
+    total = math.fsum(d.beta for d in doctors)
+    if total > 1 + 1e-12:
+        return 0.0, [f"the doctors' beta sum to {total:g}, more than 1, so the default alpha (1 − Σβ) would be "
+                     "negative: give alpha explicitly (alpha = 1 is the method's, which also sharpens the patient)."]
+    return max(0.0, 1.0 - total), []
 
 
 def doctor_policy_spec(policy: Policy) -> DoctorPolicySpec:
