@@ -88,3 +88,16 @@ def test_the_embedded_defaults_select_the_atomic_transport(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ualign_web.broker:Transport", "ualign_web.broker"]
+
+
+def test_a_connection_to_the_embedded_broker_names_no_host_and_logs_no_warning(tmp_path):
+    # `make run` printed kombu's "No hostname was supplied" each time the web process queued a job.
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CELERY_BROKER_URL")}
+    code = ("import logging; logging.basicConfig(level=logging.WARNING); "
+            "from ualign_web.celery import app; import django; django.setup(); "
+            "c = app.connection_for_write(); print(c.info()['hostname'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "UALIGN_VAR_DIR": str(tmp_path)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "No hostname" not in out.stderr
+    assert out.stdout.split()[-1] == "None"

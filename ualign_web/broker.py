@@ -62,3 +62,9 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    @property
+    def default_connection_params(self) -> dict:
+        # Folders, not a host: without this kombu logs "No hostname was supplied. Reverting to
+        # default 'localhost'" on every connection the web process opens to queue a job.
+        return {}
