@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studies import candidate_import, services
-from studies.estimate import export, preference_pairs
+from studies.estimate import export, preference_pairs, question
 from studies.estimate.results import (
     INCLUDE_UNREVIEWED,
     ORIGINS,
@@ -344,6 +344,7 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "unreviewed_param": f"&unreviewed={INCLUDE_UNREVIEWED}" if include_unreviewed else "",
         "origins": list(ORIGINS.items()),
         "results": cached.results,
+        "question": question.panel(study),  # the pre-registered question's live answer (issue #22)
         "freshness": cached,
         "tables": list(export.TABLES.items()),  # a dict with an "items" key confuses templates
         # Judgments arrive while a study is live (or being simulated when ready): keep polling.

@@ -45,9 +45,9 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from studies import candidate_import, importing, simulated_annotators
-from studies.estimate import results_cache
+from studies.estimate import question, results_cache
 from studies.judgment import participants
-from studies.models import Job, Study
+from studies.models import Job, Study, StudyQuestion
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 
 logger = logging.getLogger(__name__)
@@ -334,6 +334,37 @@ def sweep_abandoned() -> dict[str, int]:
     if total.released or total.timed_out:
         logger.info("sweep: released %d assignments, timed out %d participants", total.released, total.timed_out)
     return {"studies": len(results), "failed": failed, "released": total.released, "timed_out": total.timed_out}
+
+
+# --------------------------------------------------------------------------------------------
+# The pre-registered questions' stopping rule (celery beat, every UALIGN_QUESTION_SECONDS; issue #22)
+
+
+@shared_task(acks_late=True)
+def check_questions() -> dict[str, int]:
+    """Answer every live study's pre-registered question from its judgments; record each newly answered one
+    and pause its study when the question says so (`studies.estimate.question.record_if_answered`).
+
+    Outside the pick's path: the pick never reads the question. Idempotent (a question is recorded once, by a
+    conditional update under the study's lock), so a duplicate or missed run changes only the timing. One
+    study's failure is logged and the others are checked all the same.
+    """
+    answered = paused = failed = checked = 0
+    pending = StudyQuestion.objects.filter(answered_at__isnull=True, study__status=Study.Status.LIVE)
+    for question_id, slug in pending.order_by("pk").values_list("pk", "study__slug"):
+        checked += 1
+        try:
+            recorded = question.record_if_answered(question_id)
+        except Exception:  # logged with its traceback; the next study is checked all the same
+            failed += 1
+            logger.exception("check_questions: the question of study %s failed; the others are checked", slug)
+            continue
+        if recorded is not None:
+            answered += 1
+            paused += recorded.paused_study
+            logger.info("study %s: its question is answered (%s) at %s judgments%s", slug, recorded.answer,
+                        recorded.answered_judgments, "; paused" if recorded.paused_study else "")
+    return {"checked": checked, "answered": answered, "paused": paused, "failed": failed}
 
 
 # --------------------------------------------------------------------------------------------
