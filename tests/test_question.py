@@ -16,7 +16,13 @@ from studies.estimate import plans
 from studies.estimate import question as live
 from studies.models import ComparisonItem, Judgment, Policy, Study, StudyQuestion
 from tests.annotator import start, url
-from tests.factories import make_item, make_participant, make_policy, make_prompt, make_study
+from tests.factories import (
+    make_item,
+    make_participant,
+    make_policy,
+    make_prompt,
+    make_study,
+)
 from tests.judgments import make_judgment
 from workers.stats import sequential
 
@@ -203,7 +209,8 @@ def test_a_difference_answer_is_the_sequence_of_the_paired_prompt_differences():
     units = [float(np.mean(credits[("a", i)]) - np.mean(credits[("b", i)])) for i in range(N_PROMPTS)]
     seq = expected_sequence(units, alpha=0.1, planned=N_PROMPTS, sd=1.0)
     code = int(sequential.answer_difference(seq, 0.0)[-1])
-    assert code == sequential.ABOVE and answer.answer == "yes"
+    assert code == sequential.ABOVE
+    assert answer.answer == "yes"
     assert (answer.readings[0].low, answer.readings[0].high) == pytest.approx((seq.low[-1], seq.high[-1]), abs=1e-12)
 
     swapped = StudyQuestion(study=study, kind="difference", policy=study.policies.get(name="b"),
@@ -215,7 +222,8 @@ def test_a_precision_answer_asks_every_headline_and_waits_for_missing_cells():
     study, credits = judged_two_policies({"a": 0.7, "b": 0.6}, seed=3)
     question = StudyQuestion(study=study, kind="precision", half_width=0.3, alpha=0.05)
     waiting = live.evaluate(question)  # k = 4 has no judgment yet
-    assert not waiting.answered and "2 of 4 headline cells have no judgment yet" in waiting.sentence
+    assert not waiting.answered
+    assert "2 of 4 headline cells have no judgment yet" in waiting.sentence
 
     Study.objects.filter(pk=study.pk).update(k_values=[2])
     study.refresh_from_db()
@@ -258,7 +266,9 @@ def test_the_periodic_check_pauses_an_answered_study_once_and_leaves_an_unanswer
     answered.refresh_from_db()
     assert answered.status == Study.Status.PAUSED
     record = StudyQuestion.objects.get(study=answered)
-    assert record.paused_study and record.answer == "yes" and record.answered_at is not None
+    assert record.paused_study
+    assert record.answer == "yes"
+    assert record.answered_at is not None
     assert record.answered_judgments == Judgment.objects.filter(assignment__item__study=answered).count()
     assert record.answer_text.startswith("Yes: a's f̂(2) is above 0.5")
 
@@ -268,7 +278,9 @@ def test_the_periodic_check_pauses_an_answered_study_once_and_leaves_an_unanswer
 
     told.refresh_from_db()
     told_record = StudyQuestion.objects.get(study=told)
-    assert told.status == Study.Status.LIVE and told_record.answer == "yes" and not told_record.paused_study
+    assert told.status == Study.Status.LIVE
+    assert told_record.answer == "yes"
+    assert not told_record.paused_study
 
     # the researcher resumes: the rule has spoken once and does not pause again
     services.change_study_status(study=answered, action="resume")
@@ -312,9 +324,11 @@ def test_the_results_page_shows_the_question_the_answer_and_the_saving_at_the_pl
     used = Judgment.objects.filter(assignment__item__study=study).count()
     per_judgment = Decimal("2.40") / study.items_per_participant
     money = (per_judgment * (planned - used)).quantize(Decimal("0.01"))
-    assert planned == 2 * N_PROMPTS * PEOPLE and used == N_PROMPTS * PEOPLE
+    assert planned == 2 * N_PROMPTS * PEOPLE
+    assert used == N_PROMPTS * PEOPLE
     assert "Is a&#x27;s f̂(2) at least 0.5?" in html
-    assert "Answered." in html and "Yes: a&#x27;s f̂(2) is above 0.5" in html
+    assert "Answered." in html
+    assert "Yes: a&#x27;s f̂(2) is above 0.5" in html
     assert f"{used:,} judgments when it was answered, against the {planned:,}" in html
     assert f"{planned - used:,} judgments saved by stopping there (50% of the plan), {money:,.2f}" in html
     assert "The study was paused by its stopping rule." in html
@@ -330,10 +344,13 @@ def test_an_unanswered_question_shows_on_both_pages_without_a_saving(researcher_
     study, _ = judged_two_policies({"a": 0.6}, seed=9)
     ask(study, kind="threshold", policy=study.policies.get(), k=2, threshold=0.6)
     html = researcher_client.get(reverse("studies:results", args=[study.slug])).content.decode()
-    assert "Not answered yet." in html and "Not yet: it still holds 0.6" in html
+    assert "Not answered yet." in html
+    assert "Not yet: it still holds 0.6" in html
     assert 'id="question-saving"' not in html
     admin_html = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
-    assert 'id="question-live"' in admin_html and "Not yet" in admin_html and "Not answered yet" in admin_html
+    assert 'id="question-live"' in admin_html
+    assert "Not yet" in admin_html
+    assert "Not answered yet" in admin_html
 
 
 # --- the demo ---------------------------------------------------------------------------------------------
@@ -351,7 +368,8 @@ def test_the_demo_and_its_pilot_have_the_pre_registered_question(researcher_clie
                   counts=[(8, 0), (0, 1)], k=8)
     pilot = pilots.create_pilot(study)
     copy = pilot.question
-    assert copy.policy.study_id == pilot.pk and copy.policy.name == "multiplayer"
+    assert copy.policy.study_id == pilot.pk
+    assert copy.policy.name == "multiplayer"
     assert (copy.kind, copy.k, copy.threshold, copy.on_answer, copy.answered_at) == ("threshold", 8, 0.5, "tell", None)
 
     people = [make_participant(study=pilot, is_simulated=True) for _ in range(2)]
@@ -360,7 +378,8 @@ def test_the_demo_and_its_pilot_have_the_pre_registered_question(researcher_clie
             make_judgment(item=item, participant=person, pick=0)
     assert live.record_if_answered(copy.pk) is not None  # 12 prompts all won: answered, only told
     html = researcher_client.get(reverse("studies:results", args=[pilot.slug]) + "?source=simulated").content.decode()
-    assert "Is multiplayer&#x27;s f̂(8) at least 0.5?" in html and "Answered." in html
+    assert "Is multiplayer&#x27;s f̂(8) at least 0.5?" in html
+    assert "Answered." in html
     assert "judgments that stopping there would save" in html
     assert Policy.objects.filter(study=pilot).count() == study.policies.count()
     pilots.delete_pilot(pilot)  # the question goes with its pilot

@@ -306,7 +306,7 @@ class StudyAdmin(admin.ModelAdmin):
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         study = self.get_object(request, object_id)
         question = getattr(study, "question", None) if study else None
-        if request.method == "GET" and question is not None and question.paused_study and study.status == "paused":
+        if study and request.method == "GET" and question is not None and question.paused_study and study.status == "paused":
             self.message_user(request, f"Paused by its pre-registered question's stopping rule. {stop_record_text(question)}",
                               messages.WARNING)
         extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else [],

@@ -92,10 +92,11 @@ class Saving:
         when = "when it was answered" if self.recorded else "so far"
         if self.planned is None:
             return f"{self.used:,} judgments {when}; the study has no planned size yet (no design), so no saving."
-        share = f" ({self.saved_judgments / self.planned:.0%} of the plan)" if self.planned else ""
+        saved = max(self.planned - self.used, 0)
+        share = f" ({saved / self.planned:.0%} of the plan)" if self.planned else ""
         how = "saved by stopping there" if self.pauses else "that stopping there would save (the question only tells)"
         text = (f"{self.used:,} judgments {when}, against the {self.planned:,} the planner sizes the study for: "
-                f"{self.saved_judgments:,} judgments {how}{share}")
+                f"{saved:,} judgments {how}{share}")
         if self.saved_money is None:
             return text + ("; no price per participant is set on the question, so there is no price to count the "
                            "money at (set the planner's price on the question to see it).")
@@ -137,19 +138,24 @@ def evaluate(question: StudyQuestion) -> LiveAnswer:
     return LiveAnswer(question, answer, sentence, readings, 1 - question.alpha, origin)
 
 
+def _names(question: StudyQuestion) -> tuple[str, ...]:
+    """The policies a threshold (one) or difference (two) question names, as validated (`StudyQuestion.problems`)."""
+    names = [p.name for p in (question.policy, question.other_policy) if p is not None]
+    return tuple(names[:1] if question.kind == StudyQuestion.Kind.THRESHOLD else names[:2])
+
+
 def _test(question: StudyQuestion, study: Study, origin: str, planned: int) -> tuple[str, str, tuple[Reading, ...]]:
     """A threshold or difference question: one CS, read by `answer_threshold` / `answer_difference`."""
-    a = question.policy.name
-    names = (a,) if question.kind == StudyQuestion.Kind.THRESHOLD else (a, question.other_policy.name)
-    arrays = headline_arrays(study, origin, policies=names, k=question.k)
-    cells = [arrays.get((name, question.k, study.opponent_outputs)) for name in names]
-    if any(cell is None for cell in cells):
-        return "", f"Not yet: no judgment against the adversary at k = {question.k} yet.", ()
+    names, k = _names(question), int(question.k or 0)
+    arrays = headline_arrays(study, origin, policies=names, k=k)
+    cells = [arrays[key] for name in names if (key := (name, k, study.opponent_outputs)) in arrays]
+    if len(cells) < len(names) or not names:
+        return "", f"Not yet: no judgment against the adversary at k = {k} yet.", ()
     if question.kind == StudyQuestion.Kind.THRESHOLD:
         units = prompt_means(cells[0])[1]
         seq = _sequence(units, alpha=question.alpha, planned=planned, sd=MEAN_SD)
-        code = int(sequential.answer_threshold(seq, question.threshold, question.margin)[-1])
-        label = f"{a}'s f̂({question.k})"
+        code = int(sequential.answer_threshold(seq, float(question.threshold or 0.0), question.margin)[-1])
+        label = f"{names[0]}'s f̂({k})"
     else:
         (pa, ua), (pb, ub) = prompt_means(cells[0]), prompt_means(cells[1])
         both, ia, ib = np.intersect1d(pa, pb, return_indices=True)
@@ -157,21 +163,22 @@ def _test(question: StudyQuestion, study: Study, origin: str, planned: int) -> t
             return "", "Not yet: no prompt has judgments of both policies yet.", ()
         seq = _sequence(ua[ia] - ub[ib], alpha=question.alpha, planned=planned, sd=DIFFERENCE_SD)
         code = int(sequential.answer_difference(seq, question.margin)[-1])
-        label = f"{a}'s f̂({question.k}) − {question.other_policy.name}'s"
+        label = f"{names[0]}'s f̂({k}) − {names[1]}'s"
     reading = _reading(label, seq)
-    return _ANSWER_OF.get(code, ""), _test_sentence(question, code, reading), (reading,)
+    return _ANSWER_OF.get(code, ""), _test_sentence(question, names, code, reading), (reading,)
 
 
-def _test_sentence(question: StudyQuestion, code: int, r: Reading) -> str:
+def _test_sentence(question: StudyQuestion, names: tuple[str, ...], code: int, r: Reading) -> str:
     where = (f"{r.label} = {r.estimate:.3f}, anytime-valid {1 - question.alpha:.0%} interval [{r.low:.3f}, "
              f"{r.high:.3f}] over {r.n_prompts} prompts")
-    a, b = question.policy.name, (question.other_policy.name if question.other_policy_id else "")
+    a, b = names[0], names[-1]
     if question.kind == StudyQuestion.Kind.THRESHOLD:
-        x = f"{question.threshold:g}"
+        threshold = float(question.threshold or 0.0)
+        x = f"{threshold:g}"
         said = {sequential.ABOVE: f"Yes: {a}'s f̂({question.k}) is above {x}",
                 sequential.BELOW: f"No: {a}'s f̂({question.k}) is below {x}",
                 sequential.EQUIVALENT: f"Within ±{question.margin:g} of {x}"}
-        wait = f"it still holds {x}" if r.low <= question.threshold <= r.high else "it still straddles the margin"
+        wait = f"it still holds {x}" if r.low <= threshold <= r.high else "it still straddles the margin"
     else:
         said = {sequential.ABOVE: f"Yes: {a}'s f̂({question.k}) is above {b}'s",
                 sequential.BELOW: f"No: {b}'s f̂({question.k}) is above {a}'s",
@@ -198,13 +205,14 @@ def _precision(question: StudyQuestion, study: Study, origin: str,
         seq = _sequence(prompt_means(arrays[(name, k, m)])[1], alpha=question.alpha, planned=planned, sd=MEAN_SD)
         seqs.append(sequential.Sequence(seq.estimate[-1:], seq.radius[-1:], seq.count[-1:], seq.alpha, seq.method))
         readings.append(_reading(f"{name}'s f̂({k})", seq))
-    done = bool(sequential.answer_precision(seqs, question.half_width)[-1])
+    h = float(question.half_width or 0.0)
+    done = bool(sequential.answer_precision(seqs, h)[-1])
     widest = max(readings, key=lambda r: r.high - r.low)
     about = (f"the widest is {widest.label}, ±{(widest.high - widest.low) / 2:.3f} over {widest.n_prompts} prompts, "
              f"anytime-valid {1 - question.alpha:.0%}")
     if done:
-        return REACHED, f"Yes: every headline is within ±{question.half_width:g} ({about}).", tuple(readings)
-    return "", f"Not yet: not every headline is within ±{question.half_width:g} ({about}).", tuple(readings)
+        return REACHED, f"Yes: every headline is within ±{h:g} ({about}).", tuple(readings)
+    return "", f"Not yet: not every headline is within ±{h:g} ({about}).", tuple(readings)
 
 
 def judgments_so_far(study: Study) -> int:

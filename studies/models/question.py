@@ -117,7 +117,7 @@ class StudyQuestion(models.Model):
     @property
     def text(self) -> str:
         """The question in one sentence, as the pages show it."""
-        policy, other = (self.policy.name if self.policy_id else "?"), (self.other_policy.name if self.other_policy_id else "?")
+        policy, other = (p.name if (p := self.policy) else "?"), (p.name if (p := self.other_policy) else "?")
         if self.kind == self.Kind.THRESHOLD:
             return f"Is {policy}'s f̂({self.k}) at least {self.threshold:g}?"
         if self.kind == self.Kind.DIFFERENCE:
@@ -142,7 +142,7 @@ class StudyQuestion(models.Model):
             add("alpha", f"The error rate α must be above 0 and at most {MAX_ALPHA:g}, such as 0.05.")
         if self.margin is None or not 0 <= self.margin < 1:
             add("margin", "The margin must be at least 0 and below 1, such as 0.05 (0 turns it off).")
-        used = _USED.get(self.kind, ())
+        used: tuple[str, ...] = _USED.get(str(self.kind), ())
         for name, label in _LABELS.items():
             if name in used and getattr(self, _attname(name)) is None:
                 add(name, f"A {self.kind} question needs {label}.")
@@ -192,7 +192,7 @@ class StudyQuestion(models.Model):
 
 _LABELS = {"policy": "a policy", "other_policy": "a second policy (B)", "k": "a k value", "threshold": "a threshold x",
            "half_width": "a half-width h"}
-_USED = {
+_USED: dict[str, tuple[str, ...]] = {
     StudyQuestion.Kind.THRESHOLD: ("policy", "k", "threshold"),
     StudyQuestion.Kind.DIFFERENCE: ("policy", "other_policy", "k"),
     StudyQuestion.Kind.PRECISION: ("half_width",),
