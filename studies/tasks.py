@@ -277,13 +277,20 @@ def simulate_annotators(self: Task, job_id: int) -> None:
 
 def _simulate(job: Job) -> dict[str, Any]:
     params = job.params or {}
+    study, progress = study_of(job), reporter(job)
+    check_question = question.watcher(study)  # the run holds the worker: check its question as it goes (#22)
+
+    def on_progress(done: int, total: int, message: str) -> None:
+        progress(done, total, message)
+        check_question()
+
     report = simulated_annotators.simulate_annotators(
-        study_of(job),
+        study,
         annotators=int(params.get("annotators", 1)),
         base_url=params.get("base_url") or settings.SITE_URL,
         luce_temperature=params.get("luce_temperature"),
         seed=int(params.get("seed", 0)),
-        on_progress=reporter(job),
+        on_progress=on_progress,
     )
     return report.as_dict()
 

@@ -14,8 +14,10 @@ from django.urls import reverse
 from studies import demo, pilots, services, tasks
 from studies.estimate import plans
 from studies.estimate import question as live
-from studies.models import ComparisonItem, Judgment, Policy, Study, StudyQuestion
+from studies.models import ComparisonItem, Job, Judgment, Policy, Study, StudyQuestion
+from studies.simulated_annotators import annotators_to_fill
 from tests.annotator import start, url
+from tests.csv_study import csv_study, prepare
 from tests.factories import (
     make_item,
     make_participant,
@@ -384,3 +386,35 @@ def test_the_demo_and_its_pilot_have_the_pre_registered_question(researcher_clie
     assert Policy.objects.filter(study=pilot).count() == study.policies.count()
     pilots.delete_pilot(pilot)  # the question goes with its pilot
     assert not StudyQuestion.objects.filter(study_id=pilot.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_simulated_pilot_stops_at_its_answer_while_the_run_holds_the_worker(live_server, settings, monkeypatch):
+    """One worker runs the whole simulation, so the beat's check would come after it: the run checks its
+    study's question as annotators finish, and a pausing question stops the pilot short of its plan."""
+    settings.SITE_URL = live_server.url
+    monkeypatch.setattr(live, "SIMULATION_CHECK_SECONDS", 0.0)
+    study, prompts = csv_study(n_prompts=12, kinds=("multiplayer",), k_values=[2], annotations_per_item=2,
+                               items_per_participant=4)
+    prepare(study, prompts)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.READY)
+    study.refresh_from_db()
+    ask(study, kind="threshold", policy=study.policies.get(), k=2, threshold=0.05, on_answer="pause")
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.LIVE)
+    pilot = pilots.create_pilot(study)
+    job = Job.objects.create(study=pilot, kind=Job.Kind.SIMULATE, params={"annotators": annotators_to_fill(pilot)})
+
+    tasks.simulate_annotators(job.pk)
+
+    job.refresh_from_db()
+    pilot.refresh_from_db()
+    record = StudyQuestion.objects.get(study=pilot)
+    assert job.status == Job.Status.DONE, job.error
+    assert pilot.status == Study.Status.PAUSED
+    assert record.paused_study
+    assert record.answer == "yes"
+    planned = plans.design_fit(pilot).judgments
+    judged = Judgment.objects.filter(assignment__item__study=pilot).count()
+    assert record.answered_judgments <= judged < planned  # stopped short of the plan (the open tasks finish)
+    assert live.saving(record).saved_judgments == planned - record.answered_judgments > 0
+    assert StudyQuestion.objects.get(study=study).answered_at is None  # the real study is untouched

@@ -22,11 +22,15 @@ participant ÷ items per participant when the question names one; without a pric
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from studies.estimate import plans
@@ -38,6 +42,9 @@ YES, NO, EQUIVALENT, REACHED = (StudyQuestion.Answer.YES, StudyQuestion.Answer.N
                                 StudyQuestion.Answer.REACHED)  # fmt: skip
 _ANSWER_OF = {sequential.ABOVE: YES, sequential.BELOW: NO, sequential.EQUIVALENT: EQUIVALENT}
 MEAN_SD, DIFFERENCE_SD = 0.5, 1.0  # the largest sd of a [0, 1] prompt mean, and of a difference of two
+#: How often a simulated run checks its study's question (`watcher`), at most.
+SIMULATION_CHECK_SECONDS = 2.0
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -283,3 +290,29 @@ def record_if_answered(question_id: int) -> StudyQuestion | None:
             study.move_to(Study.Status.PAUSED)
     question.refresh_from_db()
     return question
+
+
+def watcher(study: Study) -> Callable[[], None]:
+    """A check of `study`'s question for a simulated run to call as its annotators finish (at most every
+    `SIMULATION_CHECK_SECONDS`): the run holds the worker (`manage.py serve` runs one), so the beat's check
+    would wait for its end; this way a pilot stops at its answer, or records it, as a live study would.
+    A failed check is logged, never stops the run. Safe from the run's threads (each closes its connection)."""
+    question_id = StudyQuestion.objects.filter(study=study, answered_at__isnull=True).values_list("pk", flat=True).first()
+    last = [-float("inf")]
+    lock = threading.Lock()
+
+    def check() -> None:
+        with lock:
+            now = time.monotonic()
+            if question_id is None or now - last[0] < SIMULATION_CHECK_SECONDS:
+                return
+            last[0] = now
+        try:
+            record_if_answered(question_id)
+        except Exception:  # the run goes on; the beat's check will try again
+            logger.exception("the question of study %s could not be checked during its simulated run", study.pk)
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                connection.close()
+
+    return check
