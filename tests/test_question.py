@@ -418,3 +418,17 @@ def test_a_simulated_pilot_stops_at_its_answer_while_the_run_holds_the_worker(li
     assert record.answered_judgments <= judged < planned  # stopped short of the plan (the open tasks finish)
     assert live.saving(record).saved_judgments == planned - record.answered_judgments > 0
     assert StudyQuestion.objects.get(study=study).answered_at is None  # the real study is untouched
+
+
+def test_a_policy_the_question_names_cannot_be_deleted_alone_but_the_study_can(researcher_client):
+    study = make_study(k_values=[2])
+    named, spare = make_policy(study=study, name="named"), make_policy(study=study, name="spare")
+    ask(study, kind="threshold", policy=named, k=2, threshold=0.8)
+    page = researcher_client.get(reverse("admin:studies_policy_delete", args=[named.pk])).content.decode()
+    assert "Cannot delete policy" in page
+    assert "Is named&#x27;s f̂(2) at least 0.8?" in page  # the admin names what stops the deletion
+    researcher_client.post(reverse("admin:studies_policy_delete", args=[named.pk]), {"post": "yes"})
+    assert Policy.objects.filter(pk=named.pk).exists()
+    spare.delete()
+    study.delete()
+    assert not StudyQuestion.objects.exists()

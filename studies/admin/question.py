@@ -4,6 +4,7 @@ after; beside it, the live answer and, once answered, the record of the stop and
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
@@ -50,8 +51,10 @@ def live_answer_html(question: StudyQuestion) -> str:
 def stop_record_text(question: StudyQuestion) -> str:
     """When the periodic check found it answered, at how many judgments, and what it did."""
     if question.answered_at is None:
-        return ("Not answered yet. While the study is live, the question is checked every minute; the first "
-                "answer is recorded here" + (" and the study paused." if question.on_answer == "pause" else "."))
+        every = settings.UALIGN_QUESTION_SECONDS
+        when = f"every {every} s" if every > 0 else "never (UALIGN_QUESTION_SECONDS is 0)"
+        return (f"Not answered yet. While the study is live, the question is checked {when}; the first answer is "
+                "recorded here" + (" and the study paused." if question.on_answer == "pause" else "."))
     when = timezone.localtime(question.answered_at).strftime("%Y-%m-%d %H:%M:%S %Z")
     did = "the study was paused by its stopping rule" if question.paused_study else "the study ran on (as chosen)"
     return (f"Answered at {when}, after {question.answered_judgments:,} judgments: {question.answer_text} "
