@@ -432,3 +432,22 @@ def test_a_policy_the_question_names_cannot_be_deleted_alone_but_the_study_can(r
     spare.delete()
     study.delete()
     assert not StudyQuestion.objects.exists()
+
+
+def test_one_study_whose_check_fails_does_not_stop_the_others(monkeypatch, caplog):
+    broken, _ = judged_two_policies({"a": 0.95}, seed=10)
+    fine, _ = judged_two_policies({"a": 0.95}, seed=11)
+    for study in (broken, fine):
+        ask(study, kind="threshold", policy=study.policies.get(), k=2, threshold=0.5)
+    real = live.record_if_answered
+
+    def flaky(question_id: int):
+        if question_id == broken.question.pk:
+            raise RuntimeError("a bad row")
+        return real(question_id)
+
+    monkeypatch.setattr(live, "record_if_answered", flaky)
+    assert tasks.check_questions() == {"checked": 2, "answered": 1, "paused": 1, "failed": 1}
+    assert f"the question of study {broken.slug} failed" in caplog.text
+    assert Study.objects.get(pk=fine.pk).status == Study.Status.PAUSED
+    assert Study.objects.get(pk=broken.pk).status == Study.Status.LIVE
