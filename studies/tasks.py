@@ -366,11 +366,9 @@ def check_questions() -> dict[str, int]:
             failed += 1
             logger.exception("check_questions: the question of study %s failed; the others are checked", slug)
             continue
-        if recorded is not None:
+        if recorded is not None:  # logged by record_if_answered
             answered += 1
             paused += recorded.paused_study
-            logger.info("study %s: its question is answered (%s) at %s judgments%s", slug, recorded.answer,
-                        recorded.answered_judgments, "; paused" if recorded.paused_study else "")
     return {"checked": checked, "answered": answered, "paused": paused, "failed": failed}
 
 

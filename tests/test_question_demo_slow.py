@@ -20,7 +20,7 @@ from studies.tasks import (
     simulate_annotators,
 )
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def test_the_demo_pilot_answers_its_question_and_shows_the_saving(live_server, settings, monkeypatch,

@@ -288,6 +288,8 @@ def record_if_answered(question_id: int) -> StudyQuestion | None:
             return None
         if pause:
             study.move_to(Study.Status.PAUSED)
+    logger.info("study %s: its question is answered (%s) at %d judgments%s: %s", study.slug, live.answer, used,
+                "; paused" if pause else "", live.sentence)
     question.refresh_from_db()
     return question
 
