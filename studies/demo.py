@@ -14,7 +14,7 @@ embedding similarity, the policies sample, NLHF and multiplayer at k ∈ {1, 2, 
 (prompt, policy, k, opponent) and 2 annotations per item. Prepared in about 1.5 CPU-minutes; the
 simulated annotators that fill it make about 2,800 judgments, after which the results page
 tells multiplayer (≈ 8/9 at k = 8) from NLHF (≈ 0.56, collapsed onto the majority's favourite).
-Its pre-registered question (`DEMO_QUESTION`): is multiplayer's f̂(8) at least ½?
+Its pre-registered question (`DEMO_QUESTION`): does NLHF reach f̂(8) ≥ 8/9, the equilibrium's guarantee?
 `UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
 
 `UALIGN_DEMO_DOCTOR=1` (read when the demo study is created) adds an LLMdoctor policy: Prepare
@@ -97,14 +97,14 @@ INSTRUCTIONS = """Each task shows a prompt and a few responses. Choose the one *
 receive. There are no right answers: we measure how well different ways of picking responses serve
 people with different tastes."""
 
-# The demo's pre-registered question (issue #22), stated before it goes live and copied to its pilots: does the
-# multi-player equilibrium beat its adversary more often than not at k = 8 (theory: 8/9; NLHF stays near the
-# majority's ½)? The rule answers from 10 prompts on; with f̂(8) near 0.85 the interval clears ½ well before the
-# pilot's end (not measured on the demo itself), so the pilot's results page shows the answer and the judgments a
-# stop would have saved. It only tells (it does not pause):
-# the pilot runs to its end, so the page keeps the whole finding too. A pausing question is in the tests.
+# The demo's pre-registered question (issue #22), stated before it goes live and copied to its pilots: does NLHF
+# reach the (k+1)-player equilibrium's guarantee k/(k+1) = 8/9 at k = 8? Theory (docs/theory.md §7) says no:
+# NLHF serves the majority's favourite and stays near the majority's share however large k grows. The rule
+# answers from 10 prompts on; the pilot's results page shows the answer and the judgments a stop there would
+# have saved (one measured fill: tests/test_question_demo_slow.py prints it). It only tells (it does not
+# pause): the pilot runs to its end, so the page keeps the whole finding too. A pausing question is in the tests.
 DEMO_QUESTION: dict[str, object] = {
-    "kind": "threshold", "policy": "multiplayer", "k": 8, "threshold": 0.5, "alpha": 0.05, "on_answer": "tell",
+    "kind": "threshold", "policy": "nlhf", "k": 8, "threshold": 8 / 9, "alpha": 0.05, "on_answer": "tell",
 }
 
 # One doctor per minority persona (issue #23), each trained only on its own type's pairs (a doctor

@@ -361,27 +361,28 @@ def test_an_unanswered_question_shows_on_both_pages_without_a_saving(researcher_
 def test_the_demo_and_its_pilot_have_the_pre_registered_question(researcher_client):
     study = demo.ensure_demo_study()
     question = study.question
-    assert (question.kind, question.policy.name, question.k, question.threshold) == ("threshold", "multiplayer", 8, 0.5)
+    assert (question.kind, question.policy.name, question.k, question.threshold) == ("threshold", "nlhf", 8, 8 / 9)
     question.full_clean()  # well posed for the demo's policies and k values
 
-    multiplayer = study.policies.get(name="multiplayer")
+    nlhf = study.policies.get(name="nlhf")
     for prompt in study.prompts.all():
-        make_item(study=study, prompt=prompt, policy=multiplayer, texts=[f"m {prompt.pk}", f"a {prompt.pk}"],
+        make_item(study=study, prompt=prompt, policy=nlhf, texts=[f"n {prompt.pk}", f"a {prompt.pk}"],
                   counts=[(8, 0), (0, 1)], k=8)
     pilot = pilots.create_pilot(study)
     copy = pilot.question
     assert copy.policy.study_id == pilot.pk
-    assert copy.policy.name == "multiplayer"
-    assert (copy.kind, copy.k, copy.threshold, copy.on_answer, copy.answered_at) == ("threshold", 8, 0.5, "tell", None)
+    assert copy.policy.name == "nlhf"
+    assert (copy.kind, copy.k, copy.threshold, copy.on_answer, copy.answered_at) == ("threshold", 8, 8 / 9, "tell", None)
 
     people = [make_participant(study=pilot, is_simulated=True) for _ in range(2)]
     for item in ComparisonItem.objects.filter(study=pilot):
         for person in people:
-            make_judgment(item=item, participant=person, pick=0)
-    assert live.record_if_answered(copy.pk) is not None  # 12 prompts all won: answered, only told
+            make_judgment(item=item, participant=person, pick=1)  # the adversary's text, every time
+    assert live.record_if_answered(copy.pk).answer == "no"  # only told: the pilot stays live
     html = researcher_client.get(reverse("studies:results", args=[pilot.slug]) + "?source=simulated").content.decode()
-    assert "Is multiplayer&#x27;s f̂(8) at least 0.5?" in html
+    assert copy.text.replace("'", "&#x27;") in html
     assert "Answered." in html
+    assert "No: nlhf&#x27;s f̂(8) is below 0.888889" in html
     assert "judgments that stopping there would save" in html
     assert Policy.objects.filter(study=pilot).count() == study.policies.count()
     pilots.delete_pilot(pilot)  # the question goes with its pilot
