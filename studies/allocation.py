@@ -10,9 +10,9 @@ recorded run from the judgments that existed then and says whether it decides th
 
 Cells are (policy, k, opponent, m). The opponents of one (policy, k, m) form a group: the rule's
 successive elimination / LUCB finds the one the policy does worst against (the annotators'
-adversary, docs/theory.md §12). What each cell's question is comes from `cells_of_interest`: None
-today (every cell, each to be known to ± `Study.allocation_half_width`); the pre-registered
-question will name the cells it reads and their thresholds there.
+adversary, docs/theory.md §12). What each cell's question is comes from `cells_of_interest`: the
+study's pre-registered question (`StudyQuestion`) names the cells it reads and their thresholds; with
+none (or a precision question), every cell is to be known to ± a half-width.
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from studies.judgment import sql
-from studies.models import AllocationRun, ComparisonItem, Judgment, Participant, Study
+from studies.models import (
+    AllocationRun,
+    ComparisonItem,
+    Judgment,
+    Participant,
+    Study,
+    StudyQuestion,
+)
 from workers.policies.credit import decided_item_weight, tie_credit
 from workers.stats import allocation as rule
 from workers.stats import sequential
@@ -60,8 +67,32 @@ class Question:
 
 def cells_of_interest(study: Study) -> Mapping[CellKey, Question] | None:
     """The cells the study's pre-registered question reads, each with its threshold; None: every cell,
-    each to be known to ± `allocation_half_width`. The hook the pre-registered question plugs into."""
-    return None
+    each to be known to ± a half-width (`_half_width`).
+
+    Threshold: the policy's headline cell at k with the question's x and margin; difference: both
+    policies' headline cells at k, with no threshold of their own, so the two keep one priority and
+    their prompts stay paired until the question is answered. A study whose headline is the annotators'
+    adversary reads every screened opponent of those (policy, k), grouped, so the rule's elimination
+    looks for the worst. A precision question, an answered one or none: None."""
+    question = StudyQuestion.objects.filter(study=study).select_related("policy", "other_policy").first()
+    if question is None or question.kind == StudyQuestion.Kind.PRECISION or question.answer:
+        return None
+    threshold = question.kind == StudyQuestion.Kind.THRESHOLD
+    names = [p.name for p in (question.policy, question.other_policy) if p is not None][: 1 if threshold else 2]
+    asked = Question(float(question.threshold), float(question.margin or 0.0)) if threshold else Question()
+    opponents = [ComparisonItem.ADVERSARY]
+    if study.adversary == Study.Adversary.ANNOTATORS:
+        opponents = list(ComparisonItem.objects.filter(study=study, is_attention_check=False, k=question.k,
+                                                       policy__name__in=names, m=study.opponent_outputs)
+                         .values_list("opponent_label", flat=True).distinct())  # fmt: skip
+    return {CellKey(name, int(question.k or 0), opponent, study.opponent_outputs): asked
+            for name in names for opponent in opponents}  # fmt: skip
+
+
+def _half_width(study: Study) -> float:
+    """When a cell is known well enough without a question: a precision question's h, else the study's."""
+    question = StudyQuestion.objects.filter(study=study, kind=StudyQuestion.Kind.PRECISION).first()
+    return float(question.half_width) if question and question.half_width else float(study.allocation_half_width)
 
 
 @dataclass
@@ -143,7 +174,7 @@ def parameters_of(study: Study) -> dict[str, Any]:
     return {
         "confidence": CONFIDENCE,
         # A question says when its cells are done; without one, a cell is done once this narrow.
-        "half_width": float(study.allocation_half_width) if questions is None else None,
+        "half_width": _half_width(study) if questions is None else None,
         "planned_units": max(study.prompts.count(), 1),
         "sd": SD,
         "cant_decide_as_tie": study.cant_decide_analysis == Study.CantDecide.TIE,

@@ -14,6 +14,7 @@ embedding similarity, the policies sample, NLHF and multiplayer at k ∈ {1, 2, 
 (prompt, policy, k, opponent) and 2 annotations per item. Prepared in about 1.5 CPU-minutes; the
 simulated annotators that fill it make about 2,800 judgments, after which the results page
 tells multiplayer (≈ 8/9 at k = 8) from NLHF (≈ 0.56, collapsed onto the majority's favourite).
+Its pre-registered question (`DEMO_QUESTION`): does NLHF reach f̂(8) ≥ 8/9, the equilibrium's guarantee?
 `UALIGN_DEMO_MODEL` swaps the model (a local folder), which the tests use for a tiny one.
 
 `UALIGN_DEMO_DOCTOR=1` (read when the demo study is created) adds an LLMdoctor policy: Prepare
@@ -33,7 +34,15 @@ from django.urls import reverse
 
 from studies import services
 from studies.job_rows import step_summary
-from studies.models import GeneratorModel, Job, Policy, PreferenceSource, Prompt, Study
+from studies.models import (
+    GeneratorModel,
+    Job,
+    Policy,
+    PreferenceSource,
+    Prompt,
+    Study,
+    StudyQuestion,
+)
 
 DEMO_SLUG = "demo"
 DEMO_MODEL = "smollm2-135m-instruct"
@@ -88,6 +97,16 @@ INSTRUCTIONS = """Each task shows a prompt and a few responses. Choose the one *
 receive. There are no right answers: we measure how well different ways of picking responses serve
 people with different tastes."""
 
+# The demo's pre-registered question (issue #22), stated before it goes live and copied to its pilots: does NLHF
+# reach the (k+1)-player equilibrium's guarantee k/(k+1) = 8/9 at k = 8? Theory (docs/theory.md §7) says no:
+# NLHF serves the majority's favourite and stays near the majority's share however large k grows. The rule
+# answers from 10 prompts on; the pilot's results page shows the answer and the judgments a stop there would
+# have saved (one measured fill: "no" after 336 of 2,816 judgments; docs/theory.md §11). "Is multiplayer's
+# f̂(8) ≥ ½?" was the first choice, but with 12 prompts it stayed open in two of three fills. It only tells (it does not
+# pause): the pilot runs to its end, so the page keeps the whole finding too. A pausing question is in the tests.
+DEMO_QUESTION: dict[str, object] = {
+    "kind": "threshold", "policy": "nlhf", "k": 8, "threshold": 8 / 9, "alpha": 0.05, "on_answer": "tell",
+}
 
 # One doctor per minority persona (issue #23), each trained only on its own type's pairs (a doctor
 # trained on every persona's pairs learns conflicting targets), with persona-specific token
@@ -180,6 +199,8 @@ def ensure_demo_study() -> Study:
         Policy.objects.create(study=study, name=name, kind=kind)
     if demo_doctor():
         Policy.objects.create(study=study, name="llmdoctor", kind=Policy.Kind.DOCTOR, params=DEMO_DOCTOR_PARAMS)
+    StudyQuestion.objects.create(study=study, policy=study.policies.get(name=DEMO_QUESTION["policy"]),
+                                 **{name: value for name, value in DEMO_QUESTION.items() if name != "policy"})
     return study
 
 

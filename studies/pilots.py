@@ -27,8 +27,11 @@ from studies.models import (
     PopulationMatrix,
     Prompt,
     Study,
+    StudyQuestion,
 )
 
+# The question's fields a pilot copies as they are (its policies are the pilot's copies; the record starts empty).
+QUESTION_SETTINGS = ("kind", "k", "threshold", "margin", "half_width", "alpha", "on_answer", "price_per_participant")
 # Study fields a pilot copies as they are (its own slug, title, status, secrets and code are new).
 COPIED_FIELDS = (
     "instructions", "consent_text", "generator_id", "pool_size", "k_values", "opponent_outputs",
@@ -75,7 +78,21 @@ def create_pilot(study: Study) -> Study:
     policies = _copy_policies(study, pilot)
     _copy_fits(study, prompts, policies)
     _copy_items(study, pilot, prompts, policies)
+    _copy_question(study, pilot, policies)
     return pilot
+
+
+def _copy_question(study: Study, pilot: Study, policies: dict[int, Policy]) -> None:
+    """The original's pre-registered question, on the pilot's copies of its policies, not yet answered (issue
+    #22): the pilot shows whether, and when, the question would be answered. `bulk_create`, not `save`: the
+    pilot is created live, and a live study's question is frozen (it is fixed here, before any judgment)."""
+    question = StudyQuestion.objects.filter(study=study).first()
+    if question is None:
+        return
+    copy = StudyQuestion(study=pilot, **{name: getattr(question, name) for name in QUESTION_SETTINGS})
+    copy.policy = policies[question.policy_id] if question.policy_id else None
+    copy.other_policy = policies[question.other_policy_id] if question.other_policy_id else None
+    StudyQuestion.objects.bulk_create([copy])
 
 
 def _copy_prompts(study: Study, pilot: Study) -> dict[int, Prompt]:

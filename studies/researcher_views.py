@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studies import candidate_import, services
-from studies.estimate import export, preference_pairs
+from studies.estimate import export, preference_pairs, question
 from studies.estimate.results import (
     INCLUDE_UNREVIEWED,
     ORIGINS,
@@ -346,6 +346,7 @@ def results(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         "results": cached.results,
         # the headline is the annotators' adversary (studies/estimate/screened.py), the model's beside it
         "annotators_adversary": study.adversary == Study.Adversary.ANNOTATORS,
+        "question": question.panel(study),  # the pre-registered question's live answer (issue #22)
         "freshness": cached,
         "tables": list(export.TABLES.items()),  # a dict with an "items" key confuses templates
         # Judgments arrive while a study is live (or being simulated when ready): keep polling.

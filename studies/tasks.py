@@ -45,9 +45,9 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from studies import allocation, candidate_import, importing, simulated_annotators
-from studies.estimate import results_cache
+from studies.estimate import question, results_cache
 from studies.judgment import participants
-from studies.models import Job, Study
+from studies.models import Job, Study, StudyQuestion
 from studies.steps import OnProgress, StepError, doctor, fit, items, pool, population
 
 logger = logging.getLogger(__name__)
@@ -277,13 +277,20 @@ def simulate_annotators(self: Task, job_id: int) -> None:
 
 def _simulate(job: Job) -> dict[str, Any]:
     params = job.params or {}
+    study, progress = study_of(job), reporter(job)
+    check_question = question.watcher(study)  # the run holds the worker: check its question as it goes (#22)
+
+    def on_progress(done: int, total: int, message: str) -> None:
+        progress(done, total, message)
+        check_question()
+
     report = simulated_annotators.simulate_annotators(
-        study_of(job),
+        study,
         annotators=int(params.get("annotators", 1)),
         base_url=params.get("base_url") or settings.SITE_URL,
         luce_temperature=params.get("luce_temperature"),
         seed=int(params.get("seed", 0)),
-        on_progress=reporter(job),
+        on_progress=on_progress,
     )
     return report.as_dict()
 
@@ -357,6 +364,35 @@ def allocate_judgments() -> dict[str, int]:
         if reset := allocation.reset_priorities(study):
             logger.info("allocation: study %s (%s) has it off; %d items back to priority 0", study.pk, study.slug, reset)
     return {"studies": done, "failed": failed}
+
+
+# --------------------------------------------------------------------------------------------
+# The pre-registered questions' stopping rule (celery beat, every UALIGN_QUESTION_SECONDS; issue #22)
+
+
+@shared_task(acks_late=True)
+def check_questions() -> dict[str, int]:
+    """Answer every live study's pre-registered question from its judgments; record each newly answered one
+    and pause its study when the question says so (`studies.estimate.question.record_if_answered`).
+
+    Outside the pick's path: the pick never reads the question. Idempotent (a question is recorded once, by a
+    conditional update under the study's lock), so a duplicate or missed run changes only the timing. One
+    study's failure is logged and the others are checked all the same.
+    """
+    answered = paused = failed = checked = 0
+    pending = StudyQuestion.objects.filter(answered_at__isnull=True, study__status=Study.Status.LIVE)
+    for question_id, slug in pending.order_by("pk").values_list("pk", "study__slug"):
+        checked += 1
+        try:
+            recorded = question.record_if_answered(question_id)
+        except Exception:  # logged with its traceback; the next study is checked all the same
+            failed += 1
+            logger.exception("check_questions: the question of study %s failed; the others are checked", slug)
+            continue
+        if recorded is not None:  # logged by record_if_answered
+            answered += 1
+            paused += recorded.paused_study
+    return {"checked": checked, "answered": answered, "paused": paused, "failed": failed}
 
 
 # --------------------------------------------------------------------------------------------

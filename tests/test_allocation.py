@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from studies import allocation, tasks
 from studies.judgment.assign import assign_next_item
-from studies.models import AllocationRun, ComparisonItem, Judgment, Study
+from studies.models import AllocationRun, ComparisonItem, Judgment, Study, StudyQuestion
 from tests.factories import (
     make_item,
     make_participant,
@@ -218,3 +218,49 @@ def test_the_question_hook_names_the_cells_and_the_run_replays_with_what_it_reco
     assert run.parameters["half_width"] is None  # the question says when a cell is done
     monkeypatch.setattr(allocation, "cells_of_interest", lambda s: None)
     assert allocation.replay(run).matches  # the recorded question, not today's
+
+
+def _ask(study: Study, **fields) -> None:
+    # Saved as the admin saves it before going live (the model refuses edits once live).
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DRAFT)
+    StudyQuestion.objects.create(study=study, **fields)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.LIVE)
+    study.refresh_from_db()
+
+
+def test_a_threshold_question_is_the_only_cell_read():
+    study = judged_study()
+    _ask(study, kind="threshold", policy=study.policies.get(name=UNSURE), k=2, threshold=0.7, margin=0.02)
+    run = allocation.allocate_study(study)
+    assert run.parameters["questions"] == [[UNSURE, 2, ComparisonItem.ADVERSARY, 1, 0.7, 0.02]]
+    cells = {cell["policy"]: cell for cell in run.cells}
+    assert cells[SURE]["state"] == "not asked"
+    assert cells[UNSURE]["state"] == "early"
+    assert priorities(study) == {SURE: {0}, UNSURE: {2}}
+    assert allocation.replay(run).matches
+
+
+def test_a_difference_question_gives_both_cells_one_priority_until_answered():
+    study = judged_study()
+    _ask(study, kind="difference", policy=study.policies.get(name=SURE), other_policy=study.policies.get(name=UNSURE),
+         k=2)  # fmt: skip
+    run = allocation.allocate_study(study)
+    asked = {(q[0], q[4]) for q in run.parameters["questions"]}
+    assert asked == {(SURE, None), (UNSURE, None)}
+    # No threshold of their own: neither cell is "narrow" or "answered" alone, so the sure cell, narrow
+    # as it is, keeps being judged beside the unsure one and their prompts stay paired.
+    cells = {cell["policy"]: cell for cell in run.cells}
+    assert cells[SURE]["state"] not in ("narrow", "answered", "not asked")
+    assert cells[SURE]["priority"] > 0
+    StudyQuestion.objects.filter(study=study).update(answer=StudyQuestion.Answer.YES)
+    assert allocation.cells_of_interest(study) is None  # answered: back to every cell
+
+
+def test_a_precision_question_sets_the_half_width():
+    study = judged_study()
+    _ask(study, kind="precision", half_width=0.01)
+    run = allocation.allocate_study(study)
+    assert run.parameters["questions"] is None
+    assert run.parameters["half_width"] == 0.01
+    cells = {cell["policy"]: cell for cell in run.cells}
+    assert cells[SURE]["state"] != "narrow"  # ±0.2 was narrow enough; ±0.01 is not

@@ -71,7 +71,7 @@ def test_a_fixed_design_keeps_its_values_when_the_form_is_posted(researcher_clie
     data = {name: form[name].value() or "" for name in form.fields}
     data.update({"k_values": "[8]", "opponent_outputs": "3", "max_participants": "7",
                  "assignment_timeout": "00:45:00"})
-    for prefix in ("policies", "preference_sources"):
+    for prefix in ("policies", "preference_sources", "question"):  # the inlines: nothing posted in them
         data.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
     response = researcher_client.post(reverse("admin:studies_study_change", args=[study.pk]), data)
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""

@@ -389,6 +389,16 @@ if UALIGN_ALLOCATION_SECONDS > 0:
         "schedule": float(UALIGN_ALLOCATION_SECONDS),
         "options": {"expires": float(UALIGN_ALLOCATION_SECONDS)},
     }
+# The pre-registered questions' stopping rule (issue #22): every UALIGN_QUESTION_SECONDS (0 turns it
+# off), each live study's question is answered from its judgments; an answered one is recorded and,
+# if the question says so, its study paused. How late a stop can be is this interval.
+UALIGN_QUESTION_SECONDS = env_int("UALIGN_QUESTION_SECONDS", 60)
+if UALIGN_QUESTION_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["check-questions"] = {
+        "task": "studies.tasks.check_questions",
+        "schedule": float(UALIGN_QUESTION_SECONDS),
+        "options": {"expires": float(UALIGN_QUESTION_SECONDS)},
+    }
 # Where beat keeps when each entry last ran (serve-prod passes the same path).
 CELERY_BEAT_SCHEDULE_FILENAME = env_str("CELERY_BEAT_SCHEDULE_FILENAME", str(VAR_DIR / "celerybeat-schedule"))
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -22,6 +22,7 @@ from django.utils.text import Truncator
 
 from studies import researcher_views, services
 from studies.admin.common import ReadOnlyAdmin, ReadOnlyInline, rounded
+from studies.admin.question import StudyQuestionInline, stop_record_text
 from studies.candidate_import import imported_candidates
 from studies.estimate import planning_views, plans
 from studies.estimate.export import TABLES
@@ -236,7 +237,7 @@ class StudyAdmin(admin.ModelAdmin):
     # What makes the items: read-only once the design is fixed (Study.design_fixed_reason).
     DESIGN_FIELDS = ["generator", "pool_size", "k_values", "opponent_outputs", "replicates", "annotations_per_item",
                      "attention_check_rate", "held_out_fraction", "seed", "adversary", "screened_opponents"]
-    inlines = [PolicyInline, PreferenceSourceInline]
+    inlines = [PolicyInline, PreferenceSourceInline, StudyQuestionInline]
     actions = ["prepare_selected", "run_simulated_annotators", "download_judgments", "create_invites"]
     # Django 6's default, opted into now: a bare host in the redirect URL means https.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -311,6 +312,10 @@ class StudyAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         study = self.get_object(request, object_id)
+        question = getattr(study, "question", None) if study else None
+        if study and request.method == "GET" and question is not None and question.paused_study and study.status == "paused":
+            self.message_user(request, f"Paused by its pre-registered question's stopping rule. {stop_record_text(question)}",
+                              messages.WARNING)
         extra = {"lifecycle_actions": services.lifecycle_actions(study) if study else [],
                  "design_fit": plans.design_fit(study) if study else None,
                  "held_out_warning": best_held_out_warning(study) if study else ""}

@@ -435,9 +435,24 @@ class _Quality:
     n_excluded: int = 0  # "can't decide" judgments left out of the win rates
 
 
-def _read_judgments(study: Study, origin: str, include_unreviewed: bool) -> list[JudgmentRow]:
+def _read_judgments(study: Study, origin: str, include_unreviewed: bool, only: Q | None = None) -> list[JudgmentRow]:
     rows = judgments_for(study, origin, include_unreviewed=include_unreviewed).order_by("id")
-    return [JudgmentRow(*values) for values in rows.values_list(*_COLUMNS)]
+    return [JudgmentRow(*values) for values in (rows if only is None else rows.filter(only)).values_list(*_COLUMNS)]
+
+
+def headline_arrays(study: Study, origin: str, *, policies: tuple[str, ...] | None = None,
+                    k: int | None = None) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """(policy, k, m) → the adversary cell's rows as `workers.stats` arrays, judgments and decided items weighted
+    as `compute_results` weighs them (the rows of the headline and its anytime-valid interval). `policies` and `k`
+    read only those cells' judgments: the pre-registered question's live answer (`studies.estimate.question`)."""
+    only = Q(assignment__item__opponent_label=ComparisonItem.ADVERSARY, assignment__item__is_attention_check=False)
+    only &= Q() if policies is None else Q(assignment__item__policy__name__in=policies)
+    only &= Q() if k is None else Q(assignment__item__k=k)
+    analysed, _ = _analyse_judgments(study, _read_judgments(study, origin, False, only))
+    _add_decided_items(analysed, study, *_item_cells(study))
+    return {(key.policy, key.k, key.m): analysed.arrays(idx) for key, idx in analysed.groups.items()
+            if key.opponent == ComparisonItem.ADVERSARY and (policies is None or key.policy in policies)
+            and (k is None or key.k == k)}  # fmt: skip
 
 
 def _analyse_judgments(study: Study, rows: list[JudgmentRow]) -> tuple[_Analysed, _Quality]:

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studies', '0016_annotators_adversary'),
+        ('studies', '0017_study_question'),
     ]
 
     operations = [

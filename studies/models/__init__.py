@@ -5,7 +5,7 @@ one judgment per assignment, counts and rates in range); model methods hold the 
 one row; cross-model workflows live in `studies/services.py`, `studies/steps/` and
 `studies/judgment/`. One module per side: `study.py` (the study and the first half of the data
 path), `participants.py` (participants, assignments, judgments), `jobs.py` (jobs, results
-snapshots, the LLMdoctor's rows). Everything is imported from `studies.models`.
+snapshots, the LLMdoctor's rows), `question.py` (the pre-registered question, issue #22). Everything is imported from `studies.models`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from studies.models.participants import (
     ParticipantQuerySet,
     StudySeats,
 )
+from studies.models.question import StudyQuestion
 from studies.models.study import (
     Candidate,
     ComparisonItem,
@@ -51,7 +52,7 @@ from studies.models.study import (
 __all__ = [
     "AllocationRun", "Assignment", "Candidate", "ComparisonItem", "Doctor", "GeneratorModel", "Invite", "ItemCandidate", "Job", "JobQuerySet",
     "Judgment", "Participant", "ParticipantQuerySet", "Policy", "PolicyFit", "PopulationMatrix", "PreferencePair",
-    "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "StudySeats", "TokenRewardCache", "_validate_allocation_half_width",
+    "PreferenceSource", "Prompt", "ResultsSnapshot", "Study", "StudyQuestion", "StudySeats", "TokenRewardCache", "_validate_allocation_half_width",
     "_validate_assignment_timeout", "_validate_held_out_fraction",
     "_validate_k_values", "_validate_object", "new_completion_code", "new_spread", "new_token",
 ]  # fmt: skip
