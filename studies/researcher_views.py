@@ -39,11 +39,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from studies import candidate_import, services
 from studies.estimate import export, preference_pairs, question
+from studies.estimate.plot import results_plot_svg
 from studies.estimate.results import (
     INCLUDE_UNREVIEWED,
     ORIGINS,
     StudyResults,
-    results_plot_svg,
     scope_key,
 )
 from studies.htmx import HtmxHttpRequest

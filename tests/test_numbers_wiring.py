@@ -12,7 +12,8 @@ from django.urls import reverse
 
 import workers.policies as wp
 from studies import simulated_annotators
-from studies.estimate.results import compute_results, results_plot_svg
+from studies.estimate.plot import results_plot_svg
+from studies.estimate.results import compute_results
 from studies.models import Assignment, ComparisonItem, PolicyFit, PreferenceSource
 from studies.steps import fit, population
 from tests.csv_study import csv_study, prepare, utilities_csv
