@@ -78,14 +78,15 @@ def cells_of_interest(study: Study) -> Mapping[CellKey, Question] | None:
     if question is None or question.kind == StudyQuestion.Kind.PRECISION or question.answer:
         return None
     threshold = question.kind == StudyQuestion.Kind.THRESHOLD
+    k = int(question.k or 0)  # validated: one of the study's k values (`StudyQuestion.problems`)
     names = [p.name for p in (question.policy, question.other_policy) if p is not None][: 1 if threshold else 2]
-    asked = Question(float(question.threshold), float(question.margin or 0.0)) if threshold else Question()
+    asked = Question(float(question.threshold or 0.0), float(question.margin or 0.0)) if threshold else Question()
     opponents = [ComparisonItem.ADVERSARY]
     if study.adversary == Study.Adversary.ANNOTATORS:
-        opponents = list(ComparisonItem.objects.filter(study=study, is_attention_check=False, k=question.k,
+        opponents = list(ComparisonItem.objects.filter(study=study, is_attention_check=False, k=k,
                                                        policy__name__in=names, m=study.opponent_outputs)
                          .values_list("opponent_label", flat=True).distinct())  # fmt: skip
-    return {CellKey(name, int(question.k or 0), opponent, study.opponent_outputs): asked
+    return {CellKey(name, k, opponent, study.opponent_outputs): asked
             for name in names for opponent in opponents}  # fmt: skip
 
 

@@ -198,10 +198,11 @@ def parse_doctor_params(params: Mapping[str, Any] | None) -> tuple[DoctorPolicyS
         problems += more
         if doctor is not None:
             doctors.append(doctor)
-    if alpha is None and not problems:
-        alpha, problems = _default_alpha(doctors)
     if problems:
         return None, problems
+    if alpha is None:
+        weight, problems = _default_alpha(doctors)
+        return (None, problems) if problems else (DoctorPolicySpec(weight, tuple(doctors)), [])
     return DoctorPolicySpec(float(alpha), tuple(doctors)), []
 
 
