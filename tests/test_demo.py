@@ -31,6 +31,7 @@ def test_the_demo_study_is_created_once_with_its_design():
     assert first.prompts.count() == len(demo.PROMPTS) == 12
     assert first.k_values == [1, 2, 4, 8]
     assert (first.pool_size, first.replicates, first.annotations_per_item) == (8, 4, 2)
+    assert first.held_out_fraction == 0  # fits on the whole pool of 8: nothing held out, no best text lost
     assert first.generator.model_ref == "smollm2-135m-instruct"
     assert first.generator.decoding["system_prompt"] == demo.SYSTEM_PROMPT
     assert sorted(first.policies.values_list("kind", flat=True)) == sorted(
