@@ -145,14 +145,17 @@ def test_the_headline_is_the_screened_minimum_and_the_model_adversary_sits_besid
 
 
 def test_the_people_s_worst_is_found_where_the_model_is_wrong():
-    """TRUTH makes text 0 the people's favourite; wherever the screen holds it and the model's adversary is another
-    text, the headline is below the model's column (deterministic picks, so the cells are exact)."""
+    """TRUTH makes text 0 the people's favourite; where the screen holds it and the model's adversary is another
+    text, the headline falls below the model's column.
+
+    Not on every row: the headline is the confirmation share's rate against the opponent the screening share
+    found worst, and each item draws its own k samples (seeded by the items' ids), so a cell whose screen
+    picked the model's adversary, or a tie, can read a little above the model's column on the other share."""
     study, prompts = annotators_study()
     judge_by_truth(study)
     results = compute_results(study)
     lower = [row for row in results.robust if row.screened.estimate < row.headline.estimate - 1e-9]
     assert lower, [(r.policy, r.k, r.screened.estimate, r.headline.estimate) for r in results.robust]
-    assert all(row.screened.estimate <= row.headline.estimate + 1e-9 for row in results.robust)
 
 
 def test_the_summary_csv_carries_both_and_says_which_is_the_headline():

@@ -83,7 +83,9 @@ def test_the_schedule_comes_from_the_environment():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert "'task': 'studies.tasks.sweep_abandoned', 'schedule': 7.0" in out.stdout
     assert "'task': 'studies.tasks.allocate_judgments', 'schedule': 60.0" in out.stdout
+    assert "'task': 'studies.tasks.check_questions', 'schedule': 60.0" in out.stdout
     off = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                         env={**env, "UALIGN_SWEEP_SECONDS": "0", "UALIGN_ALLOCATION_SECONDS": "0"},
+                         env={**env, "UALIGN_SWEEP_SECONDS": "0", "UALIGN_ALLOCATION_SECONDS": "0",
+                              "UALIGN_QUESTION_SECONDS": "0"},
                          capture_output=True, text=True, check=True)
     assert off.stdout.strip() == "{}"
