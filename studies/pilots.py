@@ -78,14 +78,15 @@ def create_pilot(study: Study) -> Study:
     policies = _copy_policies(study, pilot)
     _copy_fits(study, prompts, policies)
     _copy_items(study, pilot, prompts, policies)
-    _copy_question(study, pilot, policies)
+    copy_question(study, pilot, policies)
     return pilot
 
 
-def _copy_question(study: Study, pilot: Study, policies: dict[int, Policy]) -> None:
-    """The original's pre-registered question, on the pilot's copies of its policies, not yet answered (issue
-    #22): the pilot shows whether, and when, the question would be answered. `bulk_create`, not `save`: the
-    pilot is created live, and a live study's question is frozen (it is fixed here, before any judgment)."""
+def copy_question(study: Study, pilot: Study, policies: dict[int, Policy]) -> None:
+    """The original's pre-registered question, on `pilot`'s copies of its policies (original policy id →
+    copy), not yet answered (issue #22): a pilot shows whether, and when, the question would be answered; a
+    draft copy starts from it. `bulk_create`, not `save`: a pilot is created live, and a live study's
+    question is frozen (it is fixed here, before any judgment)."""
     question = StudyQuestion.objects.filter(study=study).first()
     if question is None:
         return

@@ -446,8 +446,8 @@ def change_study_status(*, study: Study, action: str) -> Study:
 # --- Copy as a new draft ---------------------------------------------------------------------------
 
 COPY_EXPLANATION = (
-    "A new draft study gets this study's settings, policies, preference sources and prompts, so you can change "
-    "its design and prepare it afresh. Not copied: candidates, populations, fits, comparison items, participants "
+    "A new draft study gets this study's settings, policies, preference sources, prompts and pre-registered "
+    "question (not yet answered), so you can change its design and prepare it afresh. Not copied: candidates, populations, fits, comparison items, participants "
     "and judgments; the invite token and completion code (the copy gets new ones) and the completion URL (set the "
     "copy's own); and the data of CSV preference sources, which name this study's candidates (upload them again "
     "once the copy's candidates exist). This study stays as it is."
@@ -469,7 +469,8 @@ def _free_slug(slug: str) -> str:
 
 @transaction.atomic
 def copy_study_as_draft(*, study: Study) -> Study:
-    """A new draft study with this one's settings, policies, preference sources and prompts.
+    """A new draft study with this one's settings, policies, preference sources, prompts and
+    pre-registered question (unanswered, editable: the copy is a draft).
 
     Not copied: candidates, populations, fits, items, participants and judgments (the copy is
     prepared afresh); the invite token and completion code (new ones: it is another study for
@@ -479,10 +480,11 @@ def copy_study_as_draft(*, study: Study) -> Study:
     """
     fields = {f.attname: getattr(study, f.attname) for f in Study._meta.concrete_fields if f.name not in NOT_COPIED}
     copy = Study.objects.create(**fields, slug=_free_slug(study.slug), title=f"{study.title} (copy)"[:200])
-    Policy.objects.bulk_create([
-        Policy(study=copy, name=p.name, kind=p.kind, params=p.params, generator_id=p.generator_id)
-        for p in study.policies.order_by("id")
+    originals = list(study.policies.order_by("id"))
+    copies = Policy.objects.bulk_create([
+        Policy(study=copy, name=p.name, kind=p.kind, params=p.params, generator_id=p.generator_id) for p in originals
     ])
+    pilots.copy_question(study, copy, {p.pk: c for p, c in zip(originals, copies, strict=True)})
     PreferenceSource.objects.bulk_create([
         PreferenceSource(study=copy, kind=s.kind, params=s.params, weight=s.weight,
                          data="" if s.kind == PreferenceSource.Kind.CSV else s.data)

@@ -20,6 +20,7 @@ from studies.models import (
     PreferenceSource,
     Prompt,
     Study,
+    StudyQuestion,
 )
 from tests.factories import (
     make_generator,
@@ -143,8 +144,19 @@ def test_copy_as_a_new_draft_takes_the_design_but_no_candidates_items_or_judgmen
     study = study_with_items(title="Tea study", max_participants=40, pool_size=12, attention_check_rate=0.25,
                              completion_redirect_url="https://app.prolific.com/submissions/complete?cc=X")
     make_participant(study=study)
+    live = study.status
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.DRAFT)  # asked before going live, as the admin does
+    StudyQuestion.objects.create(study=study, kind="threshold", policy=study.policies.get(), k=study.k_values[0],
+                                 threshold=0.8, margin=0.02, alpha=0.1, on_answer="tell")  # fmt: skip
+    Study.objects.filter(pk=study.pk).update(status=live)
+    StudyQuestion.objects.filter(study=study).update(answer=StudyQuestion.Answer.NO, answer_text="answered")
     copy = services.copy_study_as_draft(study=study)
 
+    question = StudyQuestion.objects.get(study=copy)  # the copy's own, on its own policy, not yet answered
+    assert question.policy.study_id == copy.pk
+    assert (question.kind, question.k, question.threshold, question.margin, question.alpha, question.on_answer) == (
+        "threshold", study.k_values[0], 0.8, 0.02, 0.1, "tell")
+    assert (question.answer, question.answer_text, question.answered_at) == ("", "", None)
     assert (copy.status, copy.title, copy.slug) == (Study.Status.DRAFT, "Tea study (copy)", f"{study.slug}-copy")
     for field in ("k_values", "opponent_outputs", "pool_size", "attention_check_rate", "max_participants",
                   "consent_text", "instructions", "generator_id", "assignment_timeout", "seed"):
