@@ -27,19 +27,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
+from studies.estimate import results
 from studies.judgment import sql
 from studies.models import (
     AllocationRun,
     ComparisonItem,
     Judgment,
-    Participant,
     Study,
     StudyQuestion,
 )
-from workers.policies.credit import decided_item_weight, tie_credit
+from workers.policies.credit import decided_item_weight, judgment_credit, tie_credit
 from workers.stats import allocation as rule
 from workers.stats import sequential
 
@@ -119,11 +118,9 @@ class Seen:
 
 
 def left_out_participants(study: Study) -> tuple[int, ...]:
-    """Participants whose judgments the results leave out by default (rejected in review, or ended)."""
-    rows = Participant.objects.filter(study=study).filter(
-        Q(review_status=Participant.Review.REJECTED) | Q(status=Participant.Status.ENDED)
-    )
-    return tuple(rows.order_by("id").values_list("id", flat=True))
+    """Participants whose judgments the results leave out by default (rejected in review, or ended):
+    the results' own list (`results.flagged_participants`), so the two cannot disagree."""
+    return tuple(pk for pk, _ in results.flagged_participants(study))
 
 
 def _cells(study: Study, as_of: datetime, left_out: tuple[int, ...], tie: bool) -> tuple[Seen, dict[CellKey, _Cell]]:
@@ -150,7 +147,8 @@ def _cells(study: Study, as_of: datetime, left_out: tuple[int, ...], tie: bool) 
         "assignment__item__opponent_label", "assignment__item__m", "assignment__item__prompt_id",
     ):  # fmt: skip
         ids.append(pk)
-        value = tie_credit(k, m) if cant_decide and tie else (None if cant_decide else credit)
+        # The pick stored the chosen text's credit; "can't decide" is the credit rule's to count or not.
+        value = judgment_credit(None, None, k=k, m=m, cant_decide_as_tie=tie) if cant_decide else credit
         if value is not None:
             cell = cells[CellKey(policy, k, opponent, m)]
             cell.rows[prompt].append((float(value), 1.0))
