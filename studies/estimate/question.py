@@ -117,11 +117,9 @@ def origin_of(study: Study) -> str:
 
 
 def prompt_means(arrays: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted prompt ids, their weighted mean credits): the units of `sequential.anytime_interval`."""
-    prompts, codes = np.unique(np.asarray(arrays["prompt_ids"]), return_inverse=True)
-    codes = codes.reshape(-1)
-    w, y = np.asarray(arrays["weights"], dtype=np.float64), np.asarray(arrays["credit"], dtype=np.float64)
-    return prompts, np.bincount(codes, weights=w * y) / np.bincount(codes, weights=w)
+    """(sorted prompt ids, their weighted mean credits) of a cell's `headline_arrays`: the units of
+    `sequential.anytime_interval` (`sequential.prompt_means`)."""
+    return sequential.prompt_means(arrays["credit"], arrays["prompt_ids"], arrays["weights"])
 
 
 def _sequence(units: np.ndarray, *, alpha: float, planned: int, sd: float) -> sequential.Sequence:

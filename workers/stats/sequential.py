@@ -81,6 +81,7 @@ __all__ = [
     "confidence_sequence",
     "first_answer",
     "mixture_radius",
+    "prompt_means",
     "fixed_interval",
     "fixed_sample_size",
     "tuned_rho",
@@ -318,6 +319,23 @@ class AnytimeInterval:
         return self.n_prompts < MIN_UNITS
 
 
+def prompt_means(
+    credit: npt.ArrayLike,
+    prompt_ids: npt.ArrayLike,
+    weights: npt.ArrayLike | None = None,
+) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """(sorted prompt ids, their weighted mean credits): a cell's units (module docstring), from its
+    rows (one per judgment or decided item)."""
+    y = np.asarray(credit, dtype=np.float64)
+    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    prompts, codes = np.unique(
+        np.asarray(prompt_ids, dtype=np.int64), return_inverse=True
+    )
+    codes = codes.reshape(-1)
+    means = np.bincount(codes, weights=w * y) / np.bincount(codes, weights=w)
+    return prompts, means
+
+
 def anytime_interval(
     credit: npt.ArrayLike,
     prompt_ids: npt.ArrayLike,
@@ -335,12 +353,9 @@ def anytime_interval(
     largest a [0, 1] credit's prompt mean can have: no pilot needed, and a smaller true sd only moves
     the tightest point later). None when there are no rows.
     """
-    y = np.asarray(credit, dtype=np.float64)
-    if y.size == 0:
+    if np.asarray(credit).size == 0:
         return None
-    w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=np.float64)
-    codes = np.unique(np.asarray(prompt_ids), return_inverse=True)[1].reshape(-1)
-    units = np.bincount(codes, weights=w * y) / np.bincount(codes, weights=w)
+    units = prompt_means(credit, prompt_ids, weights)[1]
     alpha = 1.0 - confidence
     cs = confidence_sequence(
         units,
