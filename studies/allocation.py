@@ -164,7 +164,11 @@ def _units(key: CellKey, cell: _Cell, per_item: int) -> np.ndarray:
         weight = decided_item_weight(cell.judged, cell.to_judge, per_item)
         for prompt in cell.decided:
             rows.setdefault(prompt, []).append((tie_credit(key.k, key.m), weight))
-    return np.array([sum(c * w for c, w in v) / sum(w for _, w in v) for _, v in sorted(rows.items())])
+    flat = [(prompt, c, w) for prompt, values in rows.items() for c, w in values]
+    if not flat:
+        return np.array([])
+    prompts, credits, weights = zip(*flat, strict=True)
+    return sequential.prompt_means(credits, prompts, weights)[1]
 
 
 def parameters_of(study: Study) -> dict[str, Any]:
