@@ -246,7 +246,7 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
     GET shows the landing page (no side effects); its form POSTs here to create the participant.
     A browser that already joined goes straight to its current step.
     """
-    study = Study.objects.filter(slug=slug).first()
+    study = flow.find_study(slug)
     if study is None or study.is_pilot:  # a pilot copy is for simulated annotators only
         return _link_invalid(request)
     form = JoinForm(request.POST if request.method == "POST" else request.GET)
@@ -261,7 +261,7 @@ def join(request: HtmxHttpRequest, slug: str) -> HttpResponse:
         flow.check_link(study, invite=form.cleaned_data["invite"], pid=pid)  # by the study's recruitment mode
     except LinkRefused as exc:
         return _refused(request, exc)
-    if pid and Participant.objects.filter(study=study, external_id=pid).exists():
+    if pid and flow.pid_taken(study, pid):
         return _started_elsewhere(request, study)
     if request.method == "GET":
         try:

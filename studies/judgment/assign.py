@@ -247,12 +247,24 @@ def claim_next(participant: Participant, done: Done, *, now: datetime, shown_now
     return None
 
 
-def current_assignment(participant: Participant) -> Assignment | None:
-    """The participant's open assignment (at most one: they are handed out under their row lock)."""
+@cache
+def _current_sql() -> str:
     return (
-        participant.assignments.filter(status=Assignment.Status.ASSIGNED)
-        .select_related("item__prompt").order_by("id").first()
-    )  # fmt: skip
+        f"SELECT {A.sql}, {I.sql}, {PR.sql} FROM {A.table} JOIN {I.table} ON i.id = a.item_id"
+        f" JOIN {PR.table} ON pr.id = i.prompt_id WHERE a.participant_id = %s AND a.status = %s ORDER BY a.id LIMIT 1"
+    )
+
+
+def current_assignment(participant: Participant) -> Assignment | None:
+    """The participant's open assignment (at most one: they are handed out under their row lock),
+    with its item and the item's prompt (one query)."""
+    row = sql.fetch_one(_current_sql(), [participant.pk, Assignment.Status.ASSIGNED])
+    if row is None:
+        return None
+    assignment = A.load(row)
+    assignment.item = I.load(row, len(A))
+    assignment.item.prompt = PR.load(row, len(A) + len(I))
+    return assignment
 
 
 @transaction.atomic

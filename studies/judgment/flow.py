@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from studies.judgment import assign, rules, seats, sql
 from studies.models import Invite, Participant, Study
+from studies.models.participants import new_pseudonym
 
 COMPREHENSION_ATTEMPTS = 2
 
@@ -40,6 +41,21 @@ class StudyUnavailable(Exception):
 
 
 # --- Joining ------------------------------------------------------------------------------
+
+
+S = sql.columns(Study, "s")
+
+
+def find_study(slug: str) -> Study | None:
+    """The study a link names, by its slug (one prepared statement: every newcomer's first two pages ask)."""
+    row = sql.fetch_one(f"SELECT {S.sql} FROM {S.table} WHERE s.slug = %s", [slug])
+    return None if row is None else S.load(row)
+
+
+def pid_taken(study: Study, pid: str) -> bool:
+    """Whether this Prolific PID already has a participant in the study."""
+    query = f"SELECT 1 FROM {assign.P.table} WHERE p.study_id = %s AND p.external_id = %s LIMIT 1"
+    return sql.fetch_one(query, [study.pk, pid]) is not None
 
 
 def is_valid_invite(study: Study, token: str) -> bool:
@@ -207,7 +223,7 @@ def join_study(
         raise StudyUnavailable("closed")
     prolific_pid = normalized_pid(study, prolific_pid)
     used = None if invite is None else check_link(study, invite=invite, pid=prolific_pid, lock=True)
-    if prolific_pid and Participant.objects.filter(study=study, external_id=prolific_pid).exists():
+    if prolific_pid and pid_taken(study, prolific_pid):
         raise AlreadyJoined()
     check_join_rate(study=study, client_key=client_key)
     _ensure_open_releasing(study)  # abandoned tasks free places for newcomers
@@ -215,8 +231,8 @@ def join_study(
     if prolific_pid:
         fields |= {"prolific_study_id": prolific_study_id, "prolific_session_id": prolific_session_id}
     try:
-        with transaction.atomic():
-            participant = Participant.objects.create(**fields)
+        with transaction.atomic():  # a savepoint: the unique PID's violation leaves the transaction usable
+            participant = sql.insert(Participant(**fields, pseudonym=new_pseudonym()))  # as save() names one
     except IntegrityError:
         raise AlreadyJoined() from None  # the same PID joined at the same moment elsewhere
     if used is not None:

@@ -118,8 +118,13 @@ class Participant(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         if not self.pseudonym:
-            self.pseudonym = "p-" + secrets.token_hex(6)
+            self.pseudonym = new_pseudonym()
         super().save(*args, **kwargs)
+
+
+def new_pseudonym() -> str:
+    """A participant's pseudonym (what exports and the admin show instead of their Prolific ID)."""
+    return "p-" + secrets.token_hex(6)
 
 
 class StudySeats(models.Model):
