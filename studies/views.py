@@ -298,7 +298,7 @@ def _create_participant(request: HtmxHttpRequest, study: Study, form: JoinForm) 
         response = render(request, "studies/too_many_joins.html", {"study": study}, status=429)
         response["Retry-After"] = str(exc.retry_after)
         return response
-    return _bind(redirect(_step_url(participant)), study, participant)
+    return _bind(_show_step(request, study, participant), study, participant)
 
 
 @never_cache
@@ -325,8 +325,12 @@ def consent(request: HtmxHttpRequest, study: Study, participant: Participant) ->
             participant = flow.record_consent(participant=participant, accepted=form.accepted)
         except StudyUnavailable as exc:
             return _unavailable(request, study, exc.reason)
-        return redirect(_step_url(participant))
-    context = {"study": study, "form": form, "duration": _consent_duration(study)}
+        return _show_step(request, study, participant)
+    return _consent_page(request, study, form)
+
+
+def _consent_page(request: HtmxHttpRequest, study: Study, form: ConsentForm, **context) -> HttpResponse:
+    context |= {"study": study, "form": form, "duration": _consent_duration(study)}
     return render(request, "studies/consent.html", context)
 
 
@@ -348,8 +352,32 @@ def instructions(request: HtmxHttpRequest, study: Study, participant: Participan
             form = ComprehensionForm(choices=study.comprehension_choices)  # a fresh try, unselected
             context = _instructions_context(request, study, participant, form, True)
             return render(request, "studies/instructions.html", context)
-        return redirect(_step_url(participant))
+        return _show_step(request, study, participant)
     return render(request, "studies/instructions.html", _instructions_context(request, study, participant, form, False))
+
+
+def _show_step(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
+    """After a step's form is saved (join, consent, instructions), the participant's next step in
+    this response, not a redirect to it: one round trip instead of two per step, for the annotator
+    on a slow connection and for the server when hundreds arrive at once (#26: the three redirects'
+    GETs were half of onboarding's server time). The page names its own URL (`step_url`: the
+    canonical link, which annotate.js puts in the address bar with history.replaceState), so that
+    a reload or a bookmark asks for the step, not the form again. A re-sent form is harmless too:
+    each step's POST from a participant already past it is sent to their current step.
+
+    Anything but the onboarding's next page (declined, a paused or closed study, no task left)
+    is redirected to, as before.
+    """
+    step, url = STEP_FOR_STATUS.get(participant.status), _step_url(participant)
+    if step is None or not study.is_accepting_participants:
+        return redirect(url)
+    if step == "consent":
+        return _consent_page(request, study, ConsentForm(), step_url=url)
+    if step == "instructions":
+        form = ComprehensionForm(choices=study.comprehension_choices) if study.comprehension_question else None
+        context = _instructions_context(request, study, participant, form, False) | {"step_url": url}
+        return render(request, "studies/instructions.html", context)
+    return _next_task(request, study, participant, step_url=url)
 
 
 def _instructions_context(request: HtmxHttpRequest, study: Study, participant: Participant, form, wrong: bool) -> dict:
@@ -385,7 +413,8 @@ def _task_context(
     }
 
 
-def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "") -> HttpResponse:
+def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant, notice: str = "",
+               step_url: str = "") -> HttpResponse:
     """The next task, as the full page or (htmx) as the `comparison` partial."""
     assignment = assign.assign_next_item(participant=participant, shown_now=True)
     if assignment is None:
@@ -398,12 +427,14 @@ def _next_task(request: HtmxHttpRequest, study: Study, participant: Participant,
         if request.htmx:
             return HttpResponseClientRedirect(reverse("studies:task", args=[study.slug]))
         return _unavailable(request, study, "full")
-    return _show_task(request, study, participant, assignment, done=participant.tasks_done, notice=notice)
+    return _show_task(request, study, participant, assignment, done=participant.tasks_done, notice=notice,
+                      step_url=step_url)
 
 
 def _show_task(request: HtmxHttpRequest, study: Study, participant: Participant, assignment: Assignment, *,
-               done: int, notice: str = "") -> HttpResponse:
+               done: int, notice: str = "", step_url: str = "") -> HttpResponse:
     context = _task_context(request, study, participant, assignment, done=done, notice=notice)
+    context["step_url"] = step_url
     if request.htmx:
         return _partial(request, context)
     return render(request, "studies/annotate.html", context)

@@ -24,7 +24,8 @@ def join(client: Client, study: Study, **params) -> Participant:
     landing = client.get(url("join", study), params)
     assert landing.status_code == 200
     response = client.post(url("join", study), {**params, "csrfmiddlewaretoken": str(landing.context["csrf_token"])})
-    assert response.status_code == 302
+    assert response.status_code == 200  # the consent page in the join's answer, naming its own URL
+    assert f'<link rel="canonical" href="{url("consent", study)}">' in response.content.decode()
     return Participant.objects.filter(study=study).latest("id")
 
 

@@ -94,6 +94,31 @@ def test_without_javascript_plain_form_posts_complete_the_study(live_server, bro
     context.close()
 
 
+def test_each_onboarding_step_is_one_round_trip_and_the_address_bar_names_the_step(live_server, browser):
+    """#26: a step's POST answers with the next step's page (no redirect and second request); the
+    address bar then shows that step's own URL, so a reload asks for the step, not the form again."""
+    study = build_study(items_per_participant=3)
+    page = browser.new_page()
+    documents: list[tuple[str, str, int]] = []
+    page.on("response", lambda r: documents.append((r.request.method, r.url.removeprefix(live_server.url), r.status))
+            if r.request.resource_type == "document" else None)  # fmt: skip
+    page.goto(f"{live_server.url}{study.participant_link()}")
+    base = f"/s/{study.slug}/"
+    for button, step in (("Start", "consent"), ("I agree, continue", "instructions"), ("Start the tasks", "task")):
+        documents.clear()
+        page.get_by_role("button", name=button, exact=True).click()
+        page.wait_for_url(f"**{base}{step}/")
+        assert [(method, status) for method, _, status in documents] == [("POST", 200)], documents
+    assert page.locator("#task-heading").inner_text().lower() == "task 1 of 3"
+    first = page.locator("input[name=assignment]").first.get_attribute("value")
+    documents.clear()
+    page.reload()
+    assert documents == [("GET", f"{base}task/", 200)]  # the task page itself, no form sent again
+    assert page.locator("input[name=assignment]").first.get_attribute("value") == first  # the same task
+    assert Participant.objects.get(study=study).assignments.count() == 1
+    page.close()
+
+
 @pytest.mark.skipif(os.environ.get("UALIGN_SCREENSHOTS") != "1", reason="set UALIGN_SCREENSHOTS=1 to refresh docs/")
 def test_task_page_screenshots(live_server, browser):
     study = make_study(status=Study.Status.LIVE, title="Helpful explanations", items_per_participant=10,

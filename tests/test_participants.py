@@ -102,10 +102,12 @@ def test_the_sweep_releases_abandoned_assignments_of_participants_still_in_progr
 def test_every_step_and_pick_counts_as_activity():
     study = make_live_study(items_per_participant=3)
     browser = Client()
-    participant = start(browser, study)
+    participant = join(browser, study)
+    browser.post(url("consent", study), {"decision": "accept"})
     idle_since(participant, LONG_AGO)
-    browser.get(url("task", study))  # a new task
+    browser.post(url("instructions", study))  # the first task, in the answer
     participant.refresh_from_db()
+    assert participant.status == Participant.Status.ACTIVE
     assert timezone.now() - participant.last_active_at < timedelta(minutes=1)
     idle_since(participant, LONG_AGO)
     response = browser.post(url("submit_judgment", study), {"assignment": open_assignment(participant).pk,

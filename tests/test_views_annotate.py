@@ -33,8 +33,10 @@ def test_an_invite_link_shows_a_landing_page_and_its_post_creates_the_participan
     assert b"Start" in landing.content
     assert not Participant.objects.exists()  # the GET has no side effects
     response = client.post(url("join", study), {"invite": study.invite_token})
-    assert response.status_code == 302
-    assert response["Location"] == url("consent", study)
+    assert response.status_code == 200  # the consent page in the answer, no redirect (#26), naming its URL
+    assert b'name="decision"' in response.content
+    assert f'<link rel="canonical" href="{url("consent", study)}">' in response.content.decode()
+    assert client.get(url("consent", study)).status_code == 200  # what a reload asks for
     participant = Participant.objects.get(study=study)
     assert participant.external_id == ""
     cookie = client.cookies[f"ualign_p{study.pk}"]
@@ -148,7 +150,9 @@ def test_a_right_comprehension_answer_starts_the_tasks(client):
     join(client, study)
     client.post(url("consent", study), {"decision": "accept"})
     response = client.post(url("instructions", study), {"answer": "Pick the best"})
-    assert response["Location"] == url("task", study)
+    assert response.status_code == 200  # the first task in the answer, naming the task page's URL
+    assert response.context["assignment"].participant.status == Participant.Status.ACTIVE
+    assert f'<link rel="canonical" href="{url("task", study)}">' in response.content.decode()
 
 
 # --- The task page ------------------------------------------------------------------------
@@ -267,7 +271,7 @@ def test_judgment_posts_need_a_csrf_token():
     assert browser.post(url("consent", study), {"decision": "accept"}).status_code == 403
     consent = browser.get(url("consent", study))
     token = consent.context["csrf_token"]
-    assert browser.post(url("consent", study), {"decision": "accept", "csrfmiddlewaretoken": token}).status_code == 302
+    assert browser.post(url("consent", study), {"decision": "accept", "csrfmiddlewaretoken": token}).status_code == 200
 
 
 def test_cant_decide_is_offered_on_attention_checks_too_and_misses_them(client):

@@ -5,6 +5,17 @@
   "use strict";
   var SETTLE_MS = 350;
 
+  // A step shown in the answer to the previous step's form (join, consent, instructions: one round
+  // trip, no redirect) names its own address: put it in the address bar, so that a reload or a
+  // bookmark asks for the step itself instead of sending the form again.
+  var canonical = document.querySelector('link[rel="canonical"]');
+  if (canonical && window.history.replaceState) {
+    var here = new URL(canonical.href, window.location.href);
+    if (here.origin === window.location.origin && here.pathname !== window.location.pathname) {
+      window.history.replaceState(window.history.state, "", here.pathname);
+    }
+  }
+
   function comparison() { return document.getElementById("comparison"); }
 
   // A task takes picks once it has settled: `data-ready` says so (browser tests wait for it; a
