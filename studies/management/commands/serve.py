@@ -84,6 +84,11 @@ class Command(BaseCommand):
                             help="set up the demo study, prepare it on the worker and make it live when ready")
 
     def handle(self, *args, addr: str, no_worker: bool, demo: bool = False, **options) -> None:
+        # Ctrl-C (SIGINT) stops everything even when this process started with SIGINT ignored: a
+        # background job of a non-interactive shell (a script's `&`, nohup, some CI runners) starts
+        # so, and Python then installs no KeyboardInterrupt handler; the worker and beat, which set
+        # their own, would stop on it while this command went on serving.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         check_port_free(addr)
         if not os.environ.get("SITE_URL"):
             # Links printed here and the simulated annotators' requests (from the worker) go to this server.
