@@ -157,11 +157,14 @@ def _mind_from_file(prompt: Prompt, resolved: StudyUtilities) -> PromptMind:
 
 
 class _PageParser(HTMLParser):
-    """What a no-JS browser needs from a page: form fields and submit buttons."""
+    """What a no-JS browser needs from a page: form fields, submit buttons, the first POST form's
+    action and the page's canonical link (the URL a step shown in a form's answer names)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.inputs: dict[str, str] = {}
+        self.canonical = ""
+        self.form_action = ""
         self.choices: list[int] = []
         self.completion_code = ""
         self._in_code = False
@@ -170,6 +173,10 @@ class _PageParser(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         if tag == "input" and a.get("name"):
             self.inputs.setdefault(a["name"], a.get("value", ""))
+        elif tag == "link" and a.get("rel") == "canonical":
+            self.canonical = a.get("href", "")
+        elif tag == "form" and a.get("method", "").lower() == "post" and not self.form_action:
+            self.form_action = a.get("action", "")
         elif tag == "button" and a.get("name") == "choice" and a.get("value", "").isdigit():
             self.choices.append(int(a["value"]))
         self._in_code = a.get("id") == "completion-code"
@@ -188,7 +195,17 @@ class Page:
 
     @property
     def path(self) -> str:
-        return urllib.parse.urlsplit(self.url).path
+        """The page's own path: its canonical link's when it has one (each onboarding step's POST
+        answers with the next step's page, which names its URL; a browser with JavaScript shows
+        that one), else the URL's."""
+        canonical = self.parse().canonical
+        return urllib.parse.urlsplit(urllib.parse.urljoin(self.url, canonical) if canonical else self.url).path
+
+    @property
+    def form_url(self) -> str:
+        """Where the page's form posts: its action, or the page's own URL without one."""
+        action = self.parse().form_action
+        return urllib.parse.urljoin(self.url, action) if action else self.url
 
     def parse(self) -> _PageParser:
         parser = _PageParser()
@@ -296,10 +313,10 @@ def run_annotator(
             if outcome.note:
                 break
         if step == "consent":
-            page = browser.post(page.url, {"decision": "accept"}, page)
+            page = browser.post(page.form_url, {"decision": "accept"}, page)
         elif step == "instructions":
             fields = {"answer": study.comprehension_answer} if study.comprehension_question else {}
-            page = browser.post(page.url, fields, page)
+            page = browser.post(page.form_url, fields, page)
         elif step == "task":
             parsed = page.parse()
             assignment_id = parsed.inputs.get("assignment", "")

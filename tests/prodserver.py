@@ -149,11 +149,11 @@ def walk_to_first_task(browser: Browser, study: Study) -> Page:
     page = browser.get(f"/s/{study.slug}/?invite={study.invite_token}")
     assert page.status == 200, (page.status, page.path)
     fields = {name: value for name, value in page.parse().inputs.items() if name != "csrfmiddlewaretoken"}
-    page = browser.post(page.url, fields, page)
+    page = browser.post(page.url, fields, page)  # each step's answer is the next step's page
     assert page.path.endswith("/consent/"), (page.status, page.path, page.html[:500])
-    page = browser.post(page.url, {"decision": "accept"}, page)
+    page = browser.post(page.form_url, {"decision": "accept"}, page)
     assert page.path.endswith("/instructions/"), (page.status, page.path)
-    page = browser.post(page.url, {}, page)
+    page = browser.post(page.form_url, {}, page)
     assert page.path.endswith("/task/"), (page.status, page.path)
     return page
 

@@ -299,10 +299,12 @@ def test_a_paused_study_tells_its_annotators_so_and_its_page_says_why(client, re
         make_item(study=study, prompt=prompt, policy=study.policies.get(), texts=[f"k4 {prompt.pk}", f"x {prompt.pk}"],
                   counts=[(4, 0), (0, 1)], k=4)
     ask(study, kind="threshold", policy=study.policies.get(), k=2, threshold=0.5)
-    start(client, study)
+    participant = start(client, study)  # with their first task open
     assert live.record_if_answered(study.question.pk).paused_study
     study.refresh_from_db()
     assert study.status == Study.Status.PAUSED
+    current = participant.assignments.get(status="assigned")  # theirs to finish, as with any pause
+    client.post(url("submit_judgment", study), {"assignment": current.pk, "choice": 1})
     assert 'id="paused-heading"' in client.get(url("task", study)).content.decode()  # the existing pause page
 
     page = researcher_client.get(reverse("admin:studies_study_change", args=[study.pk])).content.decode()
