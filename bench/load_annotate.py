@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import resource
@@ -104,6 +105,9 @@ def _arguments() -> argparse.Namespace:
                         help="the burst: annotators who all arrive within 10 s and onboard over HTTP")
     parser.add_argument("--burst-users", type=int, default=0,
                         help="a second, larger burst (e.g. 1000, within 10 s) after the others; 0: none")
+    parser.add_argument("--arrival", choices=("spread", "batched"), default="spread",
+                        help="how a burst's annotators arrive: spread evenly over its seconds (default), or in "
+                             "locust's batches (spawn-rate users within a millisecond, once a second)")
     parser.add_argument("--page-cpu", type=int, default=30,
                         help="newcomers walked in process after the runs, for each page's CPU (0: skip)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -246,14 +250,20 @@ def stats_prefix(phase: Phase) -> str:
 
 
 def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: tuple[str, str],
-                spawn_rate: int, *, locustfile: Path = LOCUSTFILE, extra_env: dict[str, str] | None = None) -> Phase:
+                spawn_rate: int, *, locustfile: Path = LOCUSTFILE, extra_env: dict[str, str] | None = None,
+                arrival: str = "spread") -> Phase:
     """One headless locust run of `user_class`; `locustfile` and `extra_env` let bench/peers drive
-    other tools with the same profile, read back under the same row names ("pick")."""
+    other tools with the same profile, read back under the same row names ("pick"). `arrival`:
+    "spread", each arriving annotator waits a random fraction of the interval between locust's
+    batches of users before starting (the arrivals spread evenly over the burst), or "batched",
+    locust's own batches (spawn_rate users at once, every second)."""
     prefix = tmp / stats_prefix(phase)
     ack_file = tmp / f"{prefix.name}_ack.json"
     env = {**os.environ, "BENCH_SLUG": study[0], "BENCH_INVITE": study[1], "BENCH_ACK_FILE": str(ack_file),
            "BENCH_PARTICIPANTS": str(tmp / "participants.json") if user_class == "ClosedLoopAnnotator" else "",
-           "BENCH_USERS": str(phase.users) if user_class == "RealisticAnnotator" else "", **(extra_env or {})}
+           "BENCH_USERS": str(phase.users) if user_class == "RealisticAnnotator" else "",
+           "BENCH_ARRIVAL_SPREAD": str(max(1, math.floor(spawn_rate)) / spawn_rate if arrival == "spread" else 0),
+           **(extra_env or {})}
     command = [str(LOCUST), "-f", str(locustfile), "--headless", "--host", base_url, "-u", str(phase.users),
                "-r", str(spawn_rate), "-t", f"{phase.seconds}s", "--stop-timeout", "30",
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
@@ -542,12 +552,13 @@ def main() -> None:
             "closed": _run_locust(Phase("picks, closed loop", args.closed_users, args.closed_seconds),
                                   "ClosedLoopAnnotator", base_url, tmp, study, 50),
             "realistic": _run_locust(Phase("picks, 3-8 s think time", args.realistic_users, args.realistic_seconds),
-                                     "RealisticAnnotator", base_url, tmp, study, max(1, args.realistic_users // 10)),
+                                     "RealisticAnnotator", base_url, tmp, study, max(1, args.realistic_users // 10),
+                                     arrival=args.arrival),
         }  # fmt: skip
         if args.burst_users:
             phases["burst"] = _run_locust(Phase(f"burst of {args.burst_users}, 3-8 s think time", args.burst_users,
                                                 args.realistic_seconds), "RealisticAnnotator", base_url, tmp, study,
-                                          max(1, args.burst_users // 10))  # fmt: skip
+                                          max(1, args.burst_users // 10), arrival=args.arrival)  # fmt: skip
         _stop(server)
         server = None
         db = _check_database(study[0])

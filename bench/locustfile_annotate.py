@@ -14,7 +14,7 @@ Environment: BENCH_SLUG, BENCH_INVITE (the study), BENCH_ACK_FILE (where each pr
 how many picks the server acknowledged, for the bench to check against the database),
 BENCH_PARTICIPANTS (a JSON list of prepared participants: cookies and first assignment),
 BENCH_USERS (the realistic run's annotators: picks before they have all onboarded are reported
-apart).
+apart), BENCH_ARRIVAL_SPREAD (seconds; see RealisticAnnotator).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import re
 import time
 from pathlib import Path
 
+import gevent
 from locust import FastHttpUser, between, constant, events, task
 
 SLUG = os.environ.get("BENCH_SLUG", "")
@@ -42,6 +43,7 @@ ACKED = {"sent": 0, "picks": 0, "failed": 0, "completed_participants": 0, "joins
 # has onboarded, picks are reported apart, as "pick (while annotators arrive)": their round trips
 # queue behind the arrivals' page loads. After that, "pick": the study at its full 300 annotators.
 ARRIVING = int(os.environ.get("BENCH_USERS") or 0)
+ARRIVAL_SPREAD = float(os.environ.get("BENCH_ARRIVAL_SPREAD") or 0)
 ONBOARDED = {"users": 0}
 
 
@@ -143,9 +145,21 @@ class ClosedLoopAnnotator(Annotator):
 
 
 class RealisticAnnotator(Annotator):
-    """Reads both responses before picking: 3-8 s between picks."""
+    """Reads both responses before picking: 3-8 s between picks.
+
+    Locust starts users in batches: with a spawn rate of r per second, r of them at once every
+    second (locust/dispatch.py). People following a link do not arrive in lockstep, so with
+    BENCH_ARRIVAL_SPREAD=s each waits a uniform random time in [0, s) before opening the link:
+    with s = 1 (the interval between batches) the arrivals are spread evenly over the burst's
+    seconds instead of landing in bursts of r within a millisecond. 0 keeps locust's batches.
+    """
 
     wait_time = between(3, 8)
+
+    def on_start(self) -> None:
+        if ARRIVAL_SPREAD > 0:
+            gevent.sleep(random.uniform(0, ARRIVAL_SPREAD))
+        super().on_start()
 
 
 def _cookie(host: str, name: str, value: str) -> http.cookiejar.Cookie:

@@ -34,6 +34,7 @@ import secrets
 import time
 from pathlib import Path
 
+import gevent
 from locust import FastHttpUser, between, constant, events, task
 
 TOOL = os.environ.get("BENCH_TOOL", "")
@@ -185,9 +186,17 @@ class ClosedLoopAnnotator(PeerAnnotator):
 
 
 class RealisticAnnotator(PeerAnnotator):
-    """Reads the prompt and both responses before choosing: 3-8 s between annotations."""
+    """Reads the prompt and both responses before choosing: 3-8 s between annotations. Arrives as
+    ualign's do (bench/locustfile_annotate.py): after a random wait in [0, BENCH_ARRIVAL_SPREAD),
+    so that the arrivals spread over the burst's seconds instead of locust's batches."""
 
     wait_time = between(3, 8)
+
+    def on_start(self) -> None:
+        spread = float(os.environ.get("BENCH_ARRIVAL_SPREAD") or 0)
+        if spread > 0:
+            gevent.sleep(random.uniform(0, spread))
+        super().on_start()
 
 
 def _json_status(text: str | None) -> str | None:
