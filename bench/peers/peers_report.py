@@ -4,6 +4,7 @@ throughput goal judged from them, and what each tool guarantees beside its figur
 from __future__ import annotations
 
 import argparse
+import os
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +106,20 @@ def _kept(outcomes: list[Any]) -> list[str]:
     return lines
 
 
+def _machine_line(machine: str, load: tuple[float, ...], started: datetime) -> str:
+    """Where and when, and whether the machine was the run's own: a 1-minute load average above its
+    cores before the run means other jobs were taking part of it."""
+    when = started.strftime("%Y-%m-%d %H:%M UTC")
+    cores = os.cpu_count() or 1
+    if load and load[0] > cores:
+        return (f"Machine: {machine}, **shared with other jobs during the run** (load average {load} before "
+                "it): the tools ran one after another, each with what the other jobs left it, so picks/s and "
+                "latencies move with the load (given for each tool's turn below); the server CPU a pick, what "
+                f"the tool itself spent, moves least. {when}.")
+    return (f"Machine: {machine}, no other jobs on it (load average {load} before the run, the benches' "
+            f"own); the tools ran one after another (the load as each turn began is given below). {when}.")
+
+
 def _header(load: tuple[float, ...], started: datetime, machine: str, command: str) -> list[str]:
     """What was run, how, where and when: the section's opening lines and its table head."""
     return [
@@ -123,11 +138,7 @@ def _header(load: tuple[float, ...], started: datetime, machine: str, command: s
         "/annotate (the next page). Server CPU is the tool's own processes (its session) and its",
         "database backends, from /proc; per acknowledged annotation.",
         "",
-        f"Machine: {machine}, **shared with other engineers' jobs during the run** (load average "
-        f"{load} before it): the tools ran one after another, each with what the other jobs left it, so "
-        "picks/s and latencies move with the load (given for each tool's turn below); the server CPU a "
-        "pick, what the tool itself spent, moves least. "
-        f"{started.strftime('%Y-%m-%d %H:%M UTC')}.",
+        _machine_line(machine, load, started),
         "",
         "| tool | run | annotators | picks/s | p50 ms | p99 ms | server CPU ms a pick | acknowledged | failures |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -166,7 +177,7 @@ def section(outcomes: list[Any], args: argparse.Namespace, load: tuple[float, ..
     if "ualign" in cpu and len(cpu) > 1:
         others = ", ".join(f"{tool} {ms:.1f} ms ({ms / cpu['ualign']:.1f}x ualign's)"
                            for tool, ms in cpu.items() if tool != "ualign")  # fmt: skip
-        lines += ["", f"Server CPU a pick in the closed loop, the figure the shared machine moves least: ualign "
+        lines += ["", f"Server CPU a pick in the closed loop, the figure the machine's load moves least: ualign "
                       f"{cpu['ualign']:.1f} ms; {others}."]  # fmt: skip
     lines += ["", "How each was served:", ""]
     lines += [f"- {o.tool} {o.version}: {o.serving}" for o in outcomes if not o.error]
