@@ -342,18 +342,19 @@ def _consent_duration(study: Study):
 @require_http_methods(["GET", "POST"])
 @participant_step("instructions")
 def instructions(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
-    form = None
-    if study.comprehension_question:
-        form = ComprehensionForm(request.POST or None, choices=study.comprehension_choices)
+    form = _comprehension_form(study, request.POST or None)
     if request.method == "POST" and (form is None or form.is_valid()):
         answer = form.cleaned_data["answer"] if form else None
         participant = flow.start_tasks(participant=participant, comprehension_answer=answer)
-        if participant.status == Participant.Status.CONSENTED:
-            form = ComprehensionForm(choices=study.comprehension_choices)  # a fresh try, unselected
-            context = _instructions_context(request, study, participant, form, True)
-            return render(request, "studies/instructions.html", context)
+        if participant.status == Participant.Status.CONSENTED:  # a fresh try, unselected
+            return _instructions_page(request, study, participant, _comprehension_form(study), wrong_answer=True)
         return _show_step(request, study, participant)
-    return render(request, "studies/instructions.html", _instructions_context(request, study, participant, form, False))
+    return _instructions_page(request, study, participant, form)
+
+
+def _comprehension_form(study: Study, data=None) -> ComprehensionForm | None:
+    """The instructions' comprehension question as a form, or None when the study asks none."""
+    return ComprehensionForm(data, choices=study.comprehension_choices) if study.comprehension_question else None
 
 
 def _show_step(request: HtmxHttpRequest, study: Study, participant: Participant) -> HttpResponse:
@@ -374,20 +375,20 @@ def _show_step(request: HtmxHttpRequest, study: Study, participant: Participant)
     if step == "consent":
         return _consent_page(request, study, ConsentForm(), step_url=url)
     if step == "instructions":
-        form = ComprehensionForm(choices=study.comprehension_choices) if study.comprehension_question else None
-        context = _instructions_context(request, study, participant, form, False) | {"step_url": url}
-        return render(request, "studies/instructions.html", context)
+        return _instructions_page(request, study, participant, _comprehension_form(study), step_url=url)
     return _next_task(request, study, participant, step_url=url)
 
 
-def _instructions_context(request: HtmxHttpRequest, study: Study, participant: Participant, form, wrong: bool) -> dict:
-    return {
+def _instructions_page(request: HtmxHttpRequest, study: Study, participant: Participant, form, *,
+                       wrong_answer: bool = False, **context) -> HttpResponse:
+    context |= {
         "study": study,
         "resume_url": _resume_url(request, participant),
         "form": form,
-        "wrong_answer": wrong,
+        "wrong_answer": wrong_answer,
         "attempts_left": flow.COMPREHENSION_ATTEMPTS - participant.comprehension_attempts,
     }
+    return render(request, "studies/instructions.html", context)
 
 
 def _task_context(
@@ -620,8 +621,7 @@ def preview(request: HtmxHttpRequest, slug: str, step: str = "consent") -> HttpR
     if step == "consent":
         context |= {"form": ConsentForm(), "duration": _consent_duration(study)}
     elif step == "instructions":
-        form = ComprehensionForm(choices=study.comprehension_choices) if study.comprehension_question else None
-        context |= {"form": form, "attempts_left": flow.COMPREHENSION_ATTEMPTS}
+        context |= {"form": _comprehension_form(study), "attempts_left": flow.COMPREHENSION_ATTEMPTS}
     else:
         context["participant"] = {"status": Participant.Status.COMPLETED, "completion_code": study.completion_code}
     return render(request, f"studies/{step}.html", context)
