@@ -43,6 +43,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from html.parser import HTMLParser
 
 import numpy as np
@@ -208,6 +209,12 @@ class Page:
         return urllib.parse.urljoin(self.url, action) if action else self.url
 
     def parse(self) -> _PageParser:
+        """What a no-JS browser reads of the page; parsed once (`path`, `form_url` and the step
+        each ask for it, and a page does not change)."""
+        return self._parsed
+
+    @cached_property
+    def _parsed(self) -> _PageParser:
         parser = _PageParser()
         parser.feed(self.html)
         return parser
