@@ -19,8 +19,8 @@ graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
 # Recycle workers now and then so that a slow leak cannot grow without bound. Not often: while a
 # recycled worker is replaced (up to a second) and opens its database connection, the others serve
-# its share, and at 2,000 requests a worker that happened during a launch burst (every ~20 s at
-# ~200 requests/s) put its queue in the picks' p99 (#26). 20,000 is hours of a real study.
+# its share; at 2,000 requests that happened every ~20 s under a launch burst's ~200 requests/s
+# (#26), a queue in the middle of the arrival. 20,000 is hours of a real study.
 max_requests = 20000
 max_requests_jitter = 2000
 # Import Django and ualign once, in the master, and fork the workers from it: a new worker (at
