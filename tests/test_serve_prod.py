@@ -122,3 +122,69 @@ def test_serve_prod_serves_a_task_page_with_its_static_files_and_stops_cleanly(s
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)  # nothing left in its process group
     assert "serve-prod: stopped" in log_path.read_text()
+
+
+def _nice_and_parent(pid: int) -> tuple[int, int]:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # from the state, field 3
+    return int(fields[16]), int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                if _nice_and_parent(int(stat))[1] == pid:
+                    children.append(int(stat))
+            except OSError:  # exited meanwhile
+                continue
+    return children
+
+
+def test_with_pick_bind_the_picks_have_their_own_gunicorn_and_the_rest_runs_niced_below_it(tmp_path):
+    """PICK_BIND (docs/deployment.md, "Picks first"): serve-prod starts a second gunicorn there for the
+    proxy's pick route, at the normal priority, and the pages' gunicorn, the worker and beat at nice
+    PICK_PRIORITY_NICE. The test posts the pick to that address as the proxy would route it (no nginx
+    here: the route itself is nginx's, exercised by `make bench-load`)."""
+    study = annotation_study(participants=1, items_per_participant=2)
+    port, pick_port = free_port(), free_port()
+    env = production_env(static_root=tmp_path / "static", var_dir=tmp_path / "var", port=port,
+                         PICK_BIND=f"127.0.0.1:{pick_port}", PICK_CONCURRENCY="1", PICK_PRIORITY_NICE="7",
+                         # The proxy gives both gunicorns the site's Host; here the pick comes to
+                         # another port, so its Origin is trusted explicitly.
+                         CSRF_TRUSTED_ORIGINS=f"https://127.0.0.1:{port}")  # fmt: skip
+    log_path = tmp_path / "serve-prod.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(["scripts/serve-prod"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", 180, process, log_path)
+        wait_for_health(f"http://127.0.0.1:{pick_port}", 60, process, log_path)
+        _wait_for_log(log_path, [" ready.", "beat: Starting"], process)
+        started = re.search(r"picks on 127\.0\.0\.1:\d+ \(pids: picks' gunicorn (\d+), gunicorn (\d+), "
+                            r"worker (\d+), beat (\d+)\)", log_path.read_text())  # fmt: skip
+        assert started, log_path.read_text()[-4000:]
+        picks, pages, worker, beat = (int(pid) for pid in started.groups())
+        pick_workers, page_workers = _children(picks), _children(pages)
+        assert len(pick_workers) == 1 and len(page_workers) == 2
+        assert {_nice_and_parent(pid)[0] for pid in [picks, *pick_workers]} == {0}
+        assert {_nice_and_parent(pid)[0] for pid in [pages, *page_workers, worker, beat]} == {7}
+
+        browser = ProxiedBrowser(f"http://127.0.0.1:{port}")
+        task = walk_to_first_task(browser, study)
+        assignment = assignment_on(task)
+        assert assignment is not None
+        # The pages' gunicorn does not listen on the picks' address, so this pick is served by the other.
+        page = browser.post(f"http://127.0.0.1:{pick_port}/s/{study.slug}/judgments/",
+                            {"assignment": str(assignment), "choice": "2"}, task)  # fmt: skip
+        assert page.status == 200
+        assert assignment_on(page) not in (None, assignment)
+        assert Judgment.objects.filter(assignment_id=assignment, chosen_slot=2).count() == 1
+
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text(errors="replace")[-4000:]
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)  # all four stopped, nothing left in the group
+    finally:
+        if process.poll() is None:
+            kill_group(process)
