@@ -5,7 +5,9 @@ One run:
    bulk_create (two-text items and attention checks; no language model);
 2. serves it with the production command (`scripts/serve-prod`: DEBUG off, gunicorn + Celery
    worker + beat) on 127.0.0.1, with `UALIGN_JOIN_LIMIT=0` (every simulated annotator comes from
-   this one address);
+   this one address), as docs/deployment.md deploys it: behind nginx, with the picks' own gunicorn
+   (`PICK_BIND`; bench/nginx-ualign.conf routes them) and the rest niced below it (`--serve direct`:
+   one gunicorn, no proxy);
 3. drives it with locust, headless (`bench/locustfile_annotate.py`), three times, on 127.0.0.1
    only, each bounded in users and seconds:
    - `/healthz` with 100 closed-loop users: the baseline throughput;
@@ -39,6 +41,7 @@ import os
 import platform
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = Path(sys.executable)
 LOCUST = PY.parent / "locust"
 LOCUSTFILE = ROOT / "bench" / "locustfile_annotate.py"
+NGINX_CONF = ROOT / "bench" / "nginx-ualign.conf"
 
 
 @dataclass
@@ -83,9 +87,11 @@ class Phase:
     acknowledged: int = 0
     sent: int = 0  # picks sent; sent - acknowledged - refused were in flight when locust stopped
     refused: int = 0
-    # Cores busy on average while locust ran, by who used them (`_cpu_seconds`): locust, gunicorn,
-    # postgres, the rest of the machine (Celery worker and beat, the kernel, anything else).
+    # Cores busy on average while locust ran, by who used them (`_cpu_seconds`): locust, nginx (when
+    # proxied), gunicorn (both, when proxied), postgres, the rest of the machine (Celery worker and beat, the kernel, anything else).
     cores: dict[str, float] = field(default_factory=dict)
+    # What failed, as locust recorded it: "METHOD name: error" -> occurrences.
+    failure_kinds: dict[str, int] = field(default_factory=dict)
 
 
 def _arguments() -> argparse.Namespace:
@@ -112,6 +118,12 @@ def _arguments() -> argparse.Namespace:
                         help="newcomers walked in process after the runs, for each page's CPU (0: skip)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--serve", choices=("proxied", "direct"), default="proxied",
+                        help="proxied: nginx (bench/nginx-ualign.conf) in front of serve-prod with the picks' "
+                             "own gunicorn (PICK_BIND), as docs/deployment.md deploys it; direct: locust to one "
+                             "gunicorn")
+    parser.add_argument("--server-log", type=Path,
+                        help="keep serve-prod's output (gunicorn's access log included) here")
     return parser.parse_args()
 
 
@@ -129,6 +141,7 @@ def _admin_sql(server_url: str, statement: str) -> None:
 
 
 def _server_env(args: argparse.Namespace, database_url: str, port: int, tmp: Path) -> dict[str, str]:
+    proxied = getattr(args, "serve", "direct") == "proxied"
     return {
         **os.environ,
         "DEBUG": "false",
@@ -137,7 +150,9 @@ def _server_env(args: argparse.Namespace, database_url: str, port: int, tmp: Pat
         "DATABASE_URL": database_url,
         "REDIS_URL": args.redis_url,
         "CELERY_BROKER_URL": args.redis_url,
-        "BIND": f"127.0.0.1:{port}",
+        # Proxied, `port` is nginx's, and the two gunicorns listen on ports of their own.
+        "BIND": f"127.0.0.1:{_free_port() if proxied else port}",
+        **({"PICK_BIND": f"127.0.0.1:{_free_port()}"} if proxied else {}),
         "STATIC_ROOT": str(tmp / "static"),
         "UALIGN_VAR_DIR": str(tmp / "var"),
         "UALIGN_JOIN_LIMIT": "0",  # every simulated annotator comes from 127.0.0.1
@@ -274,13 +289,17 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
                    stdout=subprocess.DEVNULL, stderr=(tmp / f"{prefix.name}.log").open("w"))  # fmt: skip
     used, wall = _cpu_seconds() - before, time.monotonic() - wall
     used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
-    phase.cores = {name: round(used[name] / wall, 2) for name in ("locust", "gunicorn", "postgres", "other")}
+    phase.cores = {name: round(used[name] / wall, 2) for name in ("locust", "nginx", "gunicorn", "postgres", "other")}
     with open(f"{prefix}_stats.csv", newline="") as stats:
         rows = {row["Name"]: row for row in csv.DictReader(stats)}
     name = "healthz" if user_class == "Healthz" else "pick"
     row = rows.get(name, {})
     phase.requests, phase.failures = int(row.get("Request Count", 0)), int(row.get("Failure Count", 0))
     phase.rps = float(row.get("Requests/s", 0))
+    with open(f"{prefix}_failures.csv", newline="") as failures:
+        for failure in csv.DictReader(failures):
+            kind = f"{failure['Method']} {failure['Name']}: {failure['Error']}"
+            phase.failure_kinds[kind] = phase.failure_kinds.get(kind, 0) + int(failure["Occurrences"])
     phase.p50, phase.p95, phase.p99 = (float(row.get(q, 0) or 0) for q in ("50%", "95%", "99%"))
     onboarding = rows.get("onboarding: instructions and first task")
     phase.onboarding_p50 = float(onboarding["50%"]) if onboarding else None
@@ -321,6 +340,8 @@ def _cpu_seconds() -> Counter[str]:
             used["postgres"] += seconds
         elif b"gunicorn" in command:
             used["gunicorn"] += seconds
+        elif name == "nginx":
+            used["nginx"] += seconds
     with open("/proc/stat") as machine:
         jiffies = [int(x) for x in machine.readline().split()[1:]]
     used["machine"] = (sum(jiffies) - jiffies[3] - jiffies[4]) / tick  # all but idle and iowait
@@ -463,6 +484,7 @@ def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespa
         "load_average_after": tuple(round(x, 2) for x in os.getloadavg()),
         "page_cpu_ms": page_cpu,
         "web_concurrency": args.web_concurrency,
+        "serve": args.serve,
         "items": args.items,
         "phases": {name: asdict(phase) for name, phase in phases.items()},
         "picks_per_s_over_healthz": round(ratio, 3),
@@ -482,6 +504,8 @@ def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespa
         },
     }
     print(f"\nmachine: {result['machine']}; load average before: {load}; {result['date']}")
+    print("served:", "nginx (bench/nginx-ualign.conf) -> the picks' gunicorn (PICK_BIND) and, nice "
+          f"{os.environ.get('PICK_PRIORITY_NICE', '10')}, the other (BIND)" if args.serve == "proxied" else "locust straight to one gunicorn")
     print("| run | users | requests | failures | req/s | p50 ms | p95 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for phase in phases.values():
@@ -491,13 +515,17 @@ def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespa
         print(f"| {realistic.name}, while the {realistic.users} arrive | {realistic.users} | "
               f"{realistic.arriving_requests} | | | {realistic.arriving_p50:.0f} | {realistic.arriving_p95:.0f} | "
               f"{realistic.arriving_p99:.0f} |")  # fmt: skip
+    for phase in phases.values():
+        for kind, occurrences in phase.failure_kinds.items():
+            print(f"failed in {phase.name!r}, {occurrences}x: {kind}")
     print("\ncores busy on average during each run (the machine has", os.cpu_count(), "):")
-    print("| run | locust | gunicorn | PostgreSQL | other | CPU ms per request (all) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | locust | nginx | gunicorn | PostgreSQL | other | CPU ms per request (all) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for phase in phases.values():
         total = sum(phase.cores.values())
         per_request = 1000 * total / phase.rps if phase.rps else 0.0
-        print(f"| {phase.name} | {phase.cores.get('locust', 0):.2f} | {phase.cores.get('gunicorn', 0):.2f} | "
+        print(f"| {phase.name} | {phase.cores.get('locust', 0):.2f} | {phase.cores.get('nginx', 0):.2f} | "
+              f"{phase.cores.get('gunicorn', 0):.2f} | "
               f"{phase.cores.get('postgres', 0):.2f} | {phase.cores.get('other', 0):.2f} | {per_request:.2f} |")
     print(f"\nclosed-loop picks/s ÷ /healthz req/s = {ratio:.2f} (target ≥ 0.30)")
     print(f"realistic pick p99 = {realistic.p99:.0f} ms once all {realistic.users} have started (target < 150 ms); "
@@ -521,7 +549,7 @@ def main() -> None:
     port = _free_port()
     env = _server_env(args, database_url, port, tmp)
     _admin_sql(args.server_url, f'CREATE DATABASE "{args.database}"')
-    server = None
+    server = proxy = None
     try:
         os.environ.update({k: env[k] for k in ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL",
                                                "STATIC_ROOT", "UALIGN_VAR_DIR", "UALIGN_JOIN_LIMIT",
@@ -541,10 +569,11 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        log = tmp / "serve-prod.log"
+        log = args.server_log or tmp / "serve-prod.log"
         server = subprocess.Popen([str(ROOT / "scripts" / "serve-prod")], cwd=ROOT, env=env, stdout=log.open("w"),
                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         base_url = f"http://127.0.0.1:{port}"
+        proxy = _start_proxy(tmp, port, env) if "PICK_BIND" in env else None
         _wait_for_health(base_url, server, log)
         load = tuple(round(x, 2) for x in os.getloadavg())
         phases = {
@@ -561,6 +590,9 @@ def main() -> None:
                                           max(1, args.burst_users // 10), arrival=args.arrival)  # fmt: skip
         _stop(server)
         server = None
+        if proxy is not None:
+            _stop_proxy(proxy)
+            proxy = None
         db = _check_database(study[0])
         page_cpu = _page_cpu(*study, args.page_cpu) if args.page_cpu else {}
         result = _report(phases, db, args, load, page_cpu)
@@ -569,11 +601,38 @@ def main() -> None:
     finally:
         if server is not None:
             _stop(server)
+        if proxy is not None:
+            _stop_proxy(proxy)
         from django.db import connections
 
         connections.close_all()
         if not args.keep_db:
             _admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
+
+
+def _start_proxy(tmp: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
+    """nginx on `port`, routing picks to PICK_BIND and the rest to BIND (bench/nginx-ualign.conf)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(nginx, os.X_OK):
+        raise SystemExit("--serve proxied needs nginx (make bench-load installs Debian's nginx-light); "
+                         "or run with --serve direct")  # fmt: skip
+    folder = tmp / "nginx"
+    folder.mkdir()
+    conf = NGINX_CONF.read_text()
+    for name, value in (("DIR", str(folder)), ("PORT", str(port)), ("PAGES", env["BIND"]), ("PICKS", env["PICK_BIND"])):
+        conf = conf.replace(f"@{name}@", value)
+    (folder / "nginx.conf").write_text(conf)
+    return subprocess.Popen([nginx, "-p", str(folder), "-e", str(folder / "nginx-error.log"), "-c",
+                             str(folder / "nginx.conf")], start_new_session=True)  # fmt: skip
+
+
+def _stop_proxy(proxy: subprocess.Popen) -> None:
+    proxy.send_signal(signal.SIGQUIT)  # nginx's graceful shutdown
+    try:
+        proxy.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proxy.pid, signal.SIGKILL)
+        proxy.wait()
 
 
 def _stop(server: subprocess.Popen) -> None:
