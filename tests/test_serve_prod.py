@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_serve_prod_serves_a_task_page_with_its_static_files_and_stops_cleanly(s
 
 
 def _nice_and_parent(pid: int) -> tuple[int, int]:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # from the state, field 3
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # from the state, field 3
     return int(fields[16]), int(fields[1])
 
 
@@ -165,8 +166,12 @@ def test_with_pick_bind_the_picks_have_their_own_gunicorn_and_the_rest_runs_nice
                             r"worker (\d+), beat (\d+)\)", log_path.read_text())  # fmt: skip
         assert started, log_path.read_text()[-4000:]
         picks, pages, worker, beat = (int(pid) for pid in started.groups())
-        pick_workers, page_workers = _children(picks), _children(pages)
-        assert len(pick_workers) == 1 and len(page_workers) == 2
+        deadline = time.monotonic() + 30  # /healthz answered once one worker was up: wait for all
+        while len(pick_workers := _children(picks)) < 1 or len(page_workers := _children(pages)) < 2:
+            assert time.monotonic() < deadline, (pick_workers, page_workers)
+            time.sleep(0.1)
+        assert len(pick_workers) == 1
+        assert len(page_workers) == 2
         assert {_nice_and_parent(pid)[0] for pid in [picks, *pick_workers]} == {0}
         assert {_nice_and_parent(pid)[0] for pid in [pages, *page_workers, worker, beat]} == {7}
 
