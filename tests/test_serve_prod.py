@@ -193,3 +193,19 @@ def test_with_pick_bind_the_picks_have_their_own_gunicorn_and_the_rest_runs_nice
     finally:
         if process.poll() is None:
             kill_group(process)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"PICK_BIND": "same"}, "must be another address than BIND"),
+    ({"PICK_BIND": "127.0.0.1:1", "PICK_PRIORITY_NICE": "-5"}, "PICK_PRIORITY_NICE must be a whole number"),
+    ({"PICK_BIND": "127.0.0.1:1", "PICK_PRIORITY_NICE": "ten"}, "PICK_PRIORITY_NICE must be a whole number"),
+])  # fmt: skip
+def test_serve_prod_refuses_a_pick_setting_that_cannot_work_before_starting_anything(tmp_path, setting, message):
+    port = free_port()
+    if setting["PICK_BIND"] == "same":
+        setting = {**setting, "PICK_BIND": f"127.0.0.1:{port}"}
+    env = production_env(static_root=tmp_path / "static", var_dir=tmp_path / "var", port=port, **setting)
+    done = subprocess.run(["scripts/serve-prod"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "static").exists()  # nothing ran: no migration, no collectstatic
