@@ -88,7 +88,8 @@ class Phase:
     sent: int = 0  # picks sent; sent - acknowledged - refused were in flight when locust stopped
     refused: int = 0
     # Cores busy on average while locust ran, by who used them (`_cpu_seconds`): locust, nginx (when
-    # proxied), gunicorn (both, when proxied), postgres, the rest of the machine (Celery worker and beat, the kernel, anything else).
+    # proxied), gunicorn (both, when proxied), postgres, the rest of the machine (Celery worker and
+    # beat, the kernel, anything else).
     cores: dict[str, float] = field(default_factory=dict)
     # What failed, as locust recorded it: "METHOD name: error" -> occurrences.
     failure_kinds: dict[str, int] = field(default_factory=dict)
