@@ -73,9 +73,10 @@ bench-all: bench
 # The annotator's path under load, served by serve-prod (issue #14): /healthz and picks with locust,
 # on 127.0.0.1 only, in a throwaway database (BENCH_PG: the PostgreSQL server; REDIS_URL: a Redis db).
 # The annotator's path served, with the arrival burst; e.g. BENCH_LOAD_ARGS="--burst-users 1000".
-# Served behind nginx as docs/deployment.md deploys it (Debian's nginx-light; --serve direct: without).
+# Served behind nginx as docs/deployment.md deploys it (Debian's nginx-light; where it cannot be
+# installed, the bench says so: BENCH_LOAD_ARGS="--serve direct" runs it without).
 bench-load: install
-	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx-light)
+	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx-light) || true
 	$(PY) bench/load_annotate.py $(BENCH_LOAD_ARGS)
 
 # ualign's served pick beside Label Studio and Potato (issue #26): each peer in its own virtual
