@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-allocation bench-peers bench-adversary
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-allocation bench-peers bench-adversary bench-gc
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -90,6 +90,10 @@ bench-peers: install
 # A pick's Python and PostgreSQL CPU in one process, plain SQL against prepared statements.
 bench-pick: install
 	$(PY) bench/pick_cost.py --write docs/benchmarks.md
+
+# A web worker's full garbage collection, with gunicorn's pre_fork freeze and without.
+bench-gc: install
+	$(PY) bench/gc_pause.py --write docs/benchmarks.md
 
 # The results page at 1,000,000 judgments, served from its snapshot, against a full recompute.
 bench-results: install
