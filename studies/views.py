@@ -345,9 +345,12 @@ def instructions(request: HtmxHttpRequest, study: Study, participant: Participan
     form = _comprehension_form(study, request.POST or None)
     if request.method == "POST" and (form is None or form.is_valid()):
         answer = form.cleaned_data["answer"] if form else None
-        participant = flow.start_tasks(participant=participant, comprehension_answer=answer)
+        participant, first = flow.start_tasks_with_first_task(participant=participant, comprehension_answer=answer)
         if participant.status == Participant.Status.CONSENTED:  # a fresh try, unselected
             return _instructions_page(request, study, participant, _comprehension_form(study), wrong_answer=True)
+        if first is not None and study.is_accepting_participants:  # handed out with the start: shown here
+            return _show_task(request, study, participant, first, done=participant.tasks_done,
+                              step_url=_step_url(participant))  # fmt: skip
         return _show_step(request, study, participant)
     return _instructions_page(request, study, participant, form)
 

@@ -167,6 +167,43 @@ def test_comprehension_check_allows_two_attempts_then_screens_out():
     assert not unlucky.comprehension_passed
 
 
+def test_starting_hands_out_the_first_task_once_and_only_to_whoever_starts_there():
+    study = live_study_without_items(comprehension_question="Which do you pick?", comprehension_choices=["best", "first"],
+                                     comprehension_answer="best", annotations_per_item=1)  # fmt: skip
+    add_items(study, 2)
+    person = make_participant(study=study, status=Participant.Status.CONSENTED)
+
+    person, first = flow.start_tasks_with_first_task(participant=person, comprehension_answer="first")
+    assert (person.status, first) == (Participant.Status.CONSENTED, None)  # a wrong answer: no task
+    assert not Assignment.objects.filter(participant=person).exists()
+
+    person, first = flow.start_tasks_with_first_task(participant=person, comprehension_answer="best")
+    assert person.status == Participant.Status.ACTIVE
+    saved = Assignment.objects.get(participant=person)
+    assert first.pk == saved.pk
+    assert saved.status == Assignment.Status.ASSIGNED
+    assert saved.rendered_at is not None  # shown in the answer: the latency runs from now
+    assert saved.item.live_assignments == 1
+    assert assign.assign_next_item(participant=person).pk == saved.pk  # the task page shows the same one
+
+    again, second = flow.start_tasks_with_first_task(participant=person, comprehension_answer="best")  # re-sent
+    assert (again.status, second) == (Participant.Status.ACTIVE, None)
+    assert Assignment.objects.filter(participant=person).count() == 1
+
+
+def test_starting_when_nothing_is_left_starts_without_a_task():
+    study = live_study_without_items(annotations_per_item=1)
+    (item,) = add_items(study, 1)
+    assign.assign_next_item(participant=active(study))  # the only place taken
+    person = make_participant(study=study, status=Participant.Status.CONSENTED)
+
+    person, first = flow.start_tasks_with_first_task(participant=person)
+    assert (person.status, first) == (Participant.Status.ACTIVE, None)
+    assert not Assignment.objects.filter(participant=person).exists()
+    item.refresh_from_db()
+    assert item.live_assignments == 1
+
+
 # --- Assignment ---------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from studies.judgment import assign, rules, seats, sql
-from studies.models import Invite, Participant, Study
+from studies.models import Assignment, Invite, Participant, Study
 from studies.models.participants import new_pseudonym
 
 COMPREHENSION_ATTEMPTS = 2
@@ -275,9 +275,38 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
 
     A wrong answer uses one of two attempts; after the second the participant is screened out.
     """
-    participant, _ = assign.locked_participant(participant)  # with the study, in the hot path's SQL
+    return _start_tasks(participant, comprehension_answer, timezone.now())[0]
+
+
+@transaction.atomic
+def start_tasks_with_first_task(
+    *, participant: Participant, comprehension_answer: str | None = None
+) -> tuple[Participant, Assignment | None]:
+    """`start_tasks`, and the participant's first task when this call starts them (the
+    instructions' POST, whose answer shows it): one transaction, one commit and one lock of the
+    participant's row for both (#26: the instructions step was onboarding's slowest, with two).
+
+    The task is None when the participant did not start here (a wrong answer, or a form sent
+    again by someone already past it: their open task, if any, is the task page's to show), or
+    when the study takes nobody now or has nothing left for them; `assign.assign_next_item` then
+    tells which, as for any task page.
+    """
+    now = timezone.now()
+    participant, done, started = _start_tasks(participant, comprehension_answer, now)
+    study = participant.study
+    if not started or not study.is_accepting_participants or done.tasks >= study.items_per_participant:
+        return participant, None
+    # Nobody holds an open task before they start: no open assignment to look for.
+    return participant, assign.claim_next(participant, done, now=now, shown_now=True)
+
+
+def _start_tasks(participant: Participant, comprehension_answer: str | None,
+                 now: datetime) -> tuple[Participant, assign.Done, bool]:
+    """The locked participant after their comprehension answer, what they did, and whether they
+    became active here."""
+    participant, done = assign.locked_participant(participant)  # with the study, in the hot path's SQL
     if participant.status != Participant.Status.CONSENTED:
-        return participant
+        return participant, done, False
     study = participant.study
     if study.comprehension_question and not participant.comprehension_passed:
         participant.comprehension_attempts += 1
@@ -287,10 +316,8 @@ def start_tasks(*, participant: Participant, comprehension_answer: str | None = 
             participant.status = Participant.Status.SCREENED_OUT
         sql.update(participant, ["comprehension_attempts", "comprehension_passed", "status"])
         if not participant.comprehension_passed:
-            return participant
+            return participant, done, False
     participant.status = Participant.Status.ACTIVE
-    participant.last_active_at = timezone.now()
+    participant.last_active_at = now
     sql.update(participant, ["status", "last_active_at"])
-    return participant
-
-
+    return participant, done, True
