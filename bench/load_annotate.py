@@ -21,7 +21,8 @@ One run:
    past its quota, every item's counter equal to its live assignments, every join answered saved
    (and no more than those in flight), the seat counter equal to the seated rows; then walks
    --page-cpu newcomers through the onboarding pages in process, for each page's CPU (Django's
-   and its PostgreSQL backend's);
+   and its PostgreSQL backend's); proxied, reads nginx's access log for each burst's server-side
+   times (the gunicorns' queue and work, without the load generator's share);
 5. prints the table for docs/benchmarks.md (and writes it as JSON with --out), stops the
    server and drops the database.
 
@@ -93,6 +94,10 @@ class Phase:
     cores: dict[str, float] = field(default_factory=dict)
     # What failed, as locust recorded it: "METHOD name: error" -> occurrences.
     failure_kinds: dict[str, int] = field(default_factory=dict)
+    # When locust ran (epoch seconds), and, proxied, the burst's server-side times (`_server_side`).
+    started: float = 0.0
+    ended: float = 0.0
+    server: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _arguments() -> argparse.Namespace:
@@ -285,10 +290,10 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
                "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", user_class]  # fmt: skip
     if user_class != "RealisticAnnotator":  # the realistic run reports its arrival apart instead
         command.insert(-1, "--reset-stats")
-    before, wall = _cpu_seconds(), time.monotonic()
+    before, wall, phase.started = _cpu_seconds(), time.monotonic(), time.time()
     subprocess.run(command, cwd=ROOT, env=env, check=False, timeout=phase.seconds + 180,
                    stdout=subprocess.DEVNULL, stderr=(tmp / f"{prefix.name}.log").open("w"))  # fmt: skip
-    used, wall = _cpu_seconds() - before, time.monotonic() - wall
+    used, wall, phase.ended = _cpu_seconds() - before, time.monotonic() - wall, time.time()
     used["other"] = max(0.0, used.pop("machine") - sum(used.values()))
     phase.cores = {name: round(used[name] / wall, 2) for name in ("locust", "nginx", "gunicorn", "postgres", "other")}
     with open(f"{prefix}_stats.csv", newline="") as stats:
@@ -319,6 +324,36 @@ def _run_locust(phase: Phase, user_class: str, base_url: str, tmp: Path, study: 
         phase.acknowledged, phase.sent, phase.refused = counts["picks"], counts["sent"], counts["failed"]
         phase.joins, phase.walks = counts.get("joins", 0), counts.get("walks", 0)
     return phase
+
+
+SERVER_PAGES = {("GET", ""): "landing", ("POST", ""): "join", ("POST", "consent/"): "consent",
+                ("POST", "instructions/"): "instructions and first task", ("POST", "judgments/"): "pick"}
+
+
+def _server_side(access_log: Path, phase: Phase, slug: str) -> dict[str, dict[str, float]]:
+    """A burst's requests as nginx saw them (its access log, `bench/nginx-ualign.conf`): for each
+    onboarding page and for the picks while the annotators arrived and after, how many and the p50
+    and p99 of the upstream's time, the gunicorns' share of the latency (their queue and their
+    work), without locust's or the proxy's. "While arriving": ended before the burst's last
+    instructions' POST did (locust's split is by when each pick was sent; close, not the same)."""
+    prefix = f"/s/{slug}/"
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for line in access_log.read_text().splitlines():
+        ended, method, uri, _status, upstream = line.split(" ", 4)
+        page = SERVER_PAGES.get((method, uri.removeprefix(prefix))) if uri.startswith(prefix) else None
+        if page is None or not phase.started <= float(ended) <= phase.ended or upstream == "-":
+            continue
+        seen.setdefault(page, []).append((float(ended), 1000 * float(upstream.split(",")[-1])))
+    walks_done = max((t for t, _ in seen.get("instructions and first task", [])), default=phase.started)
+    picks = seen.pop("pick", [])
+    seen["pick while arriving"] = [row for row in picks if row[0] <= walks_done]
+    seen["pick after"] = [row for row in picks if row[0] > walks_done]
+
+    def quantile(values: list[float], q: float) -> float:
+        return values[max(0, math.ceil(q * len(values)) - 1)]
+
+    return {page: {"requests": len(rows), "p50": quantile(times, 0.5), "p99": quantile(times, 0.99)}
+            for page, rows in seen.items() if rows for times in [sorted(ms for _, ms in rows)]}  # fmt: skip
 
 
 def _cpu_seconds() -> Counter[str]:
@@ -453,6 +488,18 @@ def _onboarding_report(phases: dict[str, Phase], page_cpu: dict[str, dict[str, f
             print(f"| {page} | {row['django_ms']:.2f} | {row['postgres_ms']:.2f} |")
 
 
+def _server_report(bursts: list[Phase]) -> None:
+    """Each burst's server-side times (`_server_side`), when nginx was in front."""
+    if not any(phase.server for phase in bursts):
+        return
+    print("\nserver side of each burst (nginx's upstream time: the gunicorns' queue and work, not locust's):")
+    print("| run | request | requests | p50 ms | p99 ms |")
+    print("|---|---|---:|---:|---:|")
+    for phase in bursts:
+        for page, row in phase.server.items():
+            print(f"| {phase.name} | {page} | {row['requests']} | {row['p50']:.0f} | {row['p99']:.0f} |")
+
+
 def _burst_targets(phases: list[Phase]) -> dict[str, bool]:
     """Issue #26: onboarding p99 < 500 ms on every page and pick p99 < 150 ms, arrival included."""
     pages = [row for phase in phases for page, row in phase.onboarding.items() if page != "whole walk"]
@@ -537,6 +584,7 @@ def _report(phases: dict[str, Phase], db: dict[str, int], args: argparse.Namespa
           f"{db['assignments_judged_twice']}, items over quota = {db['items_over_quota']}, counter mismatches = "
           f"{db['counter_mismatches']}")  # fmt: skip
     _onboarding_report({name: phase for name, phase in phases.items() if phase.onboarding}, page_cpu)
+    _server_report(bursts)
     print(f"joins answered = {joins}, participants joined over HTTP = {joined}, walks to a first task = "
           f"{sum(phase.walks for phase in onboarded)}; seats: counter {db['seat_counter']}, seated rows {db['seated']}")
     print("targets:", result["targets"])
@@ -592,8 +640,11 @@ def main() -> None:
         _stop(server)
         server = None
         if proxy is not None:
-            _stop_proxy(proxy)
+            _stop_proxy(proxy)  # which writes out its access log
             proxy = None
+            for name in ("realistic", "burst"):
+                if name in phases:
+                    phases[name].server = _server_side(tmp / "nginx" / "access.log", phases[name], study[0])
         db = _check_database(study[0])
         page_cpu = _page_cpu(*study, args.page_cpu) if args.page_cpu else {}
         result = _report(phases, db, args, load, page_cpu)
