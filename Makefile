@@ -7,7 +7,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ualign
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-allocation bench-peers bench-adversary bench-gc
+.PHONY: install run serve-prod worker test test-slow lint typecheck fmt migrations-check check ci bench bench-all bench-load bench-pick bench-results bench-intervals browser bench-doctor-effect bench-sequential bench-allocation bench-peers bench-adversary bench-gc proxy
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	@scripts/install $(VENV) $(PYTHON)
@@ -18,6 +18,11 @@ install: $(VENV)/.installed
 # Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# Debian's nginx-light: the picks' route is tested through it (tests/test_picks_route.py), and the
+# load benches serve behind it. Not a dependency of the app.
+proxy:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && apt-get install -y -qq nginx-light)
 
 # The README's main command: serve ualign with its worker and prepare the demo study.
 run: install
@@ -31,7 +36,7 @@ serve-prod: install
 worker: install
 	$(VENV)/bin/celery -A ualign_web worker -Q gpu,default --concurrency 1 --loglevel INFO
 
-test: install browser
+test: install browser proxy
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 		$(VENV)/bin/pytest $(PYTEST_ARGS)
 
