@@ -45,7 +45,7 @@ def pre_fork(server, worker) -> None:
     """Freeze the master's objects (the app preloaded above) before each worker is forked from it.
 
     A worker's full garbage collection otherwise walks every object the import made, ~150,000 of
-    them: about 85 ms of CPU on a quiet 2-core machine (docs/benchmarks.md), during which the
+    them: about 95 ms of CPU on a 2-core machine (`make bench-gc`), during which the
     requests queued on that worker wait. Frozen, they are skipped by every collection (they live
     as long as the process anyway), and the pages of memory the worker shares with the master are
     not written to by the collector. https://docs.python.org/3/library/gc.html#gc.freeze
