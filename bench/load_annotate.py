@@ -60,6 +60,7 @@ PY = Path(sys.executable)
 LOCUST = PY.parent / "locust"
 LOCUSTFILE = ROOT / "bench" / "locustfile_annotate.py"
 NGINX_CONF = ROOT / "bench" / "nginx-ualign.conf"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's, off a non-root PATH
 
 
 @dataclass
@@ -664,8 +665,7 @@ def main() -> None:
 
 def _start_proxy(tmp: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
     """nginx on `port`, routing picks to PICK_BIND and the rest to BIND (bench/nginx-ualign.conf)."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.access(nginx, os.X_OK):
+    if not os.access(NGINX, os.X_OK):
         raise SystemExit("--serve proxied needs nginx (make bench-load installs Debian's nginx-light); "
                          "or run with --serve direct")  # fmt: skip
     folder = tmp / "nginx"
@@ -674,7 +674,7 @@ def _start_proxy(tmp: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
     for name, value in (("DIR", str(folder)), ("PORT", str(port)), ("PAGES", env["BIND"]), ("PICKS", env["PICK_BIND"])):
         conf = conf.replace(f"@{name}@", value)
     (folder / "nginx.conf").write_text(conf)
-    return subprocess.Popen([nginx, "-p", str(folder), "-e", str(folder / "nginx-error.log"), "-c",
+    return subprocess.Popen([NGINX, "-p", str(folder), "-e", str(folder / "nginx-error.log"), "-c",
                              str(folder / "nginx.conf")], start_new_session=True)  # fmt: skip
 
 

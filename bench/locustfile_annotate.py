@@ -188,4 +188,3 @@ def _write_acknowledged(**_kwargs) -> None:
     if ACK_FILE:
         with open(ACK_FILE, "w") as out:
             json.dump(ACKED, out)
-

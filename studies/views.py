@@ -348,7 +348,7 @@ def instructions(request: HtmxHttpRequest, study: Study, participant: Participan
         participant, first = flow.start_tasks_with_first_task(participant=participant, comprehension_answer=answer)
         if participant.status == Participant.Status.CONSENTED:  # a fresh try, unselected
             return _instructions_page(request, study, participant, _comprehension_form(study), wrong_answer=True)
-        if first is not None and study.is_accepting_participants:  # handed out with the start: shown here
+        if first is not None:  # handed out with the start (the study open, as read under the lock): shown here
             return _show_task(request, study, participant, first, done=participant.tasks_done,
                               step_url=_step_url(participant))  # fmt: skip
         return _show_step(request, study, participant)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.server
 import os
 import re
-import shutil
 import sys
 import threading
 import time
@@ -29,7 +28,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import load_annotate  # noqa: E402
 
 PICKS_ROUTE = re.compile(r"location ~ (\S+) \{[^}]*proxy_pass http://ualign_picks;")
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SLUGS = ["s", "bench-load", "my_study-2", "A1"]
 
 
@@ -87,7 +85,7 @@ def _ask(url: str, method: str) -> str:
         return response.read().decode()
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed (make bench-load installs it)")
+@pytest.mark.skipif(not os.access(load_annotate.NGINX, os.X_OK), reason="nginx is not installed (make bench-load installs it)")
 def test_nginx_sends_the_pick_to_the_picks_gunicorn_and_everything_else_to_the_other(tmp_path):
     pages, picks = _StandIn("pages"), _StandIn("picks")
     port = load_annotate._free_port()

@@ -282,13 +282,19 @@ def assign_next_item(*, participant: Participant, now: datetime | None = None, s
     open_assignment = current_assignment(participant)
     if open_assignment is not None:
         return open_assignment
-    study = participant.study
-    if not study.is_accepting_participants or done.tasks >= study.items_per_participant:
+    if not may_take_new_task(participant, done):
         return None
     assignment = claim_next(participant, done, now=now, shown_now=shown_now)
     if assignment is not None:
         _active(participant, now)
     return assignment
+
+
+def may_take_new_task(participant: Participant, done: Done) -> bool:
+    """Whether an active participant without an open task may be handed a new one now: the study
+    takes participants and their share is not done."""
+    study = participant.study
+    return study.is_accepting_participants and done.tasks < study.items_per_participant
 
 
 def _active(participant: Participant, now: datetime) -> None:

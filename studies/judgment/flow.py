@@ -293,8 +293,7 @@ def start_tasks_with_first_task(
     """
     now = timezone.now()
     participant, done, started = _start_tasks(participant, comprehension_answer, now)
-    study = participant.study
-    if not started or not study.is_accepting_participants or done.tasks >= study.items_per_participant:
+    if not started or not assign.may_take_new_task(participant, done):
         return participant, None
     # Nobody holds an open task before they start: no open assignment to look for.
     return participant, assign.claim_next(participant, done, now=now, shown_now=True)
